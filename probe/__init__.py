@@ -1,0 +1,1 @@
+"""accmon.probe: runs inside the training process."""

@@ -1,0 +1,121 @@
+"""Wire frames: versioned msgpack maps, decoded with limits (docs/frames.md).
+
+The same bytes travel over ZeroMQ and into recordings. msgpack keeps NaN and ±Inf exactly, which
+JSON encoders do not, and it never executes anything it reads (no pickle anywhere).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+
+SCHEMA_VERSION = 1
+KINDS = frozenset({"meta", "facts", "steps", "alert", "end", "exit", "hb"})
+
+# A frame holds at most a few thousand steps of a few hundred series; 64 MiB is far above any
+# real frame and bounds what a hostile peer can make a reader allocate.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+# Real frames nest 4 deep (frame → facts → model → layers → layer); 16 leaves room for user facts.
+MAX_DEPTH = 16
+
+
+class FrameError(ValueError):
+    """A frame that cannot be used: not msgpack, too big, too deep, or not of a known schema."""
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """Encode one frame. The caller owns the envelope keys (see `envelope`)."""
+    return _packer.pack(frame)
+
+
+def envelope(kind: str, run: str, rank: int, seq: int, step: int, **body: Any) -> dict[str, Any]:
+    """A frame map with the envelope every frame carries."""
+    frame = {"v": SCHEMA_VERSION, "kind": kind, "run": run, "rank": rank, "seq": seq, "step": step, "t": time.time()}
+    frame.update(body)
+    return frame
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of containers, stopping as soon as `limit` is passed (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        item, d = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, d + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode and validate one frame, or raise FrameError saying what is wrong with it."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        frame = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_buffer_size=MAX_FRAME_BYTES,
+            # Extension types are never produced by accmon: refuse them rather than hand them on.
+            ext_hook=_refuse_ext,
+        )
+    except FrameError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise FrameError(f"not a msgpack frame: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(frame, dict):
+        raise FrameError(f"frame is a {type(frame).__name__}, not a map")
+    if _depth(frame, MAX_DEPTH) > MAX_DEPTH:
+        raise FrameError(f"frame nests deeper than {MAX_DEPTH} levels")
+    v = frame.get("v")
+    if v != SCHEMA_VERSION:
+        raise FrameError(f"unknown frame schema version {v!r} (this accmon reads version {SCHEMA_VERSION}; upgrade accmon?)")
+    kind = frame.get("kind")
+    if kind not in KINDS:
+        raise FrameError(f"unknown frame kind {kind!r}")
+    for key, typ in (("run", str), ("rank", int), ("seq", int), ("step", int)):
+        if not isinstance(frame.get(key), typ) or isinstance(frame.get(key), bool):
+            raise FrameError(f"{kind} frame has no valid {key!r} field")
+    if kind == "steps":
+        _check_steps(frame)
+    return frame
+
+
+def _refuse_ext(code: int, data: bytes) -> None:
+    raise FrameError(f"msgpack extension type {code} is not part of the accmon schema")
+
+
+def _check_steps(frame: dict[str, Any]) -> None:
+    steps = frame.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+        raise FrameError("steps frame has no valid 'steps' list")
+    n = len(steps)
+    times = frame.get("times")
+    if times is not None and (not isinstance(times, list) or len(times) != n):
+        raise FrameError("steps frame: 'times' does not match 'steps'")
+    cols = frame.get("cols", {})
+    if not isinstance(cols, dict):
+        raise FrameError("steps frame: 'cols' is not a map")
+    for name, values in cols.items():
+        if not isinstance(values, list) or len(values) != n:
+            raise FrameError(f"steps frame: column {name!r} does not have {n} values")
+        for x in values:
+            if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float))):
+                raise FrameError(f"steps frame: column {name!r} holds a {type(x).__name__}")
+    hists = frame.get("hists", {})
+    if not isinstance(hists, dict) or not all(isinstance(h, list) for h in hists.values()):
+        raise FrameError("steps frame: 'hists' is not a map of lists")
