@@ -69,7 +69,6 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_buffer_size=MAX_FRAME_BYTES,
             # Extension types are never produced by accmon: refuse them rather than hand them on.
             ext_hook=_refuse_ext,
         )

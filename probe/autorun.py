@@ -1,0 +1,99 @@
+"""Zero-code mode: what `accmon run` injects into the training process (via inject/sitecustomize.py).
+
+Nothing starts until the script imports a framework: then the run starts and the framework's hooks are
+installed. Processes that are not training — multiprocessing workers, helper interpreters that never import
+torch or keras — cost an import hook and nothing more.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+import threading
+from types import ModuleType
+from typing import Any, Callable
+
+from .errors import report_once
+
+ENV_AUTO = "ACCMON_AUTO"
+
+# module imported → name of the accmon module whose install(run) instruments it
+FRAMEWORKS = {"torch": "accmon.probe.torch", "keras": "accmon.probe.keras"}
+
+_installed = False
+_lock = threading.Lock()
+
+
+def install() -> None:
+    """Arm the import hooks (idempotent). Called from sitecustomize when ACCMON_AUTO=1."""
+    global _installed
+    if os.environ.get(ENV_AUTO) != "1" or _installed:
+        return
+    _installed = True
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        return  # a DataLoader or pool worker: its parent is the one training
+    _wrap_excepthook()
+    for module_name in FRAMEWORKS:
+        if module_name in sys.modules:
+            _instrument(module_name)
+    sys.meta_path.insert(0, _PostImportFinder(set(FRAMEWORKS), _instrument))
+
+
+def _instrument(module_name: str) -> None:
+    from . import run as run_module
+
+    with _lock:
+        try:
+            run = run_module.start()
+            importlib.import_module(FRAMEWORKS[module_name]).install(run)
+        except ImportError as exc:
+            report_once(f"autorun:{module_name}", f"{module_name} is not instrumented: {exc}")
+        except Exception as exc:
+            report_once(f"autorun:{module_name}", f"instrumenting {module_name} failed ({exc!r}); training goes on")
+
+
+def _wrap_excepthook() -> None:
+    previous = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        # Read at exit by run._close_at_exit, so the recording says *crashed* and why.
+        sys._accmon_crash = f"{exc_type.__name__}: {exc}"  # type: ignore[attr-defined]
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Runs a callback right after one of the watched top-level modules has been imported."""
+
+    def __init__(self, names: set[str], callback: Callable[[str], None]) -> None:
+        self.names = names
+        self.callback = callback
+        self._busy: set[str] = set()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self.names or fullname in self._busy:
+            return None
+        self._busy.add(fullname)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy.discard(fullname)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        original_exec = loader.exec_module
+        callback = self.callback
+        names = self.names
+
+        def exec_module(module: ModuleType) -> None:
+            original_exec(module)
+            names.discard(fullname)  # once is enough
+            callback(fullname)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec

@@ -1,0 +1,371 @@
+"""The probe's one I/O thread: it owns every socket and the recording (as ipykernel's IOPubThread does).
+
+The training thread only appends to the run's inbox (a deque). Here, every ~50 ms or sooner when a viewer
+asks for something, the inbox becomes columnar `steps` frames; each frame gets the next sequence number, goes
+through the rules, into the recording, into the log (history for late joiners) and out on the XPUB socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import zmq
+
+from . import registry, wire
+from .errors import report_once, say
+from .framelog import FrameLog
+from .recording import RecordingWriter
+
+if TYPE_CHECKING:
+    from .run import Run
+
+POLL_MS = 50
+HEARTBEAT_S = 1.0
+SYNC_S = 1.0  # fdatasync cadence: survive power loss with at most ~1 s lost (design.md)
+MAX_STEPS_PER_FRAME = 2048
+HISTORY_MAX_FRAMES = 1000
+HISTORY_MAX_BYTES = 8 * 1024 * 1024
+MAX_REQUESTS_PER_TICK = 64  # a flood of requests must not starve the data path
+MAX_REQUEST_BYTES = 4096
+# PUB drops silently at its high-water mark (design.md: 500k burst → 168k delivered): raise it, and use
+# XPUB_NODROP so that a full pipe is an EAGAIN we can count instead of a silent loss.
+SNDHWM = 10_000
+
+# Inbox item tags (the first element of each tuple the training thread appends).
+ROW, COLUMNS, FACTS, ALERT, END = range(5)
+
+
+class IOThread(threading.Thread):
+    def __init__(self, run: Run) -> None:
+        super().__init__(name=f"accmon-io-{run.run_id}", daemon=True)
+        self.run_ = run
+        self.ready = threading.Event()
+        self.stop_requested = threading.Event()
+        self.seq = 0
+        self.step = -1
+        self.dropped_live = 0
+        self.log = FrameLog(run.memory_budget)
+        self.writer: RecordingWriter | None = None
+        self.entry: registry.RunEntry | None = None
+        self.diagnoser: Any = None
+        self.alerts_sent = 0
+        self.endpoints: tuple[str, str] | None = None
+        self.subscribers = 0
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def _open_recording(self) -> None:
+        path = self.run_.record
+        if not path:
+            return
+        try:
+            self.writer = RecordingWriter(path)
+            self.log.attach_file(path)
+        except OSError as exc:
+            self.writer = None
+            report_once(f"record-open:{path}", f"cannot record to {path}: {exc.strerror}; training goes on without a recording")
+
+    def _open_sockets(self) -> tuple[zmq.Socket, zmq.Socket]:
+        ctx = self.ctx
+        pub = ctx.socket(zmq.XPUB)
+        ctl = ctx.socket(zmq.ROUTER)
+        for s in (pub, ctl):
+            s.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, SNDHWM)
+        pub.setsockopt(zmq.XPUB_NODROP, 1)
+        pub.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription is reported: count viewers
+        ctl.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        run = self.run_
+        if run.bind:
+            from .security import configure_server
+
+            configure_server(pub, ctl, run.bind)
+            pub.bind(run.bind)
+            host = run.bind.rsplit(":", 1)[0]
+            port = int(run.bind.rsplit(":", 1)[1])
+            ctl_ep = f"{host}:{port + 1}" if port else f"{host}:0"
+            ctl.bind(ctl_ep)
+            pub_ep = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+            ctl_ep = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+        else:
+            pub_path, ctl_path = registry.socket_paths(run.run_id, run.rank)
+            pub_ep, ctl_ep = f"ipc://{pub_path}", f"ipc://{ctl_path}"
+            pub.bind(pub_ep)
+            ctl.bind(ctl_ep)
+            for p in (pub_path, ctl_path):
+                os.chmod(p, 0o600)
+        self.endpoints = (pub_ep, ctl_ep)
+        return pub, ctl
+
+    def _register(self) -> None:
+        run = self.run_
+        assert self.endpoints is not None
+        self.entry = registry.RunEntry(
+            run_id=run.run_id, rank=run.rank, name=run.name, host=socket.gethostname(), pid=os.getpid(),
+            started=run.started, cmd=run.cmd, pub=self.endpoints[0], ctl=self.endpoints[1],
+            world_size=run.world_size, extra={"record": os.path.abspath(run.record) if run.record else None},
+        )
+        registry.register(self.entry)
+
+    def _load_rules(self) -> None:
+        if not self.run_.rules:
+            return
+        try:
+            from .rules import Diagnoser
+        except ImportError:
+            return
+        try:
+            self.diagnoser = Diagnoser()
+        except Exception as exc:
+            report_once("rules-init", f"diagnostic rules disabled: {exc!r}")
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.ctx = zmq.Context()
+        pub = ctl = None
+        try:
+            self._open_recording()
+            self._load_rules()
+            try:
+                pub, ctl = self._open_sockets()
+                self._register()
+            except Exception as exc:  # no live view, but recording and rules go on
+                report_once("sockets", f"live view disabled: {exc}")
+                pub = ctl = None
+            self.ready.set()
+            self._emit("meta", **self.run_.meta())
+            self._loop(pub, ctl)
+        except Exception:
+            report_once("io-thread", "monitoring stopped by an internal error (training goes on):\n" + traceback.format_exc())
+        finally:
+            self.ready.set()
+            self._shutdown(pub, ctl)
+
+    def _loop(self, pub: zmq.Socket | None, ctl: zmq.Socket | None) -> None:
+        poller = zmq.Poller()
+        if pub is not None and ctl is not None:
+            poller.register(ctl, zmq.POLLIN)
+            poller.register(pub, zmq.POLLIN)
+        self.pub = pub
+        last_hb = last_sync = time.monotonic()
+        while True:
+            stopping = self.stop_requested.is_set()
+            events = dict(poller.poll(0 if stopping else POLL_MS)) if pub is not None else {}
+            if not events and pub is None and not stopping:
+                self.stop_requested.wait(POLL_MS / 1000)
+            if ctl is not None and ctl in events:
+                self._serve(ctl)
+            if pub is not None and pub in events:
+                self._read_subscriptions(pub)
+            ended = self._drain_inbox()
+            now = time.monotonic()
+            if pub is not None and now - last_hb >= HEARTBEAT_S:
+                last_hb = now
+                self._heartbeat()
+            if self.writer is not None and now - last_sync >= SYNC_S:
+                last_sync = now
+                self._guard_disk(self.writer.sync)
+            if ended or (stopping and not self.run_._inbox):
+                if not ended:
+                    self._emit("end", status="finished", error=None, total_steps=self.run_.steps_logged)
+                # Serve requests already queued (a viewer finishing its history) before the sockets go.
+                if ctl is not None:
+                    self._serve(ctl)
+                return
+
+    def _shutdown(self, pub: zmq.Socket | None, ctl: zmq.Socket | None) -> None:
+        if self.entry is not None:
+            try:
+                registry.unregister(self.entry)
+            except OSError:
+                pass
+        for s in (pub, ctl):
+            if s is not None:
+                s.close(0)
+        self.ctx.term()
+        if self.writer is not None:
+            self._guard_disk(self.writer.close)
+            self.writer = None
+        self.log.close()
+
+    # -- data path ----------------------------------------------------------------------------------------
+    def _drain_inbox(self) -> bool:
+        """Turn everything the training thread queued into frames; True when the run's end was queued."""
+        inbox = self.run_._inbox
+        rows: list[tuple[int, float, dict]] = []
+        ended = False
+        while inbox:
+            item = inbox.popleft()
+            tag = item[0]
+            if tag == ROW:
+                rows.append(item[1:])
+                if len(rows) >= MAX_STEPS_PER_FRAME:
+                    self._emit_rows(rows)
+                    rows = []
+                continue
+            if rows:
+                self._emit_rows(rows)
+                rows = []
+            if tag == COLUMNS:
+                self._emit_columns(*item[1:])
+            elif tag == FACTS:
+                self._emit("facts", facts=item[1])
+            elif tag == ALERT:
+                self._emit("alert", alert=item[1])
+            elif tag == END:
+                self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged)
+                ended = True
+        if rows:
+            self._emit_rows(rows)
+        return ended
+
+    def _emit_rows(self, rows: list[tuple[int, float, dict]]) -> None:
+        # Rows of one step logged by several calls (log(loss=..), then log(acc=..)) merge into one.
+        steps: list[int] = []
+        times: list[float] = []
+        dicts: list[dict] = []
+        for step, t, scalars in rows:
+            if steps and steps[-1] == step:
+                dicts[-1] = {**dicts[-1], **scalars}
+                continue
+            steps.append(step)
+            times.append(t)
+            dicts.append(scalars)
+        keys: dict[str, None] = {}
+        for d in dicts:
+            keys.update(dict.fromkeys(d))
+        cols = {k: [d.get(k) for d in dicts] for k in keys}
+        self._emit_columns(steps, cols, None, times)
+
+    def _emit_columns(self, steps: list[int], cols: dict[str, list], hists: dict | None, times: list[float] | None) -> None:
+        if not steps:
+            return
+        body: dict[str, Any] = {"steps": steps, "times": times if times is not None else [time.time()] * len(steps), "cols": cols}
+        if hists:
+            body["hists"] = hists
+        self.step = max(self.step, steps[-1])
+        self._emit("steps", **body)
+
+    def _emit(self, kind: str, **body: Any) -> None:
+        self.seq += 1
+        frame = wire.envelope(kind, self.run_.run_id, self.run_.rank, self.seq, self.step, **body)
+        payload = wire.encode(frame)
+        offset = None
+        if self.writer is not None:
+            try:
+                offset = self.writer.write([payload])[0]
+            except OSError as exc:
+                self._recording_failed(exc)
+        self.log.append(self.seq, payload, offset)
+        self._publish(payload)
+        if self.diagnoser is not None and kind != "alert":
+            self._diagnose(frame)
+
+    def _diagnose(self, frame: dict) -> None:
+        try:
+            changed = self.diagnoser.observe(frame)
+        except Exception as exc:
+            self.diagnoser = None
+            report_once("rules", f"diagnostic rules disabled after an internal error: {exc!r}")
+            return
+        for alert in changed:
+            self.alerts_sent += 1
+            self._emit("alert", alert=alert)
+
+    def _recording_failed(self, exc: OSError) -> None:
+        assert self.writer is not None
+        path = self.writer.path
+        kept = self.writer.bytes_written
+        try:
+            os.close(self.writer.fd)
+        except OSError:
+            pass
+        self.writer = None
+        say(
+            f"recording to {path} stopped at step {self.step}: {exc.strerror or exc}. "
+            f"Training goes on; the {kept} bytes recorded so far are kept and readable."
+        )
+
+    def _guard_disk(self, fn: Any) -> None:
+        try:
+            fn()
+        except OSError as exc:
+            if self.writer is not None:
+                self._recording_failed(exc)
+
+    def _publish(self, payload: bytes) -> None:
+        pub = getattr(self, "pub", None)
+        if pub is None:
+            return
+        try:
+            pub.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped_live += 1  # the viewer repairs the gap from history
+        except zmq.ZMQError as exc:
+            report_once("publish", f"live publishing failed: {exc}")
+
+    def _heartbeat(self) -> None:
+        hb = wire.envelope("hb", self.run_.run_id, self.run_.rank, self.seq, self.step, dropped=self.dropped_live,
+                           dropped_steps=self.run_.dropped)
+        try:
+            self.pub.send(wire.encode(hb), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _read_subscriptions(self, pub: zmq.Socket) -> None:
+        while True:
+            try:
+                msg = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self.subscribers += 1
+            elif msg[:1] == b"\x00":
+                self.subscribers = max(0, self.subscribers - 1)
+
+    # -- history and control (ROUTER) -----------------------------------------------------------------------
+    def _serve(self, ctl: zmq.Socket) -> None:
+        for _ in range(MAX_REQUESTS_PER_TICK):
+            try:
+                parts = ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) < 2:
+                continue
+            ident, body = parts[0], parts[-1]
+            try:
+                reply = self._answer(body)
+            except Exception as exc:  # a malformed request gets an error reply, never a crash
+                reply = [wire.encode({"op": "error", "message": f"bad request: {exc}"})]
+            try:
+                ctl.send_multipart([ident, *reply], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def _answer(self, body: bytes) -> list[bytes]:
+        req = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        if not isinstance(req, dict):
+            raise ValueError("request is not a map")
+        op = req.get("op")
+        if op == "hello":
+            return [wire.encode({"op": "hello", "run": self.run_.run_id, "rank": self.run_.rank, "head_seq": self.seq,
+                                 "first_seq": self.log.first_seq, **self.run_.meta()})]
+        if op == "history":
+            since = req.get("since", 1)
+            if not isinstance(since, int) or isinstance(since, bool) or since < 1:
+                raise ValueError("'since' must be a positive integer")
+            limit = req.get("max_frames", HISTORY_MAX_FRAMES)
+            limit = min(limit, HISTORY_MAX_FRAMES) if isinstance(limit, int) and limit > 0 else HISTORY_MAX_FRAMES
+            frames = self.log.read(since, limit, HISTORY_MAX_BYTES)
+            start = max(since, self.log.first_seq)
+            last = start + len(frames) - 1
+            header = {"op": "history", "since": since, "first_seq": start, "last_seq": last, "head_seq": self.seq,
+                      "missing": start - since, "more": last < self.seq}
+            return [wire.encode(header), *frames]
+        raise ValueError(f"unknown op {op!r}")
+

@@ -1,0 +1,229 @@
+"""`Run`: what the training thread talks to. Every method only appends to an in-memory inbox.
+
+The training thread never touches a socket or the disk: the I/O thread (iothread.py) drains the inbox. The
+inbox is bounded; when the I/O side cannot keep up, new items are dropped and counted rather than let memory
+grow or the training loop wait.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from . import registry
+from .errors import report_once
+from .iothread import ALERT, COLUMNS, END, FACTS, ROW, IOThread
+
+__version__ = "0.1.0"
+
+ENV_RUN_ID = "ACCMON_RUN_ID"
+ENV_RECORD = "ACCMON_RECORD"
+ENV_NAME = "ACCMON_NAME"
+ENV_BIND = "ACCMON_BIND"
+INBOX_LIMIT = 1_000_000  # items; a row of 10 scalars is ~1 KB of Python objects: ~1 GB worst case before dropping
+
+_current: Run | None = None
+_current_lock = threading.Lock()
+
+
+def _env_int(*names: str, default: int) -> int:
+    for n in names:
+        v = os.environ.get(n)
+        if v and v.strip().lstrip("-").isdigit():
+            return int(v)
+    return default
+
+
+class Run:
+    """One monitored run (one rank of it). Create it with `accmon.probe.start()`.
+
+    `log()` costs about a microsecond: it appends a tuple to a deque. Everything else — frames, rules,
+    sockets, the recording — happens on the run's I/O thread.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        record: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        bind: str | None = None,
+        rules: bool = True,
+        memory_budget: int | None = None,
+        cmd: list[str] | None = None,
+    ) -> None:
+        if bind is not None:
+            from .security import check_bind
+
+            check_bind(bind)  # refuses a wide bind without CurveZMQ keys, with a message saying what to do
+        self.run_id = run_id or os.environ.get(ENV_RUN_ID) or registry.new_run_id()
+        self.rank = rank if rank is not None else _env_int("RANK", "LOCAL_RANK", default=0)
+        self.world_size = world_size if world_size is not None else _env_int("WORLD_SIZE", default=1)
+        self.name = name or os.environ.get(ENV_NAME) or _script_name()
+        record = record if record is not None else os.environ.get(ENV_RECORD) or None
+        if record is not None and self.world_size > 1:
+            record = _rank_path(os.fspath(record), self.rank)
+        self.record = os.fspath(record) if record is not None else None
+        self.bind = bind if bind is not None else os.environ.get(ENV_BIND) or None
+        self.rules = rules
+        self.memory_budget = memory_budget or 256 * 1024 * 1024
+        self.cmd = cmd if cmd is not None else [sys.executable, *sys.argv]
+        self.started = time.time()
+        self.host = socket.gethostname()
+        self.step = -1
+        self.steps_logged = 0
+        self.dropped = 0
+        self.closed = False
+        self._inbox: deque[tuple] = deque()
+        self._pid = os.getpid()
+        self._io = IOThread(self)
+        self._io.start()
+        # Wait for the sockets so that errors surface now and `endpoints` is known; never long.
+        self._io.ready.wait(5.0)
+
+    # -- the training-thread API ----------------------------------------------------------------------------
+    def log(self, step: int | None = None, **scalars: float) -> None:
+        """Record scalars for one step (the next step when `step` is None). Python numbers only."""
+        if step is None:
+            step = self.step + 1
+        if step != self.step:
+            self.step = step
+            self.steps_logged += 1
+        inbox = self._inbox
+        if len(inbox) < INBOX_LIMIT:
+            inbox.append((ROW, step, time.time(), scalars))
+        else:
+            self.dropped += 1
+
+    def log_columns(
+        self,
+        steps: list[int],
+        cols: dict[str, list],
+        hists: dict[str, list] | None = None,
+        times: list[float] | None = None,
+    ) -> None:
+        """Record many steps at once, columnar: `cols[name][i]` belongs to `steps[i]` (None = not measured)."""
+        if not steps:
+            return
+        if steps[-1] != self.step:
+            self.steps_logged += sum(1 for s in steps if s > self.step)
+            self.step = max(self.step, steps[-1])
+        if len(self._inbox) < INBOX_LIMIT:
+            self._inbox.append((COLUMNS, steps, cols, hists, times))
+        else:
+            self.dropped += len(steps)
+
+    def set_facts(self, **facts: Any) -> None:
+        """Static facts about the run (model, loss, optimizer, data); merged into what is known."""
+        self._inbox.append((FACTS, facts))
+
+    def alert(self, alert: dict[str, Any]) -> None:
+        """Publish an alert made outside the rules engine (a framework integration's own finding)."""
+        self._inbox.append((ALERT, alert))
+
+    def close(self, status: str = "finished", error: str | None = None, timeout: float = 10.0) -> None:
+        """End the run: the end frame is sent and recorded, the sockets and registry entry go. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if os.getpid() != self._pid:
+            return  # a forked child: the I/O thread belongs to the parent
+        self._inbox.append((END, status, error))
+        self._io.stop_requested.set()
+        self._io.join(timeout)
+        if self._io.is_alive():
+            report_once("close-timeout", f"the I/O thread did not finish within {timeout:.0f} s; the recording may lack its end")
+        global _current
+        with _current_lock:
+            if _current is self:
+                _current = None
+
+    # -- introspection ------------------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> tuple[str, str] | None:
+        """(PUB, ROUTER) endpoints viewers connect to; None when the live view could not start."""
+        return self._io.endpoints
+
+    @property
+    def dropped_live(self) -> int:
+        return self._io.dropped_live
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "host": self.host, "pid": os.getpid(), "cmd": self.cmd, "started": self.started,
+                "world_size": self.world_size, "probe": __version__, "record": self.record}
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None or issubclass(exc_type, SystemExit) and not exc.code:
+            self.close("finished")
+        else:
+            self.close("crashed", error=f"{exc_type.__name__}: {exc}")
+
+    def __repr__(self) -> str:
+        return f"<accmon Run {self.run_id} rank {self.rank} {self.name!r} step {self.step}>"
+
+
+def _script_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    base = os.path.basename(argv0)
+    if base in ("", "-c", "-m", "ipykernel_launcher.py"):
+        return "python"
+    return os.path.splitext(base)[0]
+
+
+def _rank_path(path: str, rank: int) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}.rank{rank}{ext or '.accmon'}"
+
+
+def start(name: str | None = None, **kwargs: Any) -> Run:
+    """Start monitoring this process (or return the run already started). Closes itself at exit."""
+    global _current
+    with _current_lock:
+        if _current is not None and not _current.closed and _current._pid == os.getpid():
+            return _current
+        run = Run(name, **kwargs)
+        _current = run
+    atexit.register(_close_at_exit, run)
+    return run
+
+
+def current() -> Run | None:
+    """The run started in this process, if any."""
+    run = _current
+    if run is not None and (run.closed or run._pid != os.getpid()):
+        return None
+    return run
+
+
+def _close_at_exit(run: Run) -> None:
+    try:
+        error = getattr(sys, "_accmon_crash", None)
+        run.close("crashed" if error else "finished", error=error)
+    except Exception:
+        pass
+
+
+def log(step: int | None = None, **scalars: float) -> None:
+    """`log()` on the current run, starting one if none is running."""
+    run = _current if _current is not None and not _current.closed else start()
+    run.log(step, **scalars)
+
+
+def _forget_in_child() -> None:
+    # A forked child (DataLoader worker) inherits the Run but not its I/O thread: it must not log into it.
+    global _current
+    _current = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

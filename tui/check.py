@@ -1,0 +1,175 @@
+"""`accmon check FILE [--json]`: the diagnosis of a recording, headless, for CI.
+
+Today's rules run again over the recorded frames, so a recording made with older rules gets today's
+diagnosis. Exit 0 clean, 1 when a warning or worse fired, 2 when the input cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterable, TextIO
+
+from accmon.probe import registry
+from accmon.probe.recording import RecordingError, RecordingReader
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class RunSummary:
+    """What a recording says about its run (the `run` object of `check --json`)."""
+
+    id: str | None = None
+    name: str | None = None
+    status: str = "truncated"
+    steps: int = 0
+    last_step: int = -1
+    ranks: list[int] = field(default_factory=list)
+    host: str | None = None
+    started: float | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    frames: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _make_diagnosers() -> Any:
+    try:
+        from accmon.probe.rules import Diagnoser
+    except ImportError:
+        return None
+    return Diagnoser
+
+
+def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[dict[str, Any]]]:
+    """Run summary and alerts from a stream of frames (a recording, or what a viewer received)."""
+    summary = RunSummary()
+    steps_per_rank: dict[int, int] = {}
+    last_per_rank: dict[int, int] = {}
+    ends: list[dict[str, Any]] = []
+    exits: list[dict[str, Any]] = []
+    recorded_alerts: dict[tuple, dict[str, Any]] = {}
+    diagnoser_cls = _make_diagnosers() if rerun_rules else None
+    diagnosers: dict[int, Any] = {}
+    for frame in frames:
+        summary.frames += 1
+        kind, rank = frame["kind"], frame["rank"]
+        summary.id = summary.id or frame["run"]
+        if kind == "meta":
+            summary.name = summary.name or frame.get("name")
+            summary.host = summary.host or frame.get("host")
+            summary.started = summary.started or frame.get("started")
+        elif kind == "steps":
+            steps = frame["steps"]
+            steps_per_rank[rank] = steps_per_rank.get(rank, 0) + len(steps)
+            if steps:
+                last_per_rank[rank] = max(last_per_rank.get(rank, -1), steps[-1])
+        elif kind == "end":
+            ends.append(frame)
+        elif kind == "exit":
+            exits.append(frame)
+        elif kind == "alert":
+            a = frame.get("alert")
+            if isinstance(a, dict) and "id" in a:
+                recorded_alerts[(a.get("id"), a.get("cause"), rank)] = a
+            continue
+        steps_per_rank.setdefault(rank, 0)
+        if diagnoser_cls is not None:
+            d = diagnosers.get(rank)
+            if d is None:
+                d = diagnosers[rank] = diagnoser_cls()
+            d.observe(frame)
+    summary.ranks = sorted(steps_per_rank)
+    summary.steps = max(steps_per_rank.values(), default=0)
+    summary.last_step = max(last_per_rank.values(), default=-1)
+    summary.status = _status(summary, ends, exits)
+    if diagnoser_cls is not None:
+        alerts = [a for d in diagnosers.values() for a in d.alerts()]
+    else:
+        alerts = list(recorded_alerts.values())
+    alerts.sort(key=lambda a: (a.get("step", 0), a.get("id", "")))
+    return summary, alerts
+
+
+def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
+    for e in exits:
+        summary.exit_code = e.get("exit_code")
+        if e.get("exit_code") not in (0, None) or e.get("signal"):
+            summary.error = summary.error or (f"killed by {e['signal']}" if e.get("signal") else f"exit code {e['exit_code']}")
+    crashed = [e for e in ends if e.get("status") == "crashed"]
+    if crashed:
+        summary.error = crashed[0].get("error") or summary.error
+        return "crashed"
+    if summary.error:
+        return "crashed"
+    if ends or exits:
+        return "finished"
+    if summary.id and any(e.run_id == summary.id for e in registry.list_runs()):
+        return "running"
+    return "truncated"
+
+
+def _json_safe(obj: Any) -> Any:
+    """JSON has no NaN/Inf: write them as strings that say what they were, never as `null`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    try:
+        reader = RecordingReader(path)
+        summary, alerts = summarize(reader.frames())
+    except RecordingError as exc:
+        err.write(f"accmon check: {exc}\n")
+        return 2
+    except OSError as exc:
+        err.write(f"accmon check: {path}: {exc.strerror or exc}\n")
+        return 2
+    summary.problems = [{"offset": p.offset, "kind": p.kind, "message": p.message} for p in reader.problems]
+    if summary.frames == 0 and reader.problems:
+        err.write(f"accmon check: {path}: no readable frame ({reader.problems[0]})\n")
+        return 2
+    if reader.problems and summary.status in ("running",):
+        summary.status = "truncated"
+    worst = max((SEVERITY_RANK.get(a.get("severity"), 0) for a in alerts), default=0)
+    if as_json:
+        run = {k: v for k, v in vars(summary).items()}
+        out.write(json.dumps(_json_safe({"run": run, "alerts": [_alert_json(a) for a in alerts]}), indent=2) + "\n")
+    else:
+        _print_human(path, summary, alerts, out)
+    return 1 if worst >= SEVERITY_RANK["warning"] else 0
+
+
+def _alert_json(a: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "severity", "step", "message", "evidence", "fix")
+    extra = {k: v for k, v in a.items() if k not in keys}
+    return {**{k: a.get(k) for k in keys}, **extra}
+
+
+def format_alert(a: dict[str, Any]) -> str:
+    """One line per alert, as `attach --headless` and `check` print them."""
+    sev = str(a.get("severity", "info")).upper()
+    state = " (cleared)" if a.get("state") == "cleared" else ""
+    rank = f" rank {a['rank']}" if a.get("rank") not in (None, 0) else ""
+    return f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {a.get('message')} — fix: {a.get('fix')}"
+
+
+def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: TextIO) -> None:
+    ranks = f", ranks {','.join(map(str, s.ranks))}" if len(s.ranks) > 1 else ""
+    out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")
+    if s.error:
+        out.write(f"  error: {s.error}\n")
+    for p in s.problems:
+        out.write(f"  {p['kind']} at byte {p['offset']}: {p['message']}\n")
+    if not alerts:
+        out.write("  no alerts\n")
+    for a in alerts:
+        out.write("  " + format_alert(a) + "\n")

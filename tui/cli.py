@@ -1,0 +1,173 @@
+"""The `accmon` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Sequence
+
+from accmon.probe import registry
+
+EPILOG = """\
+commands:
+  accmon                       attach to the newest live run on this host (a picker when there are several)
+  accmon ls                    list live runs
+  accmon attach RUN|ENDPOINT   attach to a run (id, name, or its ipc:// / tcp:// PUB endpoint)
+  accmon replay FILE           replay a recording
+  accmon run -- CMD...         run an unmodified training command with the probe injected
+  accmon check FILE [--json]   diagnose a recording headless (exit 1 when a warning or worse fired)
+  accmon export FILE --csv OUT write a recording's series as CSV
+  accmon demo                  a training demo with the live view
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="accmon", description="Live training monitor: why is my accuracy zero, or stuck?",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"accmon {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("ls", help="list live runs on this host")
+
+    a = sub.add_parser("attach", help="attach to a live run")
+    a.add_argument("target", nargs="?", help="run id or name (default: the newest), or the run's PUB endpoint")
+    a.add_argument("--headless", action="store_true", help="no TUI: print alerts as lines, exit when the run ends")
+    a.add_argument("--record", metavar="FILE", help="record every frame received (history first) to FILE")
+
+    r = sub.add_parser("replay", help="replay a recording")
+    r.add_argument("file")
+
+    run = sub.add_parser("run", help="run a training command with the probe injected")
+    run.add_argument("--headless", action="store_true", help="no TUI: the command's output and alerts on the terminal")
+    run.add_argument("--record", metavar="FILE", help="record the run to FILE (.accmon)")
+    run.add_argument("--name", help="run name (default: the script's name)")
+    run.add_argument("--bind", metavar="ENDPOINT", help="also publish on tcp://HOST:PORT (loopback unless keys are set)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+    c = sub.add_parser("check", help="diagnose a recording (exit 0 clean, 1 warning or worse, 2 unreadable)")
+    c.add_argument("file")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    e = sub.add_parser("export", help="export a recording's series")
+    e.add_argument("file")
+    e.add_argument("--csv", metavar="OUT", help="write the series as CSV")
+    e.add_argument("--parquet", metavar="OUT", help="write the series as Parquet (needs pyarrow)")
+
+    d = sub.add_parser("demo", help="a training demo with the live view")
+    d.add_argument("name", nargs="?", help="which demo (default: a healthy run); `accmon demo --list` lists them")
+    d.add_argument("--list", action="store_true", help="list the demos")
+    d.add_argument("--headless", action="store_true", help="print alerts instead of opening the TUI")
+    return p
+
+
+def _version() -> str:
+    from accmon.probe import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except registry.RegistryError as exc:
+        sys.stderr.write(f"accmon: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "ls":
+        return cmd_ls()
+    if cmd == "check":
+        from .check import check
+
+        return check(args.file, as_json=args.json)
+    if cmd == "run":
+        from .runner import run_command
+
+        argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind)
+    if cmd == "attach":
+        return cmd_attach(args.target, headless=args.headless, record=args.record)
+    if cmd == "replay":
+        return cmd_replay(args.file)
+    if cmd == "export":
+        return cmd_export(args)
+    if cmd == "demo":
+        from .demo import cmd_demo
+
+        return cmd_demo(args.name, list_only=args.list, headless=args.headless)
+    return cmd_attach(None, headless=False, record=None)
+
+
+def cmd_ls() -> int:
+    runs = registry.list_runs()
+    if not runs:
+        print("no live runs on this host")
+        return 0
+    print(f"{'RUN':<20} {'RANK':>4} {'NAME':<20} {'PID':>7} {'STARTED':<19}  COMMAND")
+    for e in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started))
+        print(f"{e.run_id:<20} {e.rank:>4} {e.name[:20]:<20} {e.pid:>7} {started:<19}  {' '.join(e.cmd)[:60]}")
+    return 0
+
+
+def resolve_target(target: str | None) -> list[registry.RunEntry]:
+    """Registry entries for a run id/name, or a synthetic entry for an explicit endpoint."""
+    if target and "://" in target:
+        pub = target
+        if pub.startswith("ipc://") and pub.endswith(".pub"):
+            ctl = pub[: -len(".pub")] + ".ctl"
+        elif pub.startswith("tcp://"):
+            host, _, port = pub.rpartition(":")
+            ctl = f"{host}:{int(port) + 1}"
+        else:
+            raise SystemExit(f"accmon: cannot tell the control endpoint of {target!r} (give a run id, an ipc://….pub or tcp://HOST:PORT)")
+        return [registry.RunEntry(run_id="?", rank=0, name=target, host="?", pid=0, started=0.0, cmd=[], pub=pub, ctl=ctl)]
+    return registry.find_run(target)
+
+
+def cmd_attach(target: str | None, *, headless: bool, record: str | None) -> int:
+    entries = resolve_target(target)
+    if not entries:
+        which = f"matching {target!r} " if target else ""
+        sys.stderr.write(f"accmon: no live run {which}on this host (see `accmon ls`; start one with `accmon run -- python train.py`)\n")
+        return 1
+    if headless or record and not sys.stdout.isatty():
+        from .headless import HeadlessViewer
+
+        return HeadlessViewer(entries, record=record).run()
+    from .app import run_live
+
+    return run_live(entries, record=record) or 0
+
+
+def cmd_replay(path: str) -> int:
+    from accmon.probe.recording import RecordingError, RecordingReader
+
+    try:
+        RecordingReader(path)
+    except RecordingError as exc:
+        sys.stderr.write(f"accmon replay: {exc}\n")
+        return 2
+    from .app import run_replay
+
+    return run_replay(path) or 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not (args.csv or args.parquet):
+        sys.stderr.write("accmon export: say what to write: --csv OUT or --parquet OUT\n")
+        return 2
+    from .export import export_recording
+
+    return export_recording(args.file, csv=args.csv, parquet=args.parquet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""`accmon attach --headless [--record FILE]`: receive a run without the TUI, print alerts, record frames.
+
+A viewer-side recorder for scripts and CI: it writes the very bytes it received, in seq order, history
+first, and ends when the run ends (or its process is gone).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+from accmon.probe import registry
+from accmon.probe.recording import RecordingWriter
+
+from .check import format_alert
+from .subscriber import RunClient
+
+SYNC_S = 1.0
+
+
+class HeadlessViewer:
+    """Drives one RunClient per rank; prints alerts and state changes; optionally records."""
+
+    def __init__(self, entries: list[registry.RunEntry], *, record: str | None = None, out: TextIO = sys.stderr,
+                 quiet: bool = False) -> None:
+        self.entries = entries
+        self.clients = [RunClient(e.pub, e.ctl).start() for e in entries]
+        self.writer = RecordingWriter(record) if record else None
+        self.out = out
+        self.quiet = quiet
+        self.ended: dict[int, str] = {}
+        self.frames = 0
+        self.steps = 0
+        self.last_step = -1
+        self.alerts: list[dict] = []
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            self.out.write(f"accmon: {line}\n")
+            self.out.flush()
+
+    def pump(self) -> int:
+        """Handle what has arrived; return the number of frames."""
+        n = 0
+        for entry, client in zip(self.entries, self.clients):
+            batch = client.drain_with_bytes()
+            if not batch:
+                continue
+            n += len(batch)
+            if self.writer is not None:
+                try:
+                    self.writer.write([payload for _, payload in batch])
+                except OSError as exc:
+                    self.say(f"recording to {self.writer.path} stopped: {exc.strerror or exc}; frames so far are kept")
+                    self.writer = None
+            for frame, _ in batch:
+                kind = frame["kind"]
+                if kind == "steps":
+                    self.steps += len(frame["steps"])
+                    self.last_step = max(self.last_step, frame["steps"][-1] if frame["steps"] else -1)
+                elif kind == "alert" and isinstance(frame.get("alert"), dict):
+                    self.alerts.append(frame["alert"])
+                    self.say(format_alert(frame["alert"]))
+                elif kind == "end":
+                    self.ended[entry.rank] = str(frame.get("status"))
+        self.frames += n
+        return n
+
+    def run(self, *, until: Callable[[], bool] | None = None, poll: float = 0.1) -> int:
+        """Receive until every rank ended, its process is gone, or `until()` says so. Returns an exit code."""
+        last_sync = time.monotonic()
+        try:
+            while True:
+                got = self.pump()
+                if len(self.ended) == len(self.entries):
+                    break
+                if until is not None and until():
+                    self._drain_after_exit()
+                    break
+                if not got:
+                    if self._all_gone():
+                        self._drain_after_exit()
+                        break
+                    for c in self.clients:
+                        c.wake.wait(poll)
+                        break
+                if self.writer is not None and time.monotonic() - last_sync > SYNC_S:
+                    last_sync = time.monotonic()
+                    self.writer.sync()
+        finally:
+            self.close()
+        crashed = [s for s in self.ended.values() if s != "finished"]
+        missing = len(self.entries) - len(self.ended)
+        if missing:
+            self.say(f"{missing} rank(s) stopped without an end frame (killed or crashed); received {self.steps} steps")
+            return 1
+        self.say(f"run {'crashed' if crashed else 'finished'}: {self.steps} steps received, last step {self.last_step}")
+        return 1 if crashed else 0
+
+    def _all_gone(self) -> bool:
+        return all(not e.alive() for e in self.entries)
+
+    def _drain_after_exit(self, grace: float = 1.0) -> None:
+        """The process is gone: give frames already in flight a moment to arrive."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and len(self.ended) < len(self.entries):
+            if not self.pump():
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

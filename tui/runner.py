@@ -1,0 +1,141 @@
+"""`accmon run [--headless] [--record FILE] -- CMD...`: run an unmodified training command with the probe injected.
+
+The probe goes in through PYTHONPATH (probe/inject/sitecustomize.py) and starts when the script imports a
+framework. This process watches: headless, it prints alerts as they come; otherwise it opens the TUI. When
+the command ends, the recording gets an `exit` frame with its exit code — the one thing the training process
+cannot write about itself when it is killed. The exit code of `accmon run` is the command's.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from accmon.probe import registry, wire
+from accmon.probe.autorun import ENV_AUTO
+from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter
+from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD, ENV_RUN_ID
+
+INJECT_DIR = os.path.join(os.path.dirname(os.path.abspath(registry.__file__)), "inject")
+
+
+def child_env(run_id: str, record: str | None, name: str | None, bind: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_AUTO] = "1"
+    env[ENV_RUN_ID] = run_id
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (INJECT_DIR, env.get("PYTHONPATH", "")) if p)
+    if record:
+        env[ENV_RECORD] = os.path.abspath(record)
+    if name:
+        env[ENV_NAME] = name
+    if bind:
+        env[ENV_BIND] = bind
+    return env
+
+
+def wait_for_entries(run_id: str, proc: subprocess.Popen, poll: float = 0.05) -> list[registry.RunEntry]:
+    """The run's registry entries once it has registered; [] if the process ended first."""
+    while True:
+        entries = [e for e in registry.list_runs() if e.run_id == run_id]
+        if entries:
+            return sorted(entries, key=lambda e: e.rank)
+        if proc.poll() is not None:
+            return []
+        time.sleep(poll)
+
+
+def append_exit(record: str, run_id: str, returncode: int) -> None:
+    """Append the `exit` frame (exit code or signal) after every rank's last frame."""
+    root, ext = os.path.splitext(record)
+    rank_files = sorted(glob.glob(glob.escape(root) + ".rank*" + (ext or ".accmon")))  # multi-rank runs (run._rank_path)
+    for path in ([record] if os.path.exists(record) else []) + rank_files:
+        try:
+            reader = RecordingReader(path)
+            last: dict | None = None
+            for frame in reader.frames():
+                last = frame
+            if last is None:
+                continue
+            sig = signal.Signals(-returncode).name if returncode < 0 else None
+            frame = wire.envelope("exit", last["run"], last["rank"], last["seq"] + 1, last["step"],
+                                  exit_code=None if sig else returncode, signal=sig)
+            writer = RecordingWriter(path, append=True)
+            writer.write([wire.encode(frame)])
+            writer.close()
+        except (RecordingError, OSError) as exc:
+            sys.stderr.write(f"accmon: could not note the exit in {path}: {exc}\n")
+
+
+def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name: str | None = None,
+                bind: str | None = None) -> int:
+    if not cmd:
+        sys.stderr.write("accmon run: no command given (usage: accmon run [--headless] [--record FILE] -- CMD...)\n")
+        return 2
+    run_id = registry.new_run_id()
+    env = child_env(run_id, record, name or os.path.basename(cmd[-1]).rsplit(".", 1)[0], bind)
+    log_path = None
+    stdout = stderr = None
+    if not headless:
+        # The TUI owns the terminal: the command's output goes to a log, shown when the TUI closes.
+        log_path = os.path.join(registry.runtime_dir(), f"{run_id}.log")
+        stdout = open(log_path, "wb")
+        stderr = subprocess.STDOUT
+    try:
+        proc = subprocess.Popen(list(cmd), env=env, stdout=stdout, stderr=stderr)
+    except OSError as exc:
+        sys.stderr.write(f"accmon run: cannot start {cmd[0]!r}: {exc.strerror}\n")
+        return 127
+    # Ctrl-C reaches the command through the terminal's process group; we only wait for it to finish.
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    forward = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
+    try:
+        if headless:
+            _watch_headless(run_id, proc)
+        else:
+            _watch_tui(run_id, proc)
+        returncode = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, forward)
+        if stdout is not None:
+            stdout.close()
+    if record:
+        append_exit(record, run_id, returncode)
+    if log_path:
+        _show_log_tail(log_path)
+    if returncode < 0:
+        sys.stderr.write(f"accmon: the command was killed by {signal.Signals(-returncode).name}\n")
+        return 128 - returncode
+    return returncode
+
+
+def _watch_headless(run_id: str, proc: subprocess.Popen) -> None:
+    from .headless import HeadlessViewer
+
+    entries = wait_for_entries(run_id, proc)
+    if not entries:
+        return  # the command never imported a framework nor called accmon: nothing to watch
+    viewer = HeadlessViewer(entries)
+    viewer.run(until=lambda: proc.poll() is not None)
+
+
+def _watch_tui(run_id: str, proc: subprocess.Popen) -> None:
+    from .app import run_live_for_process
+
+    run_live_for_process(run_id, proc)
+
+
+def _show_log_tail(path: str, lines: int = 20) -> None:
+    try:
+        with open(path, "rb") as fh:
+            tail = fh.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return
+    if tail:
+        sys.stderr.write(f"accmon: last lines of the command's output (all of it in {path}):\n")
+        sys.stderr.write("\n".join(tail) + "\n")

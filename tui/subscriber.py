@@ -1,0 +1,247 @@
+"""The viewer's side of the transport: history first, then the live stream, with no gap and no duplicate.
+
+The ZeroMQ guide's Clone pattern: subscribe first, then ask the probe's ROUTER for history since k; live frames
+that arrive meanwhile wait in a buffer; frames at or below the last seq received are dropped. Every frame
+carries a strictly increasing seq, and heartbeats carry the newest one, so a gap (PUB drops at its high-water
+mark) is seen at once and repaired with one more history request. A reader thread does all socket work; the
+UI (or the headless printer) drains decoded frames from it and is woken through `wake`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgpack
+import zmq
+
+from accmon.probe import wire
+
+POLL_MS = 100
+STALL_AFTER_S = 3.0  # three missed heartbeats (the probe sends one a second)
+HISTORY_RETRY_S = 2.0
+LIVE_BUFFER_LIMIT = 200_000  # live frames held while history loads; past this they are re-read from history
+RCVHWM = 100_000
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """What the viewer knows about its connection, for the header and for `attach --headless`."""
+
+    state: str = "connecting"  # connecting | live | stalled | ended | closed
+    last_seq: int = 0
+    head_seq: int = 0  # newest seq the probe has announced
+    dropped_live: int = 0  # live frames the probe could not send (repaired from history)
+    gaps_repaired: int = 0
+    history_missing: int = 0  # frames the probe no longer had (no recording, memory budget exceeded)
+    malformed: int = 0  # frames that failed to decode (ignored)
+    message: str | None = None
+
+
+class RunClient:
+    """Receives one rank of one run. Thread-safe `drain()`; never blocks the caller."""
+
+    def __init__(self, pub: str, ctl: str, *, since: int = 1, curve: dict[str, bytes] | None = None) -> None:
+        self.pub_endpoint = pub
+        self.ctl_endpoint = ctl
+        self.curve = curve
+        self.wake = threading.Event()
+        self._queue: deque[tuple[dict[str, Any], bytes]] = deque()
+        self._status = ClientStatus(last_seq=since - 1)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="accmon-client", daemon=True)
+
+    # -- the consumer's side ----------------------------------------------------------------------------
+    def start(self) -> RunClient:
+        self._thread.start()
+        return self
+
+    @property
+    def status(self) -> ClientStatus:
+        return self._status
+
+    def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
+        """Decoded frames in seq order, at most `max_frames`."""
+        return [f for f, _ in self.drain_with_bytes(max_frames)]
+
+    def drain_with_bytes(self, max_frames: int | None = None) -> list[tuple[dict[str, Any], bytes]]:
+        """(frame, the exact bytes received) pairs, for recorders that must write the very same frames."""
+        out = []
+        q = self._queue
+        while q and (max_frames is None or len(out) < max_frames):
+            out.append(q.popleft())
+        if not q:
+            self.wake.clear()
+            if q:  # appended between the check and the clear
+                self.wake.set()
+        return out
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._set(state="closed")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the reader thread ------------------------------------------------------------------------------
+    def _set(self, **changes: Any) -> None:
+        with self._lock:
+            self._status = replace(self._status, **changes)
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        dealer = ctx.socket(zmq.DEALER)
+        try:
+            for s in (sub, dealer):
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES + 1024)
+                if self.curve:
+                    s.curve_secretkey = self.curve["secret"]
+                    s.curve_publickey = self.curve["public"]
+                    s.curve_serverkey = self.curve["server"]
+            sub.setsockopt(zmq.RCVHWM, RCVHWM)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(self.pub_endpoint)
+            dealer.connect(self.ctl_endpoint)
+            self._loop(sub, dealer)
+        except Exception as exc:  # never let the viewer die with its reader
+            self._set(state="closed", message=f"receiver stopped: {exc}")
+            self.wake.set()
+        finally:
+            sub.close(0)
+            dealer.close(0)
+            ctx.term()
+
+    def _loop(self, sub: zmq.Socket, dealer: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(dealer, zmq.POLLIN)
+        self._buffer: dict[int, tuple[dict, bytes]] = {}
+        self._history_sent_at: float | None = None
+        self._last_heard = time.monotonic()
+        self._request_history(dealer)
+        while not self._stop.is_set():
+            events = dict(poller.poll(POLL_MS))
+            if dealer in events:
+                self._on_history(dealer)
+            if sub in events:
+                self._on_live(sub, dealer)
+            now = time.monotonic()
+            st = self._status
+            if self._history_sent_at is not None and now - self._history_sent_at > HISTORY_RETRY_S:
+                self._request_history(dealer)  # lost (the probe restarted its socket) or not yet connected
+            if st.state == "live" and now - self._last_heard > STALL_AFTER_S:
+                self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s")
+                self.wake.set()
+
+    def _request_history(self, dealer: zmq.Socket) -> None:
+        self._history_sent_at = time.monotonic()
+        since = self._status.last_seq + 1
+        dealer.send(msgpack.packb({"op": "history", "since": since}), zmq.NOBLOCK)
+
+    def _on_history(self, dealer: zmq.Socket) -> None:
+        while True:
+            try:
+                parts = dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                header = msgpack.unpackb(parts[0], raw=False)
+                if not isinstance(header, dict) or header.get("op") != "history":
+                    raise ValueError(f"unexpected reply {header!r:.80}")
+            except Exception as exc:
+                self._set(malformed=self._status.malformed + 1, message=f"bad history reply: {exc}")
+                continue
+            self._heard()
+            if header.get("since") != self._status.last_seq + 1:
+                continue  # the answer to a request superseded since
+            missing = header.get("missing", 0)
+            if missing:
+                self._set(history_missing=self._status.history_missing + missing,
+                          last_seq=self._status.last_seq + missing,
+                          message=f"{missing} frames were no longer held by the probe (record to a file to keep all)")
+            for payload in parts[1:]:
+                self._accept(payload, from_history=True)
+            self._set(head_seq=max(self._status.head_seq, header.get("head_seq", 0)))
+            if header.get("more"):
+                self._request_history(dealer)
+            else:
+                self._history_sent_at = None
+                self._flush_buffer(dealer)
+                if self._status.state in ("connecting", "stalled"):
+                    self._set(state="live")
+            self.wake.set()
+
+    def _on_live(self, sub: zmq.Socket, dealer: zmq.Socket) -> None:
+        for _ in range(10_000):
+            try:
+                payload = sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._heard()
+            try:
+                frame = wire.decode(payload)
+            except wire.FrameError as exc:
+                self._set(malformed=self._status.malformed + 1, message=f"ignored a malformed frame: {exc}")
+                continue
+            st = self._status
+            if frame["kind"] == "hb":
+                self._set(head_seq=max(st.head_seq, frame["seq"]), dropped_live=frame.get("dropped", 0)
+                          if isinstance(frame.get("dropped"), int) else st.dropped_live)
+                if frame["seq"] > st.last_seq and self._history_sent_at is None and not self._buffer:
+                    self._request_history(dealer)  # the newest frames were dropped: fetch them
+                continue
+            seq = frame["seq"]
+            if seq <= st.last_seq:
+                continue
+            if self._history_sent_at is None and seq == st.last_seq + 1 and not self._buffer:
+                self._deliver(frame, payload)
+                continue
+            if len(self._buffer) < LIVE_BUFFER_LIMIT:
+                self._buffer[seq] = (frame, payload)
+            if self._history_sent_at is None:
+                self._set(gaps_repaired=st.gaps_repaired + 1)
+                self._request_history(dealer)
+        self.wake.set()
+
+    def _accept(self, payload: bytes, *, from_history: bool) -> None:
+        try:
+            frame = wire.decode(payload)
+        except wire.FrameError as exc:
+            self._set(malformed=self._status.malformed + 1, message=f"ignored a malformed frame: {exc}")
+            return
+        if frame["seq"] == self._status.last_seq + 1:
+            self._deliver(frame, payload)
+
+    def _flush_buffer(self, dealer: zmq.Socket) -> None:
+        """Deliver buffered live frames that now follow on; ask for history again at the first hole."""
+        for seq in sorted(self._buffer):
+            last = self._status.last_seq
+            if seq > last + 1:
+                self._request_history(dealer)
+                return
+            frame, payload = self._buffer.pop(seq)
+            if seq == last + 1:
+                self._deliver(frame, payload)
+
+    def _deliver(self, frame: dict[str, Any], payload: bytes) -> None:
+        self._queue.append((frame, payload))
+        changes: dict[str, Any] = {"last_seq": frame["seq"], "head_seq": max(self._status.head_seq, frame["seq"])}
+        if frame["kind"] == "end":
+            changes.update(state="ended", message=f"run {frame.get('status', 'ended')}")
+        elif self._status.state in ("connecting", "stalled") and self._history_sent_at is None:
+            changes["state"] = "live"
+        self._set(**changes)
+
+    def _heard(self) -> None:
+        self._last_heard = time.monotonic()
+        if self._status.state == "stalled":
+            self._set(state="live", message=None)
