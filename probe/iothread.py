@@ -33,6 +33,9 @@ HISTORY_MAX_FRAMES = 1000
 HISTORY_MAX_BYTES = 8 * 1024 * 1024
 MAX_REQUESTS_PER_TICK = 64  # a flood of requests must not starve the data path
 MAX_REQUEST_BYTES = 4096
+# At the end of a run, connected viewers may still be repairing gaps from the log: wait for them to say they
+# have the end frame, but never hold the process's exit longer than this.
+CLOSE_LINGER_S = 3.0
 # PUB drops silently at its high-water mark (design.md: 500k burst → 168k delivered): raise it, and use
 # XPUB_NODROP so that a full pipe is an EAGAIN we can count instead of a silent loss.
 SNDHWM = 10_000
@@ -57,6 +60,7 @@ class IOThread(threading.Thread):
         self.alerts_sent = 0
         self.endpoints: tuple[str, str] | None = None
         self.subscribers = 0
+        self.viewers_done = 0
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _open_recording(self) -> None:
@@ -173,10 +177,27 @@ class IOThread(threading.Thread):
             if ended or (stopping and not self.run_._inbox):
                 if not ended:
                     self._emit("end", status="finished", error=None, total_steps=self.run_.steps_logged)
-                # Serve requests already queued (a viewer finishing its history) before the sockets go.
-                if ctl is not None:
-                    self._serve(ctl)
+                if pub is not None and ctl is not None:
+                    self._linger(pub, ctl)
                 return
+
+    def _linger(self, pub: zmq.Socket, ctl: zmq.Socket) -> None:
+        """Serve viewers still catching up (history, gap repair) until each has the end frame, or time is up."""
+        deadline = time.monotonic() + CLOSE_LINGER_S
+        self._heartbeat()  # tells a viewer that missed the end frame that there is more to fetch
+        last_hb = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(ctl, zmq.POLLIN)
+        poller.register(pub, zmq.POLLIN)
+        while time.monotonic() < deadline and self.viewers_done < self.subscribers:
+            events = dict(poller.poll(POLL_MS))
+            if ctl in events:
+                self._serve(ctl)
+            if pub in events:
+                self._read_subscriptions(pub)
+            if time.monotonic() - last_hb > HEARTBEAT_S / 4:
+                last_hb = time.monotonic()
+                self._heartbeat()
 
     def _shutdown(self, pub: zmq.Socket | None, ctl: zmq.Socket | None) -> None:
         if self.entry is not None:
@@ -254,7 +275,11 @@ class IOThread(threading.Thread):
     def _emit(self, kind: str, **body: Any) -> None:
         self.seq += 1
         frame = wire.envelope(kind, self.run_.run_id, self.run_.rank, self.seq, self.step, **body)
-        payload = wire.encode(frame)
+        try:
+            payload = wire.encode(frame)
+        except (TypeError, ValueError, OverflowError):
+            frame = _sanitized(frame)
+            payload = wire.encode(frame)
         offset = None
         if self.writer is not None:
             try:
@@ -352,6 +377,9 @@ class IOThread(threading.Thread):
         if not isinstance(req, dict):
             raise ValueError("request is not a map")
         op = req.get("op")
+        if op == "done":  # a viewer has everything up to the end frame
+            self.viewers_done += 1
+            return [wire.encode({"op": "done"})]
         if op == "hello":
             return [wire.encode({"op": "hello", "run": self.run_.run_id, "rank": self.run_.rank, "head_seq": self.seq,
                                  "first_seq": self.log.first_seq, **self.run_.meta()})]
@@ -369,3 +397,37 @@ class IOThread(threading.Thread):
             return [wire.encode(header), *frames]
         raise ValueError(f"unknown op {op!r}")
 
+
+def _number(name: str, value: Any) -> float | int | None:
+    """A logged value as a plain number: numpy scalars and 0-d tensors convert, anything else is dropped."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 2**63):
+        return value
+    try:
+        # Runs on the I/O thread, never the training thread: a device tensor's sync costs training nothing.
+        number = float(value)
+    except Exception:
+        report_once(f"value:{name}", f"log(): {name}={type(value).__name__} is not a number; it is left out")
+        return None
+    report_once(f"coerced:{name}", f"log(): {name} is a {type(value).__name__}; converted with float() (pass a number to save the conversion)")
+    return number
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bytes, bool, int, float)):
+        return obj if not isinstance(obj, int) or abs(obj) < 2**63 else float(obj)
+    try:
+        return float(obj)
+    except Exception:
+        return repr(obj)
+
+
+def _sanitized(frame: dict[str, Any]) -> dict[str, Any]:
+    """A frame msgpack could not encode, made encodable: columns become numbers, everything else plain data."""
+    out = {k: _plain(v) for k, v in frame.items() if k != "cols"}
+    if "cols" in frame:
+        out["cols"] = {str(name): [_number(name, v) for v in values] for name, values in frame["cols"].items()}
+    return out

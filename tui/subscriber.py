@@ -127,6 +127,7 @@ class RunClient:
         self._buffer: dict[int, tuple[dict, bytes]] = {}
         self._history_sent_at: float | None = None
         self._last_heard = time.monotonic()
+        self._said_done = False
         self._request_history(dealer)
         while not self._stop.is_set():
             events = dict(poller.poll(POLL_MS))
@@ -138,6 +139,9 @@ class RunClient:
             st = self._status
             if self._history_sent_at is not None and now - self._history_sent_at > HISTORY_RETRY_S:
                 self._request_history(dealer)  # lost (the probe restarted its socket) or not yet connected
+            if self._status.state == "ended" and not self._said_done:
+                self._said_done = True  # lets the probe exit without waiting for us
+                dealer.send(msgpack.packb({"op": "done"}), zmq.NOBLOCK)
             if st.state == "live" and now - self._last_heard > STALL_AFTER_S:
                 self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s")
                 self.wake.set()
@@ -155,6 +159,8 @@ class RunClient:
                 return
             try:
                 header = msgpack.unpackb(parts[0], raw=False)
+                if isinstance(header, dict) and header.get("op") == "done":
+                    continue
                 if not isinstance(header, dict) or header.get("op") != "history":
                     raise ValueError(f"unexpected reply {header!r:.80}")
             except Exception as exc:

@@ -1,0 +1,33 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each builds .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch==2.13.0 is a CPU build; an unpinned torch would pull a multi-GB CUDA build.
+DEV_PACKAGES := torch==2.13.0 keras==3.15.1
+
+.PHONY: demo test venv bench snapshots-update clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(DEV_PACKAGES) -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/accmon demo
+
+test: $(STAMP)
+	bash tests/setup_system.sh
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+snapshots-update: $(STAMP)
+	$(PY) -m pytest tests/tui -k snapshot --snapshot-update
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test gets its own short runtime directory (ipc:// paths are limited to ~107 bytes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ACCMON = [sys.executable, "-m", "accmon.tui.cli"]
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> str:
+    path = tempfile.mkdtemp(prefix="am", dir="/tmp")
+    monkeypatch.setenv("ACCMON_RUNTIME_DIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_accmon(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """The real `accmon` command in a subprocess."""
+    return subprocess.run([*ACCMON, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def write_script(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(body)
+    return str(path)
+
+
+def read_frames(path: str | os.PathLike) -> list[dict]:
+    from accmon.probe.recording import RecordingReader
+
+    return list(RecordingReader(path).frames())
+
+
+def all_steps(frames: list[dict], rank: int | None = None) -> list[int]:
+    return [s for f in frames if f["kind"] == "steps" and (rank is None or f["rank"] == rank) for s in f["steps"]]

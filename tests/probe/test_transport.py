@@ -1,0 +1,226 @@
+"""Probe → viewer over real ZeroMQ sockets: round trip, late join, gaps, slow and vanished viewers, hostile peers."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+import accmon.probe as accmon
+from accmon.probe import iothread, registry, wire
+from accmon.tui import subscriber
+from accmon.tui.subscriber import RunClient
+from tests.conftest import all_steps, read_frames
+
+
+def receive_all(client: RunClient, timeout: float = 30.0) -> list[dict]:
+    frames: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client.wake.wait(0.2)
+        got = client.drain()
+        frames.extend(got)
+        if client.status.state == "ended" and not got:
+            return frames
+    raise AssertionError(f"run did not end within {timeout}s: {client.status}")
+
+
+def test_round_trip_in_order_from_meta_to_end():
+    run = accmon.start("rt")
+    client = RunClient(*run.endpoints).start()
+    for i in range(1000):
+        run.log(loss=1.0 / (i + 1), acc=i / 1000)
+    run.close()
+    frames = receive_all(client)
+    client.close()
+    assert frames[0]["kind"] == "meta" and frames[-1]["kind"] == "end"
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert all_steps(frames) == list(range(1000))
+    loss = [v for f in frames if f["kind"] == "steps" for v in f["cols"]["loss"]]
+    assert loss == [1.0 / (i + 1) for i in range(1000)]
+
+
+def test_late_joiner_gets_history_then_live_with_no_gap_and_no_duplicate():
+    run = accmon.start("late")
+    for _ in range(30_000):
+        run.log(loss=1.0)
+    time.sleep(0.3)  # let those be published before anyone listens
+    client = RunClient(*run.endpoints).start()
+
+    def keep_training():
+        for i in range(30_000):
+            run.log(loss=2.0)
+            if i % 500 == 0:
+                time.sleep(0.002)
+        run.close()
+
+    trainer = threading.Thread(target=keep_training)
+    trainer.start()
+    frames = receive_all(client)
+    trainer.join()
+    client.close()
+    assert all_steps(frames) == list(range(60_000))
+    assert client.status.history_missing == 0
+
+
+def test_dropped_live_frames_are_counted_and_repaired_from_history(monkeypatch):
+    # Tiny high-water marks and one step per frame make the publisher overflow for certain.
+    monkeypatch.setattr(iothread, "SNDHWM", 4)
+    monkeypatch.setattr(iothread, "MAX_STEPS_PER_FRAME", 1)
+    monkeypatch.setattr(subscriber, "RCVHWM", 4)
+    run = accmon.start("gaps")
+    client = RunClient(*run.endpoints).start()
+    time.sleep(0.3)
+    for _ in range(20_000):
+        run.log(loss=1.0)
+    run.close()
+    frames = receive_all(client, timeout=60)
+    client.close()
+    assert run.dropped_live > 0, "the burst should have overflowed the live stream"
+    assert all_steps(frames) == list(range(20_000))
+
+
+def test_a_viewer_that_never_reads_costs_training_nothing(tmp_path):
+    run = accmon.start("stuck", record=str(tmp_path / "r.accmon"))
+    ctx = zmq.Context()
+    stuck = ctx.socket(zmq.SUB)
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.setsockopt(zmq.SUBSCRIBE, b"")
+    stuck.connect(run.endpoints[0])
+    time.sleep(0.2)
+    with_sleep = 0
+    for i in range(100_000):
+        run.log(loss=float(i))
+        if i % 2000 == 0:
+            time.sleep(0.001)
+            with_sleep += 1
+    run.close()
+    stuck.close(0)
+    ctx.term()
+    frames = read_frames(tmp_path / "r.accmon")
+    assert all_steps(frames) == list(range(100_000)), "the recording holds every step whatever the viewer does"
+
+
+def test_viewer_going_away_mid_run_leaves_the_run_intact(tmp_path):
+    run = accmon.start("gone", record=str(tmp_path / "r.accmon"))
+    viewer = subprocess.Popen([sys.executable, "-m", "accmon.tui.cli", "attach", run.run_id, "--headless"],
+                              stderr=subprocess.PIPE, text=True)
+    for i in range(20_000):
+        run.log(loss=float(i))
+        if i == 10_000:
+            time.sleep(0.5)
+            viewer.send_signal(signal.SIGKILL)
+            viewer.wait()
+        if i % 1000 == 0:
+            time.sleep(0.005)
+    run.close()
+    assert all_steps(read_frames(tmp_path / "r.accmon")) == list(range(20_000))
+
+
+def test_malformed_frames_from_a_hostile_publisher_do_not_crash_the_viewer(runtime_dir):
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    router = ctx.socket(zmq.ROUTER)
+    pub_ep, ctl_ep = f"ipc://{runtime_dir}/h.pub", f"ipc://{runtime_dir}/h.ctl"
+    pub.bind(pub_ep)
+    router.bind(ctl_ep)
+    client = RunClient(pub_ep, ctl_ep).start()
+    # Answer the viewer's history request: nothing yet.
+    ident, body = router.recv_multipart()
+    assert msgpack.unpackb(body)["op"] == "history"
+    router.send_multipart([ident, msgpack.packb({"op": "history", "since": 1, "first_seq": 1, "last_seq": 0,
+                                                 "head_seq": 0, "missing": 0, "more": False})])
+    time.sleep(0.3)
+    rng = random.Random(3)
+    garbage = [
+        lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))),
+        lambda: msgpack.packb({"v": 2, "kind": "steps"}),
+        lambda: msgpack.packb([1, 2, 3]),
+        lambda: msgpack.packb({"v": 1, "kind": "steps", "run": "h", "rank": 0, "seq": "x", "step": 0}),
+        lambda: msgpack.packb(msgpack.ExtType(1, b"\0" * 10)),
+        lambda: b"\x92" * 1000,  # deeply nested arrays
+    ]
+    seq = 0
+    for i in range(3000):
+        pub.send(rng.choice(garbage)())
+        if i % 100 == 0:
+            seq += 1
+            pub.send(wire.encode(wire.envelope("steps", "h", 0, seq, seq, steps=[seq], times=[0.0], cols={"loss": [1.0]})))
+    seq += 1
+    pub.send(wire.encode(wire.envelope("end", "h", 0, seq, seq, status="finished", error=None)))
+    frames = receive_all(client)
+    client.close()
+    pub.close(0)
+    router.close(0)
+    ctx.term()
+    assert [f["seq"] for f in frames] == list(range(1, seq + 1))
+    assert client.status.malformed == 3000
+
+
+def test_a_value_that_is_not_a_number_is_reported_once_and_training_goes_on(tmp_path, capfd):
+    run = accmon.start("odd", record=str(tmp_path / "r.accmon"))
+
+    class Weird:
+        pass
+
+    for i in range(10):
+        run.log(loss=float(i), weird=Weird())
+    run.close()
+    err = capfd.readouterr().err
+    assert err.count("weird=Weird is not a number") == 1
+    frames = read_frames(tmp_path / "r.accmon")
+    (steps,) = [f for f in frames if f["kind"] == "steps"]
+    assert steps["cols"]["loss"] == [float(i) for i in range(10)] and steps["cols"]["weird"] == [None] * 10
+
+
+CRASHER = textwrap.dedent(
+    """
+    import time
+    import accmon.probe as accmon
+    run = accmon.start("crasher")
+    accmon.log(loss=1.0)
+    print(run.run_id, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_registry_cleans_up_after_a_crashed_run(runtime_dir):
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER], stdout=subprocess.PIPE, text=True)
+    run_id = proc.stdout.readline().strip()
+    (entry,) = [e for e in registry.list_runs() if e.run_id == run_id]
+    assert oct(os.stat(entry.path).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(runtime_dir).st_mode & 0o777) == "0o700"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [e for e in registry.list_runs() if e.run_id == run_id] == []
+    assert not [f for f in os.listdir(runtime_dir) if f.startswith(run_id)], "entry and sockets removed"
+
+
+def test_runtime_dir_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a directory owned by another user")
+    d = tmp_path / "other"
+    d.mkdir(mode=0o700)
+    os.chown(d, 12345, 12345)
+    monkeypatch.setenv("ACCMON_RUNTIME_DIR", str(d))
+    with pytest.raises(registry.RegistryError, match="not a directory owned by you"):
+        registry.runtime_dir()
+
+
+def test_two_runs_never_collide():
+    a = accmon.Run("a")
+    b = accmon.Run("b")
+    try:
+        assert a.endpoints != b.endpoints
+        assert {e.run_id for e in registry.list_runs()} >= {a.run_id, b.run_id}
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,75 @@
+import math
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accmon.probe import wire
+
+
+def steps_frame(**cols):
+    n = len(next(iter(cols.values())))
+    return wire.envelope("steps", "r1", 0, 1, n - 1, steps=list(range(n)), times=[0.0] * n, cols=cols)
+
+
+def test_round_trip_keeps_nan_and_inf_exactly():
+    frame = steps_frame(loss=[1.5, float("nan"), float("inf"), float("-inf"), None])
+    back = wire.decode(wire.encode(frame))
+    loss = back["cols"]["loss"]
+    assert loss[0] == 1.5 and math.isnan(loss[1]) and loss[2] == math.inf and loss[3] == -math.inf
+    assert loss[4] is None  # "not measured" stays distinct from NaN
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (b"", "not a msgpack frame"),
+        (b"\xc1", "not a msgpack frame"),
+        (msgpack.packb([1, 2]), "not a map"),
+        (msgpack.packb({"v": 99, "kind": "steps"}), "unknown frame schema version 99"),
+        (msgpack.packb({"v": 1, "kind": "pickle"}), "unknown frame kind"),
+        (msgpack.packb({"v": 1, "kind": "meta", "run": "r", "rank": "0", "seq": 1, "step": 0}), "'rank'"),
+        (msgpack.packb({1: 2}), "not a msgpack frame"),
+        (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type 5"),
+    ],
+)
+def test_malformed_frames_are_refused_with_a_reason(data, needle):
+    with pytest.raises(wire.FrameError, match=needle):
+        wire.decode(data)
+
+
+def test_too_deep_and_too_big_frames_are_refused():
+    deep: dict = {}
+    node = deep
+    for _ in range(wire.MAX_DEPTH + 2):
+        node["x"] = {}
+        node = node["x"]
+    frame = wire.envelope("facts", "r", 0, 1, 0, facts=deep)
+    with pytest.raises(wire.FrameError, match="deeper"):
+        wire.decode(wire.encode(frame))
+    with pytest.raises(wire.FrameError, match="exceeds"):
+        wire.decode(b"\x00" * (wire.MAX_FRAME_BYTES + 1))
+
+
+def test_steps_frame_columns_must_match_steps():
+    bad = wire.envelope("steps", "r", 0, 1, 1, steps=[0, 1], cols={"loss": [1.0]})
+    with pytest.raises(wire.FrameError, match="does not have 2 values"):
+        wire.decode(wire.encode(bad))
+    bad = wire.envelope("steps", "r", 0, 1, 1, steps=[0], cols={"loss": ["1.0"]})
+    with pytest.raises(wire.FrameError, match="holds a str"):
+        wire.decode(wire.encode(bad))
+
+
+def test_unknown_fields_are_ignored():
+    frame = wire.envelope("meta", "r", 0, 1, -1, name="x", from_the_future={"a": [1, 2]})
+    assert wire.decode(wire.encode(frame))["name"] == "x"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_decoder_never_raises_anything_but_frame_error(data):
+    try:
+        wire.decode(data)
+    except wire.FrameError:
+        pass
