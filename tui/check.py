@@ -32,6 +32,7 @@ class RunSummary:
     started: float | None = None
     error: str | None = None
     exit_code: int | None = None
+    rank_status: dict[int, str] = field(default_factory=dict)
     frames: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
 
@@ -86,6 +87,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary.steps = max(steps_per_rank.values(), default=0)
     summary.last_step = max(last_per_rank.values(), default=-1)
     summary.status = _status(summary, ends, exits)
+    _rank_status(summary, ends, exits)
     if diagnoser_cls is not None:
         alerts = [a for d in diagnosers.values() for a in d.alerts()]
     else:
@@ -110,6 +112,18 @@ def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
     if summary.id and any(e.run_id == summary.id for e in registry.list_runs()):
         return "running"
     return "truncated"
+
+
+def _rank_status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> None:
+    """Per rank: finished, crashed, or stopped (no end frame: the rank was killed). A multi-rank run with a
+    rank that stopped is crashed, and says which."""
+    ended = {e["rank"]: e.get("status", "finished") for e in ends}
+    summary.rank_status = {r: ended.get(r, "stopped") for r in summary.ranks}
+    stopped = [r for r, st in summary.rank_status.items() if st == "stopped"]
+    if len(summary.ranks) > 1 and stopped and len(stopped) < len(summary.ranks):
+        summary.status = "crashed"
+        summary.error = f"rank {', '.join(map(str, stopped))} stopped without an end frame (killed?)" + (
+            f"; {summary.error}" if summary.error else "")
 
 
 def _json_safe(obj: Any) -> Any:

@@ -23,9 +23,15 @@ class HeadlessViewer:
     """Drives one RunClient per rank; prints alerts and state changes; optionally records."""
 
     def __init__(self, entries: list[registry.RunEntry], *, record: str | None = None, out: TextIO = sys.stderr,
-                 quiet: bool = False) -> None:
-        self.entries = entries
-        self.clients = [RunClient(e.pub, e.ctl).start() for e in entries]
+                 quiet: bool = False, discover: bool = True) -> None:
+        self.entries: list[registry.RunEntry] = []
+        self.clients: list[RunClient] = []
+        self.run_id = entries[0].run_id if entries else None
+        # Ranks register one by one (torchrun starts them in parallel): keep looking for the others.
+        self.discover = discover and self.run_id not in (None, "?")
+        self.world_size = max((e.world_size for e in entries), default=1)
+        for e in entries:
+            self._add(e)
         self.writer = RecordingWriter(record) if record else None
         self.out = out
         self.quiet = quiet
@@ -34,6 +40,18 @@ class HeadlessViewer:
         self.steps = 0
         self.last_step = -1
         self.alerts: list[dict] = []
+
+    def _add(self, entry: registry.RunEntry) -> None:
+        self.entries.append(entry)
+        self.clients.append(RunClient(entry.pub, entry.ctl).start())
+
+    def _discover(self) -> None:
+        known = {e.rank for e in self.entries}
+        for e in registry.list_runs():
+            if e.run_id == self.run_id and e.rank not in known:
+                self._add(e)
+                self.world_size = max(self.world_size, e.world_size)
+                self.say(f"rank {e.rank} joined (pid {e.pid})")
 
     def say(self, line: str) -> None:
         if not self.quiet:
@@ -69,11 +87,14 @@ class HeadlessViewer:
 
     def run(self, *, until: Callable[[], bool] | None = None, poll: float = 0.1) -> int:
         """Receive until every rank ended, its process is gone, or `until()` says so. Returns an exit code."""
-        last_sync = time.monotonic()
+        last_sync = last_discovery = time.monotonic()
         try:
             while True:
                 got = self.pump()
-                if len(self.ended) == len(self.entries):
+                if self.discover and time.monotonic() - last_discovery > 0.5:
+                    last_discovery = time.monotonic()
+                    self._discover()
+                if len(self.ended) == len(self.entries) >= self.world_size:
                     break
                 if until is not None and until():
                     self._drain_after_exit()
@@ -91,9 +112,10 @@ class HeadlessViewer:
         finally:
             self.close()
         crashed = [s for s in self.ended.values() if s != "finished"]
-        missing = len(self.entries) - len(self.ended)
+        missing = sorted(e.rank for e in self.entries if e.rank not in self.ended)
         if missing:
-            self.say(f"{missing} rank(s) stopped without an end frame (killed or crashed); received {self.steps} steps")
+            which = ", ".join(map(str, missing))
+            self.say(f"rank {which} stopped without an end frame (killed or crashed); received {self.steps} steps")
             return 1
         self.say(f"run {'crashed' if crashed else 'finished'}: {self.steps} steps received, last step {self.last_step}")
         return 1 if crashed else 0

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
-from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter
+from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter, merge_recordings
 from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD, ENV_RUN_ID
 
 INJECT_DIR = os.path.join(os.path.dirname(os.path.abspath(registry.__file__)), "inject")
@@ -49,11 +49,29 @@ def wait_for_entries(run_id: str, proc: subprocess.Popen, poll: float = 0.05) ->
         time.sleep(poll)
 
 
-def append_exit(record: str, run_id: str, returncode: int) -> None:
-    """Append the `exit` frame (exit code or signal) after every rank's last frame."""
+def rank_files(record: str) -> list[str]:
+    """The per-rank recordings a multi-rank run writes beside `record` (see run._rank_path)."""
     root, ext = os.path.splitext(record)
-    rank_files = sorted(glob.glob(glob.escape(root) + ".rank*" + (ext or ".accmon")))  # multi-rank runs (run._rank_path)
-    for path in ([record] if os.path.exists(record) else []) + rank_files:
+    return sorted(glob.glob(glob.escape(root) + ".rank*" + (ext or ".accmon")))
+
+
+def finish_recording(record: str, returncode: int) -> None:
+    """Note the exit in the recording(s); merge a multi-rank run's per-rank files into `record`."""
+    parts = rank_files(record)
+    append_exit([record] if os.path.exists(record) and not parts else parts, returncode)
+    if parts:
+        try:
+            merge_recordings(parts, record)
+        except (RecordingError, OSError) as exc:
+            sys.stderr.write(f"accmon: could not merge {len(parts)} rank recordings into {record}: {exc}; they are kept as they are\n")
+            return
+        for p in parts:
+            os.unlink(p)
+
+
+def append_exit(paths: list[str], returncode: int) -> None:
+    """Append the `exit` frame (exit code or signal) after each file's last frame."""
+    for path in paths:
         try:
             reader = RecordingReader(path)
             last: dict | None = None
@@ -105,7 +123,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
         if stdout is not None:
             stdout.close()
     if record:
-        append_exit(record, run_id, returncode)
+        finish_recording(record, returncode)
     if log_path:
         _show_log_tail(log_path)
     if returncode < 0:
