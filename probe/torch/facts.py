@@ -1,0 +1,124 @@
+"""Static facts about the model and optimizer (docs/frames.md, *Facts*), from host-side metadata only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .activations import OUTPUT_NAMES
+
+# A model with more leaf modules than this is described by its first ones (facts frames stay small).
+MAX_LAYERS = 2000
+_HYPER = ("lr", "momentum", "weight_decay", "betas", "eps", "nesterov", "dampening", "alpha", "amsgrad")
+
+
+def layer_names(roots: list[nn.Module]) -> dict[int, str]:
+    """id(parameter) → the name of the module that owns it, as `named_modules()` spells it.
+
+    Parameters directly on a root module get the root's class name. With several root models (a GAN's
+    generator and discriminator) every name is prefixed by its root's class name, lower-cased.
+    """
+    out: dict[int, str] = {}
+    prefix_all = len(roots) > 1
+    for root in roots:
+        rname = type(root).__name__
+        for mname, module in root.named_modules():
+            name = mname or rname
+            if prefix_all and mname:
+                name = f"{rname.lower()}.{mname}"
+            for p in module.parameters(recurse=False):
+                out.setdefault(id(p), name)
+    return out
+
+
+def module_names(roots: list[nn.Module]) -> dict[int, str]:
+    """id(module) → name, for every submodule of the roots (the first name of a shared module)."""
+    out: dict[int, str] = {}
+    prefix_all = len(roots) > 1
+    for root in roots:
+        rname = type(root).__name__
+        for mname, module in root.named_modules():
+            name = mname or rname
+            if prefix_all and mname:
+                name = f"{rname.lower()}.{mname}"
+            out.setdefault(id(module), name)
+    return out
+
+
+def _count(params: Any) -> int:
+    return sum(p.numel() for p in params)
+
+
+def model_facts(root: nn.Module, output_module: nn.Module | None) -> dict[str, Any]:
+    layers = []
+    for name, m in root.named_modules():
+        if next(m.children(), None) is not None:
+            continue
+        own = list(m.parameters(recurse=False))
+        layers.append(
+            {
+                "name": name or type(root).__name__,
+                "kind": type(m).__name__,
+                "params": _count(own),
+                "trainable": bool(own) and all(p.requires_grad for p in own),
+            }
+        )
+        if len(layers) >= MAX_LAYERS:
+            break
+    params = list(root.parameters())
+    return {
+        "name": type(root).__name__,
+        "params": _count(params),
+        "trainable_params": _count(p for p in params if p.requires_grad),
+        "layers": layers,
+        "output_activation": output_activation(output_module),
+    }
+
+
+def output_activation(module: nn.Module | None) -> str:
+    """The activation the model's output passes through last, by the module that produced it."""
+    if module is None:
+        return "unknown"
+    name = OUTPUT_NAMES.get(type(module))
+    if name is not None:
+        return name
+    return "none"
+
+
+def optimizer_facts(opt: torch.optim.Optimizer, model: nn.Module | None) -> dict[str, Any]:
+    groups = []
+    opt_params: list[torch.Tensor] = []
+    for g in opt.param_groups:
+        entry: dict[str, Any] = {}
+        for key in _HYPER:
+            if key in g:
+                entry[key] = _plain(g[key])
+        entry["params"] = _count(g["params"])
+        groups.append(entry)
+        opt_params.extend(g["params"])
+    covers = None
+    if model is not None:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        total = _count(trainable)
+        ids = {id(p) for p in opt_params}
+        covered = _count(p for p in trainable if id(p) in ids)
+        covers = covered / total if total else None
+    return {"kind": type(opt).__name__, "param_groups": groups, "params": _count(opt_params), "covers_model": covers}
+
+
+def _plain(v: Any) -> Any:
+    """Hyper-parameters as msgpack-able numbers (a tensor lr is a 0-d CPU or device tensor)."""
+    if isinstance(v, torch.Tensor):
+        # A tensor lr (capturable optimizers) is never read here: the lr column carries it, via the ledger.
+        return None
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    return str(v)
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")

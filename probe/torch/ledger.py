@@ -1,0 +1,312 @@
+"""The ledger: statistics of finished steps, still on the device, until one transfer brings them all home.
+
+A step's statistics are *parts*: a small device tensor plus the decoder that knows what its numbers mean
+(and an optional host-side `meta`, such as an element count that the shape already told us). Nothing here
+reads a tensor's value during a step. `Ledger.flush()` concatenates every pending part into one flat tensor
+per device, copies it to the host once (into pinned memory with `non_blocking=True` and an event on CUDA),
+and decodes it vectorised: rows whose parts have the same layout are decoded as one 2-D numpy block.
+
+Decoders *accumulate*: a module called three times in one step (a shared ReLU), or a loss computed on four
+micro-batches before one optimizer step, adds three or four parts to the row, and the decoder sums them
+before `finish()` turns the sums into the published metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import report_once
+
+
+class Sums:
+    """Per-row accumulators for one flush: name → float64 array over the flushed rows, plus presence."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.values: dict[str, np.ndarray] = {}
+        self.present: dict[str, np.ndarray] = {}
+        self._once: set[str] = set()
+
+    def once(self, key: str) -> bool:
+        """True the first time `key` is asked in this flush: for finishers that several decoders share."""
+        if key in self._once:
+            return False
+        self._once.add(key)
+        return True
+
+    def add(self, name: str, rows: np.ndarray, vals: np.ndarray | float) -> None:
+        arr = self.values.get(name)
+        if arr is None:
+            # Per-row scalars, or per-row vectors (class counts) when `vals` is 2-D.
+            tail = np.shape(vals)[1:]
+            arr = self.values[name] = np.zeros((self.n, *tail))
+            self.present[name] = np.zeros(self.n, dtype=bool)
+        arr[rows] += vals
+        self.present[name][rows] = True
+
+    def get(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        arr = self.values.get(name)
+        return None if arr is None else (arr, self.present[name])
+
+
+class Columns:
+    """The published metrics of one flush, built as arrays and turned into lists with None where absent."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._vals: dict[str, np.ndarray] = {}
+        self._mask: dict[str, np.ndarray] = {}
+        self._ints: set[str] = set()
+        self.hists: dict[str, np.ndarray] = {}
+
+    def put(self, name: str, rows: np.ndarray | slice | int, vals: Any, *, integer: bool = False) -> None:
+        arr = self._vals.get(name)
+        if arr is None:
+            arr = self._vals[name] = np.full(self.n, np.nan)
+            self._mask[name] = np.zeros(self.n, dtype=bool)
+        arr[rows] = vals
+        self._mask[name][rows] = True
+        if integer:
+            self._ints.add(name)
+
+    def put_where(self, name: str, vals: np.ndarray, mask: np.ndarray, *, integer: bool = False) -> None:
+        """Set `name` at the rows where `mask` is true."""
+        if mask.any():
+            self.put(name, mask, vals[mask], integer=integer)
+
+    def add_hist(self, name: str, counts: np.ndarray) -> None:
+        old = self.hists.get(name)
+        if old is None or old.shape != counts.shape:
+            # A changed class count (a new head) restarts the histogram rather than mixing layouts.
+            self.hists[name] = counts.astype(np.float64).copy()
+        else:
+            old += counts
+
+    def as_lists(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for name, arr in self._vals.items():
+            mask = self._mask[name]
+            if name in self._ints:
+                vals = [int(v) if m and math.isfinite(v) else None for v, m in zip(arr.tolist(), mask.tolist())]
+            elif mask.all():
+                vals = arr.tolist()
+            else:
+                vals = [v if m else None for v, m in zip(arr.tolist(), mask.tolist())]
+            out[name] = vals
+        return out
+
+    def hist_lists(self) -> dict[str, list]:
+        return {k: [int(round(x)) for x in v.tolist()] for k, v in self.hists.items()}
+
+
+class Decoder:
+    """What the numbers of one kind of part mean. Subclasses add to `Sums` and, once per flush, finish."""
+
+    def decode(self, block: np.ndarray, metas: list[Any], rows: np.ndarray, sums: Sums) -> None:
+        raise NotImplementedError
+
+    def finish(self, sums: Sums, cols: Columns) -> None:
+        """Turn what `decode` summed into metrics. Called once per flush per decoder that saw a part."""
+
+
+@dataclass
+class Row:
+    """One finished (or in-progress) training step."""
+
+    step: int
+    time: float = 0.0
+    scalars: dict[str, Any] = field(default_factory=dict)
+    parts: list[tuple[Decoder, torch.Tensor, Any]] = field(default_factory=list)
+
+    def add(self, decoder: Decoder, tensor: torch.Tensor, meta: Any = None) -> None:
+        self.parts.append((decoder, tensor, meta))
+
+
+class Transfer:
+    """One flush in flight: the flat tensor(s) on their way to the host."""
+
+    def __init__(self, rows: list[Row], flats: dict[torch.device, torch.Tensor], pinned: dict[torch.device, Any]) -> None:
+        self.rows = rows
+        self.flats = flats
+        self.pinned = pinned  # device → (pinned host tensor, event) for CUDA, None for host-resident data
+        self.started = time.perf_counter()
+
+    def ready(self) -> bool:
+        for entry in self.pinned.values():
+            if entry is not None and not entry[1].query():
+                return False
+        return True
+
+    def wait(self) -> None:
+        # The host waits for the device here, at close only (or when a caller forces a flush).
+        for entry in self.pinned.values():
+            if entry is not None:
+                entry[1].synchronize()
+
+    def host_arrays(self) -> dict[torch.device, np.ndarray]:
+        out: dict[torch.device, np.ndarray] = {}
+        for dev, flat in self.flats.items():
+            entry = self.pinned.get(dev)
+            host = entry[0] if entry is not None else flat
+            # On CPU this is the one place the statistics are read; on CUDA the pinned copy has landed.
+            out[dev] = host.numpy().copy() if entry is not None else host.numpy()
+        return out
+
+
+FlushSink = Callable[[list[int], dict[str, list], dict[str, list] | None, list[float]], None]
+
+
+class Ledger:
+    """Rows waiting for the host, and the transfer (at most one) on its way there."""
+
+    def __init__(self, sink: FlushSink) -> None:
+        self.sink = sink
+        self.rows: list[Row] = []
+        self.in_flight: Transfer | None = None
+        self._pinned_cache: dict[torch.device, torch.Tensor] = {}
+        self.flushes = 0
+
+    # -- training-thread side: nothing here waits for the device --------------------------------------------
+    def append(self, row: Row) -> None:
+        self.rows.append(row)
+
+    def start_flush(self, keep_last: int = 0) -> bool:
+        """Start moving all but the newest `keep_last` rows to the host. False when a transfer is still in flight."""
+        if self.in_flight is not None:
+            return False
+        n = len(self.rows) - keep_last
+        if n <= 0:
+            return True
+        rows, self.rows = self.rows[:n], self.rows[n:]
+        self.in_flight = self._launch(rows)
+        self.flushes += 1
+        return True
+
+    def poll(self) -> bool:
+        """Decode and publish the transfer in flight if it has landed. Never waits."""
+        tr = self.in_flight
+        if tr is None or not tr.ready():
+            return False
+        self.in_flight = None
+        self._publish(tr)
+        return True
+
+    def drain(self) -> None:
+        """Publish everything now, waiting for the device if it must (run end, explicit flush)."""
+        if self.in_flight is not None:
+            tr, self.in_flight = self.in_flight, None
+            tr.wait()
+            self._publish(tr)
+        if self.rows:
+            rows, self.rows = self.rows, []
+            tr = self._launch(rows)
+            tr.wait()
+            self._publish(tr)
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _launch(self, rows: list[Row]) -> Transfer:
+        by_dev: dict[torch.device, list[torch.Tensor]] = {}
+        for row in rows:
+            for _, t, _ in row.parts:
+                by_dev.setdefault(t.device, []).append(t)
+        flats: dict[torch.device, torch.Tensor] = {}
+        pinned: dict[torch.device, Any] = {}
+        for dev, tensors in by_dev.items():
+            # float64 holds every count and float32 exactly; MPS has no float64.
+            dtype = torch.float32 if dev.type == "mps" else torch.float64
+            head = torch.empty(0, dtype=dtype, device=dev)
+            flat = torch.cat([head, *(t if t.dim() == 1 else t.reshape(-1) for t in torch.atleast_1d(tensors))])
+            flats[dev] = flat
+            if dev.type == "cpu":
+                pinned[dev] = None
+            elif dev.type == "cuda":
+                buf = self._pinned(dev, flat.numel(), dtype)
+                buf.copy_(flat, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(dev))
+                pinned[dev] = (buf, event)
+            else:
+                # Other accelerators: an ordinary copy (it waits), once per flush.
+                flats[dev] = flat.to("cpu")
+                pinned[dev] = None
+        return Transfer(rows, flats, pinned)
+
+    def _pinned(self, dev: torch.device, n: int, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._pinned_cache.get(dev)
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
+            # Pinned allocations are slow (cudaHostAlloc): grow geometrically and reuse.
+            size = max(n, 2 * (buf.numel() if buf is not None else 0), 4096)
+            buf = torch.empty(size, dtype=dtype, pin_memory=True)
+            self._pinned_cache[dev] = buf
+        return buf[:n]
+
+    def _publish(self, tr: Transfer) -> None:
+        try:
+            steps, cols, hists, times = decode_rows(tr.rows, tr.host_arrays())
+        except Exception as exc:  # a decoder bug must cost this flush, never the training run
+            report_once("torch-decode", f"could not decode statistics ({exc!r}); some metrics will be missing")
+            steps = [r.step for r in tr.rows]
+            times = [r.time for r in tr.rows]
+            cols = _scalar_columns(tr.rows).as_lists()
+            hists = None
+        if steps:
+            self.sink(steps, cols, hists, times)
+
+
+def _scalar_columns(rows: list[Row]) -> Columns:
+    cols = Columns(len(rows))
+    for i, row in enumerate(rows):
+        for name, v in row.scalars.items():
+            if v is not None:
+                cols.put(name, i, v, integer=isinstance(v, int) and not isinstance(v, bool))
+    return cols
+
+
+def decode_rows(rows: list[Row], hosts: dict[torch.device, np.ndarray]) -> tuple[list[int], dict[str, list], dict[str, list] | None, list[float]]:
+    """Turn rows and the host copies of their parts into `log_columns` arguments."""
+    n = len(rows)
+    cols = _scalar_columns(rows)
+    sums = Sums(n)
+    cursor = {dev: 0 for dev in hosts}
+    # Group rows by layout: (decoder, width) of each part in order. Steps between samples share one layout,
+    # sampled steps share another: a flush decodes a handful of 2-D blocks, not thousands of rows.
+    groups: dict[tuple, tuple[list[int], list[list[int]], list[list[Any]], list]] = {}
+    for i, row in enumerate(rows):
+        sig = []
+        starts = []
+        metas = []
+        for dec, t, meta in row.parts:
+            dev = t.device
+            w = max(t.numel(), 1) if t.dim() == 0 else t.numel()
+            sig.append((id(dec), dev, w))
+            starts.append(cursor[dev])
+            cursor[dev] += w
+            metas.append(meta)
+        key = tuple(sig)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = ([], [], [], [dec for dec, _, _ in row.parts])
+        g[0].append(i)
+        g[1].append(starts)
+        g[2].append(metas)
+    seen: dict[int, Decoder] = {}
+    for key, (row_idx, starts, metas, decoders) in groups.items():
+        if not key:
+            continue
+        rows_arr = np.asarray(row_idx)
+        start_arr = np.asarray(starts)  # rows × parts
+        for j, (dec_id, dev, w) in enumerate(key):
+            idx = start_arr[:, j : j + 1] + np.arange(w)
+            block = hosts[dev][idx]
+            decoders[j].decode(block, [m[j] for m in metas], rows_arr, sums)
+            seen[dec_id] = decoders[j]
+    for dec in seen.values():
+        dec.finish(sums, cols)
+    hists = cols.hist_lists() or None
+    return [r.step for r in rows], cols.as_lists(), hists, [r.time for r in rows]

@@ -1,0 +1,856 @@
+"""`TorchProbe`: turns what PyTorch's hooks show into statistics of training steps.
+
+One step is one `step()` of the primary optimizer (the first one seen stepping). Between two steps the
+probe sees, through hooks:
+
+- the root model's call (a module called outside any other module): the input batch;
+- activation modules' outputs;
+- the loss (a loss module, or a `torch.nn.functional` loss): loss value, predictions, targets; under
+  `torch.no_grad()` or with the model in `eval()`, a validation batch;
+- the optimizer's step: gradients before it, weights before and after it.
+
+Each of these adds device tensors to the step's row; nothing here reads a device value (no `.item()`,
+`.tolist()`, `.cpu()`, `float(tensor)`, no branch on a tensor). Rows go to the ledger, which brings them to
+the host every `flush_s` seconds in one transfer. Every hook body is guarded: an exception inside the probe is
+reported once on stderr and switches that part of the probe off; training goes on untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.loss import _Loss
+
+from ..errors import report_once
+from . import activations as A
+from . import classify as C
+from . import data
+from . import facts as F
+from . import inputs as I
+from . import layers as Ly
+from . import losses as L
+from .cadence import Cadence
+from .ledger import Decoder, Ledger, Row, Sums
+
+# Half a second between flushes: a live chart that moves twice a second, and per-flush costs (one
+# concatenation, one copy, one frame) spread over hundreds of fast steps.
+FLUSH_S = 0.5
+# Rows waiting for the host at most; a flush is forced beyond it (memory stays bounded for very fast steps).
+MAX_PENDING_ROWS = 2048
+# Weights copied per deep step to measure ‖Δw‖ (the copy lives across optimizer.step()). Larger models
+# are covered a slice of layers at a time, round robin: the copy never costs more than this in memory.
+UPDATE_BYTES = 64 * 1024 * 1024
+
+_perf = time.perf_counter
+_compiling = torch.compiler.is_compiling
+
+
+def _scalar(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    return t if t.dim() == 0 else t.float().mean()
+
+
+class _OptState:
+    """What the probe keeps about one optimizer: its parameter list and the layouts derived from it."""
+
+    def __init__(self, opt: torch.optim.Optimizer, index: int) -> None:
+        self.index = index
+        self.params: list[torch.Tensor] = []
+        self.signature: tuple[int, int] = (-1, -1)
+        self.layouts: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.snapshot: tuple[list[torch.Tensor], list[torch.Tensor], Decoder] | None = None
+        self.cursor = 0  # round-robin position of the update-ratio slice, in layers
+        self.refresh(opt)
+
+    def refresh(self, opt: torch.optim.Optimizer) -> None:
+        sig = (len(opt.param_groups), sum(len(g["params"]) for g in opt.param_groups))
+        if sig != self.signature:
+            self.signature = sig
+            self.params = [p for g in opt.param_groups for p in g["params"]]
+            self.layouts.clear()
+
+
+class TorchProbe:
+    """The PyTorch side of a monitored run. Make it with `install()` or `watch()` (accmon.probe.torch)."""
+
+    def __init__(
+        self,
+        run: Any,
+        *,
+        budget: float | None = None,
+        every: int | None = None,
+        flush_s: float = FLUSH_S,
+        model: nn.Module | None = None,
+        optimizers: list[torch.optim.Optimizer] | None = None,
+        loss_fn: Any = None,
+    ) -> None:
+        if flush_s <= 0:
+            raise ValueError(f"flush_s must be positive seconds; got {flush_s!r}")
+        self.run = run
+        self.pid = os.getpid()
+        self.cadence = Cadence(budget if budget is not None else _env_budget(), every)
+        self.ledger = Ledger(self._sink)
+        self.flush_s = flush_s
+        self.off = False
+        self.broken: set[str] = set()
+        self.closed = False
+        # What the user pointed at (watch()); None: found automatically.
+        self.watch_model = weakref.ref(model) if model is not None else None
+        self.watch_opts = weakref.WeakSet(optimizers) if optimizers else None
+        self.watch_loss = loss_fn if isinstance(loss_fn, nn.Module) else None
+        # Call tracking.
+        self.tid: int | None = None
+        self.depth = 0
+        self.in_loss_module = 0
+        self.cur_root: nn.Module | None = None
+        self.root_out: Any = None
+        self.root_out_module: nn.Module | None = None
+        self.last_leaf: nn.Module | None = None
+        self.last_leaf_out: Any = None
+        # What was found.
+        self.roots: list[weakref.ref] = []
+        self.module_name: dict[int, str] = {}
+        self.param_layer: dict[int, str] | None = None
+        self.model_ref: weakref.ref | None = None
+        self.primary_opt: weakref.ref | None = None
+        self.opt_states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.primary_loss: Any = None
+        self.loss_spec: L.LossSpec | None = None
+        self.rule: str | None = None  # how the primary loss's outputs become classes (after regress resolution)
+        self.output_module: nn.Module | None = None
+        self.act_decoders: dict[int, tuple[weakref.ref, A.ActDecoder]] = {}
+        # Step state.
+        self.step = -1
+        self.cur = Row(0)
+        self.grads_now, self.deep_now = self.cadence.plan(0)
+        self.step_samples = 0
+        self.t_last_end: float | None = None
+        self.t_last_flush = _perf()
+        self.spent = 0.0
+        self.spent_tiers = {"grads": 0.0, "deep": 0.0}
+        self.val_parts: list[tuple[Decoder, torch.Tensor, Any]] = []
+        # Epochs.
+        self.epoch = 0
+        self.epoch_known = False
+        self.epoch_start = 0
+        self.train_loaders: set[int] = set()
+        self.last_iter: Any = None
+        # Facts.
+        self.facts: dict[str, Any] = {"framework": "torch"}
+        self.sent_host_facts = False
+        self.first_train_loss_seen = False
+        self.first_input_seen = False
+        self.inferred: dict[str, Any] = {}
+        # Decoders shared by every step.
+        self.d_loss = C.LossDecoder()
+        self.d_acc = C.AccuracyDecoder()
+        self.d_val_loss = C.LossDecoder("val_")
+        self.d_val_acc = C.AccuracyDecoder("val_")
+        self.d_input = I.InputDecoder()
+        self.d_hist: dict[tuple[int, str], C.HistDecoder] = {}
+        self.d_custom: dict[str, _MeanDecoder] = {}
+
+    # ==== guards ==============================================================================================
+    def _fail(self, part: str, exc: BaseException) -> None:
+        self.broken.add(part)
+        report_once(f"torch-{part}", f"the PyTorch probe's {part} statistics are off after an internal error "
+                    f"({type(exc).__name__}: {exc}); training is not affected")
+
+    def _mine(self) -> bool:
+        """Whether a hook firing now belongs to the monitored training thread of this process."""
+        if self.off:
+            return False
+        tid = threading.get_ident()
+        if self.tid is None:
+            self.tid = tid
+        return tid == self.tid
+
+    # ==== module hooks ========================================================================================
+    def on_module_pre(self, module: nn.Module, args: tuple) -> None:
+        if _compiling() or not self._mine():
+            return None
+        t0 = _perf()
+        try:
+            d = self.depth
+            self.depth = d + 1
+            if isinstance(module, _Loss):
+                self.in_loss_module += 1
+            elif d == 0 and "modules" not in self.broken:
+                self._root_enter(module)
+        except Exception as exc:
+            self._fail("modules", exc)
+        self.spent += _perf() - t0
+        return None
+
+    def on_module_post(self, module: nn.Module, args: tuple, *rest: Any) -> None:
+        # (kwargs, output) normally; (output,) when torch calls an always_call hook after forward() raised.
+        if _compiling() or not self._mine():
+            return None
+        t0 = _perf()
+        try:
+            kwargs, output = rest if len(rest) == 2 else ({}, rest[0] if rest else None)
+            d = self.depth = max(self.depth - 1, 0)
+            if isinstance(module, _Loss):
+                self.in_loss_module = max(self.in_loss_module - 1, 0)
+                if "loss" not in self.broken and (self.watch_loss is None or module is self.watch_loss):
+                    self._loss_module_call(module, args, kwargs, output)
+            elif "modules" not in self.broken:
+                if self.deep_now and self.cur_root is not None:
+                    kind = A.KINDS.get(type(module))
+                    if kind is not None and isinstance(output, torch.Tensor):
+                        self._activation(module, kind, output)
+                if not module._modules:
+                    self.last_leaf = module
+                    self.last_leaf_out = output
+                if d == 0:
+                    self._root_done(module, args, kwargs, output)
+        except Exception as exc:
+            self._fail("loss" if isinstance(module, _Loss) else "modules", exc)
+        self.spent += _perf() - t0
+        return None
+
+    def _root_enter(self, module: nn.Module) -> None:
+        if self.watch_model is not None and module is not self.watch_model():
+            self.cur_root = None
+            return
+        self.cur_root = module
+        if not any(r() is module for r in self.roots):
+            self.roots.append(weakref.ref(module))
+            self.module_name = F.module_names(self._live_roots())
+            self.param_layer = None
+
+    def _root_done(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.cur_root is not module:
+            return
+        self.root_out = output
+        self.root_out_module = self.last_leaf if self.last_leaf_out is output else None
+        self.last_leaf = self.last_leaf_out = None
+        if module.training and torch.is_grad_enabled() and (self.deep_now or not self.first_input_seen):
+            self._inputs(args, kwargs)
+
+    def _inputs(self, args: tuple, kwargs: dict) -> None:
+        x = I.first_tensor(args, kwargs)
+        if x is None:
+            return
+        t0 = _perf()
+        first = not self.first_input_seen
+        prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        try:
+            got = I.input_part(x)
+        finally:
+            torch.set_grad_enabled(prev)
+        if first:
+            self.first_input_seen = True
+            self.facts["inputs"] = {"dtype": F.dtype_name(x), "shape": list(x.shape)}
+            if got is not None:
+                self.cur.add(C.FactsDecoder(self._input_facts), got[0], got[1])
+        if got is not None and self.deep_now:
+            self.cur.add(self.d_input, got[0], got[1])
+        self.spent_tiers["deep"] += _perf() - t0
+
+    def _live_roots(self) -> list[nn.Module]:
+        out = []
+        for r in self.roots:
+            m = r()
+            if m is not None:
+                out.append(m)
+        return out
+
+    def _activation(self, module: nn.Module, kind: str, output: torch.Tensor) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        t0 = _perf()
+        entry = self.act_decoders.get(id(module))
+        if entry is None or entry[0]() is not module:
+            name = self.module_name.get(id(module), f"{type(module).__name__}@{id(module):x}")
+            entry = (weakref.ref(module), A.ActDecoder(name, kind))
+            self.act_decoders[id(module)] = entry
+        prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        try:
+            self.cur.add(entry[1], A.act_part(kind, output), output.numel())
+        finally:
+            torch.set_grad_enabled(prev)
+        self.spent_tiers["deep"] += _perf() - t0
+
+    # ==== losses ==============================================================================================
+    def _loss_module_call(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        spec = L.spec_for(type(module).__name__)
+        inp, target = _loss_args(args, kwargs)
+        ignore = getattr(module, "ignore_index", None)
+        self._loss(spec, module, inp, target, output, ignore, getattr(module, "reduction", None), "module")
+
+    def on_functional_loss(self, spec: L.LossSpec, args: tuple, kwargs: dict, output: Any) -> None:
+        """A `torch.nn.functional` loss was called outside any loss module."""
+        if _compiling() or self.in_loss_module or not self._mine() or "loss" in self.broken:
+            return
+        if self.watch_loss is not None:
+            return
+        t0 = _perf()
+        try:
+            inp, target = _loss_args(args, kwargs)
+            ignore = None
+            if spec.kind in ("CrossEntropyLoss", "NLLLoss"):
+                ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)
+            self._loss(spec, spec.kind, inp, target, output, ignore, kwargs.get("reduction", "mean"), "functional")
+        except Exception as exc:
+            self._fail("loss", exc)
+        self.spent += _perf() - t0
+
+    def observe(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None, *,
+                kind: str | None = None) -> None:
+        """Explicit loss call for custom loss functions: accuracy from `output` and `target`.
+
+        `kind` names the loss whose convention the outputs follow ("CrossEntropyLoss": class scores,
+        "BCELoss": probabilities, "BCEWithLogitsLoss": logits, "MSELoss": regression). Without it: integer
+        targets with one dimension fewer than the output are classes (argmax), same-shaped targets are
+        binary or multi-label labels against logits, anything else regression.
+        """
+        if self.off or "loss" in self.broken:
+            return
+        t0 = _perf()
+        try:
+            if kind is None:
+                if not target.is_floating_point() and output.dim() == target.dim() + 1:
+                    kind = "CrossEntropyLoss"
+                elif output.shape == target.shape or output.numel() == target.numel():
+                    kind = "BCEWithLogitsLoss"
+                else:
+                    kind = "MSELoss"
+            spec = L.spec_for(kind)
+            value = loss if loss is not None else torch.full((), float("nan"), device=output.device)
+            self._loss(spec, ("observe", kind), output, target, value, -100 if spec.rule == L.ARGMAX else None,
+                       "mean", "explicit")
+        except Exception as exc:
+            self._fail("loss", exc)
+        self.spent += _perf() - t0
+
+    def _is_train(self) -> bool:
+        root = self.cur_root
+        return torch.is_grad_enabled() and (root is None or root.training)
+
+    def _loss(self, spec: L.LossSpec, key: Any, inp: Any, target: Any, loss: Any, ignore: Any,
+              reduction: Any, via: str) -> None:
+        if not isinstance(inp, torch.Tensor) or not isinstance(loss, torch.Tensor):
+            return
+        if not isinstance(target, torch.Tensor):
+            target = None
+        n = int(inp.shape[0]) if inp.dim() > 0 else 1
+        train = self._is_train()
+        prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        try:
+            if train:
+                if self.val_parts:
+                    self._end_val()
+                if self.primary_loss is None:
+                    self.primary_loss = key
+                    self.loss_spec = spec
+                    self.rule = spec.rule if spec.classifies else None
+                elif key != self.primary_loss:
+                    return  # a second loss in the same model (auxiliary head): the primary one speaks for the step
+                self.step_samples += n
+                row = self.cur
+                row.add(self.d_loss, _scalar(loss), n)
+                if target is None:
+                    return
+                if not self.first_train_loss_seen:
+                    self.first_train_loss_seen = True
+                    self._loss_facts(spec, inp, target, ignore, reduction, via)
+                rule = self.rule
+                if rule is None:
+                    return
+                got = C.classes(rule, inp.detach(), target.detach())
+                if got is None:
+                    return
+                pred, true = got
+                part, total = C.accuracy_part(rule, pred, true, ignore if isinstance(ignore, int) else None)
+                row.add(self.d_acc, part, total)
+                if self.deep_now:
+                    t0 = _perf()
+                    self._hist(rule, inp, pred, true, row)
+                    self.spent_tiers["deep"] += _perf() - t0
+            else:
+                self.val_parts.append((self.d_val_loss, _scalar(loss), n))
+                if target is None or key != self.primary_loss or self.rule is None:
+                    return
+                got = C.classes(self.rule, inp.detach(), target.detach())
+                if got is not None:
+                    part, total = C.accuracy_part(self.rule, got[0], got[1], ignore if isinstance(ignore, int) else None)
+                    self.val_parts.append((self.d_val_acc, part, total))
+        finally:
+            torch.set_grad_enabled(prev)
+
+    def _hist(self, rule: str, inp: torch.Tensor, pred: torch.Tensor, true: torch.Tensor, row: Row) -> None:
+        spec = self.loss_spec
+        k = L.num_classes_of(spec, tuple(inp.shape)) if spec is not None and spec.rule == rule else None
+        if rule == L.ARGMAX and k is None:
+            k = int(inp.shape[1]) if inp.dim() >= 2 else int(inp.shape[0])
+        if k is None:
+            k = 2
+        multilabel = rule != L.ARGMAX and k > 2 or (rule != L.ARGMAX and spec is not None and spec.kind == "MultiLabelSoftMarginLoss")
+        mode = "classes" if rule == L.ARGMAX else ("multilabel" if multilabel else "binary")
+        got = C.hist_part(rule, pred, true, k, multilabel)
+        if got is None:
+            return
+        dec = self.d_hist.get((k, mode))
+        if dec is None:
+            dec = self.d_hist[(k, mode)] = C.HistDecoder(k, mode)
+        row.add(dec, got[0], got[1])
+
+    def _loss_facts(self, spec: L.LossSpec, inp: torch.Tensor, target: torch.Tensor, ignore: Any, reduction: Any,
+                    via: str) -> None:
+        f = self.facts
+        f["loss"] = {"kind": spec.kind, "reduction": reduction if isinstance(reduction, str) else None, "via": via}
+        if isinstance(ignore, int) and spec.rule == L.ARGMAX:
+            f["loss"]["ignore_index"] = ignore
+        task = L.task_of(spec, tuple(inp.shape), tuple(target.shape))
+        if task is not None:
+            f["task"] = task
+        k = L.num_classes_of(spec, tuple(inp.shape))
+        if k is not None:
+            f["num_classes"] = k
+        f["predictions"] = {"shape": list(inp.shape), "dtype": F.dtype_name(inp)}
+        f["targets"] = {"dtype": F.dtype_name(target), "shape": list(target.shape)}
+        f["batch_size"] = int(inp.shape[0]) if inp.dim() > 0 else 1
+        # Which module produced the predictions: the model's last leaf module, when the loss got the
+        # model's own output. A functional activation inside forward() leaves this unknown; the values tell.
+        if self.root_out is not None and inp is self.root_out:
+            self.output_module = self.root_out_module
+        self.cur.add(C.FactsDecoder(self._target_facts), C.target_facts_part(target, inp), None)
+        self.cur.add(C.FactsDecoder(self._output_facts), C.output_facts_part(inp), None)
+
+    # ==== validation ==========================================================================================
+    def _end_val(self) -> None:
+        parts, self.val_parts = self.val_parts, []
+        target = self.ledger.rows[-1] if self.ledger.rows else self.cur
+        target.parts.extend(parts)
+
+    # ==== optimizer hooks =====================================================================================
+    def _opt_state(self, opt: torch.optim.Optimizer) -> _OptState:
+        st = self.opt_states.get(opt)
+        if st is None:
+            st = _OptState(opt, len(self.opt_states))
+            self.opt_states[opt] = st
+        else:
+            st.refresh(opt)
+        return st
+
+    def _watching(self, opt: torch.optim.Optimizer) -> bool:
+        return self.watch_opts is None or opt in self.watch_opts
+
+    def on_opt_pre(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if _compiling() or self.off or "optimizer" in self.broken or not self._watching(opt):
+            return None
+        if os.getpid() != self.pid:
+            self.off = True
+            return None
+        t0 = _perf()
+        self.tid = threading.get_ident()
+        prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        try:
+            if self.val_parts:
+                self._end_val()
+            if self.primary_opt is None or self.primary_opt() is None:
+                self.primary_opt = weakref.ref(opt)
+            if self.grads_now or self.deep_now:
+                st = self._opt_state(opt)
+                self._grad_stats(st)
+        except Exception as exc:
+            self._fail("optimizer", exc)
+        finally:
+            torch.set_grad_enabled(prev)
+        self.spent += _perf() - t0
+        return None
+
+    def _layout(self, st: _OptState) -> dict[str, Any] | None:
+        idx = tuple(i for i, p in enumerate(st.params) if p.grad is not None)
+        if not idx:
+            return None
+        lay = st.layouts.get(idx)
+        if lay is None:
+            if self.param_layer is None:
+                self.param_layer = F.layer_names(self._live_roots())
+            names = []
+            for i in idx:
+                p = st.params[i]
+                names.append(self.param_layer.get(id(p)) or f"opt{st.index}.param{i}")
+            layout = Ly.ParamLayout(names)
+            params = [st.params[i] for i in idx]
+            lay = st.layouts[idx] = {
+                "params": params,
+                "layout": layout,
+                "gsq": Ly.NormDecoder(layout, "gsq"),
+                "wsq": Ly.NormDecoder(layout, "wsq"),
+                "nonfinite": Ly.NonfiniteDecoder([p.numel() for p in params]),
+                "slices": _update_slices(layout, params),
+            }
+        return lay
+
+    def _grad_stats(self, st: _OptState) -> None:
+        t0 = _perf()
+        lay = self._layout(st)
+        if lay is None:
+            return
+        params = lay["params"]
+        grads = [p.grad for p in params]
+        row = self.cur
+        row.add(lay["gsq"], Ly.norms(grads))
+        t1 = _perf()
+        self.spent_tiers["grads"] += t1 - t0
+        if not self.deep_now:
+            return
+        row.add(lay["nonfinite"], Ly.nonfinite_counts(grads))
+        row.add(lay["wsq"], Ly.norms(params))
+        slices = lay["slices"]
+        sl = slices[st.cursor % len(slices)]
+        st.cursor += 1
+        chosen = [params[i] for i in sl[0]]
+        # The weights before the step, copied: ‖Δw‖ needs them after optimizer.step() has changed them.
+        st.snapshot = (chosen, torch._foreach_mul(chosen, 1.0), sl[1])
+        self.spent_tiers["deep"] += _perf() - t1
+
+    def on_opt_post(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if _compiling() or self.off or "optimizer" in self.broken or not self._watching(opt):
+            return None
+        t0 = _perf()
+        prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        try:
+            st = self.opt_states.get(opt)
+            if st is not None and st.snapshot is not None:
+                t1 = _perf()
+                chosen, before, dec = st.snapshot
+                st.snapshot = None
+                delta = torch._foreach_sub(before, chosen)
+                self.cur.add(dec, Ly.norms(delta))
+                self.spent_tiers["deep"] += _perf() - t1
+            primary = self.primary_opt is not None and self.primary_opt() is opt
+            self._lrs(opt, st.index if st is not None else len(self.opt_states), primary)
+            if primary:
+                self._end_step()
+        except Exception as exc:
+            self._fail("optimizer", exc)
+        finally:
+            torch.set_grad_enabled(prev)
+        self.spent += _perf() - t0
+        return None
+
+    def _lrs(self, opt: torch.optim.Optimizer, index: int, primary: bool) -> None:
+        s = self.cur.scalars
+        for g, group in enumerate(opt.param_groups):
+            lr = group.get("lr")
+            name = f"lr/{g}" if primary else f"lr/opt{index}.{g}"
+            if isinstance(lr, torch.Tensor):
+                dec = self.d_custom.get(name) or self.d_custom.setdefault(name, _MeanDecoder(name))
+                self.cur.add(dec, lr.detach().reshape(()), 1)
+                if primary and g == 0:
+                    dec0 = self.d_custom.get("lr") or self.d_custom.setdefault("lr", _MeanDecoder("lr"))
+                    self.cur.add(dec0, lr.detach().reshape(()), 1)
+            elif isinstance(lr, (int, float)):
+                s[name] = float(lr)
+                if primary and g == 0:
+                    s["lr"] = float(lr)
+
+    # ==== steps ===============================================================================================
+    def end_step(self) -> None:
+        """Mark the end of a training step by hand (training loops with no torch.optim optimizer)."""
+        if self.off:
+            return
+        try:
+            self._end_step()
+        except Exception as exc:
+            self._fail("steps", exc)
+
+    def _end_step(self) -> None:
+        now = _perf()
+        row = self.cur
+        step = self.step + 1
+        row.step = step
+        row.time = time.time()
+        s = row.scalars
+        if self.t_last_end is not None:
+            dt = now - self.t_last_end
+            if dt > 0:
+                s["step_time"] = dt
+                if self.step_samples:
+                    s["samples_per_s"] = self.step_samples / dt
+        self._note_loader()
+        if self.epoch_known:
+            s["epoch"] = self.epoch
+        self.ledger.append(row)
+        sampled = (self.grads_now, self.deep_now)
+        self.step = step
+        self.cur = Row(step + 1)
+        self.step_samples = 0
+        if not self.sent_host_facts:
+            self._send_host_facts()
+        # Flush: time-based, and keep the newest row back so a validation pass that follows it can join it.
+        ledger = self.ledger
+        if ledger.in_flight is not None:
+            ledger.poll()
+        if now - self.t_last_flush >= self.flush_s or len(ledger.rows) >= MAX_PENDING_ROWS:
+            if ledger.start_flush(keep_last=1):
+                self.t_last_flush = now
+                ledger.poll()
+        spent = self.spent + (_perf() - now)
+        tiers = self.spent_tiers
+        self.cadence.observe(
+            None if self.t_last_end is None else now - self.t_last_end,
+            max(spent - tiers["grads"] - tiers["deep"], 0.0),
+            tiers,
+            sampled,
+        )
+        self.spent = 0.0
+        self.spent_tiers = {"grads": 0.0, "deep": 0.0}
+        self.grads_now, self.deep_now = self.cadence.plan(step + 1)
+        self.t_last_end = _perf()
+
+    # ==== epochs and data =====================================================================================
+    def on_batch(self, it: Any) -> None:
+        if self.off:
+            return
+        self.last_iter = it
+
+    def on_exhausted(self, it: Any) -> None:
+        if self.off:
+            return
+        try:
+            if data.loader_key(it) in self.train_loaders and self.step >= self.epoch_start:
+                if "epoch_steps" not in self.facts and self.epoch == 0:
+                    self.facts["epoch_steps"] = self.step + 1 - self.epoch_start
+                    self.run.set_facts(epoch_steps=self.facts["epoch_steps"])
+                self.epoch += 1
+                self.epoch_start = self.step + 1
+                self.epoch_known = True
+        except Exception as exc:
+            self._fail("data", exc)
+
+    def _note_loader(self) -> None:
+        it = self.last_iter
+        if it is None:
+            return
+        key = data.loader_key(it)
+        if key not in self.train_loaders:
+            self.train_loaders.add(key)
+            self.epoch_known = True
+            if len(self.train_loaders) == 1:
+                self.facts.update(data.describe(it))
+                if self.sent_host_facts:
+                    self.run.set_facts(**data.describe(it))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Give the epoch number when no DataLoader tells it (0-based)."""
+        if epoch != self.epoch and "epoch_steps" not in self.facts and self.epoch == 0 and self.step >= 0:
+            self.facts["epoch_steps"] = self.step + 1
+            self.run.set_facts(epoch_steps=self.step + 1)
+        self.epoch = int(epoch)
+        self.epoch_start = self.step + 1
+        self.epoch_known = True
+
+    # ==== explicit metrics ====================================================================================
+    def log(self, **scalars: Any) -> None:
+        """Custom metrics for the current step: numbers, or tensors (read at the next flush, not now)."""
+        for name, v in scalars.items():
+            if isinstance(v, torch.Tensor):
+                dec = self.d_custom.get(name) or self.d_custom.setdefault(name, _MeanDecoder(name))
+                self.cur.add(dec, _scalar(v), 1)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.cur.scalars[name] = v
+
+    def log_eval(self, **metrics: Any) -> None:
+        """Validation results computed by the script: `loss=`, `acc=` (or any `val_*` name), at the last step."""
+        parts: list[tuple[Decoder, torch.Tensor, Any]] = []
+        target = self.ledger.rows[-1] if self.ledger.rows else self.cur
+        for name, v in metrics.items():
+            full = name if name.startswith("val_") else f"val_{name}"
+            if isinstance(v, torch.Tensor):
+                dec = self.d_custom.get(full) or self.d_custom.setdefault(full, _MeanDecoder(full))
+                parts.append((dec, _scalar(v), 1))
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                target.scalars[full] = v
+        target.parts.extend(parts)
+
+    # ==== facts ===============================================================================================
+    def _send_host_facts(self) -> None:
+        self.sent_host_facts = True
+        f = self.facts
+        try:
+            model = self._main_model()
+            if model is not None:
+                self.model_ref = weakref.ref(model)
+                f["model"] = F.model_facts(model, self.output_module)
+                if self.inferred.get("output_activation") and f["model"]["output_activation"] == "unknown":
+                    f["model"]["output_activation"] = self.inferred["output_activation"]
+            opts = [o for o in self.opt_states.keys()]
+            if opts:
+                f["optimizer"] = [F.optimizer_facts(o, model) for o in opts]
+        except Exception as exc:
+            self._fail("facts", exc)
+        self.run.set_facts(**f)
+
+    def _main_model(self) -> nn.Module | None:
+        roots = self._live_roots()
+        if not roots:
+            return None
+        opt = self.primary_opt() if self.primary_opt is not None else None
+        if opt is not None:
+            ids = {id(p) for g in opt.param_groups for p in g["params"]}
+            for r in roots:
+                if any(id(p) in ids for p in r.parameters()):
+                    return r
+        return roots[0]
+
+    def _input_facts(self, v: np.ndarray, features: Any) -> None:
+        mean, std, mn, mx, fs_min, fs_max, const = (float(x) for x in v[:7])
+        inputs = dict(self.facts.get("inputs", {}))
+        inputs.update(min=mn, max=mx, mean=mean, std=std, features=int(features),
+                      feat_std_min=_finite(fs_min), feat_std_max=_finite(fs_max),
+                      const_features=int(const) if np.isfinite(const) else None)
+        self.facts["inputs"] = inputs
+        self.run.set_facts(inputs=inputs)
+
+    def _target_facts(self, v: np.ndarray, _: Any) -> None:
+        mn, mx, distinct, integral, one_hot = (float(x) for x in v[:5])
+        targets = dict(self.facts.get("targets", {}))
+        targets.update(min=_finite(mn), max=_finite(mx), distinct=int(distinct) if np.isfinite(distinct) else None,
+                       integral=bool(integral), one_hot=bool(one_hot))
+        self.facts["targets"] = targets
+        update: dict[str, Any] = {"targets": targets}
+        spec = self.loss_spec
+        if spec is not None and spec.rule == L.REGRESS and self.rule is None:
+            # A regression loss on label-like targets: score it as the classification it really is
+            # (the rules flag the mismatch; accuracy still tells whether anything is learned).
+            if one_hot:
+                self.rule = L.ARGMAX
+                update["task"] = "multiclass"
+                shape = targets.get("shape") or []
+                if len(shape) >= 2:
+                    update["num_classes"] = int(shape[1])
+            elif integral and np.isfinite(mn) and mn >= 0 and mx <= 1:
+                self.rule = L.PROB
+                update["task"] = "binary"
+                update["num_classes"] = 2
+            else:
+                update["task"] = "regression"
+        self.facts.update(update)
+        self.run.set_facts(**update)
+
+    def _output_facts(self, v: np.ndarray, _: Any) -> None:
+        mn, mx, sums_one, lse_zero = (float(x) for x in v[:4])
+        preds = dict(self.facts.get("predictions", {}))
+        preds.update(min=_finite(mn), max=_finite(mx), rows_sum_to_one=bool(sums_one), logsumexp_zero=bool(lse_zero))
+        self.facts["predictions"] = preds
+        update: dict[str, Any] = {"predictions": preds}
+        inferred = None
+        if sums_one:
+            inferred = "softmax"
+        elif lse_zero:
+            inferred = "log_softmax"
+        elif np.isfinite(mn) and mn >= 0 and mx <= 1 and self.facts.get("task") in ("binary", "multilabel"):
+            inferred = "sigmoid"
+        model = self.facts.get("model")
+        if inferred is not None:
+            self.inferred["output_activation"] = inferred
+        if isinstance(model, dict) and model.get("output_activation") in ("unknown", "none") and inferred:
+            model = dict(model, output_activation=inferred)
+            self.facts["model"] = model
+            update["model"] = model
+        self.run.set_facts(**update)
+
+    # ==== flushing and closing ================================================================================
+    def _sink(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None, times: list[float]) -> None:
+        self.run.log_columns(steps, cols, hists, times)
+
+    def flush(self) -> None:
+        """Publish everything measured so far, waiting for the device if needed (not for the training loop)."""
+        if os.getpid() != self.pid:
+            return
+        try:
+            if self.val_parts:
+                self._end_val()
+            self.ledger.drain()
+        except Exception as exc:
+            self._fail("flush", exc)
+
+    def close(self) -> None:
+        """Publish what is pending and stop observing. Idempotent; the run itself is closed by its owner."""
+        if self.closed:
+            return
+        self.closed = True
+        self.flush()
+        self.off = True
+
+
+class _MeanDecoder(Decoder):
+    """A custom scalar logged as a tensor: the mean of the step's values."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def decode(self, block: np.ndarray, metas: list[Any], rows: np.ndarray, sums: Sums) -> None:
+        sums.add(f"mean:{self.name}:s", rows, block[:, 0])
+        sums.add(f"mean:{self.name}:n", rows, 1.0)
+
+    def finish(self, sums: Any, cols: Any) -> None:
+        s = sums.get(f"mean:{self.name}:s")
+        n = sums.get(f"mean:{self.name}:n")
+        if s is not None and n is not None:
+            cols.put_where(self.name, s[0] / np.maximum(n[0], 1), s[1])
+
+
+def _loss_args(args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    inp = args[0] if args else kwargs.get("input")
+    target = args[1] if len(args) > 1 else kwargs.get("target")
+    return inp, target
+
+
+def _update_slices(layout: Ly.ParamLayout, params: list[torch.Tensor]) -> list[tuple[list[int], Decoder]]:
+    """Slices of whole layers whose weights fit UPDATE_BYTES together (at least one layer each)."""
+    by_layer: dict[int, list[int]] = {}
+    for i, li in enumerate(layout.index.tolist()):
+        by_layer.setdefault(li, []).append(i)
+    slices: list[list[int]] = [[]]
+    size = 0
+    for li in range(len(layout.layers)):
+        idx = by_layer.get(li, [])
+        nbytes = sum(params[i].numel() * params[i].element_size() for i in idx)
+        if slices[-1] and size + nbytes > UPDATE_BYTES:
+            slices.append([])
+            size = 0
+        slices[-1].extend(idx)
+        size += nbytes
+    out: list[tuple[list[int], Decoder]] = []
+    whole = len(slices) == 1
+    for sl in slices:
+        sub = Ly.ParamLayout([layout.layers[layout.index[i]] for i in sl])
+        out.append((sl, Ly.NormDecoder(sub, "usq", total=whole)))
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
+def _env_budget() -> float:
+    from .cadence import DEFAULT_BUDGET
+
+    raw = os.environ.get("ACCMON_BUDGET")
+    if raw:
+        try:
+            v = float(raw)
+            if 0 < v < 1:
+                return v
+        except ValueError:
+            pass
+        report_once("budget-env", f"ACCMON_BUDGET={raw!r} is not a fraction between 0 and 1; using {DEFAULT_BUDGET}")
+    return DEFAULT_BUDGET
