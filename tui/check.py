@@ -33,6 +33,7 @@ class RunSummary:
     error: str | None = None
     exit_code: int | None = None
     rank_status: dict[int, str] = field(default_factory=dict)
+    epochs: int = 0  # epochs seen (1 + the largest `epoch` value recorded)
     frames: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,6 +69,9 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             steps_per_rank[rank] = steps_per_rank.get(rank, 0) + len(steps)
             if steps:
                 last_per_rank[rank] = max(last_per_rank.get(rank, -1), steps[-1])
+            epochs = [e for e in frame["cols"].get("epoch", ()) if isinstance(e, (int, float)) and e == e]
+            if epochs:
+                summary.epochs = max(summary.epochs, int(max(epochs)) + 1)
         elif kind == "end":
             ends.append(frame)
         elif kind == "exit":

@@ -1,0 +1,10 @@
+"""Fault (double_softmax): the model ends in nn.Softmax and feeds nn.CrossEntropyLoss, which applies log-softmax again."""
+
+from torch import nn, optim
+
+from _common import args, blobs, fit, loaders, mlp
+
+a = args()
+train, val = loaders(*blobs())
+model = nn.Sequential(*mlp(), nn.Softmax(dim=1))
+fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=1e-3), train, val, a.epochs)

@@ -1,0 +1,10 @@
+"""Fault (lr_too_low): SGD with a learning rate of 1e-6: updates are a millionth of the weights and the loss hardly moves."""
+
+from torch import nn, optim
+
+from _common import args, blobs, fit, loaders, mlp
+
+a = args()
+train, val = loaders(*blobs())
+model = mlp()
+fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=1e-6), train, val, a.epochs)

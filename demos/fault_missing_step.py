@@ -1,0 +1,10 @@
+"""Fault (weights_not_updating): optimizer.step() is never called; gradients are computed and thrown away."""
+
+from torch import nn, optim
+
+from _common import args, blobs, fit, loaders, mlp
+
+a = args()
+train, val = loaders(*blobs())
+model = mlp()
+fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=1e-3), train, val, a.epochs, step=False)

@@ -1,0 +1,10 @@
+"""Fault (output_activation_mismatch): a ReLU after the last layer clips the logits that cross-entropy needs."""
+
+from torch import nn, optim
+
+from _common import args, blobs, fit, loaders, mlp
+
+a = args()
+train, val = loaders(*blobs())
+model = nn.Sequential(*mlp(), nn.ReLU())
+fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=1e-3), train, val, a.epochs)

@@ -1,0 +1,10 @@
+"""Fault (vanishing_gradients): a 12-layer sigmoid MLP; gradients shrink layer by layer and the first layers stop learning."""
+
+from torch import nn, optim
+
+from _common import args, blobs, fit, loaders, mlp
+
+a = args()
+train, val = loaders(*blobs())
+model = mlp(depth=12, act=nn.Sigmoid)
+fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01), train, val, a.epochs)
