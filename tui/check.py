@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, TextIO
 
 from accmon.probe import registry
+from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingError, RecordingReader
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -56,6 +57,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     recorded_alerts: dict[tuple, dict[str, Any]] = {}
     diagnoser_cls = _make_diagnosers() if rerun_rules else None
     diagnosers: dict[int, Any] = {}
+    rank_diagnoser = RankDiagnoser()
     for frame in frames:
         summary.frames += 1
         kind, rank = frame["kind"], frame["rank"]
@@ -82,6 +84,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
                 recorded_alerts[(a.get("id"), a.get("cause"), rank)] = a
             continue
         steps_per_rank.setdefault(rank, 0)
+        rank_diagnoser.observe(frame)
         if diagnoser_cls is not None:
             d = diagnosers.get(rank)
             if d is None:
@@ -96,6 +99,8 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
         alerts = [a for d in diagnosers.values() for a in d.alerts()]
     else:
         alerts = list(recorded_alerts.values())
+    rank_diagnoser.finish()
+    alerts += rank_diagnoser.alerts()
     alerts.sort(key=lambda a: (a.get("step", 0), a.get("id", "")))
     return summary, alerts
 

@@ -11,6 +11,7 @@ import time
 from typing import Callable, TextIO
 
 from accmon.probe import registry
+from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
 
 from .check import format_alert
@@ -40,6 +41,7 @@ class HeadlessViewer:
         self.steps = 0
         self.last_step = -1
         self.alerts: list[dict] = []
+        self.rank_rules = RankDiagnoser()  # cross-rank alerts only a viewer of every rank can raise
 
     def _add(self, entry: registry.RunEntry) -> None:
         self.entries.append(entry)
@@ -74,6 +76,9 @@ class HeadlessViewer:
                     self.writer = None
             for frame, _ in batch:
                 kind = frame["kind"]
+                for alert in self.rank_rules.observe(frame):
+                    self.alerts.append(alert)
+                    self.say(format_alert(alert))
                 if kind == "steps":
                     self.steps += len(frame["steps"])
                     self.last_step = max(self.last_step, frame["steps"][-1] if frame["steps"] else -1)

@@ -13,7 +13,7 @@ RANK = textwrap.dedent(
     rank = int(os.environ["RANK"])
     die_at = int(sys.argv[1])
     for step in range(500):
-        accmon.log(step, loss=1.0 / (step + 1) + rank)
+        accmon.log(step, loss=1.0 / (step + 1) * (1 + 0.01 * rank))
         if step == die_at and rank == 1:
             time.sleep(0.3)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -55,6 +55,7 @@ def test_two_ranks_make_one_run_and_one_recording(tmp_path):
     run = report["run"]
     assert run["ranks"] == [0, 1] and run["status"] == "finished" and run["steps"] == 500
     assert run["rank_status"] == {"0": "finished", "1": "finished"}
+    assert [a for a in report["alerts"] if a["id"].startswith("rank") or a["id"] == "straggler_rank"] == []
 
 
 def test_a_killed_rank_is_named_and_the_others_frames_are_kept(tmp_path):
@@ -66,3 +67,5 @@ def test_a_killed_rank_is_named_and_the_others_frames_are_kept(tmp_path):
     run = report["run"]
     assert run["status"] == "crashed" and "rank 1 stopped" in run["error"]
     assert run["rank_status"]["1"] == "stopped" and run["rank_status"]["0"] == "finished"
+    (stopped,) = [a for a in report["alerts"] if a["id"] == "rank_stopped"]
+    assert stopped["rank"] == 1 and stopped["severity"] == "critical" and stopped["evidence"]["last_step"] == 200

@@ -1,0 +1,165 @@
+"""Rules that need every rank at once: a rank that diverges, a straggler, a rank that stopped.
+
+Each rank's probe diagnoses its own stream (accmon.probe.rules); only a viewer sees all ranks, so these run
+there — in `accmon check`, the headless viewer and the TUI — over the same frames. Pure Python, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+# NVIDIA Resiliency Extension's straggler detection scores each rank against the fastest one (relative
+# performance score, 1.0 = as fast as the best); NeMo's example configuration flags ranks below 0.7.
+STRAGGLER_SCORE = 0.7
+# Step times are compared over this many recent steps per rank, so one slow step (a checkpoint, a GC pause)
+# does not make a straggler.
+STEP_TIME_WINDOW = 50
+# In data-parallel training every rank sees different batches, so per-rank losses differ by batch noise only.
+# A rank whose recent mean loss is this many times the others' median — or NaN while theirs is finite —
+# has diverged (a corrupt shard, a bad GPU, a desynchronised replica). A margin of our own, not a published
+# one: averaged over 50 steps, batch noise between ranks of one run is far smaller than 2×.
+LOSS_DIVERGENCE_RATIO = 2.0
+LOSS_WINDOW = 50
+# Live, a rank is stopped when the newest frame of any rank is this much later than its own last frame (and
+# it sent no end frame): at least 30 s — DataLoader worker start-up and checkpoints take seconds — and at least
+# 50 of its own steps. Ranks start seconds apart, so a lag in *steps* alone says nothing.
+STOPPED_AFTER_S = 30.0
+STOPPED_AFTER_STEPS = 50
+
+
+@dataclass
+class _RankState:
+    last_step: int = -1
+    ended: str | None = None
+    step_times: deque = field(default_factory=lambda: deque(maxlen=STEP_TIME_WINDOW))
+    losses: deque = field(default_factory=lambda: deque(maxlen=4 * LOSS_WINDOW))  # (step, loss)
+    last_time: float | None = None
+
+
+class RankDiagnoser:
+    """Cross-rank alerts from the frames of every rank of one run (any interleaving)."""
+
+    def __init__(self) -> None:
+        self.ranks: dict[int, _RankState] = {}
+        self._alerts: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def observe(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        rank = frame.get("rank", 0)
+        st = self.ranks.setdefault(rank, _RankState())
+        kind = frame.get("kind")
+        if kind == "steps":
+            steps, times = frame.get("steps", []), frame.get("times") or []
+            losses = frame.get("cols", {}).get("loss") or []
+            for i, step in enumerate(steps):
+                t = times[i] if i < len(times) else None
+                if t is not None and st.last_time is not None and step > st.last_step >= 0:
+                    st.step_times.append((t - st.last_time) / (step - st.last_step))
+                if t is not None:
+                    st.last_time = t
+                st.last_step = max(st.last_step, step)
+                if i < len(losses) and losses[i] is not None:
+                    st.losses.append((step, float(losses[i])))
+        elif kind == "end":
+            st.ended = str(frame.get("status", "finished"))
+        else:
+            return []
+        if len(self.ranks) < 2:
+            return []
+        return [a for a in (self._straggler(), self._divergence(), self._stopped()) for a in a]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return list(self._alerts.values())
+
+    def finish(self) -> list[dict[str, Any]]:
+        """At the end of a recording: a rank with no end frame, while another rank ended, stopped early."""
+        if len(self.ranks) < 2 or not any(s.ended for s in self.ranks.values()):
+            return []
+        return [a for rank, s in self.ranks.items() if s.ended is None for a in self._stopped_alert(rank, True)]
+
+    # -- rules --------------------------------------------------------------------------------------------
+    def _straggler(self) -> list[dict[str, Any]]:
+        means = {r: statistics.fmean(s.step_times) for r, s in self.ranks.items()
+                 if len(s.step_times) >= STEP_TIME_WINDOW // 2 and s.ended is None}
+        if len(means) < 2:
+            return []
+        best = min(means.values())
+        changed = []
+        for rank, mean in means.items():
+            score = best / mean if mean > 0 else 1.0
+            active = score < STRAGGLER_SCORE
+            changed += self._update("straggler_rank", rank, active, "warning",
+                                    f"rank {rank} runs at {score:.0%} of the fastest rank's speed",
+                                    {"rank": rank, "relative_speed": round(score, 3), "step_time_s": mean,
+                                     "fastest_step_time_s": best, "threshold": STRAGGLER_SCORE},
+                                    "every step waits for the slowest rank: look for a slow data loader on that rank "
+                                    "(more workers, pinned memory), a throttled or shared GPU, or a failing node")
+        return changed
+
+    def _divergence(self) -> list[dict[str, Any]]:
+        # Compare the same steps on every rank: ranks run apart, and the loss falls as training goes on.
+        common = min(s.last_step for s in self.ranks.values())
+        window = range(common - LOSS_WINDOW + 1, common + 1)
+        means = {}
+        for r, s in self.ranks.items():
+            vals = [v for step, v in s.losses if step in window]
+            if len(vals) >= LOSS_WINDOW // 2:
+                means[r] = statistics.fmean(vals)
+        if len(means) < 2:
+            return []
+        changed = []
+        for rank, mean in means.items():
+            others = [m for r, m in means.items() if r != rank and math.isfinite(m)]
+            if not others:
+                continue
+            ref = statistics.median(others)
+            diverged = (not math.isfinite(mean)) or (ref > 0 and mean > LOSS_DIVERGENCE_RATIO * ref)
+            changed += self._update("rank_diverging", rank, diverged, "critical" if not math.isfinite(mean) else "warning",
+                                    f"rank {rank}'s loss ({mean:.4g}) is far from the other ranks' ({ref:.4g})",
+                                    {"rank": rank, "loss": mean, "others_median_loss": ref, "ratio_threshold": LOSS_DIVERGENCE_RATIO},
+                                    "ranks train the same model on different data: check that rank's data shard, "
+                                    "that all ranks start from the same weights (broadcast or seed), and that rank's GPU")
+        return changed
+
+    def _stopped(self) -> list[dict[str, Any]]:
+        newest = max((s.last_time for s in self.ranks.values() if s.last_time is not None), default=None)
+        changed = []
+        for rank, s in self.ranks.items():
+            if s.ended == "crashed":
+                changed += self._stopped_alert(rank, True)
+                continue
+            if s.ended is not None or newest is None or s.last_time is None:
+                continue
+            own = statistics.median(s.step_times) if s.step_times else 0.0
+            silent = newest - s.last_time
+            changed += self._stopped_alert(rank, silent > max(STOPPED_AFTER_S, STOPPED_AFTER_STEPS * own))
+        return changed
+
+    def _stopped_alert(self, rank: int, active: bool) -> list[dict[str, Any]]:
+        s = self.ranks[rank]
+        newest = max(x.last_step for x in self.ranks.values())
+        return self._update("rank_stopped", rank, active, "critical",
+                            f"rank {rank} stopped at step {s.last_step} while others reached {newest}",
+                            {"rank": rank, "last_step": s.last_step, "others_step": newest, "ended": s.ended},
+                            "look at that rank's log for an error or an OOM kill; the other ranks will hang "
+                            "in their next collective until the timeout")
+
+    def _update(self, alert_id: str, rank: int, active: bool, severity: str, message: str,
+                evidence: dict[str, Any], fix: str) -> list[dict[str, Any]]:
+        key = (alert_id, rank)
+        current = self._alerts.get(key)
+        step = self.ranks[rank].last_step
+        if active and (current is None or current["state"] == "cleared"):
+            alert = {"id": alert_id, "severity": severity, "step": step, "message": message, "evidence": evidence,
+                     "fix": fix, "state": "active", "last_step": step, "cleared_step": None, "rank": rank}
+            self._alerts[key] = alert
+            return [alert]
+        if not active and current is not None and current["state"] == "active":
+            current.update(state="cleared", cleared_step=step, last_step=step)
+            return [current]
+        if active and current is not None:
+            current.update(last_step=step, evidence=evidence, message=message)
+        return []
