@@ -38,6 +38,16 @@ def child_env(run_id: str, record: str | None, name: str | None, bind: str | Non
     return env
 
 
+def run_name(cmd: Sequence[str]) -> str:
+    """The script's name (`python train.py --lr 3` → train), a module's (`python -m pkg.train` → pkg.train)."""
+    for i, arg in enumerate(cmd):
+        if arg.endswith(".py"):
+            return os.path.splitext(os.path.basename(arg))[0]
+        if arg == "-m" and i + 1 < len(cmd):
+            return cmd[i + 1]
+    return os.path.basename(cmd[0])
+
+
 def wait_for_entries(run_id: str, proc: subprocess.Popen, poll: float = 0.05) -> list[registry.RunEntry]:
     """The run's registry entries once it has registered; [] if the process ended first."""
     while True:
@@ -95,7 +105,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
         sys.stderr.write("accmon run: no command given (usage: accmon run [--headless] [--record FILE] -- CMD...)\n")
         return 2
     run_id = registry.new_run_id()
-    env = child_env(run_id, record, name or os.path.basename(cmd[-1]).rsplit(".", 1)[0], bind)
+    env = child_env(run_id, record, name or run_name(cmd), bind)
     log_path = None
     stdout = stderr = None
     if not headless:
