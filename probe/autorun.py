@@ -36,11 +36,18 @@ def install() -> None:
 
     if multiprocessing.parent_process() is not None:
         return  # a DataLoader or pool worker: its parent is the one training
+    if _is_launcher():
+        return  # torchrun's agent imports torch but trains nothing; its workers are the ranks
     _wrap_excepthook()
     for module_name in FRAMEWORKS:
         if module_name in sys.modules:
             _instrument(module_name)
     sys.meta_path.insert(0, _PostImportFinder(set(FRAMEWORKS), _instrument))
+
+
+def _is_launcher() -> bool:
+    argv0 = sys.argv[0] if sys.argv else ""
+    return os.path.basename(argv0) == "torchrun" or argv0.replace(os.sep, "/").endswith("torch/distributed/run.py")
 
 
 def _instrument(module_name: str) -> None:

@@ -52,6 +52,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary = RunSummary()
     steps_per_rank: dict[int, int] = {}
     last_per_rank: dict[int, int] = {}
+    last_time: dict[int, float] = {}
     ends: list[dict[str, Any]] = []
     exits: list[dict[str, Any]] = []
     recorded_alerts: dict[tuple, dict[str, Any]] = {}
@@ -61,6 +62,8 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     for frame in frames:
         summary.frames += 1
         kind, rank = frame["kind"], frame["rank"]
+        if isinstance(frame.get("t"), (int, float)) and kind != "exit":
+            last_time[rank] = frame["t"]
         summary.id = summary.id or frame["run"]
         if kind == "meta":
             summary.name = summary.name or frame.get("name")
@@ -94,7 +97,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary.steps = max(steps_per_rank.values(), default=0)
     summary.last_step = max(last_per_rank.values(), default=-1)
     summary.status = _status(summary, ends, exits)
-    _rank_status(summary, ends, exits)
+    _rank_status(summary, ends, last_time, last_per_rank)
     if diagnoser_cls is not None:
         alerts = [a for d in diagnosers.values() for a in d.alerts()]
     else:
@@ -123,16 +126,23 @@ def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
     return "truncated"
 
 
-def _rank_status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> None:
+def _rank_status(summary: RunSummary, ends: list[dict], last_time: dict[int, float], last_step: dict[int, int]) -> None:
     """Per rank: finished, crashed, or stopped (no end frame: the rank was killed). A multi-rank run with a
-    rank that stopped is crashed, and says which."""
+    rank that stopped is crashed and says which — the first to fall silent when the launcher then killed the
+    others (torchrun does)."""
     ended = {e["rank"]: e.get("status", "finished") for e in ends}
     summary.rank_status = {r: ended.get(r, "stopped") for r in summary.ranks}
-    stopped = [r for r, st in summary.rank_status.items() if st == "stopped"]
-    if len(summary.ranks) > 1 and stopped and len(stopped) < len(summary.ranks):
-        summary.status = "crashed"
-        summary.error = f"rank {', '.join(map(str, stopped))} stopped without an end frame (killed?)" + (
-            f"; {summary.error}" if summary.error else "")
+    stopped = sorted((r for r, st in summary.rank_status.items() if st == "stopped"), key=lambda r: last_time.get(r, 0.0))
+    if len(summary.ranks) < 2 or not stopped:
+        return
+    summary.status = "crashed"
+    if len(stopped) < len(summary.ranks):
+        what = f"rank {', '.join(map(str, stopped))} stopped without an end frame (killed?)"
+    else:
+        first = stopped[0]
+        what = (f"rank {first} stopped first, at step {last_step.get(first, -1)}, without an end frame (killed?); "
+                f"the other ranks stopped after it")
+    summary.error = what + (f"; {summary.error}" if summary.error else "")
 
 
 def _json_safe(obj: Any) -> Any:
