@@ -14,16 +14,21 @@ keep the tiers aligned: every deep step is also a grads step, which the update r
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 
-# 1%: the issue's tightest target is a small CNN at ≤ 1.02 × plain; half of that is left for the hooks'
-# own dispatch and the flush.
-DEFAULT_BUDGET = 0.01
+# 2%: the issue's tightest target is a small CNN at ≤ 1.02 × plain. The measured probe time includes the
+# flush but not the hooks' dispatch inside torch, which the benchmark (bench/probe_overhead.py) adds in.
+DEFAULT_BUDGET = 0.02
 # The first steps show the most (facts, the early shape of every curve): take everything.
 WARMUP_STEPS = 8
 # However expensive, every statistic is taken at least this often.
 MAX_EVERY = 256
-# Smoothing of the cost estimates: about the last 20 samples.
+# Smoothing of the per-step estimates (base cost, step time): about the last 20 steps.
 EMA = 0.1
+# A tier's cost is the median of its last samples: one sampled step that met a GC pause or a busy
+# machine must not silence a tier for hundreds of steps.
+COST_SAMPLES = 9
 # Of what the budget leaves after the every-step base cost, the share each tier may spend.
 SHARES = {"grads": 0.4, "deep": 0.6}
 
@@ -42,7 +47,8 @@ class Cadence:
         self.cost = {"grads": 0.0, "deep": 0.0}  # seconds per sampled step
         self.base = 0.0  # probe seconds per step outside the tiers
         self.step_time = 0.0  # wall seconds per step, probe included
-        self._seen = {"grads": 0, "deep": 0}
+        self._samples: dict[str, deque[float]] = {t: deque(maxlen=COST_SAMPLES) for t in self.cost}
+        self._steps = 0
 
     def plan(self, step: int) -> tuple[bool, bool]:
         """(grads, deep) for `step`."""
@@ -53,14 +59,19 @@ class Cadence:
 
     def observe(self, step_time: float | None, base: float, tiers: dict[str, float], sampled: tuple[bool, bool]) -> None:
         """What the step that just ended cost: its wall time, the probe's base time, each sampled tier's time."""
-        self.base = _ema(self.base, base, self._seen["grads"] + self._seen["deep"] == 0)
-        for tier, was in zip(("grads", "deep"), sampled):
-            if was:
-                self.cost[tier] = _ema(self.cost[tier], tiers.get(tier, 0.0), self._seen[tier] == 0)
-                self._seen[tier] += 1
+        self._steps += 1
+        if self._steps == 1:
+            return  # the first step pays one-time costs (facts, layouts): not what later steps will cost
+        self.base = base if self._steps == 2 else self.base + EMA * (base - self.base)
+        if sampled[0] or sampled[1]:
+            for tier, was in zip(("grads", "deep"), sampled):
+                if was:
+                    samples = self._samples[tier]
+                    samples.append(tiers.get(tier, 0.0))
+                    self.cost[tier] = statistics.median(samples)
         if step_time is not None and step_time > 0:
-            self.step_time = _ema(self.step_time, step_time, self.step_time == 0.0)
-        if self.fixed is None and self.step_time > 0:
+            self.step_time = step_time if self.step_time == 0.0 else self.step_time + EMA * (step_time - self.step_time)
+        if self.fixed is None and self.step_time > 0 and (self._steps & 15 == 0 or self._steps <= WARMUP_STEPS + 1):
             self._retune()
 
     def _retune(self) -> None:
@@ -78,7 +89,3 @@ class Cadence:
         probe = self.base + sum(self.cost[t] / self.every[t] for t in self.cost)
         train = self.step_time - probe
         return probe / train if train > 0 else 0.0
-
-
-def _ema(old: float, new: float, first: bool) -> float:
-    return new if first else old + EMA * (new - old)

@@ -49,11 +49,12 @@ def classes(rule: str, output: torch.Tensor, target: torch.Tensor) -> tuple[torc
 def accuracy_part(rule: str, pred: torch.Tensor, true: torch.Tensor, ignore_index: int | None) -> tuple[torch.Tensor, int | None]:
     """(tensor, total): the count of correct predictions, and the number counted when the shape tells it.
 
-    With an ignore_index (cross-entropy on padded sequences) the total depends on the values: then the part
-    is [correct, counted] and `total` is None.
+    With an ignore_index on sequence or pixel targets (padding, void labels) the total depends on the
+    values: then the part is [correct, counted] and `total` is None. One label per sample (1-D targets) is
+    counted in full: padding there is all but unheard of, and the check would double this function's cost.
     """
     correct = (pred == true).sum()
-    if rule == L.ARGMAX and ignore_index is not None and not true.is_floating_point():
+    if rule == L.ARGMAX and ignore_index is not None and true.dim() > 1 and not true.is_floating_point():
         # Ignored targets (-100) never equal an argmax, so `correct` already leaves them out.
         counted = (true != ignore_index).sum()
         return torch.stack([correct, counted]), None

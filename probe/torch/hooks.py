@@ -38,6 +38,10 @@ def active() -> TorchProbe | None:
     return p
 
 
+def _current_probe() -> TorchProbe | None:
+    return _probe
+
+
 def attach(probe: TorchProbe) -> TorchProbe:
     """Make `probe` the one that PyTorch's hooks talk to (the previous one, if any, is closed first)."""
     global _probe
@@ -45,6 +49,28 @@ def attach(probe: TorchProbe) -> TorchProbe:
     if old is not None and old is not probe:
         detach()
     _probe = probe
+    _hook(probe)
+    atexit.register(_at_exit, probe)
+    return probe
+
+
+def suspend() -> None:
+    """Take the hooks out without closing the probe: training runs as if unobserved until `resume()`."""
+    while _handles:
+        _handles.pop().remove()
+    data.unpatch()
+    _unpatch_functional()
+
+
+def resume() -> None:
+    """Put the hooks of the active probe back after `suspend()`."""
+    probe = active()
+    if probe is not None and not _handles:
+        probe.t_last_end = None  # the pause is no step time
+        _hook(probe)
+
+
+def _hook(probe: TorchProbe) -> None:
     try:
         _handles.append(_module.register_module_forward_pre_hook(probe.on_module_pre))
         _handles.append(_module.register_module_forward_hook(probe.on_module_post, with_kwargs=True, always_call=True))
@@ -56,8 +82,6 @@ def attach(probe: TorchProbe) -> TorchProbe:
     except Exception as exc:  # an unknown torch version: no monitoring beats a broken training script
         report_once("torch-attach", f"could not attach to PyTorch ({type(exc).__name__}: {exc}); monitoring is off")
         probe.off = True
-    atexit.register(_at_exit, probe)
-    return probe
 
 
 def detach() -> None:
@@ -66,10 +90,7 @@ def detach() -> None:
     probe, _probe = _probe, None
     if probe is not None:
         probe.close()
-    while _handles:
-        _handles.pop().remove()
-    data.unpatch()
-    _unpatch_functional()
+    suspend()
 
 
 def _at_exit(probe: TorchProbe) -> None:
@@ -101,7 +122,8 @@ def _make_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
         if _accmon_compiling():
             return out
         probe = _accmon_active()
-        if probe is not None:
+        # Inside a loss module (nn.CrossEntropyLoss calls F.cross_entropy) the module's hook reports it.
+        if probe is not None and not probe.off and not probe.in_loss_module:
             probe.on_functional_loss(_accmon_spec, args, kwargs, out)
         return out
 
@@ -111,7 +133,7 @@ def _make_wrapper(name: str, original: Callable[..., Any]) -> Callable[..., Any]
     _accmon_original = original  # noqa: F841 (closure cell)
     _accmon_spec = spec  # noqa: F841
     _accmon_compiling = torch.compiler.is_compiling  # noqa: F841
-    _accmon_active = active  # noqa: F841
+    _accmon_active = _current_probe  # noqa: F841
     fn = types.FunctionType(wrapper.__code__, TF.__dict__, name, wrapper.__defaults__, wrapper.__closure__)
     functools.update_wrapper(fn, original)
     fn.__accmon_wrapper__ = True  # type: ignore[attr-defined]

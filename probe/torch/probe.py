@@ -167,36 +167,40 @@ class TorchProbe:
         """Whether a hook firing now belongs to the monitored training thread of this process."""
         if self.off:
             return False
-        tid = threading.get_ident()
-        if self.tid is None:
-            self.tid = tid
-        return tid == self.tid
+        return threading.get_ident() == self.tid or self._adopt()
 
     # ==== module hooks ========================================================================================
+    # The two module hooks run for every module call in the process: they do as little as they can, and
+    # time only the calls that do real work (the root model, activations, losses).
     def on_module_pre(self, module: nn.Module, args: tuple) -> None:
-        if _compiling() or not self._mine():
+        if self.off or _compiling() or threading.get_ident() != self.tid and not self._adopt():
             return None
-        t0 = _perf()
-        try:
-            d = self.depth
-            self.depth = d + 1
-            if isinstance(module, _Loss):
-                self.in_loss_module += 1
-            elif d == 0 and "modules" not in self.broken:
-                self._root_enter(module)
-        except Exception as exc:
-            self._fail("modules", exc)
-        self.spent += _perf() - t0
+        d = self.depth
+        self.depth = d + 1
+        if d == 0 or isinstance(module, _Loss):
+            try:
+                if isinstance(module, _Loss):
+                    self.in_loss_module += 1
+                elif "modules" not in self.broken:
+                    self._root_enter(module)
+            except Exception as exc:
+                self._fail("modules", exc)
         return None
 
     def on_module_post(self, module: nn.Module, args: tuple, *rest: Any) -> None:
         # (kwargs, output) normally; (output,) when torch calls an always_call hook after forward() raised.
-        if _compiling() or not self._mine():
+        if self.off or _compiling() or threading.get_ident() != self.tid:
+            return None
+        d = self.depth = self.depth - 1 if self.depth > 0 else 0
+        output = rest[-1] if rest else None
+        if not module._modules:
+            self.last_leaf = module
+            self.last_leaf_out = output
+        if d and not self.deep_now and not isinstance(module, _Loss):
             return None
         t0 = _perf()
         try:
-            kwargs, output = rest if len(rest) == 2 else ({}, rest[0] if rest else None)
-            d = self.depth = max(self.depth - 1, 0)
+            kwargs = rest[0] if len(rest) == 2 else {}
             if isinstance(module, _Loss):
                 self.in_loss_module = max(self.in_loss_module - 1, 0)
                 if "loss" not in self.broken and (self.watch_loss is None or module is self.watch_loss):
@@ -206,15 +210,19 @@ class TorchProbe:
                     kind = A.KINDS.get(type(module))
                     if kind is not None and isinstance(output, torch.Tensor):
                         self._activation(module, kind, output)
-                if not module._modules:
-                    self.last_leaf = module
-                    self.last_leaf_out = output
                 if d == 0:
                     self._root_done(module, args, kwargs, output)
         except Exception as exc:
             self._fail("loss" if isinstance(module, _Loss) else "modules", exc)
         self.spent += _perf() - t0
         return None
+
+    def _adopt(self) -> bool:
+        """The first thread to call a module (or step an optimizer) is the training thread."""
+        if self.tid is None:
+            self.tid = threading.get_ident()
+            return True
+        return False
 
     def _root_enter(self, module: nn.Module) -> None:
         if self.watch_model is not None and module is not self.watch_model():
@@ -276,7 +284,8 @@ class TorchProbe:
         prev = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
         try:
-            self.cur.add(entry[1], A.act_part(kind, output), output.numel())
+            part, counted = A.act_part(kind, output)
+            self.cur.add(entry[1], part, counted)
         finally:
             torch.set_grad_enabled(prev)
         self.spent_tiers["deep"] += _perf() - t0
@@ -286,7 +295,8 @@ class TorchProbe:
         spec = L.spec_for(type(module).__name__)
         inp, target = _loss_args(args, kwargs)
         ignore = getattr(module, "ignore_index", None)
-        self._loss(spec, module, inp, target, output, ignore, getattr(module, "reduction", None), "module")
+        # Keyed by kind, not by module: scripts that build `nn.CrossEntropyLoss()` afresh every step are common.
+        self._loss(spec, spec.kind, inp, target, output, ignore, getattr(module, "reduction", None), "module")
 
     def on_functional_loss(self, spec: L.LossSpec, args: tuple, kwargs: dict, output: Any) -> None:
         """A `torch.nn.functional` loss was called outside any loss module."""
@@ -339,55 +349,51 @@ class TorchProbe:
 
     def _loss(self, spec: L.LossSpec, key: Any, inp: Any, target: Any, loss: Any, ignore: Any,
               reduction: Any, via: str) -> None:
+        # No no_grad() needed: every op below works on detached tensors or yields integers/bools.
         if not isinstance(inp, torch.Tensor) or not isinstance(loss, torch.Tensor):
             return
         if not isinstance(target, torch.Tensor):
             target = None
         n = int(inp.shape[0]) if inp.dim() > 0 else 1
-        train = self._is_train()
-        prev = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)
-        try:
-            if train:
-                if self.val_parts:
-                    self._end_val()
-                if self.primary_loss is None:
-                    self.primary_loss = key
-                    self.loss_spec = spec
-                    self.rule = spec.rule if spec.classifies else None
-                elif key != self.primary_loss:
-                    return  # a second loss in the same model (auxiliary head): the primary one speaks for the step
-                self.step_samples += n
-                row = self.cur
-                row.add(self.d_loss, _scalar(loss), n)
-                if target is None:
-                    return
-                if not self.first_train_loss_seen:
-                    self.first_train_loss_seen = True
-                    self._loss_facts(spec, inp, target, ignore, reduction, via)
-                rule = self.rule
-                if rule is None:
-                    return
-                got = C.classes(rule, inp.detach(), target.detach())
-                if got is None:
-                    return
-                pred, true = got
-                part, total = C.accuracy_part(rule, pred, true, ignore if isinstance(ignore, int) else None)
-                row.add(self.d_acc, part, total)
-                if self.deep_now:
-                    t0 = _perf()
-                    self._hist(rule, inp, pred, true, row)
-                    self.spent_tiers["deep"] += _perf() - t0
-            else:
-                self.val_parts.append((self.d_val_loss, _scalar(loss), n))
-                if target is None or key != self.primary_loss or self.rule is None:
-                    return
-                got = C.classes(self.rule, inp.detach(), target.detach())
-                if got is not None:
-                    part, total = C.accuracy_part(self.rule, got[0], got[1], ignore if isinstance(ignore, int) else None)
-                    self.val_parts.append((self.d_val_acc, part, total))
-        finally:
-            torch.set_grad_enabled(prev)
+        out = inp.detach()
+        if not self._is_train():
+            self.val_parts.append((self.d_val_loss, _scalar(loss), n))
+            if target is None or key != self.primary_loss or self.rule is None:
+                return
+            got = C.classes(self.rule, out, target)
+            if got is not None:
+                part, total = C.accuracy_part(self.rule, got[0], got[1], ignore if isinstance(ignore, int) else None)
+                self.val_parts.append((self.d_val_acc, part, total))
+            return
+        if self.val_parts:
+            self._end_val()
+        if self.primary_loss is None:
+            self.primary_loss = key
+            self.loss_spec = spec
+            self.rule = spec.rule if spec.classifies else None
+        elif key != self.primary_loss:
+            return  # a second loss (an auxiliary head): the primary one speaks for the step
+        self.step_samples += n
+        row = self.cur
+        row.add(self.d_loss, _scalar(loss), n)
+        if target is None:
+            return
+        if not self.first_train_loss_seen:
+            self.first_train_loss_seen = True
+            self._loss_facts(spec, inp, target, ignore, reduction, via)
+        rule = self.rule
+        if rule is None:
+            return
+        got = C.classes(rule, out, target)
+        if got is None:
+            return
+        pred, true = got
+        part, total = C.accuracy_part(rule, pred, true, ignore if isinstance(ignore, int) else None)
+        row.add(self.d_acc, part, total)
+        if self.deep_now:
+            t0 = _perf()
+            self._hist(rule, out, pred, true, row)
+            self.spent_tiers["deep"] += _perf() - t0
 
     def _hist(self, rule: str, inp: torch.Tensor, pred: torch.Tensor, true: torch.Tensor, row: Row) -> None:
         spec = self.loss_spec
@@ -448,27 +454,24 @@ class TorchProbe:
         return self.watch_opts is None or opt in self.watch_opts
 
     def on_opt_pre(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        if _compiling() or self.off or "optimizer" in self.broken or not self._watching(opt):
-            return None
-        if os.getpid() != self.pid:
-            self.off = True
+        if self.off or _compiling() or "optimizer" in self.broken or not self._watching(opt):
             return None
         t0 = _perf()
         self.tid = threading.get_ident()
-        prev = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)
         try:
             if self.val_parts:
                 self._end_val()
             if self.primary_opt is None or self.primary_opt() is None:
                 self.primary_opt = weakref.ref(opt)
             if self.grads_now or self.deep_now:
-                st = self._opt_state(opt)
-                self._grad_stats(st)
+                prev = torch.is_grad_enabled()
+                torch.set_grad_enabled(False)  # norms and copies of leaf parameters must not build a graph
+                try:
+                    self._grad_stats(self._opt_state(opt))
+                finally:
+                    torch.set_grad_enabled(prev)
         except Exception as exc:
             self._fail("optimizer", exc)
-        finally:
-            torch.set_grad_enabled(prev)
         self.spent += _perf() - t0
         return None
 
@@ -520,28 +523,29 @@ class TorchProbe:
         self.spent_tiers["deep"] += _perf() - t1
 
     def on_opt_post(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        if _compiling() or self.off or "optimizer" in self.broken or not self._watching(opt):
+        if self.off or _compiling() or "optimizer" in self.broken or not self._watching(opt):
             return None
         t0 = _perf()
-        prev = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)
         try:
             st = self.opt_states.get(opt)
             if st is not None and st.snapshot is not None:
-                t1 = _perf()
                 chosen, before, dec = st.snapshot
                 st.snapshot = None
-                delta = torch._foreach_sub(before, chosen)
-                self.cur.add(dec, Ly.norms(delta))
-                self.spent_tiers["deep"] += _perf() - t1
+                prev = torch.is_grad_enabled()
+                torch.set_grad_enabled(False)
+                try:
+                    self.cur.add(dec, Ly.norms(torch._foreach_sub(before, chosen)))
+                finally:
+                    torch.set_grad_enabled(prev)
+                self.spent_tiers["deep"] += _perf() - t0
             primary = self.primary_opt is not None and self.primary_opt() is opt
             self._lrs(opt, st.index if st is not None else len(self.opt_states), primary)
             if primary:
-                self._end_step()
+                self.spent += _perf() - t0
+                self._end_step()  # accounts for its own time, in the step it ends
+                return None
         except Exception as exc:
             self._fail("optimizer", exc)
-        finally:
-            torch.set_grad_enabled(prev)
         self.spent += _perf() - t0
         return None
 
