@@ -115,11 +115,16 @@ def watch(
 
     `run`: the run to report to; the current one, or a new one (`name`, `record`) when None.
     `every`: take per-layer statistics every N steps instead of the adaptive cadence.
-    `budget`: the adaptive cadence's share of step time (default 0.01, or ACCMON_BUDGET).
+    `budget`: the adaptive cadence's share of step time (default 0.02, or ACCMON_BUDGET).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() needs the torch.nn.Module being trained; got {type(model).__name__}")
-    opts = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer or [])
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        opts = [optimizer] if optimizer is not None else []
+    elif isinstance(optimizer, (list, tuple)):
+        opts = list(optimizer)
+    else:
+        opts = [optimizer]
     for o in opts:
         if not isinstance(o, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer (or a list of them); got {type(o).__name__}")

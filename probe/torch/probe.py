@@ -131,6 +131,7 @@ class TorchProbe:
         self.cur = Row(0)
         self.grads_now, self.deep_now = self.cadence.plan(0)
         self.step_samples = 0
+        self.cur_started = False  # whether the step in progress has begun (a training forward or loss)
         self.t_last_end: float | None = None
         self.t_last_flush = _perf()
         self.spent = 0.0
@@ -229,6 +230,8 @@ class TorchProbe:
             self.cur_root = None
             return
         self.cur_root = module
+        if module.training:
+            self.cur_started = True
         if not any(r() is module for r in self.roots):
             self.roots.append(weakref.ref(module))
             self.module_name = F.module_names(self._live_roots())
@@ -374,6 +377,7 @@ class TorchProbe:
         elif key != self.primary_loss:
             return  # a second loss (an auxiliary head): the primary one speaks for the step
         self.step_samples += n
+        self.cur_started = True
         row = self.cur
         row.add(self.d_loss, _scalar(loss), n)
         if target is None:
@@ -463,6 +467,10 @@ class TorchProbe:
                 self._end_val()
             if self.primary_opt is None or self.primary_opt() is None:
                 self.primary_opt = weakref.ref(opt)
+            if opt not in self.opt_states:
+                self._opt_state(opt)
+                if self.sent_host_facts:  # an optimizer that starts stepping later (a second one, a new phase)
+                    self._send_optimizer_facts()
             if self.grads_now or self.deep_now:
                 prev = torch.is_grad_enabled()
                 torch.set_grad_enabled(False)  # norms and copies of leaf parameters must not build a graph
@@ -595,6 +603,7 @@ class TorchProbe:
         sampled = (self.grads_now, self.deep_now)
         self.step = step
         self.cur = Row(step + 1)
+        self.cur_started = False
         self.step_samples = 0
         if not self.sent_host_facts:
             self._send_host_facts()
@@ -663,13 +672,19 @@ class TorchProbe:
 
     # ==== explicit metrics ====================================================================================
     def log(self, **scalars: Any) -> None:
-        """Custom metrics for the current step: numbers, or tensors (read at the next flush, not now)."""
+        """Custom metrics for the current step: numbers, or tensors (read at the next flush, not now).
+
+        Between `optimizer.step()` and the next forward pass, the current step is the one just finished.
+        """
+        row = self.cur
+        if not self.cur_started and self.ledger.rows:
+            row = self.ledger.rows[-1]
         for name, v in scalars.items():
             if isinstance(v, torch.Tensor):
                 dec = self.d_custom.get(name) or self.d_custom.setdefault(name, _MeanDecoder(name))
-                self.cur.add(dec, _scalar(v), 1)
+                row.add(dec, _scalar(v), 1)
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.cur.scalars[name] = v
+                row.scalars[name] = v
 
     def log_eval(self, **metrics: Any) -> None:
         """Validation results computed by the script: `loss=`, `acc=` (or any `val_*` name), at the last step."""
@@ -695,12 +710,17 @@ class TorchProbe:
                 f["model"] = F.model_facts(model, self.output_module)
                 if self.inferred.get("output_activation") and f["model"]["output_activation"] == "unknown":
                     f["model"]["output_activation"] = self.inferred["output_activation"]
-            opts = [o for o in self.opt_states.keys()]
+            opts = list(self.opt_states.keys())
             if opts:
                 f["optimizer"] = [F.optimizer_facts(o, model) for o in opts]
         except Exception as exc:
             self._fail("facts", exc)
         self.run.set_facts(**f)
+
+    def _send_optimizer_facts(self) -> None:
+        model = self.model_ref() if self.model_ref is not None else None
+        self.facts["optimizer"] = [F.optimizer_facts(o, model) for o in self.opt_states.keys()]
+        self.run.set_facts(optimizer=self.facts["optimizer"])
 
     def _main_model(self) -> nn.Module | None:
         roots = self._live_roots()
@@ -782,6 +802,14 @@ class TorchProbe:
         try:
             if self.val_parts:
                 self._end_val()
+            if any(part[0] is self.d_loss for part in self.cur.parts):
+                # A step that began and never reached optimizer.step() (the script crashed, or stops after a
+                # forward pass): what it measured, a NaN loss perhaps, is worth keeping.
+                row = self.cur
+                row.step, row.time = self.step + 1, time.time()
+                self.ledger.append(row)
+                self.step += 1
+                self.cur = Row(self.step + 1)
             self.ledger.drain()
         except Exception as exc:
             self._fail("flush", exc)

@@ -1,0 +1,473 @@
+"""The PyTorch probe on real small training loops, recorded by a real run and read back from the recording."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import accmon.probe.torch as apt  # noqa: E402
+from accmon.probe.run import Run  # noqa: E402
+from tests.conftest import read_frames  # noqa: E402
+
+
+class Recorded:
+    """A run recording to a file; after `close()`, its metrics by name and step, its facts and hists."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.run = Run("test", record=self.path, rules=False)
+        self.metrics: dict[str, dict[int, float]] = {}
+        self.facts: dict = {}
+        self.hists: dict[str, list] = {}
+        self.end = None
+
+    def close(self):
+        apt.uninstall()
+        self.run.close()
+        for f in read_frames(self.path):
+            if f["kind"] == "steps":
+                for name, values in f["cols"].items():
+                    col = self.metrics.setdefault(name, {})
+                    for s, v in zip(f["steps"], values):
+                        if v is not None:
+                            col[s] = v
+                for name, counts in (f.get("hists") or {}).items():
+                    old = self.hists.get(name)
+                    self.hists[name] = counts if old is None else [a + b for a, b in zip(old, counts)]
+            elif f["kind"] == "facts":
+                self.facts.update(f["facts"])
+            elif f["kind"] == "end":
+                self.end = f
+        return self
+
+    def series(self, name):
+        col = self.metrics.get(name, {})
+        return [col[s] for s in sorted(col)]
+
+
+@pytest.fixture
+def rec(tmp_path):
+    r = Recorded(tmp_path / "run.accmon")
+    yield r
+    apt.uninstall()
+    if not r.run.closed:
+        r.run.close()
+
+
+def blobs(n=256, d=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, d, generator=g) * 3
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = centers[y] + torch.randn(n, d, generator=g)
+    return x, y
+
+
+def mlp(d=10, classes=3, act=nn.ReLU):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d, 32), act(), nn.Linear(32, classes))
+
+
+def test_multiclass_loop_records_loss_accuracy_and_layer_statistics(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    expected_acc, expected_loss = [], []
+    for i in range(0, 256, 32):
+        out = model(x[i : i + 32])
+        loss = loss_fn(out, y[i : i + 32])
+        expected_acc.append((out.argmax(1) == y[i : i + 32]).float().mean().item())
+        expected_loss.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rec.close()
+    assert rec.series("loss") == pytest.approx(expected_loss, rel=1e-6)
+    assert rec.series("acc") == pytest.approx(expected_acc)
+    assert sorted(rec.metrics["loss"]) == list(range(8))
+    for name in ("grad_norm", "grad_norm/0", "grad_norm/2", "weight_norm/0", "update_ratio", "update_ratio/2",
+                 "act_zero/1", "act_mean/1", "act_std/1", "input_mean", "input_feat_std_min", "lr", "lr/0",
+                 "batch_classes", "pred_top_frac", "nonfinite_grads"):
+        assert len(rec.metrics.get(name, {})) == 8, name
+    assert set(rec.series("lr")) == {0.05}
+    assert all(0 < r < 1 for r in rec.series("update_ratio"))
+    assert rec.series("nonfinite_grads") == [0] * 8
+    assert sum(rec.hists["target"]) == 256
+    f = rec.facts
+    assert f["framework"] == "torch"
+    assert f["task"] == "multiclass" and f["num_classes"] == 3
+    assert f["loss"]["kind"] == "CrossEntropyLoss"
+    assert f["model"]["name"] == "Sequential" and [l["kind"] for l in f["model"]["layers"]] == ["Linear", "ReLU", "Linear"]
+    assert f["model"]["output_activation"] == "none"
+    assert f["optimizer"][0]["kind"] == "SGD" and f["optimizer"][0]["param_groups"][0]["momentum"] == 0.9
+    assert f["optimizer"][0]["covers_model"] == 1.0
+    assert f["targets"]["distinct"] == len(set(y[:32].tolist())) and f["targets"]["integral"] is True
+    assert f["inputs"]["features"] == 10 and f["batch_size"] == 32
+
+
+def test_validation_under_no_grad_and_eval_is_val_not_train(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    val_expected = []
+    for epoch in range(3):
+        model.train()
+        for i in range(0, 192, 32):
+            opt.zero_grad()
+            loss_fn(model(x[i : i + 32]), y[i : i + 32]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            losses, correct = [], 0
+            for i in range(192, 256, 32):  # two validation batches
+                out = model(x[i : i + 32])
+                losses.append(loss_fn(out, y[i : i + 32]).item())
+                correct += (out.argmax(1) == y[i : i + 32]).sum().item()
+        val_expected.append((sum(losses) / 2, correct / 64))
+    rec.close()
+    assert sorted(rec.metrics["loss"]) == list(range(18))  # only the training batches are steps
+    assert sorted(rec.metrics["val_loss"]) == [5, 11, 17]  # at the step each pass ended
+    assert rec.series("val_loss") == pytest.approx([v[0] for v in val_expected], rel=1e-6)
+    assert rec.series("val_acc") == pytest.approx([v[1] for v in val_expected])
+
+
+def test_epochs_from_dataloader_exhaustion_and_shuffle_fact(rec):
+    x, y = blobs(n=200)
+    train = DataLoader(TensorDataset(x[:160], y[:160]), batch_size=32, shuffle=True)
+    val = DataLoader(TensorDataset(x[160:], y[160:]), batch_size=20)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run)
+    for epoch in range(3):
+        for xb, yb in train:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+        with torch.no_grad():
+            for xb, yb in val:  # a validation loader running dry is no epoch
+                loss_fn(model(xb), yb)
+    rec.close()
+    assert rec.series("epoch") == [0] * 5 + [1] * 5 + [2] * 5
+    assert rec.facts["epoch_steps"] == 5
+    assert rec.facts["shuffled"] is True and rec.facts["batch_size"] == 32
+    assert len(rec.metrics["val_loss"]) == 3
+
+
+def test_unshuffled_loader_is_a_fact(rec):
+    x, y = blobs(n=64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    apt.install(rec.run)
+    for xb, yb in loader:
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    rec.close()
+    assert rec.facts["shuffled"] is False
+
+
+@pytest.mark.parametrize("loss_kind", ["BCELoss", "BCEWithLogitsLoss"])
+def test_binary_accuracy_for_probabilities_and_logits(rec, loss_kind):
+    x, _ = blobs(n=128)
+    y = (x[:, 0] > 0).float().unsqueeze(1)
+    torch.manual_seed(0)
+    layers = [nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 1)]
+    if loss_kind == "BCELoss":
+        layers.append(nn.Sigmoid())
+    model = nn.Sequential(*layers)
+    loss_fn = getattr(nn, loss_kind)()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    apt.install(rec.run, every=1)
+    expected = []
+    for i in range(0, 128, 32):
+        out = model(x[i : i + 32])
+        pred = out > (0.5 if loss_kind == "BCELoss" else 0.0)
+        expected.append((pred == (y[i : i + 32] > 0.5)).float().mean().item())
+        opt.zero_grad()
+        loss_fn(out, y[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    assert rec.series("acc") == pytest.approx(expected)
+    assert rec.facts["task"] == "binary"
+    assert rec.facts["model"]["output_activation"] == ("sigmoid" if loss_kind == "BCELoss" else "none")
+    assert "act_sat/1" in rec.metrics  # the tanh layer
+    assert rec.hists["target"][1] == int(y.sum().item())
+
+
+def test_multilabel_task(rec):
+    x, _ = blobs(n=64)
+    y = (torch.stack([x[:, 0], x[:, 1], -x[:, 2], x[:, 3]], 1) > 0).float()
+    model = nn.Sequential(nn.Linear(10, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    apt.install(rec.run, every=1)
+    for i in range(0, 64, 16):
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(model(x[i : i + 16]), y[i : i + 16]).backward()
+        opt.step()
+    rec.close()
+    assert rec.facts["task"] == "multilabel" and rec.facts["num_classes"] == 4
+    assert rec.facts["loss"]["via"] == "functional"
+    assert len(rec.hists["target"]) == 4
+    assert len(rec.series("acc")) == 4
+
+
+def test_functional_loss_and_functional_softmax_is_seen_in_the_values(rec):
+    # The classic MNIST example: F.relu and F.log_softmax inside forward(), F.nll_loss outside.
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(10, 16)
+            self.fc2 = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)
+
+    x, y = blobs()
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    apt.install(rec.run, every=1)
+    expected = []
+    for i in range(0, 128, 32):
+        out = model(x[i : i + 32])
+        loss = F.nll_loss(out, y[i : i + 32])
+        expected.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rec.close()
+    assert rec.series("loss") == pytest.approx(expected, rel=1e-6)
+    assert rec.facts["loss"] == {"kind": "NLLLoss", "reduction": "mean", "via": "functional", "ignore_index": -100}
+    assert rec.facts["model"]["output_activation"] == "log_softmax"
+    assert rec.facts["predictions"]["logsumexp_zero"] is True
+    assert "grad_norm/fc1" in rec.metrics
+
+
+def test_double_softmax_shows_as_softmax_output_into_cross_entropy(rec):
+    x, y = blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3), nn.Softmax(dim=1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    for i in range(0, 64, 32):
+        opt.zero_grad()
+        loss_fn(model(x[i : i + 32]), y[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    assert rec.facts["model"]["output_activation"] == "softmax"
+    assert rec.facts["predictions"]["rows_sum_to_one"] is True
+    assert "act_sat/3" in rec.metrics
+
+
+def test_mse_on_one_hot_targets_is_scored_as_classification(rec):
+    x, y = blobs()
+    onehot = F.one_hot(y, 3).float()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.MSELoss()
+    apt.install(rec.run, every=1)
+    for epoch in range(2):
+        for i in range(0, 256, 32):
+            opt.zero_grad()
+            loss_fn(model(x[i : i + 32]), onehot[i : i + 32]).backward()
+            opt.step()
+    apt.active().flush()  # the flush resolves the task from the first batch's targets
+    for i in range(0, 64, 32):  # after the targets were seen: accuracy from argmax
+        opt.zero_grad()
+        loss_fn(model(x[i : i + 32]), onehot[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    assert rec.facts["targets"]["one_hot"] is True
+    assert rec.facts["task"] == "multiclass" and rec.facts["loss"]["kind"] == "MSELoss"
+    assert len(rec.metrics["acc"]) >= 2
+
+
+def test_regression_has_loss_and_no_accuracy(rec):
+    x, _ = blobs()
+    target = x[:, :1] * 2 + 0.5
+    model = nn.Sequential(nn.Linear(10, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    apt.install(rec.run, every=1)
+    for i in range(0, 256, 32):
+        opt.zero_grad()
+        nn.L1Loss()(model(x[i : i + 32]), target[i : i + 32]).backward()  # a new loss module every step
+        opt.step()
+    rec.close()
+    assert len(rec.metrics["loss"]) == 8
+    assert "acc" not in rec.metrics
+    assert rec.facts["task"] == "regression"
+
+
+def test_frozen_parameters_shared_modules_and_two_optimizers(rec):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(10, 16)
+            self.block = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = self.block(self.embed(x))
+            h = self.block(h)  # the same block twice: shared module and parameters
+            return self.head(h)
+
+    x, y = blobs()
+    torch.manual_seed(0)
+    model = Net()
+    model.embed.requires_grad_(False)  # frozen
+    opt_body = torch.optim.SGD(model.block.parameters(), lr=0.05)
+    opt_head = torch.optim.Adam(model.head.parameters(), lr=1e-3)
+    apt.install(rec.run, every=1)
+    for i in range(0, 128, 32):
+        opt_body.zero_grad()
+        opt_head.zero_grad()
+        F.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
+        opt_body.step()
+        opt_head.step()
+    rec.close()
+    assert sorted(rec.metrics["loss"]) == [0, 1, 2, 3]  # the first optimizer's steps are the steps
+    assert "grad_norm/block.0" in rec.metrics and "grad_norm/embed" not in rec.metrics
+    assert "grad_norm/head" in rec.metrics  # the second optimizer's gradients join the step's row
+    assert "act_zero/block.1" in rec.metrics  # both calls of the shared ReLU, summed
+    assert len(rec.facts["optimizer"]) == 2
+    assert rec.facts["optimizer"][0]["covers_model"] == pytest.approx(272 / (272 + 51))
+    assert "lr/opt1.0" in rec.metrics
+
+
+def test_custom_loss_function_with_observe(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    w = apt.watch(model, opt, run=rec.run, every=1)
+
+    def focal(out, target):  # a custom loss: no loss module, no functional loss the probe knows
+        p = out.softmax(1).gather(1, target[:, None]).squeeze(1)
+        return (-(1 - p) ** 2 * p.log()).mean()
+
+    expected = []
+    for i in range(0, 128, 32):
+        out = model(x[i : i + 32])
+        loss = focal(out, y[i : i + 32])
+        w.observe(out, y[i : i + 32], loss)
+        expected.append((out.argmax(1) == y[i : i + 32]).float().mean().item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w.close()
+    rec.close()
+    assert rec.series("acc") == pytest.approx(expected)
+    assert len(rec.metrics["loss"]) == 4
+    assert "grad_norm/0" in rec.metrics
+
+
+def test_watch_log_and_log_eval(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with apt.watch(model, opt, nn.CrossEntropyLoss(), run=rec.run) as w:
+        for i in range(0, 96, 32):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x[i : i + 32]), y[i : i + 32])
+            loss.backward()
+            opt.step()
+            w.log(custom=float(i), tensor_metric=loss.detach() * 2)  # a tensor is read at the flush, not now
+        w.log_eval(loss=0.5, acc=torch.tensor(0.75))
+    rec.close()
+    # loss_fn given as a module: the functional call in this loop is not it, so no loss is recorded
+    assert "loss" not in rec.metrics
+    assert rec.series("custom") == [0.0, 32.0, 64.0]
+    assert len(rec.metrics["tensor_metric"]) == 3
+    assert rec.metrics["val_loss"] == {2: 0.5} and rec.metrics["val_acc"] == {2: 0.75}
+
+
+def test_watch_checks_its_arguments():
+    with pytest.raises(TypeError, match="nn.Module"):
+        apt.watch("model")
+    with pytest.raises(TypeError, match="Optimizer"):
+        apt.watch(nn.Linear(2, 2), optimizer=object())
+
+
+def test_nan_loss_is_recorded_and_the_probe_keeps_going(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    apt.install(rec.run, every=1)
+    for i in range(0, 128, 32):
+        xb = x[i : i + 32].clone()
+        if i == 64:
+            xb[0, 0] = float("nan")
+        opt.zero_grad()
+        F.cross_entropy(model(xb), y[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    loss = rec.series("loss")
+    assert not math.isnan(loss[1]) and math.isnan(loss[2])
+    assert rec.series("nonfinite_grads")[2] > 0
+    assert math.isnan(rec.series("grad_norm")[2])
+
+
+def test_gradient_accumulation_counts_one_step_per_optimizer_step(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    apt.install(rec.run, every=1)
+    expected = []
+    for i in range(0, 256, 64):
+        opt.zero_grad()
+        losses = []
+        for j in range(i, i + 64, 16):  # four micro-batches per step
+            loss = F.cross_entropy(model(x[j : j + 16]), y[j : j + 16])
+            (loss / 4).backward()
+            losses.append(loss.item())
+        opt.step()
+        expected.append(sum(losses) / 4)
+    rec.close()
+    assert rec.series("loss") == pytest.approx(expected, rel=1e-6)
+    assert sorted(rec.metrics["loss"]) == [0, 1, 2, 3]
+
+
+def test_uninstalled_probe_leaves_torch_as_it_was():
+    from torch.nn.modules import module as M
+    from torch.optim import optimizer as O
+
+    before = (len(M._global_forward_hooks), len(M._global_forward_pre_hooks), len(O._global_optimizer_pre_hooks),
+              F.cross_entropy)
+
+    class Sink:
+        def log_columns(self, *a, **k):
+            pass
+
+        def set_facts(self, **f):
+            pass
+
+    apt.install(Sink())
+    assert F.cross_entropy is not before[3]
+    apt.uninstall()
+    after = (len(M._global_forward_hooks), len(M._global_forward_pre_hooks), len(O._global_optimizer_pre_hooks),
+             F.cross_entropy)
+    assert after == before
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torchscript_still_compiles_functional_losses_under_the_probe(rec):
+    apt.install(rec.run)
+
+    class M(nn.Module):
+        def forward(self, x, y):
+            return F.cross_entropy(x, y)
+
+    scripted = torch.jit.script(M())
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    assert scripted(x, y).item() == pytest.approx(F.cross_entropy(x, y).item())
+    torch.jit.script(nn.CrossEntropyLoss())
+    rec.close()
