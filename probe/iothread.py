@@ -61,6 +61,7 @@ class IOThread(threading.Thread):
         self.endpoints: tuple[str, str] | None = None
         self.subscribers = 0
         self.viewers_done = 0
+        self.security: Any = None  # security.ServerSecurity of a tcp:// bind with CurveZMQ keys
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _open_recording(self) -> None:
@@ -88,7 +89,7 @@ class IOThread(threading.Thread):
         if run.bind:
             from .security import configure_server
 
-            configure_server(pub, ctl, run.bind)
+            self.security = configure_server(pub, ctl, run.bind)  # CURVE + allow-list when keys exist
             pub.bind(run.bind)
             host = run.bind.rsplit(":", 1)[0]
             port = int(run.bind.rsplit(":", 1)[1])
@@ -112,7 +113,8 @@ class IOThread(threading.Thread):
         self.entry = registry.RunEntry(
             run_id=run.run_id, rank=run.rank, name=run.name, host=socket.gethostname(), pid=os.getpid(),
             started=run.started, cmd=run.cmd, pub=self.endpoints[0], ctl=self.endpoints[1],
-            world_size=run.world_size, extra={"record": os.path.abspath(run.record) if run.record else None},
+            world_size=run.world_size, extra={"record": os.path.abspath(run.record) if run.record else None,
+                                              "curve": self.security.public if self.security else None},
         )
         registry.register(self.entry)
 
@@ -208,6 +210,8 @@ class IOThread(threading.Thread):
         for s in (pub, ctl):
             if s is not None:
                 s.close(0)
+        if self.security is not None:
+            self.security.stop()  # its ZAP sockets would keep ctx.term() waiting
         self.ctx.term()
         if self.writer is not None:
             self._guard_disk(self.writer.close)

@@ -1,22 +1,237 @@
-"""Who may connect: loopback and owner-only ipc:// sockets by default; anything wider needs CurveZMQ keys."""
+"""Who may connect: loopback and owner-only ipc:// sockets by default; anything wider needs CurveZMQ keys.
+
+Keys live in the user's config directory (`$XDG_CONFIG_HOME/accmon`, else `~/.config/accmon`), made by
+`accmon keys`. On clusters the home directory is usually shared between login and GPU nodes, so one
+`accmon keys` serves every node; a laptop gets a copy of the directory.
+
+    accmon/                 0700
+      server.key            public key of this user's probes (viewers need it)
+      server.key_secret     0600, never leaves the user's machines
+      client.key            public key of this user's viewer
+      client.key_secret     0600
+      servers/HOST.key      optional: the server key of a host whose probes use another key pair
+      allowed/NAME.key      the allow-list: public keys of viewers that may connect (ironhouse)
+
+The files are ZeroMQ certificates (the format of `zmq.auth.create_certificates`), but written 0600 from the
+first byte rather than chmod-ed after. A secret key file that others can read is refused, as ssh refuses one.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
+
+ENV_CONFIG = "ACCMON_CONFIG_DIR"  # overrides the whole directory (tests, several identities)
+SERVER = "server"
+CLIENT = "client"
+ALLOWED = "allowed"
+ZAP_DOMAIN = "accmon"
+SERVERS = "servers"
+# The allow-list is re-read at most this often, so `accmon keys --revoke` reaches running probes
+# without a stat() per handshake.
+ALLOW_LIST_RECHECK_S = 1.0
+_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_Z85_KEY = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
 
 class InsecureBindError(ValueError):
     """A bind that would let anyone on the network read the run."""
 
 
+class KeysError(Exception):
+    """CurveZMQ keys missing, unreadable, or not safe to use; the message says what to do."""
+
+
+# -- where keys live --------------------------------------------------------------------------------------
+def config_dir() -> str:
+    """`$ACCMON_CONFIG_DIR`, else `$XDG_CONFIG_HOME/accmon`, else `~/.config/accmon` (not created)."""
+    path = os.environ.get(ENV_CONFIG)
+    if path:
+        return path
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "accmon")
+
+
+def _path(*parts: str) -> str:
+    return os.path.join(config_dir(), *parts)
+
+
+def public_path(name: str) -> str:
+    return _path(f"{name}.key")
+
+
+def secret_path(name: str) -> str:
+    return _path(f"{name}.key_secret")
+
+
+def allowed_dir() -> str:
+    return _path(ALLOWED)
+
+
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise KeysError(f"{path} belongs to another user: refusing to keep keys there")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+# -- certificate files --------------------------------------------------------------------------------------
+def write_certificate(path: str, public: bytes, secret: bytes | None = None, *, comment: str = "") -> None:
+    """Write a ZeroMQ certificate, 0600 from creation, replacing any file atomically."""
+    lines = ["#   accmon CurveZMQ " + ("SECRET certificate: never share this file" if secret else "public certificate")]
+    if comment:
+        lines.append(f"#   {comment}")
+    lines += ["", "metadata", "curve", f'    public-key = "{public.decode("ascii")}"']
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_certificate(path: str, *, secret: bool = False) -> tuple[bytes, bytes | None]:
+    """(public, secret) keys of a certificate file; a secret one must be owned by this user and 0600."""
+    try:
+        st = os.stat(path)
+        if secret:
+            if st.st_uid != os.getuid():
+                raise KeysError(f"{path} belongs to another user: not using it")
+            if stat.S_IMODE(st.st_mode) & 0o077:
+                raise KeysError(
+                    f"{path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}): anyone who has it can "
+                    f"read your runs. Run `chmod 600 {path}` (or `accmon keys --new` for a fresh pair)."
+                )
+        with open(path, "rb") as fh:
+            text = fh.read(64 * 1024)  # a certificate is ~300 bytes: do not read a huge file into memory
+    except OSError as exc:
+        raise KeysError(f"cannot read {path}: {exc.strerror}") from None
+    found: dict[str, bytes] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(b"#") or b"=" not in line:
+            continue
+        key, _, value = line.partition(b"=")
+        found[key.strip().decode("ascii", "replace")] = value.strip(b" \t'\"")
+    public = found.get("public-key")
+    sec = found.get("secret-key")
+    if public is None or not _is_key(public):
+        raise KeysError(f"{path} holds no valid CurveZMQ public key (40 Z85 characters)")
+    if secret and (sec is None or not _is_key(sec)):
+        raise KeysError(f"{path} holds no valid CurveZMQ secret key")
+    return public, sec
+
+
+def _is_key(key: bytes) -> bool:
+    return bool(_Z85_KEY.match(key.decode("ascii", "replace")))
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    public: bytes  # Z85, 40 bytes
+    secret: bytes
+
+
+def load_pair(name: str) -> KeyPair:
+    pub_file, sec_file = public_path(name), secret_path(name)
+    if not os.path.exists(sec_file):
+        raise KeysError(f"no CurveZMQ {name} key in {config_dir()}: create one with `accmon keys`")
+    public, secret = read_certificate(sec_file, secret=True)
+    assert secret is not None
+    if os.path.exists(pub_file) and read_certificate(pub_file)[0] != public:
+        raise KeysError(f"{pub_file} does not match {sec_file}: recreate them with `accmon keys --new`")
+    return KeyPair(public, secret)
+
+
+def create_pair(name: str, *, replace: bool = False) -> tuple[KeyPair, bool]:
+    """The key pair `name`, made if missing (or if `replace`). Returns (pair, made_now)."""
+    _private_dir(config_dir())
+    if not replace and os.path.exists(secret_path(name)):
+        return load_pair(name), False
+    public, secret = zmq.curve_keypair()
+    write_certificate(secret_path(name), public, secret, comment=f"accmon {name} key, made {time.strftime('%Y-%m-%d')}")
+    write_certificate(public_path(name), public)
+    return KeyPair(public, secret), True
+
+
+# -- the allow-list ---------------------------------------------------------------------------------------
+def parse_public_key(text_or_path: str) -> bytes:
+    """A viewer's public key, given as 40 Z85 characters or as a certificate file."""
+    candidate = text_or_path.strip()
+    if _is_key(candidate.encode("ascii", "replace")):
+        return candidate.encode("ascii")
+    if os.path.isfile(candidate):
+        return read_certificate(candidate)[0]
+    raise KeysError(f"{text_or_path!r} is neither a public key (40 Z85 characters) nor a certificate file")
+
+
+def allow(public: bytes, name: str) -> str:
+    """Add a viewer's public key to the allow-list under `name`; returns the file written."""
+    if not _NAME.match(name):
+        raise KeysError(f"viewer name {name!r}: use letters, digits and . _ - @ (at most 64)")
+    _private_dir(config_dir())
+    _private_dir(allowed_dir())
+    path = os.path.join(allowed_dir(), f"{name}.key")
+    write_certificate(path, public, comment=f"viewer {name}, allowed {time.strftime('%Y-%m-%d')}")
+    return path
+
+
+def revoke(name: str) -> bool:
+    try:
+        os.unlink(os.path.join(allowed_dir(), f"{name}.key"))
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def allowed_keys() -> dict[bytes, str]:
+    """Allowed viewer keys → their names. Unreadable or malformed entries are left out (never allow by error)."""
+    d = allowed_dir()
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return {}
+    keys: dict[bytes, str] = {}
+    for fn in names:
+        if not fn.endswith(".key"):
+            continue
+        try:
+            keys[read_certificate(os.path.join(d, fn))[0]] = fn[: -len(".key")]
+        except KeysError:
+            continue
+    return keys
+
+
+def keys_configured() -> bool:
+    """A server key pair and at least one allowed viewer: what a wide bind needs."""
+    return os.path.exists(secret_path(SERVER)) and bool(allowed_keys())
+
+
+# -- binds ------------------------------------------------------------------------------------------------
 def _host_of(endpoint: str) -> str:
     if not endpoint.startswith("tcp://"):
         raise ValueError(f"bind endpoint {endpoint!r}: only tcp://HOST:PORT can be given (local runs use ipc:// by themselves)")
     rest = endpoint[len("tcp://") :]
     host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isdigit() or port == "*"):
         raise ValueError(f"bind endpoint {endpoint!r} has no port: use tcp://HOST:PORT")
     return host.strip("[]")
 
@@ -28,19 +243,132 @@ def is_loopback(endpoint: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # an interface name or a hostname: treat as wide
+        return False  # an interface name, a hostname or '*': treat as wide
 
 
 def check_bind(endpoint: str) -> None:
     """Refuse a non-loopback bind unless CurveZMQ keys are configured (`accmon keys`)."""
     if is_loopback(endpoint):
         return
+    if os.path.exists(secret_path(SERVER)):
+        load_pair(SERVER)  # unsafe permissions or a broken file: say so now, not in the I/O thread
+        if allowed_keys():
+            return
+        raise InsecureBindError(
+            f"refusing to bind {endpoint}: CurveZMQ keys exist but no viewer is allowed to connect. "
+            f"Allow one with `accmon keys --allow KEY_OR_FILE --name NAME` (its keys in {allowed_dir()})."
+        )
     raise InsecureBindError(
         f"refusing to bind {endpoint}: it would let anyone who can reach this host read the run. "
-        "Attach over SSH instead (accmon attach ssh://HOST), or bind to 127.0.0.1."
+        "Attach over SSH instead (accmon attach ssh://HOST, nothing listens on the network), bind to 127.0.0.1, "
+        "or create CurveZMQ keys with `accmon keys` so that only your viewers can connect, encrypted."
     )
 
 
-def configure_server(pub: zmq.Socket, ctl: zmq.Socket, endpoint: str) -> None:
-    """Security options for sockets bound to `endpoint` (loopback: none needed)."""
+class _AllowList:
+    """The ZAP check: is this viewer's key on the allow-list? Re-reads the list when it changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[bytes, str] = {}
+        self._stamp: Any = None
+        self._checked = 0.0
+        self.refused = 0
+        self.admitted = 0
+
+    def _stamp_now(self) -> Any:
+        try:
+            d = allowed_dir()
+            return tuple((e.name, e.stat().st_mtime_ns, e.stat().st_ino) for e in sorted(os.scandir(d), key=lambda e: e.name))
+        except OSError:
+            return None
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= ALLOW_LIST_RECHECK_S or self._stamp is None:
+                self._checked = now
+                stamp = self._stamp_now()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._keys = allowed_keys()
+            ok = key in self._keys
+            if ok:
+                self.admitted += 1
+            else:
+                self.refused += 1
+            return ok
+
+
+@dataclass
+class ServerSecurity:
+    """CURVE on a probe's sockets: the ZAP authenticator to stop before the context ends."""
+
+    public: str  # the server's public key, Z85: written into the registry entry so viewers know
+    auth: Any
+    allow_list: _AllowList = field(repr=False)
+
+    def stop(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+
+
+def configure_server(pub: zmq.Socket, ctl: zmq.Socket, endpoint: str) -> ServerSecurity | None:
+    """Security for sockets about to be bound to `endpoint`; call before `bind()`.
+
+    A wide bind without keys is refused. With keys configured, every tcp:// bind — loopback too, since any
+    user of a shared machine can reach 127.0.0.1 — gets CURVE (encryption, and the server's identity) and a
+    ZAP handler that admits only allow-listed viewers. Returns what the caller must `stop()` before
+    terminating the sockets' context, or None when no security applies (loopback without keys).
+    """
     check_bind(endpoint)
+    if not keys_configured():
+        return None
+    from zmq.auth.thread import ThreadAuthenticator
+
+    pair = load_pair(SERVER)
+    allow_list = _AllowList()
+    auth = ThreadAuthenticator(pub.context)
+    auth.start()
+    auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=allow_list)
+    for s in (pub, ctl):
+        s.curve_secretkey = pair.secret
+        s.curve_publickey = pair.public
+        s.curve_server = True
+        s.zap_domain = ZAP_DOMAIN.encode()
+    return ServerSecurity(pair.public.decode("ascii"), auth, allow_list)
+
+
+# -- the viewer's side -------------------------------------------------------------------------------------
+def server_public_key(host: str | None = None) -> bytes:
+    """The public key of the probes on `host`: `servers/HOST.key` when present, else this user's server key."""
+    if host:
+        per_host = _path(SERVERS, f"{host}.key")
+        if os.path.exists(per_host):
+            return read_certificate(per_host)[0]
+    path = public_path(SERVER)
+    if not os.path.exists(path):
+        raise KeysError(f"no server public key in {config_dir()}: copy the probe host's server.key there")
+    return read_certificate(path)[0]
+
+
+def client_curve(server_public: bytes | str) -> dict[str, bytes]:
+    """The `curve=` argument of RunClient: this user's viewer key pair and the server's public key."""
+    pair = load_pair(CLIENT)
+    server = server_public.encode("ascii") if isinstance(server_public, str) else server_public
+    return {"public": pair.public, "secret": pair.secret, "server": server}
+
+
+def curve_for(pub_endpoint: str, extra: dict | None = None) -> dict[str, bytes] | None:
+    """The `curve=` argument for a run: from its registry entry when it says (extra["curve"] = server key),
+    else for an explicit tcp:// endpoint when this user has viewer keys; None for ipc:// and keyless users."""
+    server = (extra or {}).get("curve")
+    if server:
+        return client_curve(server)
+    if extra is not None and "curve" in extra:
+        return None  # the registry says: no CURVE on this run
+    if not pub_endpoint.startswith("tcp://") or not os.path.exists(secret_path(CLIENT)):
+        return None
+    host = pub_endpoint[len("tcp://") :].rpartition(":")[0].strip("[]")
+    return client_curve(server_public_key(host))
