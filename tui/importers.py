@@ -1,0 +1,543 @@
+"""Logs that were not written by accmon — TensorBoard event files, Keras and Lightning CSVLogger files — as
+accmon frames, so that `accmon check` and `accmon replay` run on them unchanged.
+
+`load_log(path)` returns `(info, frames)`: what was found and how it was read, and an iterator of wire frames
+(`meta`, `facts`, `steps`…, `end`). The files are read with the maintained readers of their formats:
+TensorBoard's own `event_processing` (it knows every record type, torn writes and restarted runs) and the
+standard library's `csv`. Nothing here parses a binary format by hand.
+
+Tags become accmon metric names by their words, not by exact spelling, because every framework spells them
+its own way. A tag is split into lower-case words (at `/ _ - .`, spaces and camelCase); the words say
+
+| words in the tag (any order)                                   | accmon name      |
+|----------------------------------------------------------------|------------------|
+| `loss`                                                          | `loss`           |
+| `acc`, `accuracy`, `categorical accuracy`, `binary accuracy`, `top1 accuracy`, `acc1` | `acc` |
+| a validation word (`val`, `valid`, `validation`, `eval`, `evaluation`, `dev`) with either of the above | `val_loss`, `val_acc` |
+| `epoch` alone (Lightning's and Hugging Face's `epoch` scalar)   | `epoch`          |
+| `lr`, `learning rate`, `lr <optimizer>` (Lightning's `lr-Adam`); `pgN` → group N-1 | `lr`, `lr/<g>` |
+| `grad norm`, `gradient norm`                                    | `grad_norm`      |
+
+Words that only say where a value belongs are ignored: `train`/`training`, `step`/`batch`/`iter`, `epoch`
+next to a metric (Keras' `epoch_loss`, Lightning's `train_loss_epoch`), `mean`/`avg`/`total`. A tag with any
+other word (`kl_loss`, `top5_acc`, `eval/runtime`) is not one of accmon's metrics and is listed in
+`info["ignored"]` with the reason; so is a `test` tag (a test set is not the validation set the rules reason
+about). Sub-directories named after a phase (Keras' `train/` and `validation/`, torch's `add_scalars`
+directories `Loss_train/`) add their phase to the tags inside. When two tags give the same name, the finer one
+wins for training metrics (per step rather than per epoch) and the per-epoch one for validation; the other
+is listed as a duplicate.
+
+Steps: TensorBoard's step of each value. Keras writes `epoch_*` tags per epoch (their step is the epoch
+number); next to per-batch tags they are placed, by wall time, at the last batch logged before them. A
+Lightning CSV has a `step` column; a Keras CSV only `epoch`, which then numbers the steps. CSV files carry no
+time: every row gets the file's modification time (`info["times"]` says which).
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import hashlib
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from accmon.probe import __version__, wire
+
+# As many steps per frame as the probe's I/O thread puts in one (probe/iothread.py MAX_STEPS_PER_FRAME).
+STEPS_PER_FRAME = 2048
+# A directory is searched this deep for event files: a Lightning tree (lightning_logs/version_N/) or a
+# Keras one (logs/fit/<time>/train/) is 3-4 deep; deeper trees are someone's whole home directory.
+MAX_DEPTH = 6
+
+VAL_WORDS = frozenset({"val", "valid", "validation", "eval", "evaluation", "dev"})
+TRAIN_WORDS = frozenset({"train", "training", "trn"})
+TEST_WORDS = frozenset({"test", "testing"})
+STEP_WORDS = frozenset({"step", "steps", "batch", "iter", "iteration", "it"})
+FILLER_WORDS = frozenset({"mean", "avg", "average", "total", "overall", "metric", "metrics", "scalar", "scalars"})
+ACC_FORMS = frozenset({
+    ("acc",), ("accuracy",), ("categorical", "accuracy"), ("sparse", "categorical", "accuracy"),
+    ("binary", "accuracy"), ("top1", "acc"), ("top1", "accuracy"), ("acc1",), ("acc", "top1"), ("accuracy", "top1"),
+})
+OPTIMIZER_WORDS = frozenset({"adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lamb",
+                             "lion", "adafactor", "lbfgs", "radam", "sparseadam", "asgd", "rprop"})
+
+
+class LogError(ValueError):
+    """A log that is one of the known formats but cannot be read; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How one tag maps: the accmon name, and a rank among tags of the same name (lower wins)."""
+
+    name: str
+    rank: int
+
+
+@dataclass
+class Series:
+    """One tag's values: steps, values and wall times (None when the format has no times)."""
+
+    tag: str
+    steps: list[int]
+    values: list[float]
+    times: list[float | None]
+    epoch_indexed: bool = False  # Keras' epoch_* tags: the step is the epoch number
+
+
+@dataclass
+class Table:
+    """What a log holds, ready to become frames."""
+
+    fmt: str
+    path: str
+    name: str
+    series: dict[str, Series] = field(default_factory=dict)  # accmon name → series
+    mapped: dict[str, str] = field(default_factory=dict)  # tag → accmon name
+    ignored: dict[str, str] = field(default_factory=dict)  # tag → why it is not used
+    framework: str | None = None
+    times: str = "recorded"
+    others: list[str] = field(default_factory=list)
+
+
+# ---- tag names ---------------------------------------------------------------------------------------------
+def words(tag: str) -> list[str]:
+    """`Loss/trainEpoch` → ['loss', 'train', 'epoch']."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", tag)
+    return [w for w in re.split(r"[/_\-.\s:]+", spaced.lower()) if w]
+
+
+def map_tag(tag: str, phase: str | None = None) -> Mapping | str:
+    """The accmon name of a tag, or the reason it has none. `phase` comes from the tag's directory."""
+    ws = words(tag)
+    if not ws:
+        return "empty tag"
+    found = set(ws)
+    if found & TEST_WORDS:
+        return "a test-set metric (accmon's rules read training and validation metrics)"
+    is_val = bool(found & VAL_WORDS) or phase == "val"
+    if found & VAL_WORDS and found & TRAIN_WORDS:
+        return "names both training and validation"
+    per_step = bool(found & STEP_WORDS)
+    rest = [w for w in ws if w not in VAL_WORDS and w not in TRAIN_WORDS and w not in STEP_WORDS and w not in FILLER_WORDS]
+    if rest == ["epoch"]:
+        if is_val:
+            return "an epoch counter of the validation pass"
+        return Mapping("epoch", 0)
+    per_epoch = "epoch" in rest
+    rest = [w for w in rest if w != "epoch"]
+    # Training metrics: per-step series show more than per-epoch means. Validation: one value per pass.
+    rank = 0 if per_step else (2 if per_epoch else 1)
+    if is_val:
+        rank = 0 if per_epoch else (2 if per_step else 1)
+    key = tuple(rest)
+    if key == ("loss",):
+        return Mapping("val_loss" if is_val else "loss", rank)
+    if key in ACC_FORMS:
+        return Mapping("val_acc" if is_val else "acc", rank)
+    if is_val:
+        return "not a metric accmon reads for validation"
+    if key[:1] == ("lr",) or key[:2] == ("learning", "rate"):
+        tail = [w for w in key[1 if key[0] == "lr" else 2:] if w not in OPTIMIZER_WORDS]  # Lightning: lr-Adam/pg2
+        if not tail:
+            return Mapping("lr", rank)
+        if len(tail) == 1 and re.fullmatch(r"pg\d+", tail[0]):
+            group = max(int(tail[0][2:]) - 1, 0)  # Lightning numbers parameter groups from 1
+            return Mapping("lr" if group == 0 else f"lr/{group}", rank)
+        return "not a metric accmon reads"
+    if key in (("grad", "norm"), ("gradient", "norm"), ("grad", "norm", "total")):
+        return Mapping("grad_norm", rank)
+    return "not a metric accmon reads"
+
+
+def _phase_of_dir(dirname: str) -> str | None:
+    ws = set(words(dirname))
+    if ws & TEST_WORDS:
+        return "test"
+    if ws & VAL_WORDS:
+        return "val"
+    if ws & TRAIN_WORDS:
+        return "train"
+    return None
+
+
+def choose(table: Table, candidates: list[tuple[str, Mapping, Series]]) -> None:
+    """Keep the best series for each accmon name; note the others as duplicates."""
+    best: dict[str, tuple[Mapping, Series]] = {}
+    for tag, m, s in sorted(candidates, key=lambda c: (c[1].rank, -len(c[2].steps), c[0])):
+        if m.name in best:
+            table.ignored[tag] = f"duplicate of {best[m.name][1].tag!r} for {m.name}"
+            continue
+        best[m.name] = (m, s)
+        table.mapped[tag] = m.name
+        table.series[m.name] = s
+
+
+# ---- TensorBoard -------------------------------------------------------------------------------------------
+def _is_event_file(name: str) -> bool:
+    return "tfevents" in name
+
+
+def _event_dirs(root: str) -> list[str]:
+    """Directories under `root` (itself included) that hold event files, to MAX_DEPTH."""
+    found = []
+    base = root.rstrip(os.sep).count(os.sep)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath.count(os.sep) - base >= MAX_DEPTH:
+            dirnames[:] = []
+        if any(_is_event_file(f) for f in filenames):
+            found.append(dirpath)
+    return found
+
+
+def _accumulator(path: str) -> Any:
+    try:
+        from tensorboard.backend.event_processing import event_accumulator as ea
+    except ImportError:
+        raise LogError(f"{path} is a TensorBoard log; reading it needs the tensorboard package "
+                       "(pip install 'accmon[tensorboard]')") from None
+    # 0: keep every value (the default keeps a reservoir sample of 10,000 per tag, losing the detail rules need)
+    acc = ea.EventAccumulator(path, size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
+    try:
+        acc.Reload()
+    except Exception as exc:  # the reader raises several types for a file that is not what its name says
+        raise LogError(f"{path}: not a readable TensorBoard event file ({type(exc).__name__}: {exc})") from None
+    return acc
+
+
+def _scalar_series(acc: Any, tag_prefix: str = "") -> dict[str, Series]:
+    """Every scalar tag: legacy `simple_value` summaries (torch's SummaryWriter, Keras 2) and TF2 scalar
+    tensors (Keras 3 with TensorFlow's summary writer writes these)."""
+    out: dict[str, Series] = {}
+    tags = acc.Tags()
+    for tag in tags.get("scalars", []):
+        events = acc.Scalars(tag)
+        out[tag] = Series(tag, [int(e.step) for e in events], [float(e.value) for e in events],
+                          [float(e.wall_time) for e in events])
+    if tags.get("tensors"):
+        from tensorboard.util import tensor_util
+
+        for tag in tags["tensors"]:
+            if tag in out:
+                continue
+            steps, values, times = [], [], []
+            for e in acc.Tensors(tag):
+                try:
+                    arr = tensor_util.make_ndarray(e.tensor_proto)
+                except Exception:
+                    break
+                if arr.size != 1 or arr.dtype.kind not in "fiub":
+                    break  # not a scalar: an image, text or histogram tensor
+                steps.append(int(e.step))
+                values.append(float(arr.reshape(())))
+                times.append(float(e.wall_time))
+            else:
+                if steps:
+                    out[tag] = Series(tag, steps, values, times)
+    return out
+
+
+def _group_runs(root: str, dirs: list[str]) -> dict[str, list[tuple[str, str | None]]]:
+    """Run directory → [(event directory, phase it adds)]. Phase sub-directories belong to their parent."""
+    groups: dict[str, list[tuple[str, str | None]]] = {}
+    for d in dirs:
+        parent, leaf = os.path.split(d.rstrip(os.sep))
+        phase = _phase_of_dir(leaf) if os.path.abspath(d) != os.path.abspath(root) else None
+        if phase is not None:
+            groups.setdefault(parent, []).append((d, phase))
+        else:
+            groups.setdefault(d, []).append((d, None))
+    return groups
+
+
+def _add_scalars_split(tag: str, leaf: str) -> str | None:
+    """torch's add_scalars('Loss', {'train': ..}) writes tag 'Loss' into directory 'Loss_train'."""
+    if leaf.startswith(tag.replace("/", "_") + "_"):
+        return tag + "/" + leaf[len(tag.replace("/", "_")) + 1:]
+    return None
+
+
+def _load_tensorboard(path: str) -> Table:
+    if os.path.isfile(path):
+        groups = {os.path.dirname(path) or ".": [(path, None)]}
+    else:
+        dirs = _event_dirs(path)
+        groups = _group_runs(path, dirs)
+    # Several runs under one directory: show the newest (the one being looked at, usually); name the others.
+    loaded: dict[str, list[tuple[str, Series, str | None]]] = {}
+    last_time: dict[str, float] = {}
+    for run_dir, members in groups.items():
+        rows = []
+        for event_path, phase in members:
+            acc = _accumulator(event_path)
+            leaf = os.path.basename(event_path.rstrip(os.sep))
+            for tag, s in _scalar_series(acc).items():
+                split = _add_scalars_split(tag, leaf) if phase is None and os.path.isdir(event_path) else None
+                if split is not None:
+                    s.tag = split
+                elif phase is not None:
+                    s.tag = f"{leaf}/{tag}"
+                rows.append((s.tag, s, phase))
+        if rows:
+            loaded[run_dir] = rows
+            last_time[run_dir] = max((t for _, s, _ in rows for t in s.times if t is not None), default=0.0)
+    if not loaded:
+        raise LogError(f"{path}: TensorBoard event files with no scalar values")
+    chosen = max(loaded, key=lambda d: (last_time[d], d))
+    table = Table("tensorboard", os.path.abspath(path), _run_name(path, chosen))
+    table.others = sorted(os.path.relpath(d, path) if os.path.isdir(path) else d for d in loaded if d != chosen)
+    candidates = []
+    keras = False
+    for tag, s, phase in loaded[chosen]:
+        leaf_tag = tag.rsplit("/", 1)[-1]
+        # Keras' TensorBoard callback: epoch_* per epoch (step = epoch), batch_* per batch (step = batch).
+        if leaf_tag.startswith("epoch_") and phase in ("train", "val"):
+            s.epoch_indexed = True
+            keras = True
+        m = map_tag(tag, phase if phase != "test" else None)
+        if phase == "test":
+            table.ignored[tag] = "a test-set metric (accmon's rules read training and validation metrics)"
+        elif isinstance(m, Mapping):
+            candidates.append((tag, m, s))
+        else:
+            table.ignored[tag] = m
+    if keras:
+        table.framework = "keras"
+    choose(table, candidates)
+    _align_epoch_series(table)
+    return table
+
+
+def _run_name(path: str, run_dir: str) -> str:
+    base = os.path.basename(os.path.abspath(run_dir))
+    if re.fullmatch(r"version_\d+", base):  # Lightning: lightning_logs/version_3 → lightning_logs-version_3
+        base = os.path.basename(os.path.dirname(os.path.abspath(run_dir))) + "-" + base
+    return base or os.path.basename(os.path.abspath(path))
+
+
+def _align_epoch_series(table: Table) -> None:
+    """Put Keras' per-epoch values on the per-batch step axis (by wall time), or number steps by epoch."""
+    per_epoch = [s for s in table.series.values() if s.epoch_indexed]
+    per_step = [s for s in table.series.values() if not s.epoch_indexed]
+    if not per_epoch:
+        return
+    if not per_step:
+        if "epoch" not in table.series:
+            first = per_epoch[0]
+            table.series["epoch"] = Series("(step)", list(first.steps), [float(e) for e in first.steps], list(first.times))
+        return
+    # Each per-epoch value goes to the last batch step logged before it was written.
+    axis = sorted({(t, st) for s in per_step for st, t in zip(s.steps, s.times) if t is not None})
+    times = [t for t, _ in axis]
+    for s in per_epoch:
+        epochs, s.steps = s.steps, [_step_before(axis, times, t, ep) for ep, t in zip(s.steps, s.times)]
+        s.epoch_indexed = False
+        if "epoch" not in table.series:
+            table.series["epoch"] = Series("(epoch)", list(s.steps), [float(e) for e in epochs], list(s.times))
+
+
+def _step_before(axis: list[tuple[float, int]], times: list[float], t: float | None, fallback: int) -> int:
+    if not axis or t is None:
+        return fallback
+    i = bisect.bisect_right(times, t) - 1
+    return axis[max(i, 0)][1]
+
+
+# ---- CSV ---------------------------------------------------------------------------------------------------
+def _number(text: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)  # also 'nan', 'inf', '-inf' as Python and pandas write them
+    except ValueError:
+        return None
+
+
+def _load_csv(path: str) -> Table | None:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                return None
+            header = [h.strip() for h in header]
+            if "step" in header:
+                fmt, step_col, framework = "lightning-csv", header.index("step"), "lightning"
+            elif header[0] == "epoch":
+                fmt, step_col, framework = "keras-csv", 0, "keras"
+            else:
+                return None
+            rows = list(reader)
+    except UnicodeDecodeError:
+        return None
+    except OSError as exc:
+        raise LogError(f"{path}: {exc.strerror or exc}") from None
+    mtime = os.path.getmtime(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name == "metrics":  # Lightning: lightning_logs/version_3/metrics.csv
+        name = _run_name(path, os.path.dirname(os.path.abspath(path)))
+    table = Table(fmt, os.path.abspath(path), name, framework=framework, times="file mtime")
+    columns: dict[str, Series] = {}
+    for i, h in enumerate(header):
+        if i == step_col:
+            continue
+        columns[h] = Series(h, [], [], [])
+    for r, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        step = _number(row[step_col]) if step_col < len(row) else None
+        if step is None or not math.isfinite(step):
+            continue  # a row with no step cannot be placed
+        for i, h in enumerate(header):
+            if i == step_col or i >= len(row):
+                continue
+            v = _number(row[i])
+            if v is None:
+                continue
+            s = columns[h]
+            s.steps.append(int(step))
+            s.values.append(v)
+            s.times.append(mtime)
+    candidates = []
+    for h, s in columns.items():
+        if not s.steps:
+            table.ignored[h] = "no numeric values"
+            continue
+        m = map_tag(h)
+        if isinstance(m, Mapping):
+            candidates.append((h, m, s))
+        else:
+            table.ignored[h] = m
+    choose(table, candidates)
+    if fmt == "keras-csv" and "epoch" not in table.series:
+        steps = sorted({st for s in columns.values() for st in s.steps})
+        table.series["epoch"] = Series("epoch", steps, [float(x) for x in steps], [mtime] * len(steps))
+        table.mapped["epoch"] = "epoch"
+    return table
+
+
+def _newest_csv(root: str) -> tuple[str | None, list[str]]:
+    found = []
+    base = root.rstrip(os.sep).count(os.sep)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath.count(os.sep) - base >= MAX_DEPTH:
+            dirnames[:] = []
+        found += [os.path.join(dirpath, f) for f in filenames if f == "metrics.csv"]
+    if not found:
+        return None, []
+    found.sort(key=lambda p: (os.path.getmtime(p), p))
+    return found[-1], [os.path.relpath(p, root) for p in found[:-1]]
+
+
+# ---- frames ------------------------------------------------------------------------------------------------
+def _epoch_numbers(s: Series) -> None:
+    """Hugging Face logs the epoch as progress (0.33, 1.0, 1.5): make it the 0-based epoch in progress."""
+    if any(v != int(v) for v in s.values if math.isfinite(v)):
+        s.values = [float(max(math.ceil(v) - 1, 0)) if math.isfinite(v) else v for v in s.values]
+
+
+def frames(table: Table) -> Iterator[dict[str, Any]]:
+    """The table as wire frames: meta, facts, steps (STEPS_PER_FRAME at most each), end."""
+    if "epoch" in table.series:
+        _epoch_numbers(table.series["epoch"])
+    by_step: dict[int, dict[str, float]] = {}
+    step_time: dict[int, float] = {}
+    for name, s in table.series.items():
+        for st, v, t in zip(s.steps, s.values, s.times):
+            if st < 0:
+                continue
+            by_step.setdefault(st, {})[name] = v  # a tag logged twice at one step: the later value stands
+            if t is not None:
+                step_time[st] = max(step_time.get(st, t), t)
+    steps = sorted(by_step)
+    run_id = "import-" + hashlib.sha1(table.path.encode()).hexdigest()[:8]
+    fallback = os.path.getmtime(table.path) if os.path.exists(table.path) else time.time()
+    times = [step_time.get(st, fallback) for st in steps]
+    started = min(times, default=fallback)
+    seq = 0
+
+    def frame(kind: str, step: int, t: float, **body: Any) -> dict[str, Any]:
+        nonlocal seq
+        seq += 1
+        f = wire.envelope(kind, run_id, 0, seq, step, **body)
+        f["t"] = t
+        return f
+
+    yield frame("meta", -1, started, name=table.name, host=None, pid=None, cmd=[], started=started,
+                world_size=1, probe=__version__, source={"format": table.fmt, "path": table.path})
+    facts: dict[str, Any] = {"source": {"format": table.fmt, "path": table.path, "tags": dict(table.mapped),
+                                        "times": table.times}}
+    if table.framework:
+        facts["framework"] = table.framework
+    yield frame("facts", -1, started, facts=facts)
+    names = sorted(table.series)
+    for i in range(0, len(steps), STEPS_PER_FRAME):
+        chunk = steps[i:i + STEPS_PER_FRAME]
+        cols = {n: [by_step[st].get(n) for st in chunk] for n in names}
+        cols = {n: c for n, c in cols.items() if any(v is not None for v in c)}
+        for n in ("epoch",):
+            if n in cols:
+                cols[n] = [int(v) if v is not None and math.isfinite(v) else v for v in cols[n]]
+        yield frame("steps", chunk[-1], times[i + len(chunk) - 1], steps=chunk, times=times[i:i + len(chunk)], cols=cols)
+    last = steps[-1] if steps else -1
+    yield frame("end", last, times[-1] if times else started, status="finished", error=None, total_steps=len(steps))
+
+
+def info(table: Table) -> dict[str, Any]:
+    """What `load_log` found, for the command to show: format, run name, tags used and not, other runs."""
+    return {"format": table.fmt, "path": table.path, "name": table.name, "framework": table.framework,
+            "mapped": dict(table.mapped), "ignored": dict(table.ignored), "others": list(table.others),
+            "times": table.times, "steps": len({st for s in table.series.values() for st in s.steps if st >= 0})}
+
+
+def detect(path: str) -> str | None:
+    """'tensorboard', 'csv' or None: what `path` looks like, without reading it."""
+    if os.path.isfile(path):
+        if _is_event_file(os.path.basename(path)):
+            return "tensorboard"
+        if path.lower().endswith(".csv"):
+            return "csv"
+        return None
+    if os.path.isdir(path):
+        if _event_dirs(path):
+            return "tensorboard"
+        if _newest_csv(path)[0] is not None:
+            return "csv"
+    return None
+
+
+def load_log(path: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]] | None:
+    """A TensorBoard log (event file or directory) or a Keras/Lightning CSVLogger file as accmon frames.
+
+    None when `path` is none of these (an accmon recording, say). Raises LogError, with a message that
+    says what and where, when it is one of them but cannot be read.
+    """
+    kind = detect(path)
+    if kind is None:
+        return None
+    if kind == "tensorboard":
+        table = _load_tensorboard(path)
+    else:
+        csv_path, others = (path, []) if os.path.isfile(path) else _newest_csv(path)
+        assert csv_path is not None
+        table = _load_csv(csv_path)
+        if table is None:
+            return None
+        table.others = others
+    if not table.series:
+        raise LogError(f"{path}: no metric accmon reads (loss, accuracy, learning rate...); found "
+                       + (", ".join(sorted(table.ignored)) or "no scalars"))
+    return info(table), frames(table)
+
+
+def read_all(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """`load_log` with the frames in a list (tests and small tools)."""
+    got = load_log(path)
+    if got is None:
+        return None
+    return got[0], list(got[1])
