@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from accmon.probe import registry
@@ -15,6 +16,9 @@ commands:
   accmon                       attach to the newest live run on this host (a picker when there are several)
   accmon ls                    list live runs
   accmon attach RUN|ENDPOINT   attach to a run (id, name, or its ipc:// / tcp:// PUB endpoint)
+  accmon attach ssh://[user@]host[:port][/run]   attach to a run on another machine through ssh
+  accmon ls ssh://host         list the live runs on another machine
+  accmon keys                  CurveZMQ keys: binds beyond loopback that only your viewers can read
   accmon replay FILE           replay a recording
   accmon run -- CMD...         run an unmodified training command with the probe injected
   accmon check FILE [--json]   diagnose a recording headless (exit 1 when a warning or worse fired)
@@ -27,9 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="accmon", description="Live training monitor: why is my accuracy zero, or stuck?",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"accmon {_version()}")
+    p.add_argument("--ssh", metavar="[USER@]HOST[:PORT]", help="attach to (or `ls`) the runs on HOST through ssh")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    sub.add_parser("ls", help="list live runs on this host")
+    ls = sub.add_parser("ls", help="list live runs on this host, or on another through ssh")
+    ls.add_argument("target", nargs="?", metavar="ssh://[user@]host[:port]", help="list the runs on that host")
+    ls.add_argument("--json", action="store_true", help="one line of JSON: the registry entries")
+    ls.add_argument("--follow", metavar="RUN", help=argparse.SUPPRESS)  # the remote side of attach over ssh
 
     a = sub.add_parser("attach", help="attach to a live run")
     a.add_argument("target", nargs="?", help="run id or name (default: the newest), or the run's PUB endpoint")
@@ -54,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("file")
     e.add_argument("--csv", metavar="OUT", help="write the series as CSV")
     e.add_argument("--parquet", metavar="OUT", help="write the series as Parquet (needs pyarrow)")
+
+    from .keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
 
     d = sub.add_parser("demo", help="a training demo with the live view")
     d.add_argument("name", nargs="?", help="which demo (default: a healthy run); `accmon demo --list` lists them")
@@ -81,8 +93,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
+    if args.ssh and cmd in (None, "ls", "attach"):
+        from .remote import RemoteError, parse_target
+
+        try:
+            host = parse_target(args.ssh)
+        except RemoteError as exc:
+            sys.stderr.write(f"accmon: {exc}\n")
+            return 2
+        args.target = str(replace(host, run=getattr(args, "target", None) if cmd == "attach" else None))
     if cmd == "ls":
-        return cmd_ls()
+        return cmd_ls(args.target, as_json=args.json, follow=args.follow)
+    if cmd == "keys":
+        from .keys import cmd_keys
+
+        return cmd_keys(args)
     if cmd == "check":
         from .check import check
 
@@ -91,6 +116,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .runner import run_command
 
         argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if args.bind:
+            from accmon.probe.security import InsecureBindError, KeysError, check_bind
+
+            try:
+                check_bind(args.bind)  # before the command starts: refused here, not inside the training process
+            except (InsecureBindError, KeysError, ValueError) as exc:
+                sys.stderr.write(f"accmon run: {exc}\n")
+                return 2
         return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind)
     if cmd == "attach":
         return cmd_attach(args.target, headless=args.headless, record=args.record)
@@ -102,11 +135,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import cmd_demo
 
         return cmd_demo(args.name, list_only=args.list, headless=args.headless)
-    return cmd_attach(None, headless=False, record=None)
+    return cmd_attach(getattr(args, "target", None), headless=False, record=None)
 
 
-def cmd_ls() -> int:
+def cmd_ls(target: str | None = None, *, as_json: bool = False, follow: str | None = None) -> int:
+    if follow:
+        from .remote import follow_runs
+
+        return follow_runs(follow, sys.stdout)
+    if target:
+        from .remote import cmd_ls_remote
+
+        return cmd_ls_remote(target, as_json=as_json)
     runs = registry.list_runs()
+    if as_json:
+        from .remote import entries_json
+
+        print(entries_json(runs))
+        return 0
     if not runs:
         print("no live runs on this host")
         return 0
@@ -133,6 +179,10 @@ def resolve_target(target: str | None) -> list[registry.RunEntry]:
 
 
 def cmd_attach(target: str | None, *, headless: bool, record: str | None) -> int:
+    if target and target.startswith("ssh://"):
+        from .remote import cmd_attach_remote
+
+        return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty())
     entries = resolve_target(target)
     if not entries:
         which = f"matching {target!r} " if target else ""
