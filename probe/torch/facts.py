@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -14,6 +15,47 @@ MAX_LAYERS = 2000
 _HYPER = ("lr", "momentum", "weight_decay", "betas", "eps", "nesterov", "dampening", "alpha", "amsgrad")
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The user's model inside torch.compile's OptimizedModule and (Distributed)DataParallel wrappers,
+    so that layers are named as the user named them ("fc1", not "_orig_mod.module.fc1")."""
+    for _ in range(8):  # wrappers nest a few deep at most
+        inner = getattr(module, "_orig_mod", None)
+        if inner is None and type(module).__name__ in ("DistributedDataParallel", "DataParallel"):
+            inner = getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
+    return module
+
+
+def modules_on_stack(params: list[torch.Tensor], max_frames: int = 32) -> list[nn.Module]:
+    """Modules owning any of `params`, found among the local variables of the calling frames and the
+    globals of __main__: where a training script keeps its model. Outermost owners only."""
+    wanted = {id(p) for p in params}
+    seen: set[int] = set()
+    found: list[nn.Module] = []
+
+    def consider(obj: Any) -> None:
+        if isinstance(obj, nn.Module) and id(obj) not in seen:
+            seen.add(id(obj))
+            if any(id(p) in wanted for p in obj.parameters()):
+                found.append(obj)
+
+    frame = sys._getframe(1)
+    for _ in range(max_frames):
+        if frame is None:
+            break
+        for v in list(frame.f_locals.values()):
+            consider(v)
+        frame = frame.f_back
+    main = sys.modules.get("__main__")
+    for v in list(vars(main).values()) if main is not None else []:
+        consider(v)
+    # Keep the outermost: drop a module that is a submodule of another one found.
+    inner = {id(m) for f in found for m in f.modules() if m is not f}
+    return [unwrap(m) for m in found if id(m) not in inner]
+
+
 def layer_names(roots: list[nn.Module]) -> dict[int, str]:
     """id(parameter) → the name of the module that owns it, as `named_modules()` spells it.
 
@@ -22,7 +64,7 @@ def layer_names(roots: list[nn.Module]) -> dict[int, str]:
     """
     out: dict[int, str] = {}
     prefix_all = len(roots) > 1
-    for root in roots:
+    for root in map(unwrap, roots):
         rname = type(root).__name__
         for mname, module in root.named_modules():
             name = mname or rname
@@ -37,7 +79,7 @@ def module_names(roots: list[nn.Module]) -> dict[int, str]:
     """id(module) → name, for every submodule of the roots (the first name of a shared module)."""
     out: dict[int, str] = {}
     prefix_all = len(roots) > 1
-    for root in roots:
+    for root in map(unwrap, roots):
         rname = type(root).__name__
         for mname, module in root.named_modules():
             name = mname or rname
@@ -52,6 +94,8 @@ def _count(params: Any) -> int:
 
 
 def model_facts(root: nn.Module, output_module: nn.Module | None) -> dict[str, Any]:
+    compiled = getattr(root, "_orig_mod", None) is not None
+    root = unwrap(root)
     layers = []
     for name, m in root.named_modules():
         if next(m.children(), None) is not None:
@@ -74,6 +118,7 @@ def model_facts(root: nn.Module, output_module: nn.Module | None) -> dict[str, A
         "trainable_params": _count(p for p in params if p.requires_grad),
         "layers": layers,
         "output_activation": output_activation(output_module),
+        "compiled": compiled,
     }
 
 
@@ -100,7 +145,7 @@ def optimizer_facts(opt: torch.optim.Optimizer, model: nn.Module | None) -> dict
         opt_params.extend(g["params"])
     covers = None
     if model is not None:
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        trainable = [p for p in unwrap(model).parameters() if p.requires_grad]
         total = _count(trainable)
         ids = {id(p) for p in opt_params}
         covered = _count(p for p in trainable if id(p) in ids)

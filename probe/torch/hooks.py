@@ -11,6 +11,7 @@ import atexit
 import functools
 import os
 import types
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -71,6 +72,9 @@ def resume() -> None:
 
 
 def _hook(probe: TorchProbe) -> None:
+    # torch.compile warns that global hooks fire once more for the OptimizedModule wrapper; the probe
+    # expects that (it treats the wrapper as the root model), so the user need not see the warning.
+    warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks")
     try:
         _handles.append(_module.register_module_forward_pre_hook(probe.on_module_pre))
         _handles.append(_module.register_module_forward_hook(probe.on_module_post, with_kwargs=True, always_call=True))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.fx import GraphModule
 from torch.nn.modules.loss import _Loss
 
 from ..errors import report_once
@@ -226,7 +227,8 @@ class TorchProbe:
         return False
 
     def _root_enter(self, module: nn.Module) -> None:
-        if self.watch_model is not None and module is not self.watch_model():
+        if self.watch_model is not None and module is not self.watch_model() or isinstance(module, GraphModule):
+            # GraphModule: a compiled graph run by torch.compile's backend, not the user's model.
             self.cur_root = None
             return
         self.cur_root = module
@@ -491,6 +493,14 @@ class TorchProbe:
         if lay is None:
             if self.param_layer is None:
                 self.param_layer = F.layer_names(self._live_roots())
+            if any(id(st.params[i]) not in self.param_layer for i in idx):
+                # The model was never called outside a compiled region (or not at all): look for it among
+                # the variables of the calling code, once per layout.
+                found = F.modules_on_stack([st.params[i] for i in idx])
+                if found:
+                    self.roots.extend(weakref.ref(m) for m in found if not any(r() is m for r in self.roots))
+                    self.module_name = F.module_names(self._live_roots())
+                    self.param_layer = F.layer_names(self._live_roots())
             names = []
             for i in idx:
                 p = st.params[i]
