@@ -276,7 +276,7 @@ def _load_tensorboard(path: str) -> Table:
             acc = _accumulator(event_path)
             leaf = os.path.basename(event_path.rstrip(os.sep))
             for tag, s in _scalar_series(acc).items():
-                split = _add_scalars_split(tag, leaf) if phase is None and os.path.isdir(event_path) else None
+                split = _add_scalars_split(tag, leaf) if event_path != path and os.path.isdir(event_path) else None
                 if split is not None:
                     s.tag = split
                 elif phase is not None:
