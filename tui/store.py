@@ -1,0 +1,707 @@
+"""The viewer's memory of a run: columnar numpy series, per rank, that any chart can decimate to its width.
+
+Rendering cost must follow the screen, not the run (design.md, principle 6), and 1 M steps × 50 series must
+fit in 200 MB with the interpreter and the app. So:
+
+- Every rank has one row axis (`StepAxis`): one row per training step received, steps non-decreasing.
+  Every series of that rank has one value per row — "not measured" is a reserved NaN payload (`MISSING`),
+  distinct from a real NaN, which is the event accmon most needs to show.
+- Rows live in chunks of `CHUNK` rows. The newest chunk is plain float32 (exact to float32). A chunk that
+  fills up is *sealed*: its values are quantised to 16 bits relative to that chunk's own range (a log scale
+  for positive series spanning more than `LOG_RATIO`), with four codes kept for −Inf, +Inf, NaN and missing.
+  The error is at most 1/131,062 of the chunk's range — far below a terminal cell, which is what a chart
+  resolves — and it halves the memory of float32 (2 bytes per value instead of 4).
+- Each chunk keeps min, max, sum and count of its finite values per `BLOCK` rows, and flags for NaN/±Inf.
+  A chart asking for a few hundred columns over 10 M rows reads those block summaries (~40 k of them), never
+  the rows: a redraw costs the same at step 1,000 and at step 10,000,000.
+
+Everything here is plain numpy, no Textual: it is tested, and benchmarked, without an app.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+CHUNK = 1 << 15  # rows per chunk: the unsealed tail costs at most 128 KiB per series
+BLOCK = 256  # rows per block summary: 9 bytes of summary per 256 rows (0.035 B/row)
+BLOCKS_PER_CHUNK = CHUNK // BLOCK
+# Above this max/min ratio a positive chunk is quantised on a log scale: linear codes would keep the smallest
+# values to only 100/65531 ≈ 0.15 % — visible on a log-scale chart of gradient norms, which span decades.
+LOG_RATIO = 100.0
+
+MISSING_BITS = np.uint32(0x7FC0_0A11)  # a quiet NaN with a payload no float arithmetic produces
+MISSING = np.array([MISSING_BITS], dtype=np.uint32).view(np.float32)[0]
+_LEVELS = 65532  # codes 0..65531 carry values; 65532.. are the specials below
+_C_NEGINF, _C_POSINF, _C_NAN, _C_MISSING = 65532, 65533, 65534, 65535
+_MODE_EMPTY, _MODE_LINEAR, _MODE_LOG = 0, 1, 2
+
+FLAG_NAN, FLAG_POSINF, FLAG_NEGINF = 1, 2, 4
+
+
+def is_missing(values: np.ndarray) -> np.ndarray:
+    """True where a float32 array holds the 'not measured' marker."""
+    return values.view(np.uint32) == MISSING_BITS
+
+
+class _Grow:
+    """A 1-D array with amortised appends (doubling), for the small per-block summaries."""
+
+    __slots__ = ("data", "n")
+
+    def __init__(self, dtype: Any, capacity: int = 64) -> None:
+        self.data = np.empty(capacity, dtype=dtype)
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        need = self.n + len(values)
+        if need > len(self.data):
+            new = np.empty(max(need, 2 * len(self.data)), dtype=self.data.dtype)
+            new[: self.n] = self.data[: self.n]
+            self.data = new
+        self.data[self.n : need] = values
+        self.n = need
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.n]
+
+
+@dataclass
+class _Sealed:
+    """One full chunk, quantised: value = a + code·b (linear) or exp(a + code·b) (log)."""
+
+    mode: int
+    a: float = 0.0
+    b: float = 0.0
+    codes: np.ndarray | None = None  # uint16, None for a chunk that holds nothing measured
+    specials: bool = False  # any code ≥ _C_NEGINF present
+
+    def decode(self, i0: int, i1: int) -> np.ndarray:
+        if self.mode == _MODE_EMPTY or self.codes is None:
+            out = np.empty(i1 - i0, dtype=np.float32)
+            out.view(np.uint32)[:] = MISSING_BITS
+            return out
+        codes = self.codes[i0:i1]
+        if self.mode == _MODE_LINEAR:
+            out = (codes.astype(np.float64) * self.b + self.a).astype(np.float32)
+        else:
+            out = np.exp(codes.astype(np.float64) * self.b + self.a).astype(np.float32)
+        if self.specials:
+            out[codes == _C_NAN] = np.nan
+            out[codes == _C_POSINF] = np.inf
+            out[codes == _C_NEGINF] = -np.inf
+            out.view(np.uint32)[codes == _C_MISSING] = MISSING_BITS
+        return out
+
+
+def _seal(values: np.ndarray) -> _Sealed:
+    missing = is_missing(values)
+    finite = np.isfinite(values)
+    if not finite.any():
+        if missing.all():
+            return _Sealed(_MODE_EMPTY)
+        lo = hi = 0.0
+    else:
+        fv = values[finite]
+        lo, hi = float(fv.min()), float(fv.max())
+    if lo > 0 and hi / lo > LOG_RATIO:
+        mode, a = _MODE_LOG, math.log(lo)
+        b = (math.log(hi) - a) / (_LEVELS - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = (np.log(values.astype(np.float64)) - a) / b
+    else:
+        mode, a = _MODE_LINEAR, lo
+        b = (hi - lo) / (_LEVELS - 1)
+        scaled = (values.astype(np.float64) - a) / b if b > 0 else np.zeros(len(values))
+    codes = np.rint(np.where(finite, scaled, 0.0)).clip(0, _LEVELS - 1).astype(np.uint16)
+    specials = not finite.all()
+    if specials:
+        codes[np.isnan(values)] = _C_NAN
+        codes[values == np.inf] = _C_POSINF
+        codes[values == -np.inf] = _C_NEGINF
+        codes[missing] = _C_MISSING
+    return _Sealed(mode, a, b, codes, specials)
+
+
+def _block_summary(values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """min, max, sum, count of finite values and NaN/±Inf flags per BLOCK rows (a partial last block too)."""
+    n = len(values)
+    nb = -(-n // BLOCK)
+    padded = values
+    if nb * BLOCK != n:
+        padded = np.empty(nb * BLOCK, dtype=np.float32)
+        padded[:n] = values
+        padded.view(np.uint32)[n:] = MISSING_BITS
+    v = padded.reshape(nb, BLOCK)
+    finite = np.isfinite(v)
+    vf = np.where(finite, v, np.nan)
+    bmin = np.fmin.reduce(vf, axis=1)
+    bmax = np.fmax.reduce(vf, axis=1)
+    bsum = np.where(finite, v, 0.0).sum(axis=1, dtype=np.float64)
+    bcnt = finite.sum(axis=1).astype(np.uint16)
+    flags = np.zeros(nb, dtype=np.uint8)
+    if not finite.all():
+        missing = v.view(np.uint32) == MISSING_BITS
+        flags |= ((np.isnan(v) & ~missing).any(axis=1) * FLAG_NAN).astype(np.uint8)
+        flags |= ((v == np.inf).any(axis=1) * FLAG_POSINF).astype(np.uint8)
+        flags |= ((v == -np.inf).any(axis=1) * FLAG_NEGINF).astype(np.uint8)
+    return bmin, bmax, bsum, bcnt, flags
+
+
+@dataclass
+class Buckets:
+    """Per-column summary of a series over row ranges: what a chart draws."""
+
+    mins: np.ndarray  # float32, NaN where the bucket holds no finite value
+    maxs: np.ndarray
+    means: np.ndarray  # float64
+    counts: np.ndarray  # finite values per bucket
+    flags: np.ndarray  # FLAG_NAN | FLAG_POSINF | FLAG_NEGINF
+
+    @classmethod
+    def empty(cls, n: int) -> Buckets:
+        nan = np.full(n, np.nan, dtype=np.float32)
+        return cls(nan, nan.copy(), np.full(n, np.nan), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint8))
+
+
+class Column:
+    """One series of one rank: a float32 value per row of the rank's axis, in chunks (see module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.n = 0
+        self._sealed: list[_Sealed] = []
+        self._open = np.empty(CHUNK, dtype=np.float32)
+        self._n_open = 0
+        self._bmin = _Grow(np.float32)
+        self._bmax = _Grow(np.float32)
+        self._bsum = _Grow(np.float64)
+        self._bcnt = _Grow(np.uint16)
+        self._bflags = _Grow(np.uint8)
+        self._open_summary: tuple[int, tuple[np.ndarray, ...]] | None = None
+        self.measured = 0  # rows with a value (finite or not)
+        self.last_value: float | None = None  # exact (float64) newest measured value
+        self.last_finite: float | None = None
+        self.nonfinite = 0  # rows holding NaN or ±Inf
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def _seal_open(self) -> None:
+        vals = self._open
+        bmin, bmax, bsum, bcnt, flags = _block_summary(vals)
+        self._bmin.extend(bmin)
+        self._bmax.extend(bmax)
+        self._bsum.extend(bsum)
+        self._bcnt.extend(bcnt)
+        self._bflags.extend(flags)
+        self._sealed.append(_seal(vals))
+        self._n_open = 0
+        self._open_summary = None
+
+    def append(self, values: np.ndarray) -> None:
+        """Append float32 values (MISSING where not measured), one per new row."""
+        pos, m = 0, len(values)
+        while pos < m:
+            if self._n_open == CHUNK:
+                self._seal_open()
+            take = min(CHUNK - self._n_open, m - pos)
+            self._open[self._n_open : self._n_open + take] = values[pos : pos + take]
+            self._n_open += take
+            pos += take
+        self.n += m
+
+    def append_missing(self, m: int) -> None:
+        pos = 0
+        while pos < m:
+            if self._n_open == CHUNK:
+                self._seal_open()
+            take = min(CHUNK - self._n_open, m - pos)
+            self._open.view(np.uint32)[self._n_open : self._n_open + take] = MISSING_BITS
+            self._n_open += take
+            pos += take
+        self.n += m
+
+    def set_last(self, value: np.float32) -> None:
+        """Overwrite the newest row (a step continued in the next frame). The newest row is always unsealed."""
+        self._open[self._n_open - 1] = value
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def values(self, r0: int = 0, r1: int | None = None) -> np.ndarray:
+        """Rows [r0, r1) as float32 (sealed chunks decoded); MISSING where not measured."""
+        r1 = self.n if r1 is None else min(r1, self.n)
+        r0 = max(0, r0)
+        if r1 <= r0:
+            return np.empty(0, dtype=np.float32)
+        parts = []
+        nsealed = len(self._sealed) * CHUNK
+        c0, c1 = r0 // CHUNK, (r1 - 1) // CHUNK
+        for c in range(c0, c1 + 1):
+            lo = max(r0, c * CHUNK) - c * CHUNK
+            hi = min(r1, (c + 1) * CHUNK) - c * CHUNK
+            if c * CHUNK >= nsealed:
+                parts.append(self._open[lo:hi])
+            else:
+                parts.append(self._sealed[c].decode(lo, hi))
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+    def _blocks(self, b0: int, b1: int) -> tuple[np.ndarray, ...]:
+        """Block summaries [b0, b1), the unsealed chunk's computed on demand (and cached until it grows)."""
+        sealed_blocks = self._bmin.n
+        out = []
+        sealed = (self._bmin, self._bmax, self._bsum, self._bcnt, self._bflags)
+        if b1 <= sealed_blocks:
+            return tuple(g.view()[b0:b1] for g in sealed)
+        if self._open_summary is None or self._open_summary[0] != self._n_open:
+            self._open_summary = (self._n_open, _block_summary(self._open[: self._n_open]))
+        tail = self._open_summary[1]
+        t0, t1 = max(0, b0 - sealed_blocks), b1 - sealed_blocks
+        for g, t in zip(sealed, tail):
+            if b0 >= sealed_blocks:
+                out.append(t[t0:t1])
+            else:
+                out.append(np.concatenate([g.view()[b0:], t[:t1]]))
+        return tuple(out)
+
+    def buckets(self, edges: np.ndarray) -> Buckets:
+        """Summaries of rows [edges[i], edges[i+1]) for each i. Reads block summaries when buckets are wide."""
+        edges = np.clip(np.asarray(edges, dtype=np.int64), 0, self.n)
+        nb = len(edges) - 1
+        if nb <= 0:
+            return Buckets.empty(0)
+        widths = np.diff(edges)
+        nonempty = widths > 0
+        if not nonempty.any():
+            return Buckets.empty(nb)
+        if widths[nonempty].min() >= 2 * BLOCK:
+            # Edges rounded to whole blocks: each bucket moves by at most half a block, a quarter of its width.
+            bedges = (edges + BLOCK // 2) // BLOCK
+            if edges[-1] == self.n:
+                bedges[-1] = -(-self.n // BLOCK)  # the partial last block belongs to the last bucket
+            b0, b1 = int(bedges[0]), int(bedges[-1])
+            bmin, bmax, bsum, bcnt, bflags = self._blocks(b0, b1)
+            return _reduce(bedges - b0, bmin, bmax, bsum, bcnt.astype(np.int64), bflags)
+        r0, r1 = int(edges[0]), int(edges[-1])
+        v = self.values(r0, r1)
+        finite = np.isfinite(v)
+        vf = np.where(finite, v, np.float32(np.nan))
+        flags = np.zeros(len(v), dtype=np.uint8)
+        if not finite.all():
+            flags[np.isnan(v) & ~is_missing(v)] |= FLAG_NAN
+            flags[v == np.inf] |= FLAG_POSINF
+            flags[v == -np.inf] |= FLAG_NEGINF
+        return _reduce(edges - r0, vf, vf, np.where(finite, v.astype(np.float64), 0.0), finite.astype(np.int64), flags)
+
+
+def _reduce(edges: np.ndarray, mins: np.ndarray, maxs: np.ndarray, sums: np.ndarray, cnts: np.ndarray,
+            flags: np.ndarray) -> Buckets:
+    """Reduce element (or block) arrays over buckets [edges[i], edges[i+1]); empty buckets come out empty."""
+    nb = len(edges) - 1
+    n = len(mins)
+    out = Buckets.empty(nb)
+    if n == 0:
+        return out
+    nonempty = (edges[1:] > edges[:-1]) & (edges[:-1] < n)
+    idx = np.minimum(edges[:-1], n - 1)
+    bmin = np.fmin.reduceat(mins, idx)
+    bmax = np.fmax.reduceat(maxs, idx)
+    bsum = np.add.reduceat(sums, idx)
+    bcnt = np.add.reduceat(cnts, idx)
+    bfl = np.bitwise_or.reduceat(flags, idx)
+    out.mins[nonempty] = bmin[nonempty]
+    out.maxs[nonempty] = bmax[nonempty]
+    out.counts[nonempty] = bcnt[nonempty]
+    out.flags[nonempty] = bfl[nonempty]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = bsum / np.maximum(bcnt, 1)
+    means[bcnt == 0] = np.nan
+    out.means[nonempty] = means[nonempty]
+    return out
+
+
+class StepAxis:
+    """The step number of every row of one rank, non-decreasing, in chunks aligned with the columns'."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._chunks: list[np.ndarray] = []  # sealed chunks, CHUNK rows each
+        self._firsts: list[int] = []
+        self._open = np.empty(CHUNK, dtype=np.int64)
+        self._n_open = 0
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def append(self, steps: np.ndarray) -> None:
+        pos, m = 0, len(steps)
+        while pos < m:
+            if self._n_open == CHUNK:
+                self._chunks.append(self._open)
+                self._firsts.append(int(self._open[0]))
+                self._open = np.empty(CHUNK, dtype=np.int64)
+                self._n_open = 0
+            take = min(CHUNK - self._n_open, m - pos)
+            self._open[self._n_open : self._n_open + take] = steps[pos : pos + take]
+            self._n_open += take
+            pos += take
+        if m:
+            self.n += m
+            if self.first is None:
+                self.first = int(steps[0])
+            self.last = int(steps[-1])
+
+    def _chunk(self, c: int) -> np.ndarray:
+        return self._chunks[c] if c < len(self._chunks) else self._open[: self._n_open]
+
+    def rows(self, steps: np.ndarray, side: str = "left") -> np.ndarray:
+        """Row index of each step, as np.searchsorted over the whole axis would give it."""
+        steps = np.asarray(steps, dtype=np.int64)
+        out = np.empty(len(steps), dtype=np.int64)
+        if self.n == 0:
+            out[:] = 0
+            return out
+        firsts = np.array(self._firsts + [int(self._open[0]) if self._n_open else 2**62], dtype=np.int64)
+        # A step equal to a chunk's first step may also end the chunk before (equal steps): search from the left.
+        which = np.clip(np.searchsorted(firsts, steps, side=side) - 1, 0, len(firsts) - 1)
+        for c in np.unique(which):
+            sel = which == c
+            chunk = self._chunk(int(c))
+            out[sel] = c * CHUNK + np.searchsorted(chunk, steps[sel], side=side)
+        return out
+
+    def steps_at(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.clip(np.asarray(rows, dtype=np.int64), 0, max(self.n - 1, 0))
+        out = np.empty(len(rows), dtype=np.int64)
+        if self.n == 0:
+            out[:] = 0
+            return out
+        which = rows // CHUNK
+        for c in np.unique(which):
+            sel = which == c
+            out[sel] = self._chunk(int(c))[rows[sel] - c * CHUNK]
+        return out
+
+
+def _to_float32(values: list) -> tuple[np.ndarray, np.ndarray | None, float | None, float | None, int]:
+    """A frame column (floats, ints, None) as float32 with MISSING for None, without a Python loop per value.
+
+    Returns (values, measured mask or None when every row is measured, newest measured value and newest
+    finite value, exact, and the number of measured values that are NaN or ±Inf).
+    """
+    arr = np.array(values, dtype=np.float64)  # None becomes NaN here: tell them apart below, at NaNs only
+    nan_at = np.flatnonzero(np.isnan(arr))
+    measured = None
+    none_count = 0
+    if len(nan_at):
+        none_at = [i for i in nan_at.tolist() if values[i] is None]
+        if none_at:
+            none_count = len(none_at)
+            measured = np.ones(len(arr), dtype=bool)
+            measured[none_at] = False
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if measured is not None:
+        out.view(np.uint32)[~measured] = MISSING_BITS
+        idx = np.flatnonzero(measured)
+        last = float(arr[idx[-1]]) if len(idx) else None
+    else:
+        last = float(arr[-1]) if len(arr) else None
+    nonfinite = len(nan_at) - none_count + int(np.isinf(arr).sum())
+    last_finite = last
+    if nonfinite or measured is not None:
+        fin = np.flatnonzero(np.isfinite(arr))
+        last_finite = float(arr[fin[-1]]) if len(fin) else None
+    return out, measured, last, last_finite, nonfinite
+
+
+class RankData:
+    """Everything received from one rank: its row axis and its series."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.axis = StepAxis()
+        self.columns: dict[str, Column] = {}
+        self.version = 0  # bumps on every change: widgets redraw only when it moved
+        self.hists_last: dict[str, list[float]] = {}
+        self.hists_total: dict[str, np.ndarray] = {}
+        self.out_of_order = 0  # rows dropped because their step went backwards
+        # One (wall time, step) pair per steps frame: steps/s, elapsed time, and replay at the run's own pace.
+        self.time_t = _Grow(np.float64)
+        self.time_step = _Grow(np.int64)
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+
+    def column(self, name: str) -> Column | None:
+        return self.columns.get(name)
+
+    def names(self, prefix: str = "") -> list[str]:
+        return [n for n in self.columns if n.startswith(prefix)]
+
+    def add_steps(self, frame: dict[str, Any]) -> int:
+        """Ingest one `steps` frame; return the number of new rows."""
+        steps = frame["steps"]
+        if not steps:
+            return 0
+        cols: dict[str, list] = frame.get("cols") or {}
+        sarr = np.asarray(steps, dtype=np.int64)
+        order = None
+        if len(sarr) > 1 and (np.diff(sarr) < 0).any():
+            order = np.argsort(sarr, kind="stable")
+            sarr = sarr[order]
+        last = self.axis.last
+        start = 0
+        if last is not None and sarr[0] < last:
+            start = int(np.searchsorted(sarr, last, side="left"))
+            self.out_of_order += start
+        merge = last is not None and start < len(sarr) and sarr[start] == last
+        new_from = start + (1 if merge else 0)
+        new = len(sarr) - new_from
+        if new == 0 and not merge:
+            return 0
+        # Convert every column before changing anything: a bad column leaves no half-applied frame behind.
+        converted = []
+        for name, values in cols.items():
+            if not isinstance(name, str) or not isinstance(values, list) or len(values) != len(steps):
+                raise ValueError(f"column {name!r} does not hold one value per step")
+            converted.append((name, *_to_float32(values)))
+        for name, vals, measured, last_value, last_finite, nonfinite in converted:
+            if order is not None:
+                vals = vals[order]
+                measured = measured[order] if measured is not None else None
+            col = self.columns.get(name)
+            if col is None:
+                if measured is not None and not measured[start:].any():
+                    continue  # never measured yet: no column until it is
+                col = self.columns[name] = Column(name)
+                col.append_missing(self.axis.n)
+            if merge and (measured is None or measured[start]):
+                col.set_last(vals[start])
+            col.append(vals[new_from:])
+            if last_value is not None:
+                col.last_value = last_value
+                col.measured += int(measured[new_from:].sum()) if measured is not None else new
+                col.nonfinite += nonfinite
+                if last_finite is not None:
+                    col.last_finite = last_finite
+        for name, col in self.columns.items():
+            if col.n < self.axis.n + new:
+                col.append_missing(self.axis.n + new - col.n)
+        self.axis.append(sarr[new_from:])
+        hists = frame.get("hists")
+        if isinstance(hists, dict):
+            for name, counts in hists.items():
+                if isinstance(name, str) and isinstance(counts, list):
+                    self.hists_last[name] = counts
+                    arr = np.nan_to_num(np.array(counts, dtype=np.float64))
+                    tot = self.hists_total.get(name)
+                    if tot is None or len(tot) < len(arr):
+                        grown = np.zeros(len(arr))
+                        if tot is not None:
+                            grown[: len(tot)] = tot
+                        tot = grown
+                    tot[: len(arr)] += arr
+                    self.hists_total[name] = tot
+        times = frame.get("times")
+        t = times[-1] if isinstance(times, list) and times and isinstance(times[-1], (int, float)) else frame.get("t")
+        if isinstance(t, (int, float)) and math.isfinite(t):
+            if self.first_t is None:
+                t0 = times[0] if isinstance(times, list) and times and isinstance(times[0], (int, float)) else t
+                self.first_t = float(t0)
+            self.last_t = float(t)
+            self.time_t.extend(np.array([t], dtype=np.float64))
+            self.time_step.extend(np.array([int(sarr[-1])], dtype=np.int64))
+        self.version += 1
+        return new
+
+    def latest(self, name: str) -> float | None:
+        col = self.columns.get(name)
+        return None if col is None else col.last_value
+
+    def steps_per_s(self, window_s: float = 10.0) -> float | None:
+        """Training speed over the newest `window_s` seconds of the run's own clock."""
+        n = self.time_t.n
+        if n < 2:
+            return None
+        t = self.time_t.view()
+        s = self.time_step.view()
+        i = int(np.searchsorted(t, t[-1] - window_s, side="left"))
+        i = min(i, n - 2)
+        dt = t[-1] - t[i]
+        return (s[-1] - s[i]) / dt if dt > 0 else None
+
+    def step_at_time(self, t: float) -> int | None:
+        """The newest step the run had reached at wall time t (its own clock): replay at the run's pace."""
+        n = self.time_t.n
+        if n == 0:
+            return None
+        i = int(np.searchsorted(self.time_t.view(), t, side="right")) - 1
+        return int(self.time_step.view()[max(i, 0)]) if i >= 0 else None
+
+    def time_at_step(self, step: int) -> float | None:
+        n = self.time_t.n
+        if n == 0:
+            return None
+        i = int(np.searchsorted(self.time_step.view(), step, side="left"))
+        return float(self.time_t.view()[min(i, n - 1)])
+
+
+ALERT_SEVERITIES = ("critical", "warning", "info")
+
+
+@dataclass
+class AlertBook:
+    """Alerts by identity (id, rank, cause), in the order first seen; updates replace the dict."""
+
+    by_key: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    version: int = 0
+
+    def update(self, alert: dict[str, Any]) -> bool:
+        if not isinstance(alert, dict) or not isinstance(alert.get("id"), str):
+            return False
+        alert = dict(alert)
+        step = alert.get("step")
+        alert["step"] = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else -1
+        if alert.get("severity") not in ALERT_SEVERITIES:
+            alert["severity"] = "info"
+        key = (alert["id"], alert.get("rank") or 0, str(alert.get("cause", "")))
+        self.by_key[key] = alert
+        self.version += 1
+        return True
+
+    def newest_first(self, up_to_step: int | None = None) -> list[tuple[tuple, dict[str, Any]]]:
+        items = [(k, a) for k, a in self.by_key.items() if up_to_step is None or a["step"] <= up_to_step]
+        rank = {s: i for i, s in enumerate(ALERT_SEVERITIES)}
+        return sorted(items, key=lambda ka: (-ka[1]["step"], rank[ka[1]["severity"]], ka[1]["id"]))
+
+    def steps(self) -> list[tuple[int, str]]:
+        """(step, severity) of every alert, for markers on time axes."""
+        return [(a["step"], a["severity"]) for a in self.by_key.values()]
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+
+@dataclass
+class Changes:
+    """What one batch of frames changed: the app redraws only the widgets that show it."""
+
+    steps: set[int] = field(default_factory=set)  # ranks with new rows
+    alerts: bool = False
+    facts: bool = False
+    meta: bool = False
+    ended: bool = False
+    malformed: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.alerts or self.facts or self.meta or self.ended or self.malformed)
+
+
+class RunStore:
+    """One run as the viewer knows it: meta, facts, per-rank series, alerts, how it ended."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.meta: dict[int, dict[str, Any]] = {}
+        self.facts: dict[str, Any] = {}
+        self.ranks: dict[int, RankData] = {}
+        self.alerts = AlertBook()
+        self.ends: dict[int, dict[str, Any]] = {}
+        self.exit: dict[str, Any] | None = None
+        self.malformed = 0
+        self.last_problem: str | None = None
+        self.frames = 0
+        self.version = 0
+
+    def rank(self, r: int) -> RankData:
+        data = self.ranks.get(r)
+        if data is None:
+            data = self.ranks[r] = RankData(r)
+        return data
+
+    @property
+    def name(self) -> str | None:
+        m = self.meta.get(0) or next(iter(self.meta.values()), {})
+        return m.get("name") if isinstance(m.get("name"), str) else None
+
+    def ingest(self, frames: Iterable[dict[str, Any]]) -> Changes:
+        """Apply decoded frames. A frame that does not fit the contract is counted and skipped, never raised."""
+        ch = Changes()
+        for frame in frames:
+            try:
+                self._ingest_one(frame, ch)
+            except Exception as exc:  # malformed input gets a clear note, never a crash (design.md, principle 4)
+                self.malformed += 1
+                ch.malformed += 1
+                kind = frame.get("kind") if isinstance(frame, dict) else type(frame).__name__
+                self.last_problem = f"ignored a malformed {kind} frame: {exc.__class__.__name__}: {exc}"
+        if ch:
+            self.version += 1
+        return ch
+
+    def _ingest_one(self, frame: dict[str, Any], ch: Changes) -> None:
+        kind = frame["kind"]
+        rank = frame.get("rank", 0)
+        if not isinstance(rank, int):
+            raise TypeError(f"rank {rank!r} is not an int")
+        self.frames += 1
+        if self.run_id is None and isinstance(frame.get("run"), str):
+            self.run_id = frame["run"]
+        if kind == "steps":
+            if not isinstance(frame.get("steps"), list) or not isinstance(frame.get("cols", {}), dict):
+                raise TypeError("steps frame without a steps list and a cols map")
+            self.rank(rank).add_steps(frame)
+            ch.steps.add(rank)
+        elif kind == "alert":
+            if not self.alerts.update({**frame["alert"], "rank": frame["alert"].get("rank", rank)}):
+                raise ValueError("alert without an id")
+            ch.alerts = True
+        elif kind == "facts":
+            facts = frame["facts"]
+            if not isinstance(facts, dict):
+                raise TypeError("facts is not a map")
+            if rank == 0 or not self.facts:
+                self.facts.update(facts)
+            ch.facts = True
+        elif kind == "meta":
+            self.meta[rank] = {k: v for k, v in frame.items() if k not in ("v", "kind", "seq")}
+            self.rank(rank)
+            ch.meta = True
+        elif kind == "end":
+            self.ends[rank] = frame
+            ch.ended = True
+        elif kind == "exit":
+            self.exit = frame
+            ch.ended = True
+
+    # -- summaries for the header -----------------------------------------------------------------------
+    def status(self) -> str | None:
+        """'finished' or 'crashed' once the run said so (or its exit code did); None while it runs."""
+        if any(e.get("status") == "crashed" for e in self.ends.values()):
+            return "crashed"
+        if self.exit is not None:
+            code, sig = self.exit.get("exit_code"), self.exit.get("signal")
+            if sig or code not in (0, None):
+                return "crashed"
+            return "finished"
+        if self.ends and len(self.ends) >= max(1, len(self.meta)):
+            return "finished"
+        return None
+
+    def error(self) -> str | None:
+        for e in self.ends.values():
+            if e.get("status") == "crashed":
+                return str(e.get("error") or "crashed")
+        if self.exit is not None:
+            if self.exit.get("signal"):
+                return f"killed by {self.exit['signal']}"
+            if self.exit.get("exit_code") not in (0, None):
+                return f"exit code {self.exit['exit_code']}"
+        return None
+
+    def last_step(self) -> int | None:
+        lasts = [d.axis.last for d in self.ranks.values() if d.axis.last is not None]
+        return max(lasts) if lasts else None
+
+    def first_step(self) -> int | None:
+        firsts = [d.axis.first for d in self.ranks.values() if d.axis.first is not None]
+        return min(firsts) if firsts else None
