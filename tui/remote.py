@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -131,6 +132,12 @@ def remote_command(*args: str) -> str:
 
 def _explain_exit(target: SshTarget, code: int, stderr: str) -> str:
     tail = " ".join(line.strip() for line in stderr.strip().splitlines()[-3:])[:500]
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"ssh was killed by {name}"
     if code == 255:
         return f"ssh to {target.destination} failed: {tail or 'no message'}"
     if code == 127 or "No module named accmon" in stderr:
@@ -154,7 +161,7 @@ def parse_listing(text: str | bytes) -> list[registry.RunEntry]:
         raise RemoteError(f"the run listing is {len(text)} bytes: refusing it (more than {MAX_LISTING_BYTES})")
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting makes the json module recurse past the limit
         first = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).strip().splitlines()[:1]
         raise RemoteError(f"the run listing is not JSON ({exc}): {first[0][:200] if first else 'empty output'}") from None
     if not isinstance(data, list):
