@@ -6,26 +6,13 @@ accmon frames, so that `accmon check` and `accmon replay` run on them unchanged.
 TensorBoard's own `event_processing` (it knows every record type, torn writes and restarted runs) and the
 standard library's `csv`. Nothing here parses a binary format by hand.
 
-Tags become accmon metric names by their words, not by exact spelling, because every framework spells them
-its own way. A tag is split into lower-case words (at `/ _ - .`, spaces and camelCase); the words say
-
-| words in the tag (any order)                                   | accmon name      |
-|----------------------------------------------------------------|------------------|
-| `loss`                                                          | `loss`           |
-| `acc`, `accuracy`, `categorical accuracy`, `binary accuracy`, `top1 accuracy`, `acc1` | `acc` |
-| a validation word (`val`, `valid`, `validation`, `eval`, `evaluation`, `dev`) with either of the above | `val_loss`, `val_acc` |
-| `epoch` alone (Lightning's and Hugging Face's `epoch` scalar)   | `epoch`          |
-| `lr`, `learning rate`, `lr <optimizer>` (Lightning's `lr-Adam`); `pgN` → group N-1 | `lr`, `lr/<g>` |
-| `grad norm`, `gradient norm`                                    | `grad_norm`      |
-
-Words that only say where a value belongs are ignored: `train`/`training`, `step`/`batch`/`iter`, `epoch`
-next to a metric (Keras' `epoch_loss`, Lightning's `train_loss_epoch`), `mean`/`avg`/`total`. A tag with any
-other word (`kl_loss`, `top5_acc`, `eval/runtime`) is not one of accmon's metrics and is listed in
-`info["ignored"]` with the reason; so is a `test` tag (a test set is not the validation set the rules reason
-about). Sub-directories named after a phase (Keras' `train/` and `validation/`, torch's `add_scalars`
-directories `Loss_train/`) add their phase to the tags inside. When two tags give the same name, the finer one
-wins for training metrics (per step rather than per epoch) and the per-epoch one for validation; the other
-is listed as a duplicate.
+Tags become accmon metric names by their words (accmon.probe.metric_names has the table): `train/loss`,
+`Loss/train`, `train_loss_step`, Keras' `epoch_loss` → `loss`; `val_acc`, `eval/accuracy` → `val_acc`;
+`lr-Adam`, `train/learning_rate` → `lr`; `epoch`. A tag with any other word (`kl_loss`, `top5_acc`,
+`eval/runtime`, a `test` tag) is listed in `info["ignored"]` with the reason. Sub-directories named after a
+phase (Keras' `train/` and `validation/`, torch's `add_scalars` directories `Loss_train/`) add their phase to
+the tags inside. When two tags give the same name, the finer one wins for training metrics (per step rather
+than per epoch) and the per-epoch one for validation; the other is listed as a duplicate.
 
 Steps: TensorBoard's step of each value. Keras writes `epoch_*` tags per epoch (their step is the epoch
 number); next to per-batch tags they are placed, by wall time, at the last batch logged before them. A
@@ -46,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from accmon.probe import __version__, wire
+from accmon.probe.metric_names import TEST_WORDS, TRAIN_WORDS, VAL_WORDS, Mapping, map_tag, words
 
 # As many steps per frame as the probe's I/O thread puts in one (probe/iothread.py MAX_STEPS_PER_FRAME).
 STEPS_PER_FRAME = 2048
@@ -53,29 +41,8 @@ STEPS_PER_FRAME = 2048
 # Keras one (logs/fit/<time>/train/) is 3-4 deep; deeper trees are someone's whole home directory.
 MAX_DEPTH = 6
 
-VAL_WORDS = frozenset({"val", "valid", "validation", "eval", "evaluation", "dev"})
-TRAIN_WORDS = frozenset({"train", "training", "trn"})
-TEST_WORDS = frozenset({"test", "testing"})
-STEP_WORDS = frozenset({"step", "steps", "batch", "iter", "iteration", "it"})
-FILLER_WORDS = frozenset({"mean", "avg", "average", "total", "overall", "metric", "metrics", "scalar", "scalars"})
-ACC_FORMS = frozenset({
-    ("acc",), ("accuracy",), ("categorical", "accuracy"), ("sparse", "categorical", "accuracy"),
-    ("binary", "accuracy"), ("top1", "acc"), ("top1", "accuracy"), ("acc1",), ("acc", "top1"), ("accuracy", "top1"),
-})
-OPTIMIZER_WORDS = frozenset({"adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lamb",
-                             "lion", "adafactor", "lbfgs", "radam", "sparseadam", "asgd", "rprop"})
-
-
 class LogError(ValueError):
     """A log that is one of the known formats but cannot be read; the message says what and where."""
-
-
-@dataclass(frozen=True)
-class Mapping:
-    """How one tag maps: the accmon name, and a rank among tags of the same name (lower wins)."""
-
-    name: str
-    rank: int
 
 
 @dataclass
@@ -102,56 +69,6 @@ class Table:
     framework: str | None = None
     times: str = "recorded"
     others: list[str] = field(default_factory=list)
-
-
-# ---- tag names ---------------------------------------------------------------------------------------------
-def words(tag: str) -> list[str]:
-    """`Loss/trainEpoch` → ['loss', 'train', 'epoch']."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", tag)
-    return [w for w in re.split(r"[/_\-.\s:]+", spaced.lower()) if w]
-
-
-def map_tag(tag: str, phase: str | None = None) -> Mapping | str:
-    """The accmon name of a tag, or the reason it has none. `phase` comes from the tag's directory."""
-    ws = words(tag)
-    if not ws:
-        return "empty tag"
-    found = set(ws)
-    if found & TEST_WORDS:
-        return "a test-set metric (accmon's rules read training and validation metrics)"
-    is_val = bool(found & VAL_WORDS) or phase == "val"
-    if found & VAL_WORDS and found & TRAIN_WORDS:
-        return "names both training and validation"
-    per_step = bool(found & STEP_WORDS)
-    rest = [w for w in ws if w not in VAL_WORDS and w not in TRAIN_WORDS and w not in STEP_WORDS and w not in FILLER_WORDS]
-    if rest == ["epoch"]:
-        if is_val:
-            return "an epoch counter of the validation pass"
-        return Mapping("epoch", 0)
-    per_epoch = "epoch" in rest
-    rest = [w for w in rest if w != "epoch"]
-    # Training metrics: per-step series show more than per-epoch means. Validation: one value per pass.
-    rank = 0 if per_step else (2 if per_epoch else 1)
-    if is_val:
-        rank = 0 if per_epoch else (2 if per_step else 1)
-    key = tuple(rest)
-    if key == ("loss",):
-        return Mapping("val_loss" if is_val else "loss", rank)
-    if key in ACC_FORMS:
-        return Mapping("val_acc" if is_val else "acc", rank)
-    if is_val:
-        return "not a metric accmon reads for validation"
-    if key[:1] == ("lr",) or key[:2] == ("learning", "rate"):
-        tail = [w for w in key[1 if key[0] == "lr" else 2:] if w not in OPTIMIZER_WORDS]  # Lightning: lr-Adam/pg2
-        if not tail:
-            return Mapping("lr", rank)
-        if len(tail) == 1 and re.fullmatch(r"pg\d+", tail[0]):
-            group = max(int(tail[0][2:]) - 1, 0)  # Lightning numbers parameter groups from 1
-            return Mapping("lr" if group == 0 else f"lr/{group}", rank)
-        return "not a metric accmon reads"
-    if key in (("grad", "norm"), ("gradient", "norm"), ("grad", "norm", "total")):
-        return Mapping("grad_norm", rank)
-    return "not a metric accmon reads"
 
 
 def _phase_of_dir(dirname: str) -> str | None:
