@@ -222,6 +222,8 @@ class Ledger:
         for row in rows:
             lay = []
             for dec, t, meta in row.parts:
+                if t.is_meta:  # no values to bring home (a shape-only pass slipped through)
+                    continue
                 key = t.get_device()
                 group = by_dev.get(key)
                 if group is None:

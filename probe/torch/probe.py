@@ -119,6 +119,7 @@ class TorchProbe:
         self.roots: list[weakref.ref] = []
         self.module_name: dict[int, str] = {}
         self.param_layer: dict[int, str] | None = None
+        self.extra_names: dict[int, str] = {}  # id(parameter) → layer, given by a framework adapter (Keras)
         self.model_ref: weakref.ref | None = None
         self.primary_opt: weakref.ref | None = None
         self.opt_states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -146,6 +147,7 @@ class TorchProbe:
         self.last_iter: Any = None
         # Facts.
         self.facts: dict[str, Any] = {"framework": "torch"}
+        self.fixed: set[str] = set()  # fact keys a framework adapter (Keras) describes better: left as given
         self.sent_host_facts = False
         self.first_train_loss_seen = False
         self.first_input_seen = False
@@ -210,7 +212,7 @@ class TorchProbe:
             elif "modules" not in self.broken:
                 if self.deep_now and self.cur_root is not None:
                     kind = A.KINDS.get(type(module))
-                    if kind is not None and isinstance(output, torch.Tensor):
+                    if kind is not None and isinstance(output, torch.Tensor) and not output.is_meta:
                         self._activation(module, kind, output)
                 if d == 0:
                     self._root_done(module, args, kwargs, output)
@@ -250,7 +252,7 @@ class TorchProbe:
 
     def _inputs(self, args: tuple, kwargs: dict) -> None:
         x = I.first_tensor(args, kwargs)
-        if x is None:
+        if x is None or x.is_meta:  # meta tensors: a shape-only pass (Keras builds models that way)
             return
         t0 = _perf()
         first = not self.first_input_seen
@@ -321,7 +323,7 @@ class TorchProbe:
         self.spent += _perf() - t0
 
     def observe(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None, *,
-                kind: str | None = None) -> None:
+                kind: str | None = None, train: bool | None = None) -> None:
         """Explicit loss call for custom loss functions: accuracy from `output` and `target`.
 
         `kind` names the loss whose convention the outputs follow ("CrossEntropyLoss": class scores,
@@ -343,7 +345,7 @@ class TorchProbe:
             spec = L.spec_for(kind)
             value = loss if loss is not None else torch.full((), float("nan"), device=output.device)
             self._loss(spec, ("observe", kind), output, target, value, -100 if spec.rule == L.ARGMAX else None,
-                       "mean", "explicit")
+                       "mean", "explicit", train)
         except Exception as exc:
             self._fail("loss", exc)
         self.spent += _perf() - t0
@@ -353,15 +355,15 @@ class TorchProbe:
         return torch.is_grad_enabled() and (root is None or root.training)
 
     def _loss(self, spec: L.LossSpec, key: Any, inp: Any, target: Any, loss: Any, ignore: Any,
-              reduction: Any, via: str) -> None:
+              reduction: Any, via: str, train: bool | None = None) -> None:
         # No no_grad() needed: every op below works on detached tensors or yields integers/bools.
-        if not isinstance(inp, torch.Tensor) or not isinstance(loss, torch.Tensor):
+        if not isinstance(inp, torch.Tensor) or not isinstance(loss, torch.Tensor) or inp.is_meta:
             return
         if not isinstance(target, torch.Tensor):
             target = None
         n = int(inp.shape[0]) if inp.dim() > 0 else 1
         out = inp.detach()
-        if not self._is_train():
+        if not (self._is_train() if train is None else train):
             self.val_parts.append((self.d_val_loss, _scalar(loss), n))
             if target is None or key != self.primary_loss or self.rule is None:
                 return
@@ -421,9 +423,10 @@ class TorchProbe:
     def _loss_facts(self, spec: L.LossSpec, inp: torch.Tensor, target: torch.Tensor, ignore: Any, reduction: Any,
                     via: str) -> None:
         f = self.facts
-        f["loss"] = {"kind": spec.kind, "reduction": reduction if isinstance(reduction, str) else None, "via": via}
-        if isinstance(ignore, int) and spec.rule == L.ARGMAX:
-            f["loss"]["ignore_index"] = ignore
+        if "loss" not in self.fixed:
+            f["loss"] = {"kind": spec.kind, "reduction": reduction if isinstance(reduction, str) else None, "via": via}
+            if isinstance(ignore, int) and spec.rule == L.ARGMAX:
+                f["loss"]["ignore_index"] = ignore
         task = L.task_of(spec, tuple(inp.shape), tuple(target.shape))
         if task is not None:
             f["task"] = task
@@ -493,7 +496,7 @@ class TorchProbe:
         if lay is None:
             if self.param_layer is None:
                 self.param_layer = F.layer_names(self._live_roots())
-            if any(id(st.params[i]) not in self.param_layer for i in idx):
+            if any(id(st.params[i]) not in self.param_layer and id(st.params[i]) not in self.extra_names for i in idx):
                 # The model was never called outside a compiled region (or not at all): look for it among
                 # the variables of the calling code, once per layout.
                 found = F.modules_on_stack([st.params[i] for i in idx])
@@ -504,7 +507,7 @@ class TorchProbe:
             names = []
             for i in idx:
                 p = st.params[i]
-                names.append(self.param_layer.get(id(p)) or f"opt{st.index}.param{i}")
+                names.append(self.extra_names.get(id(p)) or self.param_layer.get(id(p)) or f"opt{st.index}.param{i}")
             layout = Ly.ParamLayout(names)
             params = [st.params[i] for i in idx]
             lay = st.layouts[idx] = {
@@ -541,6 +544,13 @@ class TorchProbe:
         self.spent_tiers["deep"] += _perf() - t1
 
     def on_opt_post(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self._opt_post(opt, end=True)
+
+    def on_opt_post_keras(self, opt: Any) -> None:
+        """After a Keras optimizer's apply(): its statistics, but the Keras callback ends the step."""
+        self._opt_post(opt, end=False)
+
+    def _opt_post(self, opt: Any, end: bool) -> None:
         if self.off or _compiling() or "optimizer" in self.broken or not self._watching(opt):
             return None
         t0 = _perf()
@@ -558,7 +568,7 @@ class TorchProbe:
                 self.spent_tiers["deep"] += _perf() - t0
             primary = self.primary_opt is not None and self.primary_opt() is opt
             self._lrs(opt, st.index if st is not None else len(self.opt_states), primary)
-            if primary:
+            if primary and end:
                 self.spent += _perf() - t0
                 self._end_step()  # accounts for its own time, in the step it ends
                 return None
@@ -572,12 +582,16 @@ class TorchProbe:
         for g, group in enumerate(opt.param_groups):
             lr = group.get("lr")
             name = f"lr/{g}" if primary else f"lr/opt{index}.{g}"
+            if not isinstance(lr, (torch.Tensor, int, float)):
+                lr = getattr(lr, "value", None)  # a Keras Variable holds a torch tensor on the torch backend
             if isinstance(lr, torch.Tensor):
+                # A copy: a scheduler may assign into this very tensor before the flush reads it.
+                value = lr.detach().reshape(()).clone()
                 dec = self.d_custom.get(name) or self.d_custom.setdefault(name, _MeanDecoder(name))
-                self.cur.add(dec, lr.detach().reshape(()), 1)
+                self.cur.add(dec, value, 1)
                 if primary and g == 0:
                     dec0 = self.d_custom.get("lr") or self.d_custom.setdefault("lr", _MeanDecoder("lr"))
-                    self.cur.add(dec0, lr.detach().reshape(()), 1)
+                    self.cur.add(dec0, value, 1)
             elif isinstance(lr, (int, float)):
                 s[name] = float(lr)
                 if primary and g == 0:
@@ -717,17 +731,26 @@ class TorchProbe:
             model = self._main_model()
             if model is not None:
                 self.model_ref = weakref.ref(model)
+            if model is not None and "model" not in self.fixed:
                 f["model"] = F.model_facts(model, self.output_module)
                 if self.inferred.get("output_activation") and f["model"]["output_activation"] == "unknown":
                     f["model"]["output_activation"] = self.inferred["output_activation"]
             opts = list(self.opt_states.keys())
-            if opts:
+            if opts and "optimizer" not in self.fixed:
                 f["optimizer"] = [F.optimizer_facts(o, model) for o in opts]
         except Exception as exc:
             self._fail("facts", exc)
         self.run.set_facts(**f)
 
+    def fix_facts(self, **facts: Any) -> None:
+        """Facts a framework adapter knows better than the hooks (Keras's own model, loss, optimizer)."""
+        self.facts.update(facts)
+        self.fixed.update(facts)
+        self.run.set_facts(**facts)
+
     def _send_optimizer_facts(self) -> None:
+        if "optimizer" in self.fixed:
+            return
         model = self.model_ref() if self.model_ref is not None else None
         self.facts["optimizer"] = [F.optimizer_facts(o, model) for o in self.opt_states.keys()]
         self.run.set_facts(optimizer=self.facts["optimizer"])
@@ -795,7 +818,8 @@ class TorchProbe:
         model = self.facts.get("model")
         if inferred is not None:
             self.inferred["output_activation"] = inferred
-        if isinstance(model, dict) and model.get("output_activation") in ("unknown", "none") and inferred:
+        if isinstance(model, dict) and model.get("output_activation") in ("unknown", "none") and inferred \
+                and "model" not in self.fixed:
             model = dict(model, output_activation=inferred)
             self.facts["model"] = model
             update["model"] = model
