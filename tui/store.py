@@ -388,8 +388,12 @@ def _to_float32(values: list) -> tuple[np.ndarray, np.ndarray | None, float | No
     Returns (values, measured mask or None when every row is measured, newest measured value and newest
     finite value, exact, and the number of measured values that are NaN or ±Inf).
     """
-    arr = np.array(values, dtype=np.float64)  # None becomes NaN here: tell them apart below, at NaNs only
-    nan_at = np.flatnonzero(np.isnan(arr))
+    try:
+        arr = np.fromiter(values, dtype=np.float64, count=len(values))  # the common case: every row measured
+    except TypeError:
+        arr = np.array(values, dtype=np.float64)  # None becomes NaN here: tell them apart below, at NaNs only
+    isnan = np.isnan(arr)
+    nan_at = np.flatnonzero(isnan) if isnan.any() else ()
     measured = None
     none_count = 0
     if len(nan_at):

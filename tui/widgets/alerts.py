@@ -1,0 +1,150 @@
+"""Alerts: a table, newest first, severity-coloured, diffed rather than refilled; and the selected alert's story."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import DataTable
+
+from . import fmt
+from .palette import palette
+
+SEVERITY_GLYPH = {"critical": "✖", "warning": "▲", "info": "●"}  # shape as well as colour
+
+
+def alert_key(key: tuple) -> str:
+    return "|".join(str(k) for k in key)
+
+
+def severity_text(alert: dict[str, Any], dark: bool) -> Text:
+    sev = alert.get("severity", "info")
+    colour = palette(dark).severity.get(sev, palette(dark).text)
+    cleared = alert.get("state") == "cleared"
+    return Text(f"{SEVERITY_GLYPH.get(sev, '?')} {sev}", style=Style(color=colour, bold=not cleared, dim=cleared))
+
+
+class AlertTable(DataTable):
+    """The alert list. `sync` adds, updates and removes rows by alert identity; order is newest first."""
+
+    DEFAULT_CSS = """
+    AlertTable {
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled, cursor_type="row", zebra_stripes=False)
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        self.add_column("severity", key="sev", width=11)
+        self.add_column("step", key="step", width=9)
+        self.add_column("alert", key="id", width=26)
+        self.add_column("message", key="msg")
+
+    def sync(self, items: list[tuple[tuple, dict[str, Any]]], dark: bool = True) -> bool:
+        """Make the table show exactly `items` (newest first); return True when anything changed."""
+        wanted = {alert_key(k): a for k, a in items}
+        changed = False
+        for key in [k for k in self.alerts if k not in wanted]:
+            self.remove_row(key)
+            del self.alerts[key]
+            changed = True
+        for key, alert in wanted.items():
+            old = self.alerts.get(key)
+            if old is None:
+                self.add_row(*self._cells(alert, dark), key=key)
+                changed = True
+            elif old != alert:
+                for col, cell in zip(("sev", "step", "id", "msg"), self._cells(alert, dark)):
+                    self.update_cell(key, col, cell)
+                changed = True
+            self.alerts[key] = alert
+        order = [alert_key(k) for k, _ in items]
+        if changed or order != self._order:
+            # Newest first, the most severe first within a step (the order AlertBook.newest_first gives).
+            self.sort("step", "sev", key=lambda step, sev: (-int(step.plain or 0), -_sev_rank(sev.plain)))
+            self._order = order
+        return changed
+
+    @staticmethod
+    def _cells(alert: dict[str, Any], dark: bool) -> tuple[Text, Text, Text, Text]:
+        cleared = alert.get("state") == "cleared"
+        style = Style(dim=True) if cleared else Style()
+        aid = alert.get("id", "?") + (" (cleared)" if cleared else "")
+        rank = alert.get("rank")
+        if rank not in (None, 0):
+            aid += f" r{rank}"
+        step = alert.get("step", -1)
+        return (severity_text(alert, dark), Text(str(step), style=style), Text(aid, style=style),
+                Text(str(alert.get("message", "")), style=style))
+
+    def selected_alert(self) -> dict[str, Any] | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+        return self.alerts.get(key) if key is not None else None
+
+
+def _sev_rank(plain: str) -> int:
+    return {"critical": 2, "warning": 1, "info": 0}.get(plain.split()[-1] if plain else "", 0)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return fmt.num(v, 8) if math.isfinite(v) else fmt.num(v)
+    if isinstance(v, list):
+        inner = ", ".join(_value(x) for x in v[:8])
+        return f"[{inner}{', …' if len(v) > 8 else ''}]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in list(v.items())[:8]) + "}"
+    return str(v)
+
+
+def alert_detail(alert: dict[str, Any] | None, dark: bool = True) -> Text:
+    """Evidence, explanation and fix of one alert, for the detail pane."""
+    pal = palette(dark)
+    dim = Style(color=pal.dim)
+    if alert is None:
+        return Text("No alert selected. Alerts appear here as the rules fire; ↑/↓ to choose one, "
+                    "enter to move the charts to where it began.", style=dim)
+    t = Text()
+    t.append_text(severity_text(alert, dark))
+    t.append(f"  {alert.get('id', '?')}", style=Style(bold=True))
+    state = alert.get("state", "active")
+    t.append(f"  ({state})\n", style=dim)
+    t.append(str(alert.get("message", "")) + "\n\n")
+    when = f"began at step {alert.get('step')}"
+    if alert.get("last_step") not in (None, alert.get("step")):
+        when += f", last seen at step {alert.get('last_step')}"
+    if alert.get("cleared_step") is not None:
+        when += f", cleared at step {alert.get('cleared_step')}"
+    if alert.get("rank") not in (None, 0):
+        when += f", rank {alert.get('rank')}"
+    t.append(when + "\n\n", style=dim)
+    evidence = alert.get("evidence")
+    if evidence:
+        t.append("Evidence\n", style=Style(bold=True))
+        if isinstance(evidence, dict):
+            for k, v in evidence.items():
+                t.append(f"  {k}: ", style=dim)
+                t.append(_value(v) + "\n")
+        else:
+            t.append(f"  {_value(evidence)}\n")
+        t.append("\n")
+    for key, title in (("explanation", "Why"), ("cause", "Likely cause")):
+        if alert.get(key):
+            t.append(f"{title}\n", style=Style(bold=True))
+            t.append(f"  {alert[key]}\n\n")
+    if alert.get("fix"):
+        t.append("Fix\n", style=Style(bold=True, color=pal.series[2]))
+        t.append(f"  {alert['fix']}\n")
+    return t

@@ -1,0 +1,399 @@
+"""Braille line charts over the store, decimated to the dots they have: the cost follows the screen.
+
+Each chart column of braille dots (two per terminal cell) draws the min–max span of the rows it covers, joined
+to its neighbours, so a spike in 10 M steps still shows as a spike. Smoothing is an exponential moving average
+over the column means, weighted by how many rows each column holds (per-step strength, as TensorBoard's
+slider), drawn bright over the faded raw span. Rendering is a pure function (`render_chart`) of the store, the
+view and the size, so it is tested without an app; `LineChart` caches its strips until one of those changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
+from textual.widget import Widget
+
+from ..store import FLAG_NAN, FLAG_NEGINF, FLAG_POSINF, Buckets, RankData
+from . import fmt
+from .palette import palette
+
+LABEL_W = 7  # y-axis labels: "-1.2e-5" is the widest `fmt.num` writes at this width
+# Braille dot weights, rows 0–3 × columns 0–1 of a cell (Unicode braille patterns, U+2800 block).
+_DOT = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint16)
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True)
+class View:
+    """What every time chart shows; one instance is shared, so zoom and pan move all charts together."""
+
+    x0: float = 0.0
+    x1: float = 1.0
+    head: int | None = None  # replay: the newest step shown; nothing after it is drawn
+    ema: bool = True
+    ema_strength: float = 0.9  # per-step weight of the past, as TensorBoard's smoothing slider
+    log_y: bool = False
+    cursor: int | None = None  # a step to mark: where the selected alert began
+    markers: tuple[tuple[int, str], ...] = ()  # (step, severity) of alerts, drawn on the time axis
+    dark: bool = True
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    name: str  # column name in the store
+    label: str  # legend text
+    color: int = 0  # index into the palette's series colours
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    title: str
+    series: tuple[SeriesSpec, ...]
+    log: bool | None = None  # None: the view's log toggle; True/False: always (learning rates are log)
+    unit_range: bool = False  # accuracy-like: draw 0..1 whenever the data lies inside it
+    smooth: bool = True  # whether the view's EMA applies
+
+
+@dataclass
+class Rendered:
+    lines: list[Strip]
+    legend: Text
+    y_range: tuple[float, float] | None = None
+    empty: bool = True
+    dots: dict[str, int] = field(default_factory=dict)  # lit dots per series label, for tests
+
+
+def ema(means: np.ndarray, counts: np.ndarray, strength: float) -> np.ndarray:
+    """EMA over column means; a column of k rows weighs like k steps. Debiased from the first value."""
+    out = np.full(len(means), np.nan)
+    acc = 0.0
+    weight = 0.0
+    for i, (m, k) in enumerate(zip(means.tolist(), counts.tolist())):
+        if k > 0 and math.isfinite(m):
+            decay = strength ** k
+            acc = decay * acc + (1 - decay) * m
+            weight = decay * weight + (1 - decay)
+        if weight > 0:
+            out[i] = acc / weight
+    return out
+
+
+def step_edges(data: RankData, x0: float, x1: float, n: int, head: int | None) -> np.ndarray:
+    """Row edges of n equal step ranges over [x0, x1]; the last range includes x1. Rows after head excluded."""
+    se = x0 + (x1 - x0) * np.arange(n + 1) / n
+    edges = data.axis.rows(np.ceil(se[:-1]).astype(np.int64), "left")
+    last = data.axis.rows(np.array([math.floor(x1)], dtype=np.int64), "right")
+    edges = np.maximum.accumulate(np.concatenate([edges, last]))
+    if head is not None:
+        edges = np.minimum(edges, data.axis.rows(np.array([head], dtype=np.int64), "right")[0])
+    return edges
+
+
+def _fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Interpolate empty columns between measured ones (a validation series measured every 1000 steps)."""
+    ok = ~np.isnan(values)
+    if ok.sum() < 2:
+        return values
+    idx = np.flatnonzero(ok)
+    out = values.copy()
+    inner = np.arange(idx[0], idx[-1] + 1)
+    out[inner] = np.interp(inner, idx, values[idx])
+    return out
+
+
+def _spans(top: np.ndarray, bot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Join each column's dot span to the previous drawn column's, so the line has no breaks."""
+    valid = ~(np.isnan(top) | np.isnan(bot))
+    t = np.where(valid, top, 0).astype(np.int64)
+    b = np.where(valid, bot, 0).astype(np.int64)
+    idx = np.where(valid, np.arange(len(t)), -1)
+    prev = np.maximum.accumulate(idx)
+    prev = np.concatenate([[-1], prev[:-1]])
+    has_prev = valid & (prev >= 0)
+    pt, pb = t[np.maximum(prev, 0)], b[np.maximum(prev, 0)]
+    t2 = np.where(has_prev & (t > pb), pb, t)
+    b2 = np.where(has_prev & (b < pt), pt, b)
+    return t2, b2, valid
+
+
+def _dots_to_cells(top: np.ndarray, bot: np.ndarray, valid: np.ndarray, rows: int) -> np.ndarray:
+    """Braille bit patterns (rows × cols) for vertical dot spans per dot column."""
+    hd = rows * 4
+    r = np.arange(hd)[:, None]
+    mask = (r >= top[None, :]) & (r <= bot[None, :]) & valid[None, :]
+    wd = mask.shape[1]
+    m = mask.reshape(rows, 4, wd // 2, 2)
+    return (m * _DOT[None, :, None, :]).sum(axis=(1, 3)).astype(np.uint16)
+
+
+def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int, height: int) -> Rendered:
+    """The chart as strips of `width` cells, `height` rows: plot, time axis with alert markers, step labels."""
+    pal = palette(view.dark)
+    base = Style(color=pal.text)
+    dim = Style(color=pal.dim)
+    legend = Text(spec.title, style="bold")
+    if width < LABEL_W + 4 or height < 2:
+        return Rendered([Strip.blank(width)] * max(height, 0), legend)
+    labels_row = height >= 5
+    plot_rows = height - 1 - (1 if labels_row else 0)
+    pw = width - LABEL_W - 1
+    wd = 2 * pw
+    x0, x1 = float(view.x0), float(max(view.x1, view.x0 + 1))
+    log = view.log_y if spec.log is None else spec.log
+    layers: list[tuple[np.ndarray, Style]] = []
+    flags_any = np.zeros(pw, dtype=np.uint8)
+    lo = hi = math.nan
+    present: list[tuple[SeriesSpec, float | None]] = []
+    dots: dict[str, int] = {}
+    drawn: list[tuple[SeriesSpec, Buckets, np.ndarray | None]] = []
+    if data is not None and data.axis.n:
+        edges = step_edges(data, x0, x1, wd, view.head)
+        strength = view.ema_strength if (view.ema and spec.smooth) else 0.0
+        pre_edges = None
+        if strength > 0 and data.axis.first is not None and x0 > data.axis.first:
+            width_steps = (x1 - x0) / wd
+            # Start the average earlier, so the first column is not just the raw value: 3 time constants.
+            warm = min(x0 - data.axis.first, 3.0 / (1 - strength))
+            n_pre = min(int(math.ceil(warm / max(width_steps, 1e-9))), 4 * wd)
+            if n_pre:
+                pre_edges = step_edges(data, x0 - n_pre * width_steps, x0, n_pre, view.head)
+        for s in spec.series:
+            col = data.columns.get(s.name)
+            if col is None:
+                continue
+            b = col.buckets(edges)
+            if not b.counts.any() and not b.flags.any():
+                continue
+            smooth = None
+            if strength > 0:
+                if pre_edges is not None:
+                    pb = col.buckets(pre_edges)
+                    sm = ema(np.concatenate([pb.means, b.means]), np.concatenate([pb.counts, b.counts]), strength)
+                    smooth = sm[len(pb.means):]
+                else:
+                    smooth = ema(b.means, b.counts, strength)
+                smooth[b.counts == 0] = np.nan
+            drawn.append((s, b, smooth))
+            f = b.flags.reshape(pw, 2)
+            flags_any |= f[:, 0] | f[:, 1]
+    for s, b, smooth in drawn:
+        mins, maxs = b.mins.astype(np.float64), b.maxs.astype(np.float64)
+        if log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mins = np.where(mins > 0, np.log10(mins), np.nan)
+                maxs = np.where(maxs > 0, np.log10(maxs), np.nan)
+                # A span reaching zero or below on a log scale: draw what is positive.
+                mins = np.where(np.isnan(mins) & ~np.isnan(maxs), maxs, mins)
+        if np.isfinite(mins).any():
+            lo = np.nanmin([lo, np.nanmin(mins)]) if not math.isnan(lo) else np.nanmin(mins)
+            hi = np.nanmax([hi, np.nanmax(maxs)]) if not math.isnan(hi) else np.nanmax(maxs)
+    if spec.unit_range and not log and not math.isnan(lo) and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    if not math.isnan(lo):
+        if hi - lo < 1e-12:
+            pad = abs(lo) * 0.05 or 0.5
+            lo, hi = lo - pad, hi + pad
+        else:
+            pad = (hi - lo) * 0.04
+            lo, hi = (lo if spec.unit_range and lo == 0 else lo - pad), (hi if spec.unit_range and hi == 1 else hi + pad)
+    hd = plot_rows * 4
+
+    def to_dot(v: np.ndarray) -> np.ndarray:
+        return np.rint((hi - v) / (hi - lo) * (hd - 1)).clip(0, hd - 1)
+
+    owner = np.full((plot_rows, pw), -1, dtype=np.int64)
+    codes = np.zeros((plot_rows, pw), dtype=np.uint16)
+    styles: list[Style] = []
+    if not math.isnan(lo):
+        for s, b, smooth in drawn:
+            mins, maxs = b.mins.astype(np.float64), b.maxs.astype(np.float64)
+            if log:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    mins = np.where(mins > 0, np.log10(mins), np.nan)
+                    maxs = np.where(maxs > 0, np.log10(maxs), np.nan)
+                    mins = np.where(np.isnan(mins) & ~np.isnan(maxs), maxs, mins)
+            mid = _fill_gaps((mins + maxs) / 2)
+            fill = np.isnan(mins) & ~np.isnan(mid)
+            mins, maxs = np.where(fill, mid, mins), np.where(fill, mid, maxs)
+            passes = [(maxs, mins, pal.series_style(s.color, faded=smooth is not None))]
+            if smooth is not None:
+                sv = smooth
+                if log:
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        sv = np.where(sv > 0, np.log10(sv), np.nan)
+                sv = _fill_gaps(sv)
+                passes.append((sv, sv, pal.series_style(s.color)))
+            lit = 0
+            for top_v, bot_v, style in passes:
+                top, bot, valid = _spans(to_dot(top_v), to_dot(bot_v))
+                cells = _dots_to_cells(top, bot, valid, plot_rows)
+                layer = len(styles)
+                styles.append(style)
+                codes |= cells
+                owner[cells > 0] = layer
+                lit = int(valid.sum())
+            dots[s.label] = lit
+    for s, b, smooth in drawn:
+        col = data.columns[s.name] if data is not None else None
+        value: float | None
+        if view.head is None and col is not None:
+            value = col.last_value
+        else:
+            nz = np.flatnonzero((b.counts > 0) | (b.flags > 0))
+            value = None
+            if len(nz):
+                i = nz[-1]
+                value = float(b.means[i]) if b.counts[i] else (math.nan if b.flags[i] & FLAG_NAN else
+                                                                  (math.inf if b.flags[i] & FLAG_POSINF else -math.inf))
+        present.append((s, value))
+    for s, value in present:
+        legend.append("  ━ ", style=pal.series_style(s.color))
+        legend.append(f"{s.label} ", style=base)
+        vstyle = Style(color=pal.severity["critical"], bold=True) if value is not None and not math.isfinite(value) else base
+        legend.append(fmt.num(value), style=vstyle)
+    if present and view.ema and spec.smooth:
+        legend.append(f"  ema {view.ema_strength:g}", style=dim)
+    if log:
+        legend.append("  log", style=dim)
+
+    # -- assemble strips ---------------------------------------------------------------------------------
+    cursor_col = None
+    if view.cursor is not None and x0 <= view.cursor <= x1:
+        cursor_col = min(pw - 1, int((view.cursor - x0) / (x1 - x0) * pw))
+    cursor_bg = Style(bgcolor=_cursor_bg(view.dark))
+    tick_rows: dict[int, str] = {}
+    if not math.isnan(lo):
+        n_ticks = max(2, min(6, plot_rows // 3 + 1))
+        for v in fmt.nice_ticks(lo, hi, n_ticks):
+            r = int(to_dot(np.array([v]))[0]) // 4
+            label = fmt.num(10 ** v) if log else fmt.num(v)
+            tick_rows.setdefault(r, label[:LABEL_W])
+    nan_style = Style(color=pal.severity["critical"], bold=True)
+    lines: list[Strip] = []
+    message = None
+    if not drawn:
+        names = ", ".join(s.label for s in spec.series)
+        message = f"no {names} yet" if data is not None else "waiting for the run"
+    elif math.isnan(lo):
+        message = "no finite value in view: NaN/Inf only"
+    for r in range(plot_rows):
+        segs = [Segment(tick_rows.get(r, "").rjust(LABEL_W), dim), Segment("┤" if r in tick_rows else "│", dim)]
+        row_codes = codes[r]
+        row_owner = owner[r]
+        chars = [chr(0x2800 + int(c)) if c else " " for c in row_codes.tolist()]
+        if r == 0 and flags_any.any():
+            for c in np.flatnonzero(flags_any).tolist():
+                chars[c] = "✕"
+        if message and r == plot_rows // 2:
+            start = max(0, (pw - len(message)) // 2)
+            for i, ch in enumerate(message[: pw]):
+                chars[start + i] = ch
+        keys = row_owner.tolist()
+        if r == 0:
+            for c in np.flatnonzero(flags_any).tolist():
+                keys[c] = -2
+        if cursor_col is not None:
+            keys[cursor_col] = (keys[cursor_col], "cursor")
+        run_start = 0
+        for c in range(1, pw + 1):
+            if c < pw and keys[c] == keys[run_start]:
+                continue
+            key = keys[run_start]
+            o = key[0] if isinstance(key, tuple) else key
+            style = nan_style if o == -2 else (styles[o] if o >= 0 else base)
+            if isinstance(key, tuple):
+                style = style + cursor_bg
+            segs.append(Segment("".join(chars[run_start:c]), style))
+            run_start = c
+        lines.append(Strip(segs, width))
+    # Time axis: alert markers (the most severe alert wins a cell).
+    axis = ["─"] * pw
+    axis_styles: list[Style] = [dim] * pw
+    best: dict[int, int] = {}
+    for step, sev in view.markers:
+        if x0 <= step <= x1 and (view.head is None or step <= view.head):
+            c = min(pw - 1, int((step - x0) / (x1 - x0) * pw))
+            rank = SEVERITY_ORDER.get(sev, 0)
+            if rank >= best.get(c, -1):
+                best[c] = rank
+                axis[c] = "▲"
+                axis_styles[c] = Style(color=pal.severity.get(sev, pal.text), bold=True)
+    if cursor_col is not None and cursor_col not in best:
+        axis[cursor_col] = "┴"
+    segs = [Segment(" " * LABEL_W, dim), Segment("└", dim)]
+    segs += [Segment(ch, st) for ch, st in zip(axis, axis_styles)]
+    lines.append(Strip(Segment.simplify(segs), width))
+    if labels_row:
+        lab = [" "] * pw
+        n = max(2, pw // 14)
+        for v in fmt.nice_ticks(x0, x1, n):
+            c = int(round((v - x0) / (x1 - x0) * (pw - 1)))
+            text = fmt.steps(v)
+            start = min(max(0, c - len(text) // 2), pw - len(text))
+            if start < 0 or any(ch != " " for ch in lab[max(0, start - 1) : start + len(text) + 1]):
+                continue
+            lab[start : start + len(text)] = list(text)
+        lines.append(Strip([Segment(" " * (LABEL_W + 1) + "".join(lab), dim)], width))
+    return Rendered(lines, legend, None if math.isnan(lo) else (lo, hi), empty=not drawn, dots=dots)
+
+
+def _cursor_bg(dark: bool) -> str:
+    return "#3a3a3a" if dark else "#dcdcdc"
+
+
+class LineChart(Widget):
+    """A braille line chart of some series of one rank over the shared view (line API: one Strip a row)."""
+
+    DEFAULT_CSS = """
+    LineChart {
+        height: 1fr;
+        min-height: 5;
+        border: round $panel;
+        border-title-align: left;
+        padding: 0;
+    }
+    """
+
+    def __init__(self, spec: ChartSpec, *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None, disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self.spec = spec
+        self.data: RankData | None = None
+        self.view = View()
+        self._key: tuple | None = None
+        self._rendered: Rendered | None = None
+
+    def show(self, data: RankData | None, view: View) -> None:
+        """Point the chart at data and a view; redraws only when something it draws changed."""
+        self.data, self.view = data, view
+        if self._cache_key() != self._key:
+            self.rendered()
+            self.refresh()
+
+    def on_resize(self) -> None:
+        self.rendered()
+
+    def _cache_key(self) -> tuple:
+        d = self.data
+        return (id(d), d.version if d is not None else -1, self.view, self.size.width, self.size.height)
+
+    def rendered(self) -> Rendered:
+        key = self._cache_key()
+        if key != self._key or self._rendered is None:
+            self._rendered = render_chart(self.data, self.spec, self.view, self.size.width, self.size.height)
+            self._key = key
+            if self.is_mounted:
+                self.border_title = self._rendered.legend  # type: ignore[assignment]
+        return self._rendered
+
+    def render_line(self, y: int) -> Strip:
+        lines = self.rendered().lines
+        if y >= len(lines):
+            return Strip.blank(self.size.width, self.rich_style)
+        return lines[y].apply_style(self.rich_style)

@@ -1,0 +1,105 @@
+"""The run header: which run, where, how far, how fast, and in what state — including what went wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+from ..store import RunStore
+from . import fmt
+from .palette import OKABE_ITO, palette
+
+# Each state has a glyph as well as a colour, so it reads without colour too.
+STATES = {
+    "connecting": ("◌", OKABE_ITO["grey"]),
+    "live": ("●", OKABE_ITO["green"]),
+    "stalled": ("◐", OKABE_ITO["orange"]),
+    "finished": ("■", OKABE_ITO["sky"]),
+    "crashed": ("✖", OKABE_ITO["vermillion"]),
+    "disconnected": ("○", OKABE_ITO["orange"]),
+    "replay": ("▶", OKABE_ITO["purple"]),
+    "waiting": ("◌", OKABE_ITO["grey"]),
+}
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """What the header shows besides the store: the connection's side of things."""
+
+    state: str = "connecting"
+    rank: int = 0
+    dropped_live: int = 0
+    note: str | None = None  # a line of its own: why stalled, what crashed, replay position, file problems
+    head: int | None = None  # replay: the playhead step
+    now: float | None = None  # wall clock for elapsed time while live (None: the run's last frame time)
+
+
+def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: int = 160) -> Text:
+    pal = palette(dark)
+    dim = Style(color=pal.dim)
+    glyph, colour = STATES.get(info.state, ("?", pal.text))
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f" {glyph} {info.state} ", style=Style(color="#000000" if dark else "#ffffff", bgcolor=colour, bold=True))
+    meta = store.meta.get(0) or next(iter(store.meta.values()), {})
+    name = store.name or (store.run_id or "—")
+    t.append(f" {name}", style=Style(bold=True))
+    host, pid = meta.get("host"), meta.get("pid")
+    if host or pid:
+        t.append(f"  {host or '?'}:{pid or '?'}", style=dim)
+    ranks = sorted(store.ranks) or [0]
+    if len(ranks) > 1:
+        t.append(f"  ranks {ranks[0]}–{ranks[-1]} (showing {info.rank})", style=dim)
+    data = store.ranks.get(info.rank)
+    step = info.head if info.head is not None else (data.axis.last if data is not None else None)
+    t.append("  step ", style=dim)
+    t.append(fmt.steps(step))
+    epoch = data.latest("epoch") if data is not None else None
+    if epoch is not None and epoch == epoch:
+        t.append("  epoch ", style=dim)
+        t.append(f"{int(epoch)}")
+    sps = data.steps_per_s() if data is not None else None
+    if sps is not None and info.state in ("live", "stalled", "connecting"):
+        t.append("  ", style=dim)
+        t.append(f"{fmt.num(sps)} steps/s")
+    started = meta.get("started")
+    end_t = data.last_t if data is not None else None
+    if info.head is not None and data is not None:
+        end_t = data.time_at_step(info.head)
+    elif info.now is not None and info.state in ("live", "stalled"):
+        end_t = info.now
+    if isinstance(started, (int, float)) and end_t is not None:
+        t.append("  elapsed ", style=dim)
+        t.append(fmt.duration(end_t - started))
+    n_alerts = len(store.alerts)
+    if n_alerts:
+        worst = max((a["severity"] for a in store.alerts.by_key.values()),
+                    key=lambda s: {"info": 0, "warning": 1, "critical": 2}[s])
+        t.append("  ")
+        t.append(f"▲ {n_alerts} alert{'s' if n_alerts > 1 else ''}", style=Style(color=pal.severity[worst], bold=True))
+    if info.dropped_live:
+        t.append(f"  {info.dropped_live} live frames dropped", style=Style(color=pal.severity["warning"]))
+    if store.malformed:
+        t.append(f"  {store.malformed} malformed frames ignored", style=Style(color=pal.severity["warning"]))
+    note = info.note
+    if note is None and info.state == "crashed":
+        note = f"crashed: {store.error() or 'no end frame'}"
+    if note:
+        t.append("\n")
+        sev = "critical" if info.state == "crashed" else ("warning" if info.state in ("stalled", "disconnected") else None)
+        t.append(f" {note}", style=Style(color=pal.severity[sev]) if sev else dim)
+    return t
+
+
+class RunHeader(Static):
+    """Run identity and state, one line (two when there is something to say)."""
+
+    DEFAULT_CSS = """
+    RunHeader {
+        height: auto;
+        max-height: 2;
+        background: $boost;
+    }
+    """
