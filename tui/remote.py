@@ -415,6 +415,7 @@ class RemoteRun:
             with self._lock:
                 if proc is self.proc:
                     self._follow_ended = True
+            proc.stdout.close()
 
     def _kill(self) -> None:
         proc = self.proc
@@ -506,7 +507,10 @@ def open_remote(target: str | SshTarget, *, run: str | None = None, on_event: Ca
     deadline = time.monotonic() + RANKS_WAIT_S
     while len(chosen) < max(e.world_size for e in chosen) and time.monotonic() < deadline:
         time.sleep(0.5)  # ranks still registering
-        chosen = [e for e in list_remote(t, batch=True) if e.run_id == chosen[0].run_id] or chosen
+        try:
+            chosen = [e for e in list_remote(t, batch=True) if e.run_id == chosen[0].run_id] or chosen
+        except RemoteError:
+            break  # e.g. a password is needed for each connection: attach to the ranks we know
     return RemoteRun(t, chosen, on_event=on_event, reconnect=reconnect).start()
 
 
