@@ -254,3 +254,29 @@ def test_clear_errors_when_nothing_can_be_attached(sshd, monkeypatch):
     sshd.stop()
     out = run_accmon("ls", sshd.target(), timeout=WAIT_S)
     assert out.returncode == 2 and "ssh to" in out.stderr and "refused" in out.stderr.lower()
+
+
+def test_every_rank_of_a_multi_rank_run_is_forwarded(sshd, tmp_path):
+    from accmon.probe import Run
+
+    ranks = [Run("ddp", run_id="0101000000-ddp", rank=r, world_size=2) for r in (0, 1)]
+    rec = tmp_path / "viewer.accmon"
+    try:
+        for step in range(200):
+            for run in ranks:
+                run.log(step, loss=1.0 / (step + 1))
+        rr = remote.open_remote(sshd.target("ddp"))
+        assert [e.rank for e in rr.entries] == [0, 1]
+        assert len({e.pub for e in rr.entries} | {e.ctl for e in rr.entries}) == 4
+        v = Viewer(rr, rec)
+        wait_until(lambda: v.viewer.steps >= 400, "both ranks' history")
+        for run in ranks:
+            run.close()
+        assert v.finish() == 0
+        rr.close()
+    finally:
+        for run in ranks:
+            run.close()
+    frames = read_frames(rec)
+    for r in (0, 1):
+        assert all_steps(frames, rank=r) == list(range(200))
