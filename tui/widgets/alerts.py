@@ -42,10 +42,10 @@ class AlertTable(DataTable):
         self._order: list[str] = []
 
     def on_mount(self) -> None:
-        self.add_column("severity", key="sev", width=11)
-        self.add_column("step", key="step", width=9)
-        self.add_column("alert", key="id", width=26)
-        self.add_column("message", key="msg")
+        self.add_column("severity", key="sev", width=10)
+        self.add_column("step", key="step", width=7)
+        self.add_column("alert", key="id", width=22)
+        self.add_column("message", key="msg", width=60)
 
     def sync(self, items: list[tuple[tuple, dict[str, Any]]], dark: bool = True) -> bool:
         """Make the table show exactly `items` (newest first); return True when anything changed."""
@@ -68,7 +68,7 @@ class AlertTable(DataTable):
         order = [alert_key(k) for k, _ in items]
         if changed or order != self._order:
             # Newest first, the most severe first within a step (the order AlertBook.newest_first gives).
-            self.sort("step", "sev", key=lambda step, sev: (-int(step.plain or 0), -_sev_rank(sev.plain)))
+            self.sort("step", "sev", key=lambda row: (-int(row[0].plain or 0), -_sev_rank(row[1].plain)))
             self._order = order
         return changed
 

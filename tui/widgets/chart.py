@@ -137,7 +137,7 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
     pal = palette(view.dark)
     base = Style(color=pal.text)
     dim = Style(color=pal.dim)
-    legend = Text(spec.title, style="bold")
+    legend = Text(spec.title, style=Style(color=pal.text, bold=True))
     if width < LABEL_W + 4 or height < 2:
         return Rendered([Strip.blank(width)] * max(height, 0), legend)
     labels_row = height >= 5
@@ -270,7 +270,14 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
     tick_rows: dict[int, str] = {}
     if not math.isnan(lo):
         n_ticks = max(2, min(6, plot_rows // 3 + 1))
-        for v in fmt.nice_ticks(lo, hi, n_ticks):
+        if log:
+            # Whole decades only; every k-th one when there are more decades than rows for labels.
+            decades = list(range(math.ceil(lo), math.floor(hi) + 1))
+            k = max(1, math.ceil(len(decades) / n_ticks))
+            ticks = [float(d) for d in decades[::k]] or fmt.nice_ticks(lo, hi, n_ticks)
+        else:
+            ticks = fmt.nice_ticks(lo, hi, n_ticks)
+        for v in ticks:
             r = int(to_dot(np.array([v]))[0]) // 4
             label = fmt.num(10 ** v) if log else fmt.num(v)
             tick_rows.setdefault(r, label[:LABEL_W])
@@ -331,7 +338,7 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
     lines.append(Strip(Segment.simplify(segs), width))
     if labels_row:
         lab = [" "] * pw
-        n = max(2, pw // 14)
+        n = max(3, pw // 10)
         for v in fmt.nice_ticks(x0, x1, n):
             c = int(round((v - x0) / (x1 - x0) * (pw - 1)))
             text = fmt.steps(v)
@@ -352,6 +359,7 @@ class LineChart(Widget):
 
     DEFAULT_CSS = """
     LineChart {
+        width: 1fr;
         height: 1fr;
         min-height: 5;
         border: round $panel;

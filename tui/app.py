@@ -1,0 +1,886 @@
+"""The `accmon` terminal app: live panels, alerts you can act on, replay with a timeline — at any run length.
+
+Frames come from a source (a live run, a recording, a test) that does its I/O on its own thread. The app pulls
+them on a timer (`REFRESH_S`), ingests them into the columnar store under a time budget, and redraws only the
+widgets of the visible tab whose data or view changed. Charts read decimated summaries, so a redraw costs the
+same at step 1,000 and at step 10,000,000.
+
+Entry points for the command line (tui/cli.py, tui/runner.py): `run_live`, `run_live_for_process`,
+`run_replay`, `run_picker`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Markdown, Static, TabbedContent, TabPane
+
+from accmon.probe import registry
+
+from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
+from .store import Changes, RunStore
+from .widgets import (AlertTable, ChartSpec, HeaderInfo, HeatSpec, LayerHeatMap, LineChart, RunHeader, SeriesSpec,
+                      Timeline, TimelineState, View, alert_detail, header_text, summary_text)
+
+# 5 redraws a second: smooth enough to watch a run, and a redraw of every visible panel costs a few ms at most.
+REFRESH_S = 0.2
+# Ingest time per tick. When frames are left over (a late join onto a long run, a replay loading) the next tick
+# gets the larger budget: the history arrives faster, keys still answer within half a second.
+INGEST_BUDGET_S = 0.1
+CATCH_UP_BUDGET_S = 0.45
+DRAIN_SLICE = 32  # frames per store.ingest call; a frame holds up to a few thousand steps
+SPEEDS: tuple[int | None, ...] = (1, 10, 100, 1000, None)  # replay ×1 … ×1000 and max (None)
+# max: at least ×1000, and at least 1/150 of the run per tick — the whole run in 30 s at 5 ticks a second.
+MAX_SPEED_FRACTION = 1 / 150
+EMA_STRENGTHS = (0.6, 0.9, 0.99, 0.999)
+SEEK_FRACTION = 0.01  # ←/→ in replay: 1 % of the run; shift: 10 %
+
+CHARTS: dict[str, ChartSpec] = {
+    "chart-acc": ChartSpec("accuracy", (SeriesSpec("acc", "train", 0), SeriesSpec("val_acc", "val", 1)), unit_range=True),
+    "chart-loss": ChartSpec("loss", (SeriesSpec("loss", "train", 0), SeriesSpec("val_loss", "val", 1))),
+    "chart-grad": ChartSpec("gradient norm", (SeriesSpec("grad_norm", "global", 2),), log=True),
+    "chart-lr": ChartSpec("learning rate", (SeriesSpec("lr", "lr", 3),), log=True, smooth=False),
+    "chart-grad2": ChartSpec("gradient norm", (SeriesSpec("grad_norm", "global", 2),
+                                               SeriesSpec("nonfinite_grads", "non-finite", 5)), log=True),
+    "chart-update": ChartSpec("update ratio ‖Δw‖/‖w‖", (SeriesSpec("update_ratio", "all layers", 3),), log=True),
+    "chart-lr2": ChartSpec("learning rate", (SeriesSpec("lr", "lr", 3),), log=True, smooth=False),
+    "chart-input": ChartSpec("input batch", (SeriesSpec("input_mean", "mean", 0), SeriesSpec("input_std", "std", 1)),
+                             smooth=False),
+}
+HEATS: dict[str, HeatSpec] = {
+    "heat-grad": HeatSpec("gradient norm per layer · blue: vanishing · orange: exploding", "grad_norm/"),
+    "heat-dead": HeatSpec("dead fraction per layer (outputs exactly 0)", "act_zero/", log=False, reduce="mean"),
+    "heat-sat": HeatSpec("saturated fraction per layer (outputs at the activation's limits)", "act_sat/", log=False,
+                         reduce="mean"),
+}
+TAB_WIDGETS = {
+    "overview": ("chart-acc", "chart-loss", "chart-grad", "chart-lr"),
+    "gradients": ("chart-grad2", "heat-grad", "chart-update"),
+    "activations": ("heat-dead", "heat-sat", "chart-lr2"),
+    "data": ("chart-input",),
+    "alerts": (),
+}
+
+HELP = """\
+# accmon
+
+**Why is my accuracy zero, or stuck?** The panels show the run; the alerts say what is wrong, with the evidence
+and the fix. Select an alert to move every chart to where it began.
+
+| keys | |
+|---|---|
+| `1`–`5` | overview · gradients · activations · data · alerts |
+| `+` `-` `0` | zoom in / out along steps, whole run |
+| `<` `>` | pan along steps (live: `←` `→` too) |
+| `f` | follow the newest step |
+| `e` / `E` | smoothing on/off / stronger (EMA, per step) |
+| `g` | log scale for loss and accuracy |
+| `n` / `p` | next / previous alert: the charts move to where it began |
+| `enter` | on an alert: the same |
+| `r` | next rank (multi-GPU runs) |
+| `o` | open another live run |
+| `x` / `c` | save a screenshot (SVG, PNG when a converter is installed) / the series as CSV |
+| `t` | light or dark theme |
+| `ctrl+p` | command palette |
+| `q` | quit |
+
+**Replay**: `space` play/pause · `[` `]` slower/faster (×1 … ×1000, max) · `←` `→` seek 1 % (`shift`: 10 %) ·
+`home` `end` · click the timeline to seek.
+
+**Panels**: time charts draw, per column of braille dots, the min–max span of the steps it covers (so a spike in
+ten million steps still shows), with the smoothed line over the faded raw one. ▲ on a time axis marks an alert
+(red ✖ critical, orange ▲ warning, blue ● info); ✕ marks NaN or Inf values. Heat maps colour each layer's value
+per time column: gradient norms on a log scale (blue small, grey middle, orange large), fractions 0–1 (viridis).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and what the panels mean."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90%; max-width: 100; height: 90%; border: round $accent; background: $surface; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)
+
+
+class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
+    """Live runs on this host (what `accmon ls` lists); enter attaches. Refreshed every second, off the UI loop."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    DEFAULT_CSS = """
+    PickerScreen { align: center middle; }
+    PickerScreen > Vertical { width: 90%; max-width: 130; height: 70%; border: round $accent; background: $surface; }
+    PickerScreen #picker-note { height: auto; color: $text-muted; padding: 0 1; }
+    """
+
+    def __init__(self, list_runs: Callable[[], list[registry.RunEntry]] = registry.list_runs) -> None:
+        super().__init__()
+        self.list_runs = list_runs
+        self.runs: dict[str, list[registry.RunEntry]] = {}
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Live runs on this host — enter to attach, escape to cancel", id="picker-note")
+            yield DataTable(id="picker-table", cursor_type="row")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for label, key in (("run", "run"), ("name", "name"), ("ranks", "ranks"), ("pid", "pid"), ("started", "started"),
+                           ("command", "cmd")):
+            table.add_column(label, key=key)
+        self.scan()
+        self.set_interval(1.0, self.scan)
+
+    @work(thread=True, exclusive=True, group="picker", exit_on_error=False)
+    def scan(self) -> None:
+        entries = self.list_runs()
+        self.app.call_from_thread(self._show, entries)
+
+    def _show(self, entries: list[registry.RunEntry]) -> None:
+        table = self.query_one(DataTable)
+        runs = {r.run_id: r.entries for r in group_runs(entries)}
+        for gone in [k for k in self.runs if k not in runs]:
+            table.remove_row(gone)
+        for run_id, es in runs.items():
+            e = es[0]
+            cells = (run_id, e.name, str(len(es)), str(e.pid), time.strftime("%H:%M:%S", time.localtime(e.started)),
+                     " ".join(e.cmd)[:60])
+            if run_id not in self.runs:
+                table.add_row(*cells, key=run_id)
+            elif len(self.runs[run_id]) != len(es):
+                table.update_cell(run_id, "ranks", cells[2])
+        self.runs = runs
+        self.query_one("#picker-note", Static).update(
+            "Live runs on this host — enter to attach, escape to cancel" if runs else
+            "No live run on this host yet (start one with `accmon run -- python train.py`); waiting…")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        entries = self.runs.get(str(event.row_key.value))
+        if entries:
+            self.dismiss(entries)
+
+
+class AccmonApp(App[int]):
+    """The accmon viewer over one source: a live run (`LiveSource`), a recording (`ReplaySource`), or none yet
+    (the run picker opens). `attach` makes a source from registry entries when the user picks another run."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "accmon"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("space", "play_pause", "Play/Pause", priority=True),
+        Binding("left_square_bracket", "speed(-1)", "Slower"),
+        Binding("right_square_bracket", "speed(1)", "Faster"),
+        Binding("left", "arrow(-1)", "Seek/Pan", show=False, priority=True),
+        Binding("right", "arrow(1)", "Seek/Pan", show=False, priority=True),
+        Binding("shift+left", "arrow(-10)", "Seek 10%", show=False, priority=True),
+        Binding("shift+right", "arrow(10)", "Seek 10%", show=False, priority=True),
+        Binding("home", "seek_edge(0)", "Start", show=False),
+        Binding("end", "seek_edge(1)", "End", show=False),
+        Binding("n", "alert_jump(1)", "Next alert"),
+        Binding("p", "alert_jump(-1)", "Prev alert", show=False),
+        Binding("plus,equals_sign", "zoom(0.5)", "Zoom"),
+        Binding("minus", "zoom(2)", "Zoom out", show=False),
+        Binding("0", "zoom_all", "Whole run", show=False),
+        Binding("less_than_sign,comma", "pan(-1)", "Pan", show=False),
+        Binding("greater_than_sign,full_stop", "pan(1)", "Pan", show=False),
+        Binding("f", "follow", "Follow", show=False),
+        Binding("e", "toggle_ema", "Smooth"),
+        Binding("E", "ema_strength", "Smoothing strength", show=False),
+        Binding("g", "toggle_log", "Log"),
+        Binding("r", "next_rank", "Rank", show=False),
+        Binding("o", "pick", "Runs", show=False),
+        Binding("x", "screenshot", "SVG", show=False),
+        Binding("c", "export_csv", "CSV", show=False),
+        Binding("t", "toggle_theme", "Theme", show=False),
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('gradients')", "Gradients", show=False),
+        Binding("3", "tab('activations')", "Activations", show=False),
+        Binding("4", "tab('data')", "Data", show=False),
+        Binding("5", "tab('alerts')", "Alerts", show=False),
+    ]
+
+    def __init__(self, source: Source | None = None, *, attach: Callable[[list[registry.RunEntry]], Source] | None = None,
+                 list_runs: Callable[[], list[registry.RunEntry]] = registry.list_runs,
+                 clock: Callable[[], float] = time.time, refresh_s: float = REFRESH_S,
+                 export_dir: str | os.PathLike[str] | None = None, pick: bool = False) -> None:
+        super().__init__()
+        self.source = source
+        self.attach = attach or (lambda entries: LiveSource(entries))
+        self.list_runs = list_runs
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
+        self.pick_at_start = pick or source is None
+        self.store = RunStore()
+        self._generation = source.generation if source is not None else 0
+        self.rank = 0
+        # The view: every time chart shares it (design: zoom and pan move all charts together).
+        self.span: float | None = None  # steps shown; None = the whole run
+        self.follow = True
+        self.x_end: float = 0.0
+        self.cursor: int | None = None
+        self.ema_on = True
+        self.ema_strength = 0.9
+        self.log_y = False
+        # Replay: the playhead.
+        self.head: float | None = None  # None: at the newest step read (follows the file while it loads)
+        self.playing = False
+        self.speed_i = 1
+        self._last_tick = time.monotonic()
+        self._budget = INGEST_BUDGET_S
+        self._drawn: dict[str, Any] = {}
+        self._status = SourceStatus()
+        self.notes: list[str] = []  # what was said in notifications (tests read it)
+
+    # -- layout ---------------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with TabbedContent(initial="overview", id="tabs"):
+            with TabPane("1 Overview", id="overview"):
+                with Horizontal(id="overview-body"):
+                    with Vertical(id="overview-charts"):
+                        with Horizontal(classes="chart-row"):
+                            yield LineChart(CHARTS["chart-acc"], id="chart-acc")
+                            yield LineChart(CHARTS["chart-loss"], id="chart-loss")
+                        with Horizontal(classes="chart-row", id="overview-row2"):
+                            yield LineChart(CHARTS["chart-grad"], id="chart-grad")
+                            yield LineChart(CHARTS["chart-lr"], id="chart-lr")
+                    with Vertical(id="overview-side"):
+                        yield AlertTable(id="side-alerts")
+                        with VerticalScroll(id="side-detail-box"):
+                            yield Static(id="side-detail")
+            with TabPane("2 Gradients", id="gradients"):
+                with Vertical():
+                    yield LineChart(CHARTS["chart-grad2"], id="chart-grad2")
+                    yield LayerHeatMap(HEATS["heat-grad"], id="heat-grad")
+                    yield LineChart(CHARTS["chart-update"], id="chart-update")
+            with TabPane("3 Activations", id="activations"):
+                with Vertical():
+                    yield LayerHeatMap(HEATS["heat-dead"], id="heat-dead")
+                    yield LayerHeatMap(HEATS["heat-sat"], id="heat-sat")
+                    yield LineChart(CHARTS["chart-lr2"], id="chart-lr2")
+            with TabPane("4 Data", id="data"):
+                with Horizontal():
+                    with VerticalScroll(id="summary-box"):
+                        yield Static(id="summary")
+                    yield LineChart(CHARTS["chart-input"], id="chart-input")
+            with TabPane("5 Alerts", id="alerts"):
+                with Horizontal():
+                    yield AlertTable(id="alert-table")
+                    with VerticalScroll(id="detail-box"):
+                        yield Static(id="alert-detail")
+        yield Timeline(id="timeline")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_class(self.replay, "replay")
+        if self.source is not None:
+            self.source.start()
+        self.set_interval(self.refresh_s, self.tick)
+        self.sync_now()
+        if self.pick_at_start:
+            self.call_after_refresh(self.action_pick)
+
+    @property
+    def replay(self) -> bool:
+        return self.source is not None and self.source.kind == "replay"
+
+    # -- the timer: ingest, play, redraw ------------------------------------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        dt, self._last_tick = now - self._last_tick, now
+        changes = self._ingest(self._budget)
+        if self.replay and self.playing:
+            self._advance(dt)
+        self._sync(changes)
+
+    def sync_now(self) -> None:
+        """Ingest everything queued and redraw, now (tests, and the first frame)."""
+        self._sync(self._ingest(None), force=True)
+
+    def _ingest(self, budget: float | None) -> Changes:
+        total = Changes()
+        src = self.source
+        if src is None:
+            return total
+        if src.generation != self._generation:
+            self._generation = src.generation
+            self._reset_store()
+            total.meta = True
+        deadline = time.perf_counter() + (budget if budget is not None else 1e9)
+        left_over = False
+        while True:
+            frames = src.drain(DRAIN_SLICE)
+            if not frames:
+                break
+            ch = self.store.ingest(frames)
+            total.steps |= ch.steps
+            total.alerts |= ch.alerts
+            total.facts |= ch.facts
+            total.meta |= ch.meta
+            total.ended |= ch.ended
+            total.malformed += ch.malformed
+            if time.perf_counter() > deadline:
+                left_over = True
+                break
+        self._budget = CATCH_UP_BUDGET_S if left_over else INGEST_BUDGET_S
+        status = src.status
+        if status != self._status:
+            self._on_status(self._status, status)
+            self._status = status
+        return total
+
+    def _reset_store(self) -> None:
+        self.store = RunStore()
+        self.rank, self.cursor, self.head, self.span, self.follow = 0, None, None, None, True
+        self._drawn.clear()
+        self.say("the run restarted: showing the new run")
+
+    def _on_status(self, old: SourceStatus, new: SourceStatus) -> None:
+        if new.message and new.message != old.message and new.message.startswith("re-attached"):
+            self.say(new.message)
+        if self.replay and new.loaded and not old.loaded and new.truncated:
+            where = f" ({new.problems[0]})" if new.problems else ""
+            self.say(f"this recording is truncated{where}: replaying what it holds", severity="warning")
+
+    def say(self, message: str, *, severity: str = "information") -> None:
+        self.notes.append(message)
+        if self.is_running:
+            self.notify(message, severity=severity)  # type: ignore[arg-type]
+
+    # -- replay playhead -----------------------------------------------------------------------------------
+    def _bounds(self) -> tuple[int, int] | None:
+        data = self.store.ranks.get(self.rank)
+        if data is None or data.axis.first is None or data.axis.last is None:
+            return None
+        return data.axis.first, data.axis.last
+
+    def head_step(self) -> int | None:
+        b = self._bounds()
+        if b is None:
+            return None
+        if self.head is None:
+            return b[1]
+        return int(min(max(self.head, b[0]), b[1]))
+
+    def _advance(self, dt: float) -> None:
+        b = self._bounds()
+        if b is None:
+            return
+        first, last = b
+        head = float(self.head_step() or first)
+        speed = SPEEDS[self.speed_i]
+        data = self.store.ranks[self.rank]
+        if speed is None:
+            step = max((last - first) * MAX_SPEED_FRACTION, self._paced(data, head, dt * 1000) - head, 1.0)
+            head += step
+        else:
+            head = self._paced(data, head, dt * speed)
+        if head >= last:
+            head = last
+            if self._status.loaded:
+                self.playing = False
+        self.head = head
+
+    @staticmethod
+    def _paced(data: Any, head: float, run_seconds: float) -> float:
+        """The step the run reached `run_seconds` of its own time after `head` (its own pace, from frame times)."""
+        t = data.time_at_step(int(head))
+        if t is None:
+            return head + run_seconds * 100  # no times recorded: 100 steps a second at ×1
+        nxt = data.step_at_time(t + run_seconds)
+        if nxt is None or nxt <= head:
+            # Within one frame's worth of time: move by the run's mean pace instead of standing still.
+            sps = data.steps_per_s(window_s=1e18) or 100.0
+            return head + run_seconds * sps
+        return float(nxt)
+
+    # -- view --------------------------------------------------------------------------------------------
+    def view(self) -> View:
+        b = self._bounds()
+        dark = self.current_theme.dark
+        markers = tuple(self.store.alerts.steps())
+        common = dict(ema=self.ema_on, ema_strength=self.ema_strength, log_y=self.log_y, cursor=self.cursor,
+                      markers=markers, dark=dark)
+        if b is None:
+            return View(0, 1, **common)
+        first, last = b
+        head = self.head_step() if self.replay else None
+        if self.replay and self.head is None:
+            head = None  # at the end: nothing hidden
+        right = head if head is not None else last
+        if self.span is None:
+            x0, x1 = first, max(last, first + 1)
+        else:
+            x1 = right if self.follow else self.x_end
+            x0 = x1 - self.span
+        return View(float(x0), float(max(x1, x0 + 1)), head=head, **common)
+
+    def _active_tab(self) -> str:
+        try:
+            return self.query_one(TabbedContent).active or "overview"
+        except Exception:
+            return "overview"
+
+    def _sync(self, changes: Changes | None = None, *, force: bool = False) -> None:
+        if not self.is_mounted:
+            return
+        view = self.view()
+        data = self.store.ranks.get(self.rank)
+        tab = self._active_tab()
+        model_layers = self._model_layers()
+        with self.batch_update():
+            self._sync_header(force)
+            for wid in TAB_WIDGETS.get(tab, ()):
+                w = self.query_one(f"#{wid}")
+                if isinstance(w, LineChart):
+                    w.show(data, view)
+                elif isinstance(w, LayerHeatMap):
+                    w.show(data, view, model_layers)
+            if tab in ("alerts", "overview"):
+                self._sync_alerts(force)
+            if tab == "data":
+                self._sync_summary(force)
+            if self.replay:
+                self._sync_timeline(view)
+
+    def _model_layers(self) -> list[str] | None:
+        model = self.store.facts.get("model")
+        if isinstance(model, dict) and isinstance(model.get("layers"), list):
+            return [str(layer.get("name")) for layer in model["layers"] if isinstance(layer, dict)]
+        return None
+
+    def header_info(self) -> HeaderInfo:
+        st = self._status
+        status = self.store.status()
+        note = st.message
+        if self.source is None:
+            state = "waiting"
+            note = note or "no run attached: press o to pick a live run"
+        elif self.replay:
+            state = "replay"
+            if status == "crashed":
+                note = f"recorded run crashed: {self.store.error()}"
+            if st.truncated:
+                extra = f" ({st.problems[0]})" if st.problems else " (no end frame)"
+                note = (note + " · " if note else "") + "truncated recording" + extra
+            elif not st.loaded:
+                note = note or "reading the recording…"
+        elif status is not None:
+            state = status
+        elif st.state == "gone":
+            state = "crashed"
+            note = "the run's process is gone without an end frame (killed?)"
+        elif st.state == "ended":
+            state = "finished"
+        else:
+            state = st.state
+        return HeaderInfo(state=state, rank=self.rank, dropped_live=st.dropped_live, note=note,
+                          head=self.head_step() if self.replay and self.head is not None else None,
+                          now=self.clock() if not self.replay else None)
+
+    def _sync_header(self, force: bool) -> None:
+        info = self.header_info()
+        key = (self.store.version, info, self.current_theme.dark, int(self.clock()) if info.state == "live" else 0)
+        if force or key != self._drawn.get("header"):
+            self._drawn["header"] = key
+            self.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark))
+            tabs = self.query_one(TabbedContent)
+            n = len(self.store.alerts)
+            tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"  # type: ignore[assignment]
+
+    def visible_alerts(self) -> list[tuple[tuple, dict[str, Any]]]:
+        up_to = self.head_step() if self.replay and self.head is not None else None
+        return self.store.alerts.newest_first(up_to_step=up_to)
+
+    def _sync_alerts(self, force: bool) -> None:
+        items = self.visible_alerts()
+        key = (self.store.alerts.version, len(items), self.current_theme.dark)
+        if not force and key == self._drawn.get("alerts"):
+            return
+        self._drawn["alerts"] = key
+        dark = self.current_theme.dark
+        for table_id, detail_id in (("#alert-table", "#alert-detail"), ("#side-alerts", "#side-detail")):
+            table = self.query_one(table_id, AlertTable)
+            table.sync(items, dark)
+            self.query_one(detail_id, Static).update(alert_detail(table.selected_alert(), dark))
+
+    def _sync_summary(self, force: bool) -> None:
+        data = self.store.ranks.get(self.rank)
+        key = (self.store.version // 5 if not force else -1, self.rank, self.current_theme.dark)
+        if not force and key == self._drawn.get("summary"):
+            return
+        self._drawn["summary"] = key
+        box = self.query_one("#summary-box")
+        self.query_one("#summary", Static).update(summary_text(self.store, data, dark=self.current_theme.dark,
+                                                               width=box.size.width or 80))
+
+    def _sync_timeline(self, view: View) -> None:
+        b = self._bounds()
+        first, last = b if b is not None else (0, 0)
+        st = self._status
+        note = ""
+        if st.truncated:
+            note = "truncated recording: " + (st.problems[0] if st.problems else "no end frame")
+        elif not st.loaded:
+            note = "reading…"
+        speed = SPEEDS[self.speed_i]
+        self.query_one(Timeline).show(TimelineState(
+            first=first, last=last, head=self.head_step() or first, loaded=last, playing=self.playing,
+            speed="max" if speed is None else f"×{speed}", markers=view.markers, note=note, dark=view.dark))
+
+    # -- actions ------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("play_pause", "speed", "seek_edge"):
+            return self.replay  # live: these keys do nothing, so the footer does not offer them
+        return True
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        self._sync(force=True)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._sync(force=True)
+
+    def action_play_pause(self) -> None:
+        if not self.replay:
+            return
+        b = self._bounds()
+        if not self.playing and b is not None and self.head_step() == b[1] and self._status.loaded:
+            self.head = float(b[0])  # at the end: play again from the start
+        if self.head is None and b is not None:
+            self.head = float(b[1])
+        self.playing = not self.playing
+        self._sync()
+
+    def action_speed(self, delta: int) -> None:
+        self.speed_i = max(0, min(len(SPEEDS) - 1, self.speed_i + delta))
+        self._sync()
+
+    def action_arrow(self, amount: int) -> None:
+        if self.replay:
+            self._seek_by(amount * SEEK_FRACTION)
+        else:
+            self.action_pan(amount)
+
+    def _seek_by(self, fraction: float) -> None:
+        b = self._bounds()
+        if b is None:
+            return
+        first, last = b
+        cur = self.head_step() or last
+        self.seek(cur + fraction * max(1, last - first))
+
+    def seek(self, step: float) -> None:
+        """Move the replay playhead (clamped to what has been read)."""
+        b = self._bounds()
+        if b is None:
+            return
+        self.head = float(min(max(step, b[0]), b[1]))
+        self._sync()
+
+    def action_seek_edge(self, edge: int) -> None:
+        b = self._bounds()
+        if b is not None:
+            self.seek(b[edge])
+
+    def on_timeline_seek(self, event: Timeline.Seek) -> None:
+        self.seek(event.step)
+
+    def _run_span(self) -> float:
+        b = self._bounds()
+        return float(max(1, b[1] - b[0])) if b is not None else 1.0
+
+    def action_zoom(self, factor: float) -> None:
+        v = self.view()
+        centre = (v.x0 + v.x1) / 2 if not self.follow else v.x1
+        span = (v.x1 - v.x0) * factor
+        if span >= self._run_span():
+            self.action_zoom_all()
+            return
+        self.span = max(8.0, span)
+        if not self.follow:
+            self.x_end = centre + self.span / 2
+        self._sync()
+
+    def action_zoom_all(self) -> None:
+        self.span, self.follow = None, True
+        self._sync()
+
+    def action_pan(self, direction: int) -> None:
+        v = self.view()
+        if self.span is None:
+            self.span = (v.x1 - v.x0) / 2  # panning the whole run: zoom to half first, as pan needs room
+            self.x_end = v.x1 if direction > 0 else v.x0 + self.span
+        else:
+            self.x_end = v.x1 + direction * self.span / 4
+        self.follow = False
+        b = self._bounds()
+        if b is not None and self.x_end >= (self.head_step() if self.replay else b[1]) and direction > 0:
+            self.follow = True
+        self._sync()
+
+    def action_follow(self) -> None:
+        self.follow = True
+        self.cursor = None
+        self._sync()
+
+    def action_toggle_ema(self) -> None:
+        self.ema_on = not self.ema_on
+        self._sync()
+
+    def action_ema_strength(self) -> None:
+        i = EMA_STRENGTHS.index(self.ema_strength) if self.ema_strength in EMA_STRENGTHS else 0
+        self.ema_strength = EMA_STRENGTHS[(i + 1) % len(EMA_STRENGTHS)]
+        self.ema_on = True
+        self._sync()
+
+    def action_toggle_log(self) -> None:
+        self.log_y = not self.log_y
+        self._sync()
+
+    def action_next_rank(self) -> None:
+        ranks = sorted(self.store.ranks)
+        if len(ranks) > 1:
+            self.rank = ranks[(ranks.index(self.rank) + 1) % len(ranks)] if self.rank in ranks else ranks[0]
+            self._sync(force=True)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+        for heat in self.query(LayerHeatMap):
+            heat.on_mount()
+        self._sync(force=True)
+
+    # -- alerts ---------------------------------------------------------------------------------------------
+    def goto_alert(self, alert: dict[str, Any]) -> None:
+        """Move every chart to where the alert began (replay: the playhead too) and mark the step."""
+        step = int(alert.get("step", -1))
+        b = self._bounds()
+        if step < 0 or b is None:
+            return
+        first, last = b
+        self.cursor = step
+        if self.replay:
+            self.head = float(min(max(step, first), last))
+            self.follow = True
+        else:
+            span = self.span if self.span is not None else max(20.0, (last - first) / 4)
+            self.span = span
+            self.x_end = step + span / 2
+            self.follow = False
+        self._sync(force=True)
+
+    def action_alert_jump(self, direction: int) -> None:
+        alerts = sorted(self.store.alerts.by_key.values(), key=lambda a: (a["step"], a["id"]))
+        if not alerts:
+            self.say("no alerts")
+            return
+        here = self.cursor if self.cursor is not None else (self.head_step() if self.replay else None)
+        if here is None:
+            target = alerts[-1] if direction > 0 else alerts[0]
+            target = alerts[0] if direction > 0 and self.replay else target
+        elif direction > 0:
+            target = next((a for a in alerts if a["step"] > here), alerts[-1])
+        else:
+            target = next((a for a in reversed(alerts) if a["step"] < here), alerts[0])
+        self._select_in_tables(target)
+        self.goto_alert(target)
+
+    def _select_in_tables(self, alert: dict[str, Any]) -> None:
+        for table in self.query(AlertTable):
+            for key, a in table.alerts.items():
+                if a is alert or (a.get("id"), a.get("step"), a.get("rank")) == (alert.get("id"), alert.get("step"),
+                                                                                  alert.get("rank")):
+                    try:
+                        table.move_cursor(row=table.get_row_index(key))
+                    except Exception:
+                        pass
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        table = event.data_table
+        if isinstance(table, AlertTable):
+            detail = "#alert-detail" if table.id == "alert-table" else "#side-detail"
+            self.query_one(detail, Static).update(alert_detail(table.alerts.get(str(event.row_key.value)),
+                                                               self.current_theme.dark))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        table = event.data_table
+        if isinstance(table, AlertTable):
+            alert = table.alerts.get(str(event.row_key.value))
+            if alert is not None:
+                self.goto_alert(alert)
+
+    # -- runs -----------------------------------------------------------------------------------------------
+    def action_pick(self) -> None:
+        if isinstance(self.screen, PickerScreen):
+            return
+
+        def chosen(entries: list[registry.RunEntry] | None) -> None:
+            if entries:
+                self.switch_source(self.attach(entries))
+
+        self.push_screen(PickerScreen(self.list_runs), chosen)
+
+    def switch_source(self, source: Source) -> None:
+        old = self.source
+        self.source = source
+        self._generation = source.generation
+        self.store = RunStore()
+        self._status = SourceStatus()
+        self.rank, self.cursor, self.head, self.span, self.follow, self.playing = 0, None, None, None, True, False
+        self._drawn.clear()
+        self.set_class(self.replay, "replay")
+        source.start()
+        if old is not None:
+            self._close_source(old)
+        self.sync_now()
+
+    @work(thread=True, group="close", exit_on_error=False)
+    def _close_source(self, source: Source) -> None:
+        source.close()
+
+    # -- export -------------------------------------------------------------------------------------------------
+    def _export_name(self, ext: str) -> Path:
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (self.store.name or "run"))
+        step = self.head_step()
+        return self.export_dir / f"accmon-{name}-step{step if step is not None else 0}.{ext}"
+
+    def action_screenshot(self) -> None:
+        target = self._export_name("svg")
+        path = self.save_screenshot(filename=target.name, path=str(target.parent))
+        self.say(f"screenshot saved: {path}")
+        self._to_png(path)
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _to_png(self, svg: str) -> None:
+        png = svg_to_png(svg)
+        if png:
+            self.call_from_thread(self.say, f"PNG saved: {png}")
+
+    def action_export_csv(self) -> None:
+        self._export_csv(self._export_name("csv"))
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export_csv(self, target: Path) -> None:
+        from .export import export_recording, export_store
+
+        try:
+            if isinstance(self.source, ReplaySource):
+                export_recording(self.source.path, csv=str(target), quiet=True)
+            else:
+                export_store(self.store, str(target))
+        except OSError as exc:
+            self.call_from_thread(self.say, f"CSV export failed: {exc.strerror or exc}", severity="error")
+            return
+        self.call_from_thread(self.say, f"series saved: {target}")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help: keys and panels", "What every key does and how to read the panels", self.action_help)
+        yield SystemCommand("Open a live run", "Pick another run on this host (accmon ls)", self.action_pick)
+        yield SystemCommand("Toggle smoothing", "EMA over the raw values", self.action_toggle_ema)
+        yield SystemCommand("Smoothing strength", "Cycle 0.6 · 0.9 · 0.99 · 0.999", self.action_ema_strength)
+        yield SystemCommand("Toggle log scale", "Loss and accuracy on a log scale", self.action_toggle_log)
+        yield SystemCommand("Whole run", "Zoom out to every step", self.action_zoom_all)
+        yield SystemCommand("Follow the newest step", "Keep the right edge at the newest step", self.action_follow)
+        yield SystemCommand("Next alert", "Move the charts to where the next alert began",
+                            lambda: self.action_alert_jump(1))
+        yield SystemCommand("Save screenshot (SVG)", "Also PNG when a converter is installed", self.action_screenshot)
+        yield SystemCommand("Export series (CSV)", "Every series of every rank", self.action_export_csv)
+        yield SystemCommand("Next rank", "Show another rank of a multi-GPU run", self.action_next_rank)
+
+    def screen_text(self) -> str:
+        """The screen as plain text, as a person would read it (tests, and checks over SSH without a terminal).
+
+        The one use of a private Textual API in accmon (the compositor, as `App.export_screenshot` uses it)."""
+        from rich.console import Console
+        import io
+
+        console = Console(width=self.size.width, height=self.size.height, file=io.StringIO(), record=True,
+                          color_system=None, legacy_windows=False, safe_box=False)
+        console.print(self.screen._compositor.render_update(full=True))
+        return console.export_text()
+
+    async def action_quit(self) -> None:
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+
+def svg_to_png(svg: str) -> str | None:
+    """Convert with the first converter present (rsvg-convert, cairosvg, inkscape); None when there is none."""
+    png = str(Path(svg).with_suffix(".png"))
+    try:
+        if shutil.which("rsvg-convert"):
+            subprocess.run(["rsvg-convert", "-o", png, svg], check=True, capture_output=True, timeout=60)
+            return png
+        try:
+            import cairosvg  # type: ignore[import-not-found]
+
+            cairosvg.svg2png(url=svg, write_to=png)
+            return png
+        except ImportError:
+            pass
+        if shutil.which("inkscape"):
+            subprocess.run(["inkscape", svg, "--export-type=png", f"--export-filename={png}"], check=True,
+                           capture_output=True, timeout=120)
+            return png
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return None
+
+
+# -- entry points for the command line --------------------------------------------------------------------------
+def run_live(entries: list[registry.RunEntry], *, record: str | None = None) -> int:
+    """`accmon` / `accmon attach`: follow one run (all its ranks), history first; re-attach when it restarts."""
+    app = AccmonApp(LiveSource(entries, record=record), attach=lambda es: LiveSource(es, record=record))
+    return app.run() or 0
+
+
+def run_live_for_process(run_id: str, proc: subprocess.Popen) -> int:
+    """`accmon run -- CMD`: follow the run that `proc` is about to register as `run_id`; stay open after it ends."""
+
+    def find() -> list[registry.RunEntry]:
+        return [e for e in registry.list_runs() if e.run_id == run_id]
+
+    source = LiveSource([], find_again=find, process=proc)
+    app = AccmonApp(source, pick=False)
+    return app.run() or 0
+
+
+def run_replay(path: str) -> int:
+    """`accmon replay FILE`."""
+    return AccmonApp(ReplaySource(path)).run() or 0
+
+
+def run_picker() -> int:
+    """`accmon` with several live runs: choose one first."""
+    return AccmonApp(None, pick=True).run() or 0
+
+
+__all__ = ["AccmonApp", "QueueSource", "LiveSource", "ReplaySource", "run_live", "run_live_for_process", "run_picker",
+           "run_replay", "svg_to_png"]

@@ -1,0 +1,393 @@
+"""Where the app's frames come from: a live run (one RunClient per rank), a recording, or a test.
+
+Every source does its socket and file work on its own thread; the app drains decoded frames on a timer from
+the UI thread, which only pops a deque. `wake` is set when frames are queued (the app may wait on it in tests).
+A source that starts over on another run (the training process restarted) bumps `generation`: the app then
+starts a fresh store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol
+
+from accmon.probe import registry, wire
+
+DISCOVER_S = 1.0  # how often a live source looks for ranks that registered late, or a restarted run
+REPLAY_QUEUE_FRAMES = 4096  # frames read ahead of the app; the reader waits beyond this (bounded memory)
+REPLAY_BATCH = 64
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """The source's side of the header: connection state, drops, what the file or socket said."""
+
+    state: str = "connecting"  # connecting | live | stalled | ended | gone | replay
+    dropped_live: int = 0
+    message: str | None = None
+    loaded: bool = False  # replay: the whole file has been read
+    truncated: bool = False  # replay: the file ends in a partial frame or without an end frame
+    problems: tuple[str, ...] = ()
+    ranks: int = 1
+
+
+class Source(Protocol):
+    kind: str  # "live" | "replay"
+    wake: threading.Event
+    generation: int
+
+    def start(self) -> None: ...
+
+    def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]: ...
+
+    @property
+    def status(self) -> SourceStatus: ...
+
+    def close(self) -> None: ...
+
+
+class _Queue:
+    """A deque of frames with a wake event; appended by one thread, drained by the UI."""
+
+    def __init__(self) -> None:
+        self.q: deque[dict[str, Any]] = deque()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+
+    def push(self, frames: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.q.extend(frames)
+        self.wake.set()
+
+    def drain(self, max_frames: int | None) -> list[dict[str, Any]]:
+        with self.lock:
+            if max_frames is None or max_frames >= len(self.q):
+                out = list(self.q)
+                self.q.clear()
+            else:
+                out = [self.q.popleft() for _ in range(max_frames)]
+            if not self.q:
+                self.wake.clear()
+        return out
+
+    def clear(self) -> None:
+        with self.lock:
+            self.q.clear()
+
+
+class QueueSource:
+    """A source driven by hand: tests (and embedders) push frames and set the state the header shows."""
+
+    def __init__(self, kind: str = "live", state: str = "live") -> None:
+        self.kind = kind
+        self._q = _Queue()
+        self.wake = self._q.wake
+        self.generation = 0
+        self._status = SourceStatus(state=state)
+        self.closed = False
+
+    def start(self) -> None:
+        pass
+
+    def push(self, *frames: dict[str, Any]) -> None:
+        self._q.push(list(frames))
+
+    def set_status(self, **changes: Any) -> None:
+        self._status = replace(self._status, **changes)
+        self.wake.set()
+
+    def restart(self) -> None:
+        """The run's process restarted: what follows is a new run."""
+        self._q.clear()
+        self.generation += 1
+
+    def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
+        return self._q.drain(max_frames)
+
+    @property
+    def status(self) -> SourceStatus:
+        return self._status
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class LiveSource:
+    """All ranks of one live run. Finds ranks that register late, records if asked, and re-attaches when the run's
+    process is gone and a run of the same name appears again (the job was restarted)."""
+
+    kind = "live"
+
+    def __init__(self, entries: list[registry.RunEntry], *, record: str | None = None,
+                 find_again: Callable[[], list[registry.RunEntry]] | None = None,
+                 client_factory: Callable[[registry.RunEntry], Any] | None = None,
+                 process: Any = None) -> None:
+        self.entries = list(entries)
+        self.process = process  # `accmon run`: the command's Popen, to tell "not started yet" from "exited"
+        self.record = record
+        self.name = entries[0].name if entries else None
+        self.run_id = entries[0].run_id if entries else None
+        self.find_again = find_again if find_again is not None else self._same_name
+        self._factory = client_factory or _client_for
+        self._q = _Queue()
+        self.wake = self._q.wake
+        self.generation = 0
+        self._clients: list[tuple[registry.RunEntry, Any]] = []
+        self._status = SourceStatus()
+        self._stop = threading.Event()
+        self._writer: Any = None
+        self._thread = threading.Thread(target=self._run, name="accmon-live-source", daemon=True)
+
+    def _same_name(self) -> list[registry.RunEntry]:
+        if not self.name:
+            return []
+        return registry.find_run(self.name)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
+        return self._q.drain(max_frames)
+
+    @property
+    def status(self) -> SourceStatus:
+        return self._status
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(3.0)
+
+    # -- the source's thread -----------------------------------------------------------------------------
+    def _attach(self, entries: list[registry.RunEntry]) -> None:
+        for _, c in self._clients:
+            c.close()
+        self._clients = [(e, self._factory(e)) for e in entries]
+        for _, c in self._clients:
+            c.start()
+        self.entries = list(entries)
+        self.run_id = entries[0].run_id if entries else None
+
+    def _run(self) -> None:
+        try:
+            self._attach(self.entries)
+            if self.record:
+                from accmon.probe.recording import RecordingWriter
+
+                self._writer = RecordingWriter(self.record)
+            last_look = last_sync = time.monotonic()
+            while not self._stop.is_set():
+                got = self._pump()
+                now = time.monotonic()
+                if now - last_look > DISCOVER_S:
+                    last_look = now
+                    self._look_around()
+                if self._writer is not None and now - last_sync > 1.0:
+                    last_sync = now
+                    self._guard(self._writer.sync)
+                self._update_status()
+                if not got:
+                    for _, c in self._clients[:1]:
+                        c.wake.wait(0.05)
+                    if not self._clients:
+                        self._stop.wait(0.1)
+        except Exception as exc:  # never take the app down with the receiver
+            self._status = replace(self._status, state="gone", message=f"receiver stopped: {exc!r}")
+            self.wake.set()
+        finally:
+            for _, c in self._clients:
+                c.close()
+            if self._writer is not None:
+                self._guard(self._writer.close)
+
+    def _pump(self) -> int:
+        n = 0
+        for _, c in self._clients:
+            batch = c.drain_with_bytes()
+            if not batch:
+                continue
+            n += len(batch)
+            if self._writer is not None:
+                self._guard(lambda: self._writer.write([p for _, p in batch]))
+            self._q.push([f for f, _ in batch])
+        return n
+
+    def _guard(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except OSError as exc:
+            self._status = replace(self._status, message=f"recording stopped: {exc.strerror or exc}")
+            self._writer = None
+
+    def _look_around(self) -> None:
+        known = {e.rank for e in self.entries}
+        gone = all(not e.alive() for e in self.entries) if self.entries else True
+        ended = all(getattr(c.status, "state", "") in ("ended", "closed") for _, c in self._clients) and self._clients
+        if not (gone or ended):
+            if self.run_id not in (None, "?"):
+                for e in registry.list_runs():
+                    if e.run_id == self.run_id and e.rank not in known:
+                        self.entries.append(e)
+                        client = self._factory(e)
+                        client.start()
+                        self._clients.append((e, client))
+            return
+        again = [e for e in self.find_again() if e.run_id != self.run_id and e.alive()]
+        if again:
+            self._attach(again)
+            self._q.clear()
+            self.generation += 1
+            self._status = replace(self._status, message=f"re-attached: the run restarted (pid {again[0].pid})")
+            self.wake.set()
+
+    def _update_status(self) -> None:
+        states = [c.status for _, c in self._clients]
+        if not states:
+            code = self.process.poll() if self.process is not None else None
+            if code is not None:
+                new = replace(self._status, state="gone",
+                              message=f"the command exited (code {code}) without starting the probe")
+            else:
+                new = replace(self._status, state="connecting", message=self._status.message or "waiting for the run")
+        else:
+            names = {s.state for s in states}
+            if names <= {"ended", "closed"} and "ended" in names:
+                state = "ended"
+            elif self.entries and all(not e.alive() for e in self.entries):
+                state = "gone"
+            elif "live" in names:
+                state = "stalled" if "stalled" in names else "live"
+            elif "stalled" in names:
+                state = "stalled"
+            else:
+                state = "connecting"
+            message = next((s.message for s in states if s.message and s.state == "stalled"), None)
+            if message is None and self._status.message and self._status.message.startswith(("re-attached", "recording")):
+                message = self._status.message
+            new = SourceStatus(state=state, dropped_live=sum(s.dropped_live for s in states), message=message,
+                               ranks=len(states))
+        if new != self._status:
+            self._status = new
+            self.wake.set()
+
+
+def _client_for(entry: registry.RunEntry) -> Any:
+    from accmon.probe import security
+
+    from .subscriber import RunClient
+
+    return RunClient(entry.pub, entry.ctl, curve=security.curve_for(entry.pub, entry.extra))
+
+
+class ReplaySource:
+    """Frames of a recording, read on a thread. Today's rules run again over them when they are available, so a
+    recording made with older rules gets today's diagnosis (as `accmon check` does); the recorded alerts are
+    used otherwise."""
+
+    kind = "replay"
+
+    def __init__(self, path: str, *, rerun_rules: bool = True) -> None:
+        from accmon.probe.recording import RecordingReader
+
+        self.path = path
+        self.reader = RecordingReader(path)  # raises RecordingError for what is not a recording at all
+        self.rerun_rules = rerun_rules
+        self._q = _Queue()
+        self.wake = self._q.wake
+        self.generation = 0
+        self._status = SourceStatus(state="replay", message="reading…")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="accmon-replay-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
+        return self._q.drain(max_frames)
+
+    @property
+    def status(self) -> SourceStatus:
+        return self._status
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(3.0)
+
+    def _run(self) -> None:
+        from accmon.probe.rank_rules import RankDiagnoser
+
+        diagnoser_cls = None
+        if self.rerun_rules:
+            try:
+                from accmon.probe.rules import Diagnoser  # type: ignore[import-not-found]
+
+                diagnoser_cls = Diagnoser
+            except ImportError:
+                diagnoser_cls = None
+        diagnosers: dict[int, Any] = {}
+        ranks = RankDiagnoser()
+        batch: list[dict[str, Any]] = []
+        try:
+            for frame in self.reader.frames():
+                if self._stop.is_set():
+                    return
+                kind = frame["kind"]
+                if kind == "alert" and diagnoser_cls is not None:
+                    continue  # today's rules speak instead (below)
+                batch.append(frame)
+                if kind != "alert":
+                    batch += [_alert_frame(frame, a) for a in ranks.observe(frame)]
+                    if diagnoser_cls is not None:
+                        d = diagnosers.get(frame["rank"])
+                        if d is None:
+                            d = diagnosers[frame["rank"]] = diagnoser_cls()
+                        try:
+                            batch += [_alert_frame(frame, a) for a in d.observe(frame)]
+                        except Exception as exc:  # a rule's bug must not stop the replay
+                            diagnoser_cls = None
+                            self._status = replace(self._status, message=f"rules disabled: {exc!r}")
+                if len(batch) >= REPLAY_BATCH:
+                    self._push(batch)
+                    batch = []
+            batch += [_alert_frame({"run": "", "rank": a.get("rank", 0), "seq": 0, "step": a.get("step", -1)}, a)
+                      for a in ranks.finish()]
+            self._push(batch)
+            problems = tuple(str(p) for p in self.reader.problems)
+            self._status = replace(self._status, loaded=True, truncated=self.reader.truncated, problems=problems,
+                                   message=None)
+        except Exception as exc:  # an unreadable tail: keep what was read, say why
+            self._push(batch)
+            self._status = replace(self._status, loaded=True, truncated=True, message=f"stopped reading: {exc}")
+        self.wake.set()
+
+    def _push(self, batch: list[dict[str, Any]]) -> None:
+        while len(self._q.q) > REPLAY_QUEUE_FRAMES and not self._stop.is_set():
+            time.sleep(0.005)  # the app is behind: wait rather than hold the whole file in frames
+        if batch:
+            self._q.push(batch)
+
+
+def _alert_frame(src: dict[str, Any], alert: dict[str, Any]) -> dict[str, Any]:
+    return wire.envelope("alert", src.get("run", ""), alert.get("rank", src.get("rank", 0)) or 0, src.get("seq", 0),
+                         alert.get("step", src.get("step", -1)), alert=dict(alert))
+
+
+@dataclass
+class PickerEntry:
+    """One run in the picker: its ranks' registry entries."""
+
+    run_id: str
+    entries: list[registry.RunEntry] = field(default_factory=list)
+
+
+def group_runs(entries: list[registry.RunEntry]) -> list[PickerEntry]:
+    runs: dict[str, PickerEntry] = {}
+    for e in entries:
+        runs.setdefault(e.run_id, PickerEntry(e.run_id)).entries.append(e)
+    for r in runs.values():
+        r.entries.sort(key=lambda e: e.rank)
+    return list(runs.values())
