@@ -20,7 +20,13 @@ from .errors import report_once
 ENV_AUTO = "ACCMON_AUTO"
 
 # module imported → name of the accmon module whose install(run) instruments it
-FRAMEWORKS = {"torch": "accmon.probe.torch", "keras": "accmon.probe.keras"}
+FRAMEWORKS = {
+    "torch": "accmon.probe.torch",
+    "keras": "accmon.probe.keras",
+    "lightning": "accmon.probe.lightning",
+    "pytorch_lightning": "accmon.probe.lightning",
+    "transformers": "accmon.probe.hf",
+}
 
 _installed = False
 _lock = threading.Lock()
