@@ -1,0 +1,83 @@
+"""dead_relu and sigmoid_saturation: hidden units stuck where no gradient passes through them."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .base import Finding, Rule, ended, num
+from .health import Health
+from .state import RunState
+from .thresholds import DEAD_RELU_FRACTION, DEAD_RELU_TOTAL, SATURATION_FRACTION
+
+SAMPLES = 5
+# Saturating activations whose saturation kills gradients. A softmax is left out: a peaked softmax (attention,
+# a confident output) is how it is meant to work.
+SATURATING = frozenset({"Sigmoid", "Hardsigmoid", "LogSigmoid", "Tanh", "Hardtanh", "Softsign"})
+
+
+def fractions(st: RunState, prefix: str, now: int) -> dict[str, tuple[float, int]]:
+    """Per layer: median of the recent samples of `prefix/<layer>` and the step of the newest one."""
+    return {layer: (m, step) for layer, (m, step, _) in st.layer_recent(prefix, now, SAMPLES).items()}
+
+
+class DeadRelu(Rule):
+    ids = ("dead_relu",)
+    FIX = ("lower the learning rate; initialise with nn.init.kaiming_normal_ and zero (not negative) biases; use "
+           "LeakyReLU or GELU; put BatchNorm before the ReLU; check that the inputs are normalised")
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        fr = fractions(st, "act_zero", h.now)
+        if not fr:
+            return []
+        was = st.is_active("dead_relu")
+        # Once raised, a layer stays named until it is clearly below the threshold (no flicker at its edge).
+        bar = DEAD_RELU_FRACTION - (0.1 if was else 0.0)
+        dead = {k: v for k, (v, _) in fr.items() if v >= bar}
+        if not dead or not h.in_trouble:
+            return [ended("dead_relu")]
+        total = [k for k, v in dead.items() if v >= DEAD_RELU_TOTAL]
+        newest = max(s for _, s in fr.values())
+        evidence = {"layers": {k: num(v) for k, v in dead.items()}, "threshold": DEAD_RELU_FRACTION,
+                    "measured_at": newest, **h.evidence()}
+        shown = ", ".join(f"{k} ({v:.0%})" for k, v in list(dead.items())[:4])
+        tail = ": no gradient flows through them" if total else ""
+        if st.is_active("unnormalized_input"):
+            tail += " (large unnormalised inputs kill ReLUs in the first steps)"
+        return [Finding("dead_relu", True, None, "critical" if total else "warning",
+                        f"ReLU layers output zero for most inputs: {shown}{tail}, while "
+                        f"{h.reasons[0] if h.reasons else 'training is stuck'}",
+                        evidence, self.FIX, score=max(dead.values()))]
+
+
+class SigmoidSaturation(Rule):
+    ids = ("sigmoid_saturation",)
+    FIX = ("keep pre-activations small: the default (or Xavier) initialisation instead of large weights, normalised "
+           "inputs, BatchNorm/LayerNorm before the activation; use ReLU/GELU in hidden layers; lower the learning "
+           "rate if saturation grows as training goes on")
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        fr = fractions(st, "act_sat", h.now)
+        if not fr:
+            return []
+        layers = [l for l in st.model.get("layers", []) if isinstance(l, dict)]
+        kinds = {str(l.get("name")): l.get("kind") for l in layers}
+        # The model's own output activation may be confident: that is success, not saturation.
+        output = str(layers[-1].get("name")) if layers else list(fr)[-1]
+        candidates = {k: v for k, v in fr.items() if k != output and kinds.get(k, "Sigmoid") in SATURATING}
+        was = st.is_active("sigmoid_saturation")
+        bar = SATURATION_FRACTION - (0.1 if was else 0.0)
+        sat = {k: v for k, (v, _) in candidates.items() if v >= bar}
+        if not sat or not h.in_trouble:
+            return [ended("sigmoid_saturation")]
+        newest = max(s for _, s in candidates.values())
+        evidence = {"layers": {k: num(v) for k, v in sat.items()}, "threshold": SATURATION_FRACTION,
+                    "kinds": {k: kinds.get(k, "?") for k in sat}, "measured_at": newest, **h.evidence()}
+        shown = ", ".join(f"{k} ({v:.0%})" for k, v in list(sat.items())[:4])
+        return [Finding("sigmoid_saturation", True, None, "warning",
+                        f"sigmoid/tanh layers are saturated, outputs pinned near their limits where the gradient "
+                        f"all but vanishes: {shown}, while {h.reasons[0] if h.reasons else 'training is stuck'}",
+                        evidence, self.FIX, score=max(sat.values()))]

@@ -1,0 +1,128 @@
+"""The rules engine: frames in, alerts out. Pure Python and numpy, so it runs inside training processes."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .base import Rule
+from .book import AlertBook
+from .health import HealthTracker
+from .state import RunState
+from .thresholds import EVAL_EVERY, EVAL_EVERY_LATE
+
+# A frame spanning more evaluation points than this (a recording's history in one frame) is evaluated at this
+# many of them, evenly spread: the cost of a frame stays bounded.
+MAX_EVALS_PER_FRAME = 32
+
+
+class Diagnoser:
+    """Diagnoses one rank's stream of frames (docs/frames.md).
+
+    `observe(frame)` returns the alerts that are new, materially updated or cleared by that frame;
+    `alerts()` every alert so far, active and cleared, in the order they first fired.
+    """
+
+    def __init__(self, rules: Iterable[Rule] | None = None) -> None:
+        if rules is None:
+            from .catalogue import all_rules
+
+            rules = all_rules()
+        self.rules: list[Rule] = list(rules)
+        self.state = RunState()
+        self.health = HealthTracker()
+        self.book = AlertBook()
+        self.rank = 0
+        self.errors: dict[str, str] = {}  # rule class → the error that disabled it
+        self._static_seen: dict[int, int] = {}  # static rule → facts version it last saw
+        self._last_eval = -1
+
+    def observe(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = frame.get("kind")
+        rank = frame.get("rank")
+        if isinstance(rank, int) and not isinstance(rank, bool):
+            self.rank = rank
+        st = self.state
+        if kind == "facts":
+            facts = frame.get("facts")
+            if not isinstance(facts, dict):
+                return []
+            st.merge_facts(facts)
+            return self._evaluate([max(st.last_step, 0)])
+        if kind == "steps":
+            steps = frame.get("steps")
+            if not isinstance(steps, list) or not steps:
+                return []
+            previous = st.last_step
+            cols = frame.get("cols")
+            hists = frame.get("hists")
+            st.ingest(steps, cols if isinstance(cols, dict) else {}, hists if isinstance(hists, dict) else None)
+            points = evaluation_points(previous, st.last_step)
+            # A frame with no evaluation point in it still gets a look at its end (live runs with slow steps),
+            # unless the last look was only a few steps ago.
+            if not points and st.last_step - self._last_eval >= max(1, interval(st.last_step) // 4):
+                points.append(st.last_step)
+            return self._evaluate(points)
+        if kind == "end":
+            status = frame.get("status")
+            st.ended = status if isinstance(status, str) else "finished"
+            total = frame.get("total_steps")
+            st.end_total_steps = total if isinstance(total, int) else None
+            return self._evaluate([max(st.last_step, 0)])
+        return []
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.book.alerts()
+
+    def _evaluate(self, points: list[int]) -> list[dict[str, Any]]:
+        changed: dict[tuple, dict[str, Any]] = {}
+        st = self.state
+        for now in points:
+            st.memo.clear()
+            self._last_eval = max(self._last_eval, now)
+            h = self.health.at(st, now)
+            st.active = self.book.active_map  # a live view: later rules see earlier rules' verdicts
+            for rule in self.rules:
+                name = type(rule).__name__
+                if name in self.errors:
+                    continue
+                if rule.static:
+                    if self._static_seen.get(id(rule)) == st.facts_version:
+                        continue
+                    self._static_seen[id(rule)] = st.facts_version
+                try:
+                    findings = list(rule.check(st, h))
+                except Exception as exc:  # one broken rule must not silence the others
+                    self.errors[name] = repr(exc)
+                    continue
+                if not findings:
+                    continue
+                for f in findings:
+                    alert = self.book.apply(f, now, self.rank)
+                    if alert is not None:
+                        changed[(f.id, f.cause)] = alert
+        return list(changed.values())
+
+
+def interval(step: int) -> int:
+    for below, every in EVAL_EVERY:
+        if step < below:
+            return every
+    return EVAL_EVERY_LATE
+
+
+def evaluation_points(after: int, upto: int) -> list[int]:
+    """The steps in (after, upto] at which rules run: multiples of the interval for their part of the run."""
+    points: list[int] = []
+    b = max(after + 1, 0)
+    while b <= upto:
+        e = interval(b)
+        b = -(-b // e) * e
+        if b > upto:
+            break
+        if b % interval(b) == 0:
+            points.append(b)
+        b += 1
+    if len(points) > MAX_EVALS_PER_FRAME:
+        stride = len(points) / MAX_EVALS_PER_FRAME
+        points = [points[int(i * stride)] for i in range(MAX_EVALS_PER_FRAME - 1)] + [points[-1]]
+    return points

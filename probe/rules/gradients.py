@@ -1,0 +1,110 @@
+"""exploding_gradients and vanishing_gradients: how gradient size changes with depth, and over time.
+
+Layers are compared with each other (input side against output side), which holds whatever the loss scale,
+the batch size or the model's width; both rules speak only while training is in trouble.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from .base import Finding, Rule, ended, layer_list, num
+from .health import Health
+from .series import median
+from .state import RunState
+from .thresholds import (EXPLODE_DEPTH_RATIO, EXPLODE_DEPTH_RATIO_CRITICAL, EXPLODE_GROWTH, VANISH_RATIO,
+                         VANISH_RMS)
+
+# Per layer, the median of this many recent samples: one odd batch does not make a trend.
+SAMPLES = 5
+
+
+def layer_norms(st: RunState, now: int) -> dict[str, float]:
+    """Recent gradient norm per layer (finite samples only), input side first."""
+    return {layer: m for layer, (m, _, _) in st.layer_recent("grad_norm", now, SAMPLES).items()}
+
+
+class ExplodingGradients(Rule):
+    ids = ("exploding_gradients",)
+    FIX = ("use a standard initialisation (PyTorch's default, or nn.init.kaiming_normal_ / xavier_uniform_) instead "
+           "of large hand-set weights; clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)); "
+           "lower the learning rate; add normalisation (BatchNorm/LayerNorm) between layers")
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        norms = layer_norms(st, h.now)
+        ratio = None
+        live = [(k, v) for k, v in norms.items() if v > 0]
+        if len(live) >= 2:
+            (first, g_in), (last, g_out) = live[0], live[-1]
+            ratio = g_in / g_out
+        growth = None
+        recent = st.recent("grad_norm", h.now, SAMPLES)
+        if recent is not None:
+            start = [v for s, v in st.first.get("grad_norm", []) if s <= h.now and math.isfinite(v)]
+            if len(start) >= 3 and median(start) > 0:
+                growth = recent[0] / median(start)
+        if ratio is None and growth is None:
+            return []
+        active = (ratio is not None and ratio >= EXPLODE_DEPTH_RATIO) or (growth is not None and growth >= EXPLODE_GROWTH)
+        still = (ratio is not None and ratio >= EXPLODE_DEPTH_RATIO / 2) or (growth is not None and growth >= EXPLODE_GROWTH / 2)
+        was = st.is_active("exploding_gradients")
+        if not h.in_trouble or not (active or (was and still)):
+            return [ended("exploding_gradients")]
+        evidence: dict[str, object] = {"layers": {k: num(v) for k, v in norms.items()}}
+        parts = []
+        if ratio is not None and ratio >= EXPLODE_DEPTH_RATIO / 2:
+            evidence.update(input_layer=first, output_layer=last, input_to_output_ratio=ratio)
+            parts.append(f"gradients grow {ratio:.0f}x from the output layer {last} ({num(g_out, 3)}) "
+                         f"to the input layer {first} ({num(g_in, 3)})")
+        if growth is not None and growth >= EXPLODE_GROWTH / 2:
+            evidence["growth_since_start"] = growth
+            parts.append(f"the gradient norm grew {growth:.0f}x since the first steps")
+        evidence.update(h.evidence())
+        critical = (ratio or 0) >= EXPLODE_DEPTH_RATIO_CRITICAL or (growth or 0) >= EXPLODE_GROWTH ** 2
+        return [Finding("exploding_gradients", True, None, "critical" if critical else "warning",
+                        "; ".join(parts) + f", while {h.reasons[0] if h.reasons else 'training is stuck'}",
+                        evidence, self.FIX, score=max(ratio or 1.0, growth or 1.0))]
+
+
+class VanishingGradients(Rule):
+    ids = ("vanishing_gradients",)
+    FIX = ("replace sigmoid/tanh hidden activations with ReLU or GELU; use Kaiming/Xavier initialisation; add "
+           "BatchNorm/LayerNorm or residual connections; or use fewer layers")
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        norms = layer_norms(st, h.now)
+        live = [k for k, v in norms.items() if v > 0]
+        if len(norms) < 2 or not live:
+            return []
+        out_layer = live[-1]
+        ref = norms[out_layer]
+        params = {str(l.get("name")): l.get("params") for l in st.model.get("layers", []) if isinstance(l, dict)}
+        # Layers with exactly zero gradient behind a dead ReLU layer are that rule's finding, not this one's.
+        dead_explains = st.is_active("dead_relu")
+        vanished: dict[str, float] = {}
+        for layer, g in norms.items():
+            if layer == out_layer or list(norms).index(layer) > list(norms).index(out_layer):
+                continue
+            if g == 0:
+                if not dead_explains:
+                    vanished[layer] = 0.0
+                continue
+            n = params.get(layer)
+            rms = g / math.sqrt(n) if isinstance(n, int) and n > 0 else None
+            if g / ref < VANISH_RATIO or (rms is not None and rms < VANISH_RMS):
+                vanished[layer] = g / ref
+        if not vanished or not h.in_trouble:
+            return [ended("vanishing_gradients")]
+        smallest = min(vanished.values())
+        evidence = {"layers": {k: num(v) for k, v in vanished.items()}, "output_layer": out_layer,
+                    "output_grad_norm": ref, "ratio_threshold": VANISH_RATIO, **h.evidence()}
+        return [Finding("vanishing_gradients", True, None, "warning",
+                        f"gradients vanish toward the input: {len(vanished)} of {len(norms)} layers get under "
+                        f"{VANISH_RATIO:g} of the output layer's gradient ({layer_list(vanished)}), while "
+                        f"{h.reasons[0] if h.reasons else 'training is stuck'}",
+                        evidence, self.FIX, score=1.0 / max(smallest, 1e-30))]

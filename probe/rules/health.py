@@ -1,0 +1,210 @@
+"""Is training in trouble? The gate every dynamic rule passes before it may speak.
+
+Fixed thresholds on gradients or activations flag healthy models (UMLAUT and DeepDiagnosis flagged half or
+more of the healthy models in their own evaluations). AUTOTRAINER only looks for gradient problems once
+accuracy stops improving; accmon does the same with four scale-free signs, judged on smoothed curves:
+
+- not learning: the loss has fallen by less than 10% of where it started, after the patience;
+- worse than chance: the loss is above what a model that ignores its inputs would score (the entropy of the
+  class distribution, ln C for C balanced classes);
+- at chance: accuracy is no better than always answering the majority class;
+- diverging: the loss went NaN/Inf, or doubled from its best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import losses as L
+from .series import array_median
+from .state import RunState
+from .thresholds import (CHANCE_ACC_MARGIN, CHANCE_LOSS_FACTOR, DIVERGE_FACTOR, MIN_PROGRESS, PATIENCE_DEFAULT,
+                         PATIENCE_EPOCHS, PATIENCE_MAX, PATIENCE_MIN, START_STEPS, WINDOW_DEFAULT, WINDOW_MAX,
+                         WINDOW_MIN)
+
+
+@dataclass
+class Health:
+    """The state of training at one step, as the rules see it."""
+
+    now: int
+    seen: int  # training steps seen so far
+    window: int  # smoothing window, in steps
+    patience: int  # steps without progress before a run counts as stuck
+    loss_start: float | None = None
+    loss_now: float | None = None
+    loss_best: float | None = None
+    loss_nonfinite: bool = False
+    chance_loss: float | None = None
+    acc_start: float | None = None
+    acc_now: float | None = None
+    acc_chance: float | None = None  # accuracy of always answering the majority class
+    warming_up: bool = False  # the learning rate is still rising
+    not_learning: bool = False
+    worse_than_chance: bool = False
+    at_chance: bool = False
+    diverging: bool = False
+    reasons: list[str] = field(default_factory=list)
+    # The smoothed training loss at an earlier step (from the evaluations so far), for comparisons over time.
+    loss_near: Callable[[int], float | None] | None = None
+
+    @property
+    def in_trouble(self) -> bool:
+        return self.not_learning or self.worse_than_chance or self.at_chance or self.diverging
+
+    @property
+    def stuck(self) -> bool:
+        """Not moving (as opposed to moving the wrong way)."""
+        return self.not_learning or self.at_chance
+
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+    def evidence(self) -> dict[str, object]:
+        out: dict[str, object] = {"training": self.why()}
+        for key in ("loss_start", "loss_now", "chance_loss", "acc_now", "acc_chance"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+class HealthTracker:
+    """Computes Health at each evaluation; remembers the best loss and a coarse trace of the smoothed loss."""
+
+    def __init__(self) -> None:
+        self.loss_best: float | None = None
+        # (step, smoothed loss) at each evaluation: the training loss at the time of any past validation.
+        self.trace: deque[tuple[int, float]] = deque(maxlen=1024)
+        # The verdicts of the previous evaluation: a verdict, once given, needs clear evidence to be withdrawn,
+        # so that a curve hovering at a threshold does not raise and clear alerts in turn.
+        self.was: dict[str, bool] = {}
+
+    def at(self, st: RunState, now: int) -> Health:
+        epoch = st.epoch_steps
+        if epoch:
+            window = min(WINDOW_MAX, max(WINDOW_MIN, epoch // 2))
+            patience = min(PATIENCE_MAX, max(PATIENCE_MIN, PATIENCE_EPOCHS * epoch))
+        else:
+            window, patience = WINDOW_DEFAULT, PATIENCE_DEFAULT
+        h = Health(now=now, seen=st.seen(now), window=window, patience=patience, loss_near=self.loss_near)
+        self._loss(st, h)
+        self._accuracy(st, h)
+        self._warmup(st, h)
+        self._verdicts(h)
+        self.was = {"not_learning": h.not_learning, "worse_than_chance": h.worse_than_chance, "at_chance": h.at_chance}
+        return h
+
+    def _loss(self, st: RunState, h: Health) -> None:
+        series = st.col("loss")
+        if series is None:
+            return
+        recent = series.last(h.now, h.window)[1]
+        if not len(recent):
+            return
+        finite = recent[np.isfinite(recent)]
+        h.loss_nonfinite = len(finite) < len(recent)
+        start = [v for s, v in st.first["loss"] if s <= h.now]
+        if start:
+            h.loss_start = float(np.median(start))
+        if len(finite) >= min(h.window, 4):
+            h.loss_now = array_median(finite)
+            if h.seen >= h.window:
+                self.loss_best = h.loss_now if self.loss_best is None else min(self.loss_best, h.loss_now)
+                if not self.trace or self.trace[-1][0] < h.now:
+                    self.trace.append((h.now, h.loss_now))
+        h.loss_best = self.loss_best
+        h.chance_loss = chance_loss(st)
+
+    def _accuracy(self, st: RunState, h: Health) -> None:
+        series = st.col("acc")
+        if series is None:
+            return
+        recent = series.last(h.now, h.window)[1]
+        recent = recent[np.isfinite(recent)]
+        if len(recent) >= min(h.window, 4):
+            h.acc_now = float(np.mean(recent))
+        start = [v for s, v in st.first["acc"] if s <= h.now]
+        if start:
+            h.acc_start = float(np.mean(start))
+        h.acc_chance = chance_accuracy(st)
+
+    def _warmup(self, st: RunState, h: Health) -> None:
+        lr = st.col("lr")
+        if lr is None:
+            return
+        recent = lr.last(h.now, h.window)[1]
+        if len(recent) >= 2 and recent[0] > 0 and recent[-1] > recent[0] * 1.05:
+            h.warming_up = True
+
+    def _verdicts(self, h: Health) -> None:
+        start, now = h.loss_start, h.loss_now
+        # Most telling first: rules quote the first reason.
+        if h.loss_nonfinite:
+            h.diverging = True
+            h.reasons.append("the loss is NaN/Inf")
+        elif h.loss_best is not None and now is not None and h.seen >= 2 * h.window and h.loss_best > 0 \
+                and now > DIVERGE_FACTOR * h.loss_best:
+            h.diverging = True
+            h.reasons.append(f"the loss rose from {h.loss_best:.4g} to {now:.4g}")
+        # Thresholds to leave a verdict sit beyond those to enter it (hysteresis).
+        ease = 1.5
+        if h.seen >= h.patience and start is not None and now is not None and not h.warming_up:
+            progress = MIN_PROGRESS * (ease if self.was.get("not_learning") else 1.0)
+            if start - now < progress * abs(start):
+                h.not_learning = True
+                h.reasons.append(f"the loss has not fallen in {h.seen} steps ({start:.4g} at the start, {now:.4g} now)")
+        if h.chance_loss is not None and now is not None and h.seen >= max(2 * h.window, 2 * START_STEPS):
+            factor = 1.0 if self.was.get("worse_than_chance") else CHANCE_LOSS_FACTOR
+            if now > factor * h.chance_loss:
+                h.worse_than_chance = True
+                h.reasons.append(f"the loss ({now:.4g}) is above that of a model that ignores its inputs ({h.chance_loss:.4g})")
+        if h.acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
+            margin = CHANCE_ACC_MARGIN * (ease if self.was.get("at_chance") else 1.0)
+            if h.acc_now <= h.acc_chance + margin * (1 - h.acc_chance):
+                h.at_chance = True
+                h.reasons.append(f"accuracy ({h.acc_now:.3f}) is at chance ({h.acc_chance:.3f}) after {h.seen} steps")
+
+    def loss_near(self, step: int) -> float | None:
+        """The smoothed training loss at the evaluation nearest before `step`."""
+        best = None
+        for s, v in self.trace:
+            if s > step:
+                break
+            best = v
+        return best if best is not None else (self.trace[0][1] if self.trace else None)
+
+
+def chance_loss(st: RunState) -> float | None:
+    """Cross-entropy of a model that ignores its inputs and predicts the class frequencies: their entropy."""
+    fam = L.family(st.loss)
+    if fam not in (L.LOGITS_CE, L.PROB_CE, L.NLL, L.BCE_PROB, L.BCE_LOGITS) or st.task not in ("binary", "multiclass"):
+        return None
+    if st.task == "multiclass" and fam in (L.BCE_PROB, L.BCE_LOGITS):
+        return None  # one-hot rows under BCE: a different scale (the label_issue rule speaks to it)
+    shares = st.class_shares()
+    k = st.num_classes
+    if shares is not None and st.hist_samples() >= 100:
+        p = shares[shares > 0]
+        return float(-(p * np.log(p)).sum())
+    if k:
+        return math.log(k) if st.task == "multiclass" else math.log(2)
+    return None
+
+
+def chance_accuracy(st: RunState) -> float | None:
+    """Accuracy of always answering the majority class (1/C when the class counts are unknown)."""
+    shares = st.class_shares()
+    if shares is not None and st.hist_samples() >= 100:
+        return float(shares.max())
+    k = st.num_classes
+    if st.task == "multiclass" and k:
+        return 1.0 / k
+    if st.task == "binary":
+        return 0.5
+    return None

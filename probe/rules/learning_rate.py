@@ -1,0 +1,99 @@
+"""lr_too_high and lr_too_low: the size of each step against the size of the weights.
+
+‖Δw‖/‖w‖ per optimizer step is scale-free: it does not depend on the loss scale or on how the learning rate
+is parametrised (SGD, Adam). CS231n's rule of thumb puts it near 1e-3.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .base import Finding, Rule, ended, num
+from .health import Health
+from .state import RunState
+from .thresholds import LR_HIGH_RATIO, LR_LOW_RATIO
+
+SAMPLES = 5
+
+
+def update_ratios(st: RunState, now: int) -> tuple[float | None, dict[str, float]]:
+    """(overall ‖Δw‖/‖w‖, per layer), medians of recent finite samples."""
+    overall = st.recent("update_ratio", now, SAMPLES)
+    layers = {layer: m for layer, (m, _, _) in st.layer_recent("update_ratio", now, SAMPLES).items()}
+    return (overall[0] if overall else None), layers
+
+
+def current_lr(st: RunState, now: int) -> float | None:
+    s = st.col("lr")
+    if s is not None:
+        v = s.last(now, 1)[1]
+        if len(v):
+            return float(v[-1])
+    groups = [g for o in st.facts.get("optimizer") or [] if isinstance(o, dict)
+              for g in o.get("param_groups") or [] if isinstance(g, dict)]
+    lrs = [g["lr"] for g in groups if isinstance(g.get("lr"), (int, float))]
+    return float(lrs[0]) if lrs else None
+
+
+def optimizer_kind(st: RunState) -> str:
+    opts = [o for o in st.facts.get("optimizer") or [] if isinstance(o, dict)]
+    return str(opts[0].get("kind", "the optimizer")) if opts else "the optimizer"
+
+
+class LrTooHigh(Rule):
+    ids = ("lr_too_high",)
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        overall, layers = update_ratios(st, h.now)
+        ratio = overall if overall is not None else (max(layers.values()) if layers else None)
+        high = ratio is not None and ratio >= LR_HIGH_RATIO
+        # A diverging loss with no update data to say otherwise is still most often the learning rate.
+        active = (h.diverging and (high or ratio is None)) or (h.stuck and high)
+        if not active:
+            return [ended("lr_too_high")] if (ratio is not None or st.col("loss") is not None) else []
+        lr = current_lr(st, h.now)
+        evidence = {"lr": lr, "optimizer": optimizer_kind(st), "update_ratio": ratio,
+                    "threshold": LR_HIGH_RATIO, **h.evidence()}
+        if layers:
+            evidence["layers"] = {k: num(v) for k, v in layers.items()}
+        if ratio is not None:
+            what = f"each step changes the weights by {ratio:.0%} of their size"
+        else:
+            what = "the loss is diverging"
+        lr_text = f" (lr {num(lr, 3)})" if lr is not None else ""
+        return [Finding("lr_too_high", True, None, "warning",
+                        f"{what}{lr_text} and {h.reasons[0] if h.reasons else 'training is unstable'}",
+                        evidence,
+                        f"lower the learning rate 3-10x{lr_text}: typical starting points are 1e-3 for Adam and "
+                        "0.01-0.1 for SGD; add a warm-up and clip gradients (clip_grad_norm_(..., 1.0))",
+                        score=ratio if ratio else 1.0)]
+
+
+class LrTooLow(Rule):
+    ids = ("lr_too_low",)
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        overall, layers = update_ratios(st, h.now)
+        # The layer that moves most: a dead or vanished layer elsewhere must not make the rate look low.
+        top = max(layers.values()) if layers else overall
+        if top is None:
+            return []
+        # Dead or vanished layers make every update small whatever the rate: their rules say so instead.
+        explained = st.is_active("dead_relu") or st.is_active("vanishing_gradients")
+        if not (0 < top < LR_LOW_RATIO and h.stuck and not h.warming_up) or explained:
+            return [ended("lr_too_low")]
+        lr = current_lr(st, h.now)
+        evidence = {"lr": lr, "optimizer": optimizer_kind(st), "largest_update_ratio": top,
+                    "threshold": LR_LOW_RATIO, **h.evidence()}
+        if layers:
+            evidence["layers"] = {k: num(v) for k, v in layers.items()}
+        lr_text = f" (lr {num(lr, 3)})" if lr is not None else ""
+        return [Finding("lr_too_low", True, None, "warning",
+                        f"updates are tiny: the most any layer moves per step is {num(top, 2)} of its weights{lr_text}, "
+                        f"and {h.reasons[0] if h.reasons else 'the loss barely moves'}",
+                        evidence,
+                        f"raise the learning rate 10x at a time{lr_text}: typical starting points are 1e-3 for Adam "
+                        "and 0.01-0.1 for SGD; or run a learning-rate range test",
+                        score=1.0 / top)]

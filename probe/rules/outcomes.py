@@ -1,0 +1,126 @@
+"""accuracy_stuck and single_class_prediction: the symptoms a user sees first, and what they mean."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .base import Finding, Rule, ended
+from .health import Health
+from .state import RunState
+from .thresholds import CHANCE_ACC_MARGIN, FLAT_ACC_DELTA, SINGLE_CLASS_FRACTION, SKEWED_MAJORITY, ZERO_ACC
+
+ID = "accuracy_stuck"
+FIXES = {
+    "zero": ("accuracy 0 means predictions never match the targets: check that outputs and labels use the same "
+             "encoding (class indices 0..C-1, not 1..C or one-hot), that the last layer has one output per class, "
+             "and that the loss fits the task"),
+    "chance": ("the model learns nothing from its inputs: check that labels still match their inputs (a shuffle or "
+               "a sort applied to one and not the other), that the inputs vary and are normalised, and the learning "
+               "rate; the other alerts name the likely cause"),
+    "flat": ("accuracy does not move: check the learning rate and that the weights update (optimizer.step(), the "
+             "optimizer's parameters); the other alerts name the likely cause"),
+}
+
+
+class AccuracyStuck(Rule):
+    ids = (ID,)
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        acc, chance = h.acc_now, h.acc_chance
+        if acc is None or h.seen < h.patience:
+            return []
+        causes = st.active.get(ID, set())
+        cause = None
+        zero_bar = min(ZERO_ACC, chance / 4) if chance else ZERO_ACC
+        if acc <= zero_bar:
+            cause = "zero"
+        elif chance is not None:
+            margin = CHANCE_ACC_MARGIN * (1 - chance) * (1.5 if "chance" in causes else 1.0)
+            if acc <= chance + margin:
+                cause = "chance"
+        if cause is None and h.acc_start is not None and abs(acc - h.acc_start) < FLAT_ACC_DELTA and h.not_learning:
+            cause = "flat"
+        out = [ended(ID, c) for c in ("zero", "chance", "flat") if c != cause]
+        if cause is None:
+            return out
+        k = st.num_classes
+        if cause == "zero":
+            message = f"accuracy is {acc:.1%} after {h.seen} steps: predictions never match the targets"
+        elif cause == "chance":
+            balanced = k and chance < 1.5 / k
+            what = f"guessing among {k} classes" if balanced else "always answering the majority class"
+            message = (f"accuracy is stuck at chance: {acc:.1%} after {h.seen} steps, no better than {what} "
+                       f"({chance:.1%})")
+        else:
+            message = f"accuracy has not moved in {h.seen} steps: {h.acc_start:.1%} at the start, {acc:.1%} now"
+        evidence = {"acc_now": acc, "acc_start": h.acc_start, "chance": chance, "num_classes": k, "steps": h.seen,
+                    "loss_start": h.loss_start, "loss_now": h.loss_now}
+        out.append(Finding(ID, True, cause, "warning", message, evidence, FIXES[cause], score=1.0))
+        return out
+
+
+class SingleClassPrediction(Rule):
+    ids = ("single_class_prediction",)
+    FIX = ("look at the alerts beside this one (dead ReLUs, learning rate, labels, class imbalance); for imbalanced "
+           "data weight the loss or resample; check the last layer has one output per class and the loss fits the task")
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        # Untrained models often answer one class for their first batches: only a model that stays there
+        # (accuracy still at chance after the patience) has collapsed.
+        stuck = h.at_chance or (h.acc_now is None and h.seen >= h.patience and h.stuck)
+        if not stuck:
+            return [ended("single_class_prediction")] if h.seen >= h.patience else []
+        shares = st.class_shares()
+        majority = float(shares.max()) if shares is not None else (h.acc_chance or 0.0)
+        bar = max(SINGLE_CLASS_FRACTION, majority + 0.5 * (1 - majority))
+        direct = self._measured(st, h)
+        # Predictions are sampled sparsely. An old look still describes a model whose loss has not moved since.
+        if direct is not None and (direct[1] >= h.now - h.window or h.not_learning):
+            share, newest, samples = direct
+            if share < bar:
+                return [ended("single_class_prediction")]
+            predicted = int(np.argmax(st.pred_hist)) if st.pred_hist is not None and st.pred_hist.sum() > 0 else None
+            which = f" (class {predicted})" if predicted is not None else ""
+            acc = f"; accuracy {h.acc_now:.1%} is no better than {_guess(st, majority)}" if h.acc_now is not None else ""
+            return [Finding("single_class_prediction", True, None, "warning",
+                            f"the model predicts one class for nearly every sample: {share:.0%} of each batch or "
+                            f"more goes to its top class{which}{acc}",
+                            {"top_prediction_share": share, "predicted_class": predicted, "majority_share": majority,
+                             "acc_now": h.acc_now, "measured_at": newest, "samples": samples},
+                            self.FIX, score=share)]
+        if majority >= SKEWED_MAJORITY:
+            # With skewed classes, accuracy at the majority's share means answering the majority class.
+            cls = int(np.argmax(shares)) if shares is not None else None
+            return [Finding("single_class_prediction", True, None, "warning",
+                            f"the model answers the majority class{f' ({cls})' if cls is not None else ''} for "
+                            f"(nearly) every input: its accuracy ({h.acc_now:.1%}) is the majority's share "
+                            f"({majority:.1%})",
+                            {"acc_now": h.acc_now, "majority_share": majority, "majority_class": cls,
+                             "loss_now": h.loss_now, "class_prior_loss": h.chance_loss},
+                            self.FIX, score=1.0)]
+        return []  # nothing recent to judge by: keep the verdict as it is
+
+    @staticmethod
+    def _measured(st: RunState, h: Health) -> tuple[float, int, int] | None:
+        """(smallest of the last top-prediction shares, step of the newest, how many), from 3 samples or more."""
+        s = st.col("pred_top_frac")
+        if s is None:
+            return None
+        steps, v = s.last(h.now, 5)
+        ok = np.isfinite(v)
+        if ok.sum() < 3:
+            return None
+        return float(v[ok].min()), int(steps[-1]), int(ok.sum())
+
+
+def _guess(st: RunState, majority: float) -> str:
+    k = st.num_classes
+    if k and majority < 1.5 / k:
+        return f"guessing among {k} classes ({majority:.1%})"
+    return f"always answering the majority class ({majority:.1%})"

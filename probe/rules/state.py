@@ -1,0 +1,217 @@
+"""What the rules know about a run: its facts, the recent values of every metric, and class counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .series import Series
+from .thresholds import START_STEPS
+
+
+# The metrics the rules read (docs/frames.md); others (act_mean/*, step_time, ...) are not kept.
+USED = frozenset({"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "grad_norm", "update_ratio", "nonfinite_grads",
+                  "input_mean", "input_std", "input_min", "input_max", "input_const_frac", "input_feat_absmax_ratio",
+                  "batch_top_frac", "batch_top_class", "pred_top_frac"})
+USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "act_sat/")
+# Metrics whose first non-finite value is remembered (the step a NaN loss began).
+NONFINITE_WATCH = frozenset({"loss", "val_loss"})
+
+
+def used(name: str) -> bool:
+    return name in USED or name.startswith(USED_PREFIXES)
+
+
+class RunState:
+    """Built from frames by the Diagnoser; read by the rules. Bounded: no metric keeps its whole history."""
+
+    def __init__(self) -> None:
+        self.facts: dict[str, Any] = {}
+        self.series: dict[str, Series] = {}
+        self.first_step: int | None = None
+        self.last_step = -1
+        # The first finite losses and accuracies, kept for good: the start of the curve the run is judged against.
+        self.first: dict[str, list[tuple[int, float]]] = {"loss": [], "acc": [], "grad_norm": []}
+        # First step at which a metric was non-finite (NaN or Inf), by metric name.
+        self.first_nonfinite: dict[str, int] = {}
+        self.target_hist: np.ndarray | None = None  # class counts of the training targets, all frames so far
+        self.pred_hist: np.ndarray | None = None
+        self.ended: str | None = None
+        self.end_total_steps: int | None = None
+        self.active: dict[str, set[str | None]] = {}  # alert ids active after the last evaluation → causes
+        self._epoch_first: dict[int, int] = {}  # epoch → first step seen in it
+        self._layer_rank: dict[str, int] = {}
+        self._layers_of: dict[str, tuple[int, list[str]]] = {}
+        self.memo: dict[object, object] = {}  # per evaluation: summaries several rules ask for
+        self.facts_version = 0
+
+    # -- intake ----------------------------------------------------------------------------------------
+    def merge_facts(self, facts: dict[str, Any]) -> None:
+        self.facts.update(facts)
+        self.facts_version += 1
+        model = facts.get("model")
+        if isinstance(model, dict) and isinstance(model.get("layers"), list):
+            self._layer_rank = {str(layer.get("name")): i for i, layer in enumerate(model["layers"])
+                                if isinstance(layer, dict)}
+            self._layers_of.clear()
+
+    def ingest(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None) -> None:
+        n = len(steps)
+        if not n:
+            return
+        arr = np.asarray(steps, dtype=np.int64)
+        if self.first_step is None:
+            self.first_step = int(arr[0])
+        self.last_step = max(self.last_step, int(arr[-1]))
+        for name, col in cols.items():
+            if not isinstance(col, list) or len(col) != n or not used(name):
+                continue
+            missing = col.count(None)
+            if missing == n:
+                continue
+            try:
+                vals = np.array(col, dtype=np.float64)  # None becomes NaN, in C
+            except (TypeError, ValueError):
+                continue
+            at = arr
+            if missing:
+                absent = np.isnan(vals)
+                if int(absent.sum()) != missing:
+                    # Real NaNs beside the gaps (a NaN loss among unmeasured steps): tell them apart one by one.
+                    absent = np.fromiter((v is None for v in col), dtype=bool, count=n)
+                keep = ~absent
+                vals, at = vals[keep], arr[keep]
+            series = self.series.get(name)
+            if series is None:
+                series = self.series[name] = Series()
+                self._layers_of.clear()
+            series.extend(at, vals)
+            if name in NONFINITE_WATCH and name not in self.first_nonfinite:
+                bad = ~np.isfinite(vals)
+                if bad.any():
+                    self.first_nonfinite[name] = int(at[int(np.argmax(bad))])
+            if name in self.first and len(self.first[name]) < START_STEPS:
+                firsts = self.first[name]
+                for s, v in zip(at.tolist(), vals.tolist()):
+                    if math.isfinite(v) and len(firsts) < START_STEPS:
+                        firsts.append((s, v))
+            if name == "epoch" and 1 not in self._epoch_first:
+                for s, e in zip(at.tolist(), vals.tolist()):
+                    if math.isfinite(e):
+                        self._epoch_first.setdefault(int(e), s)
+        if hists:
+            self.target_hist = _add(self.target_hist, hists.get("target"))
+            self.pred_hist = _add(self.pred_hist, hists.get("pred"))
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def col(self, name: str) -> Series | None:
+        return self.series.get(name)
+
+    def layers(self, prefix: str) -> list[tuple[str, Series]]:
+        """Per-layer series `prefix/<layer>`, in the model's layer order (input side first)."""
+        key = prefix + "/"
+        cached = self._layers_of.get(prefix)
+        if cached is None or cached[0] != len(self.series):
+            names = [name[len(key):] for name in self.series if name.startswith(key)]
+            order = {name: i for i, name in enumerate(names)}  # first appearance breaks ties: module order
+            names.sort(key=lambda n: (self._layer_rank.get(n, len(self._layer_rank) + order[n])))
+            cached = self._layers_of[prefix] = (len(self.series), names)
+        return [(n, self.series[key + n]) for n in cached[1]]
+
+    def recent(self, name: str, now: int, k: int = 5) -> tuple[float, int, int] | None:
+        """(median of the last `k` finite measurements at or before `now`, step of the newest, how many), or None.
+
+        Sparse metrics (per-layer statistics) change only when sampled: the answer is cached until they do.
+        """
+        s = self.series.get(name)
+        return None if s is None or s.n == 0 else s.recent(now, k)
+
+    def layer_recent(self, prefix: str, now: int, k: int = 5) -> dict[str, tuple[float, int, int]]:
+        """`recent` for every layer of `prefix/<layer>`, input side first; layers with no finite sample left out."""
+        memo_key = ("layers", prefix, now, k)
+        hit = self.memo.get(memo_key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        out = {}
+        for layer, series in self.layers(prefix):
+            r = series.recent(now, k) if series.n else None
+            if r is not None:
+                out[layer] = r
+        self.memo[memo_key] = out
+        return out
+
+    def seen(self, now: int) -> int:
+        """Training steps seen up to `now`."""
+        return 0 if self.first_step is None else max(0, now - self.first_step + 1)
+
+    @property
+    def loss(self) -> dict[str, Any]:
+        loss = self.facts.get("loss")
+        return loss if isinstance(loss, dict) else {}
+
+    @property
+    def model(self) -> dict[str, Any]:
+        model = self.facts.get("model")
+        return model if isinstance(model, dict) else {}
+
+    def fact(self, *path: str) -> Any:
+        """A nested fact, or None: fact("targets", "max")."""
+        node: Any = self.facts
+        for key in path:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(key)
+        return node
+
+    @property
+    def num_classes(self) -> int | None:
+        k = self.facts.get("num_classes")
+        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else None
+
+    @property
+    def task(self) -> str | None:
+        task = self.facts.get("task")
+        return task if isinstance(task, str) else None
+
+    @property
+    def epoch_steps(self) -> int | None:
+        k = self.facts.get("epoch_steps")
+        if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+            return k
+        if 0 in self._epoch_first and 1 in self._epoch_first:
+            return max(1, self._epoch_first[1] - self._epoch_first[0])
+        return None
+
+    def class_shares(self) -> np.ndarray | None:
+        """Share of each class among the training targets seen, for single-label tasks."""
+        if self.task not in ("binary", "multiclass") or self.target_hist is None:
+            return None
+        total = self.target_hist.sum()
+        return self.target_hist / total if total > 0 else None
+
+    def hist_samples(self) -> float:
+        return float(self.target_hist.sum()) if self.target_hist is not None else 0.0
+
+    def is_active(self, alert_id: str, cause: str | None = None) -> bool:
+        causes = self.active.get(alert_id)
+        return bool(causes) and (cause is None or cause in causes)
+
+    @property
+    def broken(self) -> bool:
+        """The loss or the gradients went NaN/Inf: the weights are likely ruined and statistics taken since say
+        nothing new. Rules that read them hold their verdicts (raise nothing, clear nothing) until it passes."""
+        return bool(self.active.get("nan_loss", set()) & {"loss", "grads"})
+
+
+def _add(acc: np.ndarray | None, counts: Any) -> np.ndarray | None:
+    if not isinstance(counts, list) or not counts:
+        return acc
+    new = np.asarray([c if isinstance(c, (int, float)) and math.isfinite(c) else 0.0 for c in counts], dtype=np.float64)
+    if acc is None:
+        return new
+    if len(new) > len(acc):
+        acc = np.pad(acc, (0, len(new) - len(acc)))
+    acc[:len(new)] += new
+    return acc

@@ -1,0 +1,121 @@
+"""weights_not_updating: the model being trained does not change, for one of five reasons."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .base import Finding, Rule, ended, num
+from .health import Health
+from .learning_rate import current_lr
+from .state import RunState
+from .thresholds import LR_ZERO_STEPS, NO_STEP_CALLS, UNCHANGED_SAMPLES
+
+ID = "weights_not_updating"
+
+
+class WeightsNotUpdating(Rule):
+    ids = (ID,)
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        out = [self._optimizer_params(st), self._frozen(st), self._lr_zero(st, h), self._no_step(st, h)]
+        explained = any(f is not None and f.active for f in out)
+        out.append(self._unchanged(st, h, explained))
+        return [f for f in out if f is not None]
+
+    def _optimizer_params(self, st: RunState) -> Finding | None:
+        opts = [o for o in st.facts.get("optimizer") or [] if isinstance(o, dict)]
+        covers = [o.get("covers_model") for o in opts]
+        if not covers or not all(isinstance(c, (int, float)) for c in covers):
+            return None
+        if max(covers) > 0:
+            return ended(ID, "optimizer_params")
+        trainable = st.model.get("trainable_params")
+        return Finding(ID, True, "optimizer_params", "critical",
+                       f"the optimizer holds none of the model's {trainable if trainable is not None else ''} "
+                       "trainable parameters: optimizer.step() changes nothing the model uses".replace("  ", " "),
+                       {"covers_model": 0.0, "optimizer_params": [o.get("params") for o in opts],
+                        "model_trainable_params": trainable},
+                       "build the optimizer from this model's parameters, e.g. torch.optim.Adam(model.parameters()), "
+                       "after the model is final (moved to its device, layers replaced); not from another model or a copy")
+
+    def _frozen(self, st: RunState) -> Finding | None:
+        params, trainable = st.model.get("params"), st.model.get("trainable_params")
+        if not isinstance(params, int) or not isinstance(trainable, int) or params == 0:
+            return None
+        if trainable > 0:
+            return ended(ID, "frozen")
+        return Finding(ID, True, "frozen", "critical",
+                       f"every parameter of the model is frozen (requires_grad=False on all {params})",
+                       {"params": params, "trainable_params": 0},
+                       "unfreeze the layers to train: for p in model.head.parameters(): p.requires_grad = True "
+                       "(and build the optimizer over them)")
+
+    def _lr_zero(self, st: RunState, h: Health) -> Finding | None:
+        s = st.col("lr")
+        if s is None:
+            return None
+        v = s.last(h.now, LR_ZERO_STEPS)[1]
+        if len(v) < LR_ZERO_STEPS:
+            return None
+        if (v != 0).any():
+            return ended(ID, "lr_zero")
+        return Finding(ID, True, "lr_zero", "critical",
+                       f"the learning rate has been 0 for {LR_ZERO_STEPS} steps and more: no step changes the weights",
+                       {"lr": 0.0, "steps": LR_ZERO_STEPS},
+                       "set a non-zero learning rate; check the scheduler (a decay or warm-up that reaches 0, "
+                       "a LambdaLR returning 0, a scheduler stepped per batch instead of per epoch)")
+
+    def _no_step(self, st: RunState, h: Health) -> Finding | None:
+        pending = st.facts.get("pending_loss_calls")
+        batches = None
+        if isinstance(pending, int) and not isinstance(pending, bool):
+            batches = pending
+        elif st.ended is not None and st.last_step <= 0:
+            # A run that ended with at most one step, though many batches went through the loss: the probe
+            # counts steps by optimizer.step(), and none came.
+            shape = st.fact("predictions", "shape")
+            batch = shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else None
+            if batch:
+                batches = int(st.hist_samples() // batch)
+        if batches is None:
+            return None
+        if batches < NO_STEP_CALLS:
+            return ended(ID, "no_step")
+        return Finding(ID, True, "no_step", "critical",
+                       f"no optimizer step: {batches} batches went through the model and the loss, but "
+                       "optimizer.step() never ran",
+                       {"loss_calls_without_step": batches},
+                       "call optimizer.step() after loss.backward() in every iteration, and optimizer.zero_grad() "
+                       "before the next backward")
+
+    def _unchanged(self, st: RunState, h: Health, explained: bool) -> Finding | None:
+        s = st.col("update_ratio")
+        if s is not None and s.n:
+            steps, v = s.last(h.now, UNCHANGED_SAMPLES)
+            if len(v) < UNCHANGED_SAMPLES:
+                return None
+            unchanged = bool((v == 0).all())
+        else:
+            norms = [series.last(h.now, UNCHANGED_SAMPLES) for _, series in st.layers("weight_norm")]
+            norms = [(s_, v_) for s_, v_ in norms if len(v_) == UNCHANGED_SAMPLES]
+            if not norms:
+                return None
+            steps = norms[0][0]
+            unchanged = steps[-1] > steps[0] and all(np.ptp(v_) == 0 for _, v_ in norms)
+        if not unchanged or explained:
+            return ended(ID, "unchanged")
+        grads = st.col("grad_norm")
+        g = grads.last(h.now, 1)[1] if grads is not None else np.empty(0)
+        evidence = {"samples": UNCHANGED_SAMPLES, "from_step": int(steps[0]), "lr": current_lr(st, h.now)}
+        if len(g):
+            evidence["grad_norm"] = num(g[-1])
+        no_grad = len(g) and g[-1] == 0
+        why = "the gradients are all zero" if no_grad else "the optimizer steps but nothing moves"
+        return Finding(ID, True, "unchanged", "critical",
+                       f"the weights have not changed since step {int(steps[0])} ({why})",
+                       evidence,
+                       "check that optimizer.step() runs after loss.backward(), that the optimizer holds this "
+                       "model's parameters, that the learning rate is not 0, and that a GradScaler is not skipping "
+                       "every step (Inf gradients)", since=int(steps[0]))

@@ -1,0 +1,89 @@
+"""overfitting and val_loss_stagnating: where the validation loss goes once the training loss has fallen."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .base import Finding, Rule, ended
+from .health import Health
+from .state import RunState
+from .thresholds import (OVERFIT_RISE, OVERFIT_TRAIN_DROP, STAGNATION_EVALS, STAGNATION_LEARNED,
+                         STAGNATION_DRIFT, STAGNATION_MIN_DELTA)
+
+
+class ValidationCurve(Rule):
+    ids = ("overfitting", "val_loss_stagnating")
+
+    def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.broken:
+            return []
+        s = st.col("val_loss")
+        if s is None:
+            return []
+        steps, v = s.upto(h.now)
+        ok = np.isfinite(v)
+        steps, v = steps[ok], v[ok]
+        if len(v) < 3:
+            return []
+        i = int(np.argmin(v))
+        best, best_step = float(v[i]), int(steps[i])
+        # Batches of one class make the training loss fall whatever the model learns: no overfitting verdict then.
+        over = None if st.is_active("unshuffled_data") else self._overfitting(st, h, v, i, best, best_step)
+        out = [over or ended("overfitting")]
+        if over is not None:
+            out.append(ended("val_loss_stagnating"))  # the stronger finding says it
+        else:
+            out.append(self._stagnating(st, v, best, best_step) or ended("val_loss_stagnating"))
+        return out
+
+    def _overfitting(self, st: RunState, h: Health, v: np.ndarray, i: int, best: float, best_step: int) -> Finding | None:
+        after = len(v) - 1 - i
+        if after < 2 or best <= 0 or h.loss_now is None:
+            return None
+        rise, rise_before = float(v[-1] / best - 1), float(v[-2] / best - 1)
+        bar = OVERFIT_RISE / 2 if st.is_active("overfitting") else OVERFIT_RISE
+        train_then = h.loss_near(best_step) if h.loss_near else None
+        if train_then is None or train_then <= 0:
+            return None
+        drop = 1 - h.loss_now / train_then
+        if not (rise >= bar and rise_before > 0 and drop >= OVERFIT_TRAIN_DROP):
+            return None
+        evidence = {"best_val_loss": best, "best_step": best_step, "val_loss": float(v[-1]), "rise": rise,
+                    "evaluations_since_best": after, "train_loss_at_best": train_then, "train_loss_now": h.loss_now}
+        val_acc, acc = st.col("val_acc"), h.acc_now
+        if val_acc is not None and acc is not None:
+            va = val_acc.last(h.now, 1)[1]
+            if len(va) and np.isfinite(va[-1]):
+                evidence.update(train_acc=acc, val_acc=float(va[-1]), acc_gap=acc - float(va[-1]))
+        return Finding("overfitting", True, None, "warning",
+                       f"validation loss has risen {rise:.0%} since its best ({best:.4g} at step {best_step}, now "
+                       f"{v[-1]:.4g}) while the training loss fell {drop:.0%}: the model is memorising the training set",
+                       evidence,
+                       f"stop at the best point (early stopping on the validation loss; keep the checkpoint of step "
+                       f"{best_step}); add regularisation (weight decay, dropout, data augmentation); use more data "
+                       "or a smaller model", since=None, score=1 + rise)
+
+    def _stagnating(self, st: RunState, v: np.ndarray, best: float, best_step: int) -> Finding | None:
+        if len(v) < STAGNATION_EVALS + 1:
+            return None
+        before, recent = v[:-STAGNATION_EVALS], v[-STAGNATION_EVALS:]
+        best_before = float(before.min())
+        learned = best_before <= v[0] - STAGNATION_LEARNED * abs(v[0])
+        improved = recent.min() < best_before - STAGNATION_MIN_DELTA * abs(best_before)
+        if improved or not learned:
+            return None
+        # Flat: training on costs time but does no harm (info). Drifting up: every further epoch makes the
+        # model worse, stopping is due (warning).
+        drift = float(v[-1] / best - 1) if best > 0 else 0.0
+        worse = drift >= STAGNATION_DRIFT
+        trend = f", {drift:.0%} above its best and rising" if worse else ""
+        return Finding("val_loss_stagnating", True, None, "warning" if worse else "info",
+                       f"validation loss has not improved in {STAGNATION_EVALS} evaluations (best {best:.4g} at step "
+                       f"{best_step}, last {v[-1]:.4g}{trend})",
+                       {"best_val_loss": best, "best_step": best_step, "val_loss": float(v[-1]), "drift": drift,
+                        "evaluations": STAGNATION_EVALS, "min_delta": STAGNATION_MIN_DELTA},
+                       f"stop training here (early stopping; the best checkpoint is at step {best_step}), or lower "
+                       "the learning rate to go on (ReduceLROnPlateau(patience=10), a cosine or step schedule)",
+                       score=1.0 + 10 * max(drift, 0.0))
