@@ -337,8 +337,10 @@ class RemoteRun:
 
     def _local_entry(self, e: registry.RunEntry) -> registry.RunEntry:
         base = os.path.join(self._dir, f"{e.run_id}.{e.rank}")
-        extra = {**e.extra, "remote": str(self.target), "remote_pub": e.pub, "remote_ctl": e.ctl}
-        return replace(e, pub=f"ipc://{base}.pub", ctl=f"ipc://{base}.ctl", extra=extra)
+        extra = {**e.extra, "remote": str(self.target), "remote_host": e.host, "remote_pub": e.pub, "remote_ctl": e.ctl}
+        # Not the bare host name: two machines may share one (cloud images), and RunEntry.alive() would then
+        # look for the remote pid among this machine's processes. Liveness comes from the remote side instead.
+        return replace(e, host=f"{e.host} via ssh", pub=f"ipc://{base}.pub", ctl=f"ipc://{base}.ctl", extra=extra)
 
     def _local_paths(self) -> list[str]:
         return [ep[len("ipc://") :] for e in self.entries for ep in (e.pub, e.ctl)]
