@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Markdown, Static, TabbedContent, TabPane
@@ -292,11 +293,14 @@ class AccmonApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The panels live on the default screen; help and the picker are pushed over it, and a timer tick must
+        # still find the panels then (App.query_one would search the screen on top).
+        self._main = self.screen
         self.set_class(self.replay, "replay")
         if self.source is not None:
             self.source.start()
         self.set_interval(self.refresh_s, self.tick)
-        self.sync_now()
+        self.call_after_refresh(self.sync_now)
         if self.pick_at_start:
             self.call_after_refresh(self.action_pick)
 
@@ -437,13 +441,19 @@ class AccmonApp(App[int]):
 
     def _active_tab(self) -> str:
         try:
-            return self.query_one(TabbedContent).active or "overview"
+            return self._main.query_one(TabbedContent).active or "overview"
         except Exception:
             return "overview"
 
     def _sync(self, changes: Changes | None = None, *, force: bool = False) -> None:
-        if not self.is_mounted:
+        if not self.is_mounted or not hasattr(self, "_main") or not self._main.is_attached:
             return
+        try:
+            self._sync_panels(force)
+        except NoMatches:
+            pass  # the panels are not mounted yet, or are going away with the app
+
+    def _sync_panels(self, force: bool) -> None:
         view = self.view()
         data = self.store.ranks.get(self.rank)
         tab = self._active_tab()
@@ -451,7 +461,7 @@ class AccmonApp(App[int]):
         with self.batch_update():
             self._sync_header(force)
             for wid in TAB_WIDGETS.get(tab, ()):
-                w = self.query_one(f"#{wid}")
+                w = self._main.query_one(f"#{wid}")
                 if isinstance(w, LineChart):
                     w.show(data, view)
                 elif isinstance(w, LayerHeatMap):
@@ -503,8 +513,8 @@ class AccmonApp(App[int]):
         key = (self.store.version, info, self.current_theme.dark, int(self.clock()) if info.state == "live" else 0)
         if force or key != self._drawn.get("header"):
             self._drawn["header"] = key
-            self.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark))
-            tabs = self.query_one(TabbedContent)
+            self._main.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark))
+            tabs = self._main.query_one(TabbedContent)
             n = len(self.store.alerts)
             tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"  # type: ignore[assignment]
 
@@ -520,9 +530,9 @@ class AccmonApp(App[int]):
         self._drawn["alerts"] = key
         dark = self.current_theme.dark
         for table_id, detail_id in (("#alert-table", "#alert-detail"), ("#side-alerts", "#side-detail")):
-            table = self.query_one(table_id, AlertTable)
+            table = self._main.query_one(table_id, AlertTable)
             table.sync(items, dark)
-            self.query_one(detail_id, Static).update(alert_detail(table.selected_alert(), dark))
+            self._main.query_one(detail_id, Static).update(alert_detail(table.selected_alert(), dark))
 
     def _sync_summary(self, force: bool) -> None:
         data = self.store.ranks.get(self.rank)
@@ -530,8 +540,8 @@ class AccmonApp(App[int]):
         if not force and key == self._drawn.get("summary"):
             return
         self._drawn["summary"] = key
-        box = self.query_one("#summary-box")
-        self.query_one("#summary", Static).update(summary_text(self.store, data, dark=self.current_theme.dark,
+        box = self._main.query_one("#summary-box")
+        self._main.query_one("#summary", Static).update(summary_text(self.store, data, dark=self.current_theme.dark,
                                                                width=box.size.width or 80))
 
     def _sync_timeline(self, view: View) -> None:
@@ -544,7 +554,7 @@ class AccmonApp(App[int]):
         elif not st.loaded:
             note = "reading…"
         speed = SPEEDS[self.speed_i]
-        self.query_one(Timeline).show(TimelineState(
+        self._main.query_one(Timeline).show(TimelineState(
             first=first, last=last, head=self.head_step() or first, loaded=last, playing=self.playing,
             speed="max" if speed is None else f"×{speed}", markers=view.markers, note=note, dark=view.dark))
 
@@ -558,7 +568,7 @@ class AccmonApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self._main.query_one(TabbedContent).active = tab
         self._sync(force=True)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -669,7 +679,7 @@ class AccmonApp(App[int]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
-        for heat in self.query(LayerHeatMap):
+        for heat in self._main.query(LayerHeatMap):
             heat.on_mount()
         self._sync(force=True)
 
@@ -709,7 +719,7 @@ class AccmonApp(App[int]):
         self.goto_alert(target)
 
     def _select_in_tables(self, alert: dict[str, Any]) -> None:
-        for table in self.query(AlertTable):
+        for table in self._main.query(AlertTable):
             for key, a in table.alerts.items():
                 if a is alert or (a.get("id"), a.get("step"), a.get("rank")) == (alert.get("id"), alert.get("step"),
                                                                                   alert.get("rank")):
@@ -722,7 +732,7 @@ class AccmonApp(App[int]):
         table = event.data_table
         if isinstance(table, AlertTable):
             detail = "#alert-detail" if table.id == "alert-table" else "#side-detail"
-            self.query_one(detail, Static).update(alert_detail(table.alerts.get(str(event.row_key.value)),
+            self._main.query_one(detail, Static).update(alert_detail(table.alerts.get(str(event.row_key.value)),
                                                                self.current_theme.dark))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -730,6 +740,11 @@ class AccmonApp(App[int]):
         if isinstance(table, AlertTable):
             alert = table.alerts.get(str(event.row_key.value))
             if alert is not None:
+                if self._active_tab() == "alerts":
+                    # Enter: take me there, to the charts. Focus leaves the table first, or the tabs would
+                    # switch back to the pane that holds the focused widget.
+                    self.set_focus(None)
+                    self._main.query_one(TabbedContent).active = "overview"
                 self.goto_alert(alert)
 
     # -- runs -----------------------------------------------------------------------------------------------

@@ -452,6 +452,12 @@ class RankData:
         if len(sarr) > 1 and (np.diff(sarr) < 0).any():
             order = np.argsort(sarr, kind="stable")
             sarr = sarr[order]
+        # Convert every column before changing anything: a bad column leaves no half-applied frame behind.
+        converted = []
+        for name, values in cols.items():
+            if not isinstance(name, str) or not isinstance(values, list) or len(values) != len(steps):
+                raise ValueError(f"column {name!r} does not hold one value per step")
+            converted.append((name, *_to_float32(values)))
         last = self.axis.last
         start = 0
         if last is not None and sarr[0] < last:
@@ -462,12 +468,6 @@ class RankData:
         new = len(sarr) - new_from
         if new == 0 and not merge:
             return 0
-        # Convert every column before changing anything: a bad column leaves no half-applied frame behind.
-        converted = []
-        for name, values in cols.items():
-            if not isinstance(name, str) or not isinstance(values, list) or len(values) != len(steps):
-                raise ValueError(f"column {name!r} does not hold one value per step")
-            converted.append((name, *_to_float32(values)))
         for name, vals, measured, last_value, last_finite, nonfinite in converted:
             if order is not None:
                 vals = vals[order]

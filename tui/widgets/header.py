@@ -79,17 +79,22 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
                     key=lambda s: {"info": 0, "warning": 1, "critical": 2}[s])
         t.append("  ")
         t.append(f"▲ {n_alerts} alert{'s' if n_alerts > 1 else ''}", style=Style(color=pal.severity[worst], bold=True))
-    if info.dropped_live:
-        t.append(f"  {info.dropped_live} live frames dropped", style=Style(color=pal.severity["warning"]))
-    if store.malformed:
-        t.append(f"  {store.malformed} malformed frames ignored", style=Style(color=pal.severity["warning"]))
     note = info.note
     if note is None and info.state == "crashed":
         note = f"crashed: {store.error() or 'no end frame'}"
-    if note:
+    # The second line: what went wrong, then what was lost or ignored on the way.
+    troubles = []
+    if info.dropped_live:
+        troubles.append(f"{info.dropped_live} live frames dropped")
+    if store.malformed:
+        troubles.append(f"{store.malformed} malformed frames ignored ({store.last_problem})")
+    if note or troubles:
         t.append("\n")
         sev = "critical" if info.state == "crashed" else ("warning" if info.state in ("stalled", "disconnected") else None)
-        t.append(f" {note}", style=Style(color=pal.severity[sev]) if sev else dim)
+        if note:
+            t.append(f" {note}", style=Style(color=pal.severity[sev]) if sev else dim)
+        if troubles:
+            t.append(("  · " if note else " ") + " · ".join(troubles), style=Style(color=pal.severity["warning"]))
     return t
 
 

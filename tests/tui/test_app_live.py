@@ -1,0 +1,318 @@
+"""The app on a live source, driven through Textual's Pilot: keys, resize, alert selection, a run's end."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from accmon.probe.registry import RunEntry
+from accmon.tui.app import AccmonApp, HelpScreen, PickerScreen
+from accmon.tui.app_sources import QueueSource
+from accmon.tui.widgets import AlertTable, LayerHeatMap
+from tests.tui.test_app_fixtures import T0, alert, end, meta, run_frames, steps
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def live_app(frames=None, **kw) -> tuple[AccmonApp, QueueSource]:
+    src = QueueSource()
+    src.push(*(frames if frames is not None else run_frames(1500, ended=None)))
+    app = AccmonApp(src, clock=lambda: T0 + 20.0, **kw)
+    app.animation_level = "none"  # the tab underline's animation only costs test time
+    return app, src
+
+
+async def settle(app, pilot):
+    app.sync_now()
+    await pilot.pause()
+
+
+def test_tabs_switch_by_key_and_show_their_panels():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            text = app.screen_text()
+            assert "accuracy" in text and "loss" in text and "gradient norm" in text
+            await pilot.press("2")
+            assert app.query_one("#tabs").active == "gradients"
+            await settle(app, pilot)
+            heat = app.query_one("#heat-grad", LayerHeatMap)
+            assert heat.rendered().layers == ["encoder.fc1", "encoder.fc2", "head"]
+            assert "encoder.fc1" in app.screen_text()
+            await pilot.press("3")
+            await settle(app, pilot)
+            assert "dead fraction per layer" in app.screen_text()
+            await pilot.press("4")
+            await settle(app, pilot)
+            assert "CrossEntropyLoss" in app.screen_text()
+            await pilot.press("1")
+            assert app.query_one("#tabs").active == "overview"
+    run(go())
+
+
+def test_zoom_pan_follow_and_whole_run_move_every_chart():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            assert (app.view().x0, app.view().x1) == (0, 1499)
+            await pilot.press("plus")
+            v = app.view()
+            assert v.x1 == 1499 and v.x1 - v.x0 == 749.5
+            assert app.query_one("#chart-loss").view == app.query_one("#chart-acc").view == v
+            await pilot.press("less_than_sign")
+            panned = app.view()
+            assert not app.follow and panned.x1 < 1499
+            src.push(steps(50, 1500, 100))
+            await settle(app, pilot)
+            assert app.view().x1 == panned.x1  # not following: new steps do not move the view
+            await pilot.press("f")
+            assert app.view().x1 == 1599  # following the newest step again
+            await pilot.press("0")
+            assert app.span is None and (app.view().x0, app.view().x1) == (0, 1599)
+    run(go())
+
+
+def test_smoothing_and_log_toggles_reach_the_charts():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            assert "ema 0.9" in app.query_one("#chart-loss").rendered().legend.plain
+            await pilot.press("e")
+            await settle(app, pilot)
+            assert "ema" not in app.query_one("#chart-loss").rendered().legend.plain
+            await pilot.press("E")  # stronger smoothing also turns it back on
+            assert app.ema_on and app.ema_strength == 0.99
+            await pilot.press("g")
+            await settle(app, pilot)
+            assert app.view().log_y and "log" in app.query_one("#chart-loss").rendered().legend.plain
+    run(go())
+
+
+def test_resizing_to_80x24_switches_to_the_narrow_layout_and_back():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(app, pilot)
+            assert app.query_one("#overview-side").display and app.query_one("#chart-grad").display
+            assert "-wide" in app.screen.classes
+            await pilot.resize_terminal(80, 24)
+            await settle(app, pilot)
+            assert "-narrow" in app.screen.classes
+            assert not app.query_one("#overview-side").display and not app.query_one("#overview-row2").display
+            text = app.screen_text()
+            assert "accuracy" in text and "loss" in text and len(text.splitlines()[0]) <= 80
+            await pilot.resize_terminal(160, 48)
+            await settle(app, pilot)
+            assert app.query_one("#overview-side").display
+    run(go())
+
+
+def test_selecting_an_alert_shows_its_story_and_moves_the_charts_to_where_it_began():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("5")
+            await settle(app, pilot)
+            table = app.query_one("#alert-table", AlertTable)
+            assert [table.alerts[k.value]["id"] for k in table.rows] == ["vanishing_gradients", "lr_too_high"]
+            table.focus()
+            await pilot.press("down")  # the older alert: lr_too_high at step 400
+            await pilot.pause()
+            assert "the fix for lr_too_high" in app.query_one("#alert-detail").render().plain
+            await pilot.press("enter")
+            await pilot.pause()
+            v = app.view()
+            assert app.cursor == 400 and not app.follow and v.x0 < 400 < v.x1 and v.x1 - v.x0 < 1499
+            assert app.query_one("#tabs").active == "overview"  # enter takes you to the charts
+            await settle(app, pilot)
+            assert app.query_one("#chart-loss").view.cursor == 400
+    run(go())
+
+
+def test_next_and_previous_alert_keys_walk_through_alerts_in_step_order():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("p")
+            assert app.cursor == 400
+            await pilot.press("n")
+            assert app.cursor == 1000
+            detail = app.query_one("#side-detail").render().plain
+            assert "vanishing_gradients" in detail and "1e6 times smaller" in detail
+            await pilot.press("p")
+            assert app.cursor == 400
+    run(go())
+
+
+def test_a_run_that_finishes_or_crashes_says_so_and_keeps_its_data():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            assert app.header_info().state == "live"
+            src.push(end(90, 1499, "finished"))
+            src.set_status(state="ended")
+            await settle(app, pilot)
+            assert app.header_info().state == "finished" and "finished" in app.screen_text()
+        app2, src2 = live_app()
+        async with app2.run_test(size=(120, 40)) as pilot:
+            src2.push(end(90, 1499, "crashed", "RuntimeError: CUDA out of memory"))
+            await settle(app2, pilot)
+            text = app2.screen_text()
+            assert "crashed" in text and "CUDA out of memory" in text
+            assert app2.store.rank(0).axis.n == 1500  # the last data stays on screen
+    run(go())
+
+
+def test_a_killed_process_reads_as_crashed():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            src.set_status(state="gone")
+            await settle(app, pilot)
+            assert app.header_info().state == "crashed"
+            assert "process is gone without an end frame" in app.screen_text()
+    run(go())
+
+
+def test_a_connection_that_drops_and_returns_goes_stalled_then_live():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            src.set_status(state="stalled", message="no frame or heartbeat for 4 s")
+            await settle(app, pilot)
+            text = app.screen_text()
+            assert "stalled" in text and "no frame or heartbeat for 4 s" in text
+            src.set_status(state="live", message=None, dropped_live=7)
+            src.push(steps(60, 1500, 200))
+            await settle(app, pilot)
+            text = app.screen_text()
+            assert "live" in text and "1,699" in text and "7 live frames dropped" in text
+    run(go())
+
+
+def test_malformed_frames_are_counted_and_the_app_carries_on():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            src.push({"kind": "steps", "rank": 0, "steps": [1, 2], "cols": {"loss": [1.0]}},
+                     {"kind": "alert", "rank": 0, "alert": None},
+                     {"kind": "facts", "rank": 0, "facts": "model"},
+                     {"rank": 0})
+            await settle(app, pilot)
+            assert "4 malformed frames ignored" in app.screen_text()
+            src.push(steps(70, 1500, 10))
+            await settle(app, pilot)
+            assert app.store.rank(0).axis.last == 1509
+    run(go())
+
+
+def test_a_restarted_run_replaces_the_old_one():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            src.restart()
+            src.push(meta(run="run2", name="mnist-mlp-retry"), steps(2, 0, 50, run="run2"))
+            await settle(app, pilot)
+            assert app.store.run_id == "run2" and app.store.rank(0).axis.n == 50
+            assert "mnist-mlp-retry" in app.screen_text()
+            assert any("restarted" in n for n in app.notes)
+    run(go())
+
+
+def test_other_ranks_can_be_shown():
+    async def go():
+        frames = run_frames(600, ended=None) + [meta(rank=1, world_size=2), steps(3, 0, 300, rank=1)]
+        app, _ = live_app(frames)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            assert "ranks 0–1 (showing 0)" in app.screen_text()
+            await pilot.press("r")
+            await settle(app, pilot)
+            assert app.rank == 1 and app.view().x1 == 299
+            assert "showing 1" in app.screen_text()
+    run(go())
+
+
+def test_help_screen_and_space_does_nothing_live():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("space")
+            assert not app.playing
+            assert "Play/Pause" not in app.screen_text()  # replay keys are not offered live
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.pause()
+            assert "follow the newest step" in app.screen_text()
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+    run(go())
+
+
+def test_screenshot_and_csv_keys_write_files(tmp_path: Path):
+    async def go():
+        app, _ = live_app(export_dir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("x")
+            await pilot.press("c")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        svg = list(tmp_path.glob("accmon-mnist-mlp-step1499.svg"))
+        csv = tmp_path / "accmon-mnist-mlp-step1499.csv"
+        assert svg and "<svg" in svg[0].read_text()[:200]
+        lines = csv.read_text().splitlines()
+        assert lines[0].startswith("rank,step,") and "loss" in lines[0] and len(lines) == 1501
+    run(go())
+
+
+def test_the_picker_attaches_the_chosen_run():
+    entry = RunEntry(run_id="0101-abc", rank=0, name="picked", host="h", pid=1, started=T0, cmd=["python", "t.py"],
+                     pub="ipc:///nowhere.pub", ctl="ipc:///nowhere.ctl")
+    attached: list = []
+
+    def attach(entries):
+        attached.append(entries)
+        src = QueueSource()
+        src.push(meta(name="picked"), steps(2, 0, 20))
+        return src
+
+    async def go():
+        app = AccmonApp(None, attach=attach, list_runs=lambda: [entry], clock=lambda: T0)
+        app.animation_level = "none"
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert isinstance(app.screen, PickerScreen)
+            assert "picked" in app.screen_text()
+            await pilot.press("enter")
+            await pilot.pause()
+            await settle(app, pilot)
+            assert attached and attached[0][0].run_id == "0101-abc"
+            assert app.store.name == "picked" and "picked" in app.screen_text()
+    run(go())
+
+
+def test_alerts_update_in_place_and_clear():
+    async def go():
+        app, src = live_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(app, pilot)
+            src.push(alert(80, "lr_too_high", 400, "warning", state="cleared", cleared_step=900))
+            await settle(app, pilot)
+            table = app.query_one("#side-alerts", AlertTable)
+            assert table.row_count == 2
+            assert "(cleared)" in app.screen_text()
+    run(go())
