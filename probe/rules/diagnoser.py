@@ -47,33 +47,48 @@ class Diagnoser:
             if not isinstance(facts, dict):
                 return []
             st.merge_facts(facts)
-            return self._evaluate([max(st.last_step, 0)])
+            return list(self._evaluate([max(st.last_step, 0)]).values())
         if kind == "steps":
             steps = frame.get("steps")
-            if not isinstance(steps, list) or not steps:
+            if not isinstance(steps, list) or not steps or not set(map(type, steps)) <= {int}:
                 return []
-            previous = st.last_step
             cols = frame.get("cols")
+            cols = cols if isinstance(cols, dict) else {}
             hists = frame.get("hists")
-            st.ingest(steps, cols if isinstance(cols, dict) else {}, hists if isinstance(hists, dict) else None)
-            points = evaluation_points(previous, st.last_step)
+            hists = hists if isinstance(hists, dict) else None
+            last = steps[-1]
+            points = evaluation_points(st.last_step, last)
             # A frame with no evaluation point in it still gets a look at its end (live runs with slow steps),
             # unless the last look was only a few steps ago.
-            if not points and st.last_step - self._last_eval >= max(1, interval(st.last_step) // 4):
-                points.append(st.last_step)
-            return self._evaluate(points)
+            if not points and last - self._last_eval >= max(1, interval(last) // 4):
+                points.append(last)
+            # Steps go in up to each evaluation point, then the rules run: every verdict sees the run as it
+            # was at that step, however many steps the frame holds (a recording's frame can hold thousands).
+            changed: dict[tuple, dict[str, Any]] = {}
+            i = 0
+            for point in points:
+                j = i
+                while j < len(steps) and steps[j] <= point:
+                    j += 1
+                if j > i:
+                    st.ingest(steps[i:j], _rows(cols, i, j, len(steps)), hists if i == 0 else None)
+                    i = j
+                changed.update(self._evaluate([point]))
+            if i < len(steps):
+                st.ingest(steps[i:], _rows(cols, i, len(steps), len(steps)), hists if i == 0 else None)
+            return list(changed.values())
         if kind == "end":
             status = frame.get("status")
             st.ended = status if isinstance(status, str) else "finished"
             total = frame.get("total_steps")
             st.end_total_steps = total if isinstance(total, int) else None
-            return self._evaluate([max(st.last_step, 0)])
+            return list(self._evaluate([max(st.last_step, 0)]).values())
         return []
 
     def alerts(self) -> list[dict[str, Any]]:
         return self.book.alerts()
 
-    def _evaluate(self, points: list[int]) -> list[dict[str, Any]]:
+    def _evaluate(self, points: list[int]) -> dict[tuple, dict[str, Any]]:
         changed: dict[tuple, dict[str, Any]] = {}
         st = self.state
         for now in points:
@@ -100,7 +115,14 @@ class Diagnoser:
                     alert = self.book.apply(f, now, self.rank)
                     if alert is not None:
                         changed[(f.id, f.cause)] = alert
-        return list(changed.values())
+        return changed
+
+
+def _rows(cols: dict[str, Any], i: int, j: int, n: int) -> dict[str, Any]:
+    """Columns cut to rows i..j (whole-frame slices are passed as they are)."""
+    if i == 0 and j == n:
+        return cols
+    return {k: v[i:j] if isinstance(v, list) and len(v) == n else v for k, v in cols.items()}
 
 
 def interval(step: int) -> int:

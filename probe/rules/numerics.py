@@ -17,6 +17,18 @@ FIX = ("lower the learning rate (10x to start) and clip gradients (torch.nn.util
        "NaN/Inf in the inputs")
 
 
+def episode_start(series, now: int, span: int, first_ever: int | None) -> tuple[int, float]:
+    """Step and value where the current stretch of non-finite values began: after the last `span` finite values
+    in a row (the gap that ended the previous episode), or the first ever when no such gap is in memory."""
+    steps, vals = series.upto(now)
+    bad = np.flatnonzero(~np.isfinite(vals))
+    gaps = np.flatnonzero(np.diff(bad) > span)
+    k = int(bad[gaps[-1] + 1]) if len(gaps) else int(bad[0])
+    if not len(gaps) and series.total > series.cap and first_ever is not None:
+        return first_ever, float(vals[k])
+    return int(steps[k]), float(vals[k])
+
+
 class NanLoss(Rule):
     ids = ("nan_loss",)
 
@@ -40,8 +52,7 @@ class NanLoss(Rule):
         bad = ~np.isfinite(vals)
         if not bad.any():
             return [ended("nan_loss", name)] if len(vals) >= min(span, 3) else []
-        first = st.first_nonfinite.get(name, int(steps[np.argmax(bad)]))
-        first_value = vals[np.argmax(bad)]
+        first, first_value = episode_start(series, h.now, span, st.first_nonfinite.get(name))
         what = "NaN" if np.isnan(first_value) else "Inf"
         label = "training loss" if name == "loss" else "validation loss"
         evidence = {"first_step": first, "value": num(first_value), "nonfinite_recent": int(bad.sum()),
