@@ -31,10 +31,10 @@ class DeadRelu(Rule):
         fr = fractions(st, "act_zero", h.now)
         if not fr:
             return []
-        was = st.is_active("dead_relu")
-        # Once raised, a layer stays named until it is clearly below the threshold (no flicker at its edge).
-        bar = DEAD_RELU_FRACTION - (0.1 if was else 0.0)
-        dead = {k: v for k, (v, _) in fr.items() if v >= bar}
+        dead = {k: v for k, (v, _) in fr.items() if v >= DEAD_RELU_FRACTION}
+        if not dead and st.is_active("dead_relu"):
+            # Once raised, the alert holds until the layers are clearly below the threshold (no flicker at its edge).
+            dead = {k: v for k, (v, _) in fr.items() if v >= DEAD_RELU_FRACTION - 0.1}
         if not dead or not h.in_trouble:
             return [ended("dead_relu")]
         total = [k for k, v in dead.items() if v >= DEAD_RELU_TOTAL]
@@ -68,9 +68,9 @@ class SigmoidSaturation(Rule):
         # The model's own output activation may be confident: that is success, not saturation.
         output = str(layers[-1].get("name")) if layers else list(fr)[-1]
         candidates = {k: v for k, v in fr.items() if k != output and kinds.get(k, "Sigmoid") in SATURATING}
-        was = st.is_active("sigmoid_saturation")
-        bar = SATURATION_FRACTION - (0.1 if was else 0.0)
-        sat = {k: v for k, (v, _) in candidates.items() if v >= bar}
+        sat = {k: v for k, (v, _) in candidates.items() if v >= SATURATION_FRACTION}
+        if not sat and st.is_active("sigmoid_saturation"):
+            sat = {k: v for k, (v, _) in candidates.items() if v >= SATURATION_FRACTION - 0.1}
         if not sat or not h.in_trouble:
             return [ended("sigmoid_saturation")]
         newest = max(s for _, s in candidates.values())

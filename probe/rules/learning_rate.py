@@ -60,7 +60,7 @@ class LrTooHigh(Rule):
             what = f"each step changes the weights by {ratio:.0%} of their size"
         else:
             what = "the loss is diverging"
-        lr_text = f" (lr {num(lr, 3)})" if lr is not None else ""
+        lr_text = f" (lr {lr:.3g})" if lr is not None else ""
         return [Finding("lr_too_high", True, None, "warning",
                         f"{what}{lr_text} and {h.reasons[0] if h.reasons else 'training is unstable'}",
                         evidence,
@@ -89,7 +89,7 @@ class LrTooLow(Rule):
                     "threshold": LR_LOW_RATIO, **h.evidence()}
         if layers:
             evidence["layers"] = {k: num(v) for k, v in layers.items()}
-        lr_text = f" (lr {num(lr, 3)})" if lr is not None else ""
+        lr_text = f" (lr {lr:.3g})" if lr is not None else ""
         return [Finding("lr_too_low", True, None, "warning",
                         f"updates are tiny: the most any layer moves per step is {num(top, 2)} of its weights{lr_text}, "
                         f"and {h.reasons[0] if h.reasons else 'the loss barely moves'}",
