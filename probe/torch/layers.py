@@ -60,7 +60,9 @@ class NormDecoder(Decoder):
 
     def __init__(self, layout: ParamLayout, what: str, *, total: bool = True) -> None:
         self.layout = layout
-        self.what = what  # "gsq" (gradients), "wsq" (weights before the step), "usq" (the step's update)
+        # "gsq" (gradients), "gssq" (gradient shards of a sharded model), "wsq" (weights before the step),
+        # "usq" (the step's update)
+        self.what = what
         self.total = total  # False when the parts cover a slice of the model: no overall figure then
 
     def decode(self, block: np.ndarray, metas: list[Any], rows: np.ndarray, sums: Sums) -> None:
@@ -86,6 +88,9 @@ def finish_norms(sums: Sums, cols: Columns) -> None:
         vals, mask = got
         if what == "gsq":
             cols.put_where(f"grad_norm/{layer}" if layer else "grad_norm", np.sqrt(vals), mask)
+        elif what == "gssq" and layer:
+            # A shard's sum of squares: the viewer adds the ranks' and takes the root (docs/frames.md).
+            cols.put_where(f"grad_sq/{layer}", vals, mask)
         elif what == "wsq" and layer:
             cols.put_where(f"weight_norm/{layer}", np.sqrt(vals), mask)
         elif what == "usq":

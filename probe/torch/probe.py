@@ -65,9 +65,8 @@ class _OptState:
         self.index = index
         self.params: list[torch.Tensor] = []
         self.signature: tuple[int, int] = (-1, -1)
-        self.layouts: dict[tuple[int, ...], dict[str, Any]] = {}
-        self.snapshot: tuple[list[torch.Tensor], list[torch.Tensor], Decoder] | None = None
-        self.cursor = 0  # round-robin position of the update-ratio slice, in layers
+        self.layouts: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+        self.snapshot: list[tuple[list[torch.Tensor], list[torch.Tensor], Decoder]] | None = None
         self.refresh(opt)
 
     def refresh(self, opt: torch.optim.Optimizer) -> None:
@@ -96,7 +95,7 @@ class TorchProbe:
             raise ValueError(f"flush_s must be positive seconds; got {flush_s!r}")
         self.run = run
         self.pid = os.getpid()
-        self.cadence = Cadence(budget if budget is not None else _env_budget(), every)
+        self.cadence = Cadence(budget if budget is not None else _env_budget(), every if every is not None else _env_every())
         self.ledger = Ledger(self._sink)
         self.flush_s = flush_s
         self.off = False
@@ -488,12 +487,14 @@ class TorchProbe:
         self.spent += _perf() - t0
         return None
 
-    def _layout(self, st: _OptState) -> dict[str, Any] | None:
+    def _layout(self, st: _OptState) -> list[dict[str, Any]] | None:
+        """The parameters with gradients, in groups that one foreach kernel can take: one device each, and
+        sharded parameters (FSDP) apart, since their norms are partial and only their squares add up."""
         idx = tuple(i for i, p in enumerate(st.params) if p.grad is not None)
         if not idx:
             return None
-        lay = st.layouts.get(idx)
-        if lay is None:
+        groups = st.layouts.get(idx)
+        if groups is None:
             if self.param_layer is None:
                 self.param_layer = F.layer_names(self._live_roots())
             if any(id(st.params[i]) not in self.param_layer and id(st.params[i]) not in self.extra_names for i in idx):
@@ -504,43 +505,60 @@ class TorchProbe:
                     self.roots.extend(weakref.ref(m) for m in found if not any(r() is m for r in self.roots))
                     self.module_name = F.module_names(self._live_roots())
                     self.param_layer = F.layer_names(self._live_roots())
-            names = []
+            by_key: dict[tuple, list[int]] = {}
             for i in idx:
                 p = st.params[i]
-                names.append(self.extra_names.get(id(p)) or self.param_layer.get(id(p)) or f"opt{st.index}.param{i}")
-            layout = Ly.ParamLayout(names)
-            params = [st.params[i] for i in idx]
-            lay = st.layouts[idx] = {
-                "params": params,
-                "layout": layout,
-                "gsq": Ly.NormDecoder(layout, "gsq"),
-                "wsq": Ly.NormDecoder(layout, "wsq"),
-                "nonfinite": Ly.NonfiniteDecoder([p.numel() for p in params]),
-                "slices": _update_slices(layout, params),
-            }
-        return lay
+                by_key.setdefault((_local(p).device, _sharded(p)), []).append(i)
+            groups = []
+            for (_, sharded), members in by_key.items():
+                names = [self.extra_names.get(id(st.params[i])) or self.param_layer.get(id(st.params[i]))
+                         or f"opt{st.index}.param{i}" for i in members]
+                layout = Ly.ParamLayout(names)
+                params = [st.params[i] for i in members]
+                locals_ = [_local(p) for p in params]
+                groups.append({
+                    "params": params,
+                    "local": locals_,
+                    "sharded": sharded,
+                    "gsq": Ly.NormDecoder(layout, "gssq" if sharded else "gsq"),
+                    "wsq": Ly.NormDecoder(layout, "wsq"),
+                    "nonfinite": Ly.NonfiniteDecoder([t.numel() for t in locals_]),
+                    "slices": _update_slices(layout, params),
+                    "cursor": 0,
+                })
+            st.layouts[idx] = groups
+        return groups
 
     def _grad_stats(self, st: _OptState) -> None:
         t0 = _perf()
-        lay = self._layout(st)
-        if lay is None:
+        groups = self._layout(st)
+        if groups is None:
             return
-        params = lay["params"]
-        grads = [p.grad for p in params]
         row = self.cur
-        row.add(lay["gsq"], Ly.norms(grads))
+        for g in groups:
+            # A sharded parameter's gradient is read through its local shard: a norm of the DTensor itself
+            # would be a collective, inside one rank's hook.
+            grads = [_local(p.grad) for p in g["params"]]
+            row.add(g["gsq"], Ly.norms(grads))
         t1 = _perf()
         self.spent_tiers["grads"] += t1 - t0
         if not self.deep_now:
             return
-        row.add(lay["nonfinite"], Ly.nonfinite_counts(grads))
-        row.add(lay["wsq"], Ly.norms(params))
-        slices = lay["slices"]
-        sl = slices[st.cursor % len(slices)]
-        st.cursor += 1
-        chosen = [params[i] for i in sl[0]]
-        # The weights before the step, copied: ‖Δw‖ needs them after optimizer.step() has changed them.
-        st.snapshot = (chosen, torch._foreach_mul(chosen, 1.0), sl[1])
+        snapshot = []
+        for g in groups:
+            grads = [_local(p.grad) for p in g["params"]]
+            row.add(g["nonfinite"], Ly.nonfinite_counts(grads))
+            if g["sharded"]:
+                continue  # partial weight norms would mislead; the gradients' squares are what ranks can add
+            params = g["params"]
+            row.add(g["wsq"], Ly.norms(params))
+            slices = g["slices"]
+            sl = slices[g["cursor"] % len(slices)]
+            g["cursor"] += 1
+            chosen = [params[i] for i in sl[0]]
+            # The weights before the step, copied: ‖Δw‖ needs them after optimizer.step() has changed them.
+            snapshot.append((chosen, torch._foreach_mul(chosen, 1.0), sl[1]))
+        st.snapshot = snapshot or None
         self.spent_tiers["deep"] += _perf() - t1
 
     def on_opt_post(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -557,12 +575,12 @@ class TorchProbe:
         try:
             st = self.opt_states.get(opt)
             if st is not None and st.snapshot is not None:
-                chosen, before, dec = st.snapshot
-                st.snapshot = None
+                snapshot, st.snapshot = st.snapshot, None
                 prev = torch.is_grad_enabled()
                 torch.set_grad_enabled(False)
                 try:
-                    self.cur.add(dec, Ly.norms(torch._foreach_sub(before, chosen)))
+                    for chosen, before, dec in snapshot:
+                        self.cur.add(dec, Ly.norms(torch._foreach_sub(before, chosen)))
                 finally:
                     torch.set_grad_enabled(prev)
                 self.spent_tiers["deep"] += _perf() - t0
@@ -903,8 +921,30 @@ def _update_slices(layout: Ly.ParamLayout, params: list[torch.Tensor]) -> list[t
     return out
 
 
+def _sharded(p: torch.Tensor) -> bool:
+    """FSDP's parameters: DTensors (FSDP2) or flat parameter shards (FSDP1)."""
+    return type(p).__name__ in ("DTensor", "FlatParameter")
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (no communication); any other tensor as it is."""
+    local = getattr(t, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else t
+
+
 def _finite(x: float) -> float | None:
     return x if np.isfinite(x) else None
+
+
+def _env_every() -> int | None:
+    """ACCMON_EVERY=N: every statistic every N steps instead of the adaptive cadence (scripts, tests, CI)."""
+    raw = os.environ.get("ACCMON_EVERY")
+    if not raw:
+        return None
+    if raw.strip().isdigit() and int(raw) >= 1:
+        return int(raw)
+    report_once("every-env", f"ACCMON_EVERY={raw!r} is not a positive number of steps; the cadence adapts")
+    return None
 
 
 def _env_budget() -> float:
