@@ -220,6 +220,7 @@ class _Hooks:
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self.probe is not None:
+            _wrappers_in_training_mode(trainer)
             try:
                 self.probe.set_epoch(int(trainer.current_epoch))
             except Exception as exc:
@@ -254,6 +255,10 @@ class _Hooks:
     # ---- validation ----------------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._val_names = {}
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.probe is not None and not getattr(trainer, "sanity_checking", False):
+            _wrappers_in_training_mode(trainer)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if getattr(trainer, "sanity_checking", False) or not self._val_names:
@@ -368,6 +373,26 @@ def _probe_measures(probe: Any) -> set[str]:
         if getattr(probe, "rule", None) is not None:
             out |= {"acc", "val_acc"}
     return out
+
+
+def _wrappers_in_training_mode(trainer: Any) -> None:
+    """Put the strategy's wrappers around the LightningModule (DistributedDataParallel and Lightning's own)
+    back in training mode, their own flag only.
+
+    Lightning's default `on_validation_model_eval` calls `trainer.model.eval()` — the outermost wrapper — but
+    restores the training mode of the LightningModule's modules alone, so under DDP the wrappers stay in eval
+    mode for the rest of the run. They hold no dropout or batch norm of their own (nothing computes
+    differently), but the PyTorch probe reads the mode of the outermost module called to tell a training batch
+    from a validation batch.
+    """
+    inner = getattr(trainer, "lightning_module", None)
+    module = getattr(getattr(trainer, "strategy", None), "model", None)
+    for _ in range(4):  # DDP → _LightningModuleWrapperBase → LightningModule: never deeper than that
+        if module is None or module is inner:
+            return
+        if hasattr(module, "training"):
+            module.training = True
+        module = getattr(module, "module", None) or getattr(module, "_forward_module", None)
 
 
 def _rank_of(trainer: Any) -> tuple[int, int]:

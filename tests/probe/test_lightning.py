@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -78,13 +77,14 @@ SCRIPT = textwrap.dedent('''
         model = Tiny(custom_loss=True)
     if MODE == "crash":
         model = Tiny(crash_at=5)
-    if MODE == "nan":
-        model = Tiny(lr=1e6)
     if MODE == "accumulate":
         kwargs["accumulate_grad_batches"] = 2
+    kwargs["devices"] = 1
+    if MODE == "ddp":
+        kwargs.update(devices=2, strategy="ddp")
     trainer = L.Trainer(max_epochs=3, callbacks=callbacks, logger=CSVLogger(os.environ["LOGS"]), log_every_n_steps=1,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        accelerator="cpu", devices=1, **kwargs)
+                        accelerator="cpu", **kwargs)
     trainer.fit(model, train, val)
 ''')
 
@@ -226,13 +226,24 @@ def test_a_crash_in_training_step_is_recorded_as_a_crash(tmp_path: Path) -> None
     assert end["status"] == "crashed" and "boom at step 5" in end["error"]
 
 
-def test_a_diverging_run_keeps_its_nan_losses(tmp_path: Path) -> None:
-    out = run_accmon_on(tmp_path, "nan")
+def test_ddp_ranks_under_torchrun(tmp_path: Path) -> None:
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = run_accmon("run", "--headless", "--record", str(tmp_path / "run.accmon"), "--", torchrun,
+                     "--nproc_per_node", "2", write(tmp_path), "ddp", env=env(tmp_path), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    _, cols = columns(read_frames(tmp_path / "run.accmon"))
-    assert any(isinstance(v, float) and math.isnan(v) for v in cols["loss"])
-    check = run_accmon("check", str(tmp_path / "run.accmon"), "--json")
-    assert json.loads(check.stdout)["run"]["steps"] == 24
+    frames = read_frames(tmp_path / "run.accmon")
+    for rank in (0, 1):
+        mine = [f for f in frames if f["rank"] == rank]
+        steps, cols = columns(mine)
+        assert steps == list(range(12))  # each rank gets half of the 8 batches of an epoch
+        assert cols["epoch"] == [s // 4 for s in steps]
+        # Training batches are training batches on every rank: Lightning leaves its DDP wrapper in eval mode
+        # after validation, and the callback puts that flag back.
+        assert all(v is not None for v in cols["loss"]) and at(steps, cols["val_loss"]) == [3, 7, 11]
+        lf = facts(mine)["lightning"]
+        assert (lf["global_rank"], lf["world_size"], lf["strategy"]) == (rank, 2, "DDPStrategy")
+    report = json.loads(run_accmon("check", str(tmp_path / "run.accmon"), "--json").stdout)
+    assert report["run"]["ranks"] == [0, 1] and report["run"]["status"] == "finished"
 
 
 def test_the_pytorch_lightning_package_too(tmp_path: Path) -> None:
