@@ -64,18 +64,12 @@ class Diagnoser:
                 points.append(last)
             # Steps go in up to each evaluation point, then the rules run: every verdict sees the run as it
             # was at that step, however many steps the frame holds (a recording's frame can hold thousands).
+            intake = st.prepare(steps, cols, hists)
             changed: dict[tuple, dict[str, Any]] = {}
-            i = 0
             for point in points:
-                j = i
-                while j < len(steps) and steps[j] <= point:
-                    j += 1
-                if j > i:
-                    st.ingest(steps[i:j], _rows(cols, i, j, len(steps)), hists if i == 0 else None)
-                    i = j
+                intake.upto(point)
                 changed.update(self._evaluate([point]))
-            if i < len(steps):
-                st.ingest(steps[i:], _rows(cols, i, len(steps), len(steps)), hists if i == 0 else None)
+            intake.upto(last)
             return list(changed.values())
         if kind == "end":
             status = frame.get("status")
@@ -116,13 +110,6 @@ class Diagnoser:
                     if alert is not None:
                         changed[(f.id, f.cause)] = alert
         return changed
-
-
-def _rows(cols: dict[str, Any], i: int, j: int, n: int) -> dict[str, Any]:
-    """Columns cut to rows i..j (whole-frame slices are passed as they are)."""
-    if i == 0 and j == n:
-        return cols
-    return {k: v[i:j] if isinstance(v, list) and len(v) == n else v for k, v in cols.items()}
 
 
 def interval(step: int) -> int:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from . import losses as L
-from .series import array_median
+from .series import array_median, median
 from .state import RunState
 from .thresholds import (CHANCE_ACC_MARGIN, CHANCE_LOSS_FACTOR, DIVERGE_FACTOR, MIN_PROGRESS, PATIENCE_DEFAULT,
                          PATIENCE_EPOCHS, PATIENCE_MAX, PATIENCE_MIN, START_STEPS, WINDOW_DEFAULT, WINDOW_MAX,
@@ -40,6 +40,9 @@ class Health:
     loss_now: float | None = None
     loss_best: float | None = None
     loss_nonfinite: bool = False
+    # The recent window lies wholly after the first steps (sparse logging can make them overlap): only then
+    # does comparing them say anything.
+    loss_windows_apart: bool = False
     chance_loss: float | None = None
     acc_start: float | None = None
     acc_now: float | None = None
@@ -104,14 +107,15 @@ class HealthTracker:
         series = st.col("loss")
         if series is None:
             return
-        recent = series.last(h.now, h.window)[1]
+        steps, recent = series.last(h.now, h.window)
         if not len(recent):
             return
         finite = recent[np.isfinite(recent)]
         h.loss_nonfinite = len(finite) < len(recent)
-        start = [v for s, v in st.first["loss"] if s <= h.now]
-        if start:
-            h.loss_start = float(np.median(start))
+        first = [(s, v) for s, v in st.first["loss"] if s <= h.now]
+        if first:
+            h.loss_start = median([v for _, v in first])
+            h.loss_windows_apart = int(steps[0]) > first[-1][0]
         if len(finite) >= min(h.window, 4):
             h.loss_now = array_median(finite)
             if h.seen >= h.window:
@@ -128,7 +132,7 @@ class HealthTracker:
         recent = series.last(h.now, h.window)[1]
         recent = recent[np.isfinite(recent)]
         if len(recent) >= min(h.window, 4):
-            h.acc_now = float(np.mean(recent))
+            h.acc_now = float(recent.sum()) / len(recent)
         start = [v for s, v in st.first["acc"] if s <= h.now]
         if start:
             h.acc_start = float(np.mean(start))
@@ -154,7 +158,8 @@ class HealthTracker:
             h.reasons.append(f"the loss rose from {h.loss_best:.4g} to {now:.4g}")
         # Thresholds to leave a verdict sit beyond those to enter it (hysteresis).
         ease = 1.5
-        if h.seen >= h.patience and start is not None and now is not None and not h.warming_up:
+        if h.seen >= h.patience and start is not None and now is not None and not h.warming_up \
+                and h.loss_windows_apart:
             progress = MIN_PROGRESS * (ease if self.was.get("not_learning") else 1.0)
             if start - now < progress * abs(start):
                 h.not_learning = True

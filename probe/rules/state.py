@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,16 @@ USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "ac
 NONFINITE_WATCH = frozenset({"loss", "val_loss"})
 
 
+_used: dict[str, bool] = {}
+
+
 def used(name: str) -> bool:
-    return name in USED or name.startswith(USED_PREFIXES)
+    hit = _used.get(name)
+    if hit is None:
+        hit = _used[name] = name in USED or name.startswith(USED_PREFIXES)
+        if len(_used) > 100_000:  # names come from the wire: do not let a hostile stream grow this without end
+            _used.clear()
+    return hit
 
 
 class RunState:
@@ -58,13 +67,19 @@ class RunState:
             self._layers_of.clear()
 
     def ingest(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None) -> None:
+        """Take a whole steps frame in at once."""
+        self.prepare(steps, cols, hists).upto(steps[-1] if steps else -1)
+
+    def prepare(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None) -> Intake:
+        """Turn a steps frame into arrays, once; `Intake.upto(step)` then appends it in as many parts as needed."""
+        intake = Intake()
         n = len(steps)
         if not n:
-            return
+            return intake
         arr = np.asarray(steps, dtype=np.int64)
         if self.first_step is None:
             self.first_step = int(arr[0])
-        self.last_step = max(self.last_step, int(arr[-1]))
+        pattern: tuple[int, list[int], Any, np.ndarray] | None = None  # (gaps, present rows, getter, their steps)
         for name, col in cols.items():
             if not isinstance(col, list) or len(col) != n or not used(name):
                 continue
@@ -72,22 +87,22 @@ class RunState:
             if missing == n:
                 continue
             try:
-                vals = np.array(col, dtype=np.float64)  # None becomes NaN, in C
+                if not missing:
+                    vals, at = np.array(col, dtype=np.float64), arr
+                else:
+                    # Columns sampled at the same steps share where their gaps are: find it once per frame.
+                    if pattern is None or pattern[0] != missing or None in pattern[2](col):
+                        rows = [i for i, v in enumerate(col) if v is not None]
+                        getter = operator.itemgetter(*rows) if len(rows) > 1 else (lambda c, r=rows[0]: (c[r],))
+                        pattern = (missing, rows, getter, arr[rows])
+                    vals, at = np.array(pattern[2](col), dtype=np.float64), pattern[3]
             except (TypeError, ValueError):
-                continue
-            at = arr
-            if missing:
-                absent = np.isnan(vals)
-                if int(absent.sum()) != missing:
-                    # Real NaNs beside the gaps (a NaN loss among unmeasured steps): tell them apart one by one.
-                    absent = np.fromiter((v is None for v in col), dtype=bool, count=n)
-                keep = ~absent
-                vals, at = vals[keep], arr[keep]
+                continue  # not numbers: not a metric the rules can read
             series = self.series.get(name)
             if series is None:
                 series = self.series[name] = Series()
                 self._layers_of.clear()
-            series.extend(at, vals)
+            intake.parts.append([series, at, vals, 0])
             if name in NONFINITE_WATCH and name not in self.first_nonfinite:
                 bad = ~np.isfinite(vals)
                 if bad.any():
@@ -104,6 +119,8 @@ class RunState:
         if hists:
             self.target_hist = _add(self.target_hist, hists.get("target"))
             self.pred_hist = _add(self.pred_hist, hists.get("pred"))
+        intake.state = self
+        return intake
 
     # -- reading ---------------------------------------------------------------------------------------
     def col(self, name: str) -> Series | None:
@@ -203,6 +220,29 @@ class RunState:
         """The loss or the gradients went NaN/Inf: the weights are likely ruined and statistics taken since say
         nothing new. Rules that read them hold their verdicts (raise nothing, clear nothing) until it passes."""
         return bool(self.active.get("nan_loss", set()) & {"loss", "grads"})
+
+
+class Intake:
+    """A prepared steps frame: per metric, the measured steps and values still to append."""
+
+    __slots__ = ("parts", "state")
+
+    def __init__(self) -> None:
+        self.parts: list[list[Any]] = []  # [series, steps, values, how many appended]
+        self.state: RunState | None = None
+
+    def upto(self, step: int) -> None:
+        """Append every measurement at or before `step`."""
+        for part in self.parts:
+            series, at, vals, done = part
+            if done == len(at):
+                continue
+            end = len(at) if at[-1] <= step else int(np.searchsorted(at, step, side="right"))
+            if end > done:
+                series.extend(at[done:end], vals[done:end])
+                part[3] = end
+        if self.state is not None:
+            self.state.last_step = max(self.state.last_step, step)
 
 
 def _add(acc: np.ndarray | None, counts: Any) -> np.ndarray | None:

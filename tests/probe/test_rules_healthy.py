@@ -122,3 +122,31 @@ def test_lr_step_decay_and_noisy_late_losses():
         return 1e-3 * (0.1 if step >= 600 else 1.0)
 
     assert_quiet(Sim(steps=1200, noise=0.4, overrides={"lr": lr}))
+
+
+def test_a_sparsely_logged_run_like_an_imported_log():
+    # TensorBoard or a Trainer logging every 50 steps: a handful of points, no per-layer statistics, no facts.
+    from accmon.probe import wire
+    from test_rules_streams import feed as feed_frames
+
+    frames = [wire.envelope("facts", "imp", 0, 1, -1, facts={"framework": "api"})]
+    for i, step in enumerate(range(0, 5000, 50)):
+        loss = 0.3 + 2.0 * (1 + step / 400) ** -0.7 * (1 + 0.03 * math.sin(step))
+        cols = {"loss": [loss], "lr": [3e-4]}
+        if step % 500 == 450:
+            cols.update(val_loss=[loss * 1.1])
+        frames.append(wire.envelope("steps", "imp", 0, i + 2, step, steps=[step], cols=cols))
+    d, _ = feed_frames(frames)
+    assert not fired(d), [a["message"] for a in d.alerts()]
+
+
+def test_a_sparsely_logged_loss_that_is_flat_from_the_start_is_still_caught():
+    from accmon.probe import wire
+    from test_rules_streams import feed as feed_frames
+
+    frames = [wire.envelope("facts", "imp", 0, 1, -1, facts={"framework": "api"})]
+    for i, step in enumerate(range(0, 3000, 50)):
+        cols = {"loss": [2.3 * (1 + 0.01 * math.sin(step))], "update_ratio": [2e-7]}
+        frames.append(wire.envelope("steps", "imp", 0, i + 2, step, steps=[step], cols=cols))
+    d, _ = feed_frames(frames)
+    assert "lr_too_low" in fired(d)
