@@ -41,6 +41,7 @@ STEPS_PER_FRAME = 2048
 # Keras one (logs/fit/<time>/train/) is 3-4 deep; deeper trees are someone's whole home directory.
 MAX_DEPTH = 6
 
+
 class LogError(ValueError):
     """A log that is one of the known formats but cannot be read; the message says what and where."""
 
