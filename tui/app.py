@@ -384,7 +384,7 @@ class AccmonApp(App[int]):
             return None
         if self.head is None:
             return b[1]
-        return int(min(max(self.head, b[0]), b[1]))
+        return int(round(min(max(self.head, b[0]), b[1])))
 
     def _advance(self, dt: float) -> None:
         b = self._bounds()
@@ -408,14 +408,12 @@ class AccmonApp(App[int]):
     @staticmethod
     def _paced(data: Any, head: float, run_seconds: float) -> float:
         """The step the run reached `run_seconds` of its own time after `head` (its own pace, from frame times)."""
-        t = data.time_at_step(int(head))
+        t = data.time_at_step(head)
         if t is None:
             return head + run_seconds * 100  # no times recorded: 100 steps a second at ×1
         nxt = data.step_at_time(t + run_seconds)
         if nxt is None or nxt <= head:
-            # Within one frame's worth of time: move by the run's mean pace instead of standing still.
-            sps = data.steps_per_s(window_s=1e18) or 100.0
-            return head + run_seconds * sps
+            return head + max(run_seconds * 1e-3, 1e-3)  # a pause in the run: creep on, never stand still
         return float(nxt)
 
     # -- view --------------------------------------------------------------------------------------------
@@ -583,6 +581,7 @@ class AccmonApp(App[int]):
         if self.head is None and b is not None:
             self.head = float(b[1])
         self.playing = not self.playing
+        self._last_tick = time.monotonic()  # play from now: no jump for the time spent paused
         self._sync()
 
     def action_speed(self, delta: int) -> None:
@@ -600,15 +599,15 @@ class AccmonApp(App[int]):
         if b is None:
             return
         first, last = b
-        cur = self.head_step() or last
-        self.seek(cur + fraction * max(1, last - first))
+        cur = self.head_step()
+        self.seek((last if cur is None else cur) + fraction * max(1, last - first))
 
     def seek(self, step: float) -> None:
         """Move the replay playhead (clamped to what has been read)."""
         b = self._bounds()
         if b is None:
             return
-        self.head = float(min(max(step, b[0]), b[1]))
+        self.head = float(round(min(max(step, b[0]), b[1])))
         self._sync()
 
     def action_seek_edge(self, edge: int) -> None:

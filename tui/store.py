@@ -506,14 +506,19 @@ class RankData:
                     tot[: len(arr)] += arr
                     self.hists_total[name] = tot
         times = frame.get("times")
-        t = times[-1] if isinstance(times, list) and times and isinstance(times[-1], (int, float)) else frame.get("t")
-        if isinstance(t, (int, float)) and math.isfinite(t):
+        t_first = t_last = frame.get("t")
+        if isinstance(times, list) and times and isinstance(times[0], (int, float)) and isinstance(times[-1], (int, float)):
+            t_first, t_last = times[0], times[-1]
+        if isinstance(t_last, (int, float)) and math.isfinite(t_last) and new:
+            t_first = t_first if isinstance(t_first, (int, float)) and math.isfinite(t_first) else t_last
             if self.first_t is None:
-                t0 = times[0] if isinstance(times, list) and times and isinstance(times[0], (int, float)) else t
-                self.first_t = float(t0)
-            self.last_t = float(t)
-            self.time_t.extend(np.array([t], dtype=np.float64))
-            self.time_step.extend(np.array([int(sarr[-1])], dtype=np.int64))
+                self.first_t = float(t_first)
+            self.last_t = float(t_last)
+            # First and last step of each frame: the run's pace, interpolated in between.
+            s0, s1 = int(sarr[new_from]), int(sarr[-1])
+            prev = self.time_t.view()[-1] if self.time_t.n else -math.inf
+            self.time_t.extend(np.array([max(float(t_first), prev), max(float(t_last), float(t_first), prev)]))
+            self.time_step.extend(np.array([s0, s1], dtype=np.int64))
         self.version += 1
         return new
 
@@ -533,20 +538,16 @@ class RankData:
         dt = t[-1] - t[i]
         return (s[-1] - s[i]) / dt if dt > 0 else None
 
-    def step_at_time(self, t: float) -> int | None:
-        """The newest step the run had reached at wall time t (its own clock): replay at the run's pace."""
-        n = self.time_t.n
-        if n == 0:
+    def step_at_time(self, t: float) -> float | None:
+        """The step the run had reached at wall time t (its own clock), interpolated: replay at the run's pace."""
+        if self.time_t.n == 0:
             return None
-        i = int(np.searchsorted(self.time_t.view(), t, side="right")) - 1
-        return int(self.time_step.view()[max(i, 0)]) if i >= 0 else None
+        return float(np.interp(t, self.time_t.view(), self.time_step.view()))
 
-    def time_at_step(self, step: int) -> float | None:
-        n = self.time_t.n
-        if n == 0:
+    def time_at_step(self, step: float) -> float | None:
+        if self.time_t.n == 0:
             return None
-        i = int(np.searchsorted(self.time_step.view(), step, side="left"))
-        return float(self.time_t.view()[min(i, n - 1)])
+        return float(np.interp(step, self.time_step.view(), self.time_t.view()))
 
 
 ALERT_SEVERITIES = ("critical", "warning", "info")

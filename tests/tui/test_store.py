@@ -199,5 +199,6 @@ def test_speed_and_replay_clock_come_from_the_runs_own_times():
         store.ingest([steps_frame(list(range(i * 100, (i + 1) * 100)), seq=i + 2, loss=[1.0] * 100)])
     data = store.rank(0)
     assert data.steps_per_s() == pytest.approx(100.0, rel=0.02)  # steps are 0.01 s apart
-    assert data.step_at_time(1000.0 + 5.0) == 499
+    assert data.step_at_time(1000.0 + 5.0) == pytest.approx(500)  # interpolated within and between frames
+    assert data.step_at_time(1000.0 + 2.505) == pytest.approx(250.5)
     assert data.time_at_step(499) == pytest.approx(1004.99)

@@ -1,0 +1,213 @@
+"""`accmon replay`: a real recording file read on the replay source's thread, driven through Pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from accmon.probe.recording import RecordingError
+from accmon.tui.app import AccmonApp
+from accmon.tui.app_sources import ReplaySource
+from accmon.tui.widgets import Timeline
+from tests.tui.test_app_fixtures import T0, run_frames, write_recording
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def loaded(app: AccmonApp, pilot, timeout: float = 20.0) -> None:
+    """Wait until the replay source has read the whole file and the app has ingested it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.sync_now()
+        await pilot.pause()
+        if app.source.status.loaded and not app.source._q.q:
+            app.sync_now()
+            await pilot.pause()
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the recording did not finish loading")
+
+
+def replay_app(path: str, *, rerun_rules: bool = False, timer: bool = False) -> AccmonApp:
+    # The fixture's recorded alerts, not today's rules: a fixed diagnosis to steer by (rules: see the test below).
+    # Without the timer, the playhead moves only when the test says so (app._advance).
+    app = AccmonApp(ReplaySource(path, rerun_rules=rerun_rules), clock=lambda: T0, refresh_s=0.2 if timer else 3600)
+    app.animation_level = "none"
+    return app
+
+
+@pytest.fixture
+def recording(tmp_path):
+    return write_recording(tmp_path / "run.accmon", run_frames(1500, ended="finished"))
+
+
+def test_replay_opens_on_the_whole_run_with_the_same_panels(recording):
+    async def go():
+        app = replay_app(recording)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            text = app.screen_text()
+            assert "replay" in text and "accuracy" in text and "loss" in text and "gradient norm" in text
+            assert "⏸ ×10  step 1,499 / 1,499" in text  # the timeline: paused at the end
+            assert app.query_one("#timeline").display
+            assert len(app.store.alerts) == 2
+    run(go())
+
+
+def test_play_pause_speed_and_seek(recording):
+    async def go():
+        app = replay_app(recording)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            await pilot.press("home")
+            assert app.head_step() == 0
+            await pilot.press("right")  # 1 % of the run
+            assert app.head_step() == 15
+            await pilot.press("shift+right")  # 10 %
+            assert app.head_step() == 165
+            await pilot.press("left")
+            assert app.head_step() == 150
+            await pilot.press("right_square_bracket", "right_square_bracket")
+            assert app.speed_i == 3  # ×1000
+            await pilot.press("space")
+            assert app.playing
+            start = app.head_step()
+            app._advance(0.005)  # 5 ms at ×1000 = 5 s of a run that logged 100 steps a second
+            assert app.head_step() == start + 500
+            await pilot.press("space")
+            assert not app.playing
+            await pilot.press("space")
+            app._advance(0.5)  # to the end, where playing stops
+            assert app.head_step() == 1499 and not app.playing
+            await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket", "left_square_bracket")
+            assert app.speed_i == 0
+            app.seek(100)
+            app._advance(1.0)  # ×1: one second of the run's own time is 100 steps
+            assert app.head_step() == 200
+            await pilot.press("end")
+            assert app.head_step() == 1499
+    run(go())
+
+
+def test_playing_runs_on_the_timer_and_stops_at_the_end(recording):
+    async def go():
+        app = replay_app(recording, timer=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            app.speed_i = 0  # ×1: this run logged 100 steps a second
+            await pilot.press("space")  # at the end: plays again from the start
+            assert app.playing and app.head_step() < 200
+            deadline = time.monotonic() + 20
+            while app.head_step() < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert app.playing and 20 <= app.head_step() < 1499
+            await pilot.press("right_square_bracket", "right_square_bracket", "right_square_bracket",
+                              "right_square_bracket")
+            assert app.speed_i == 4  # max
+            while app.playing and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not app.playing and app.head_step() == 1499
+            assert "⏸ max" in app.screen_text()
+    run(go())
+
+
+def test_replay_runs_todays_rules_over_the_recording(tmp_path):
+    path = write_recording(tmp_path / "nan.accmon", run_frames(1500, nan_at=1200, alerts=False))
+
+    async def go():
+        app = replay_app(path, rerun_rules=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            ids = {a["id"] for _, a in app.visible_alerts()}
+            assert "nan_loss" in ids
+            nan = next(a for _, a in app.visible_alerts() if a["id"] == "nan_loss")
+            assert nan["step"] == 1200 and nan["severity"] == "critical" and nan["fix"]
+    run(go())
+
+
+def test_next_and_previous_alert_move_the_playhead(recording):
+    async def go():
+        app = replay_app(recording)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            await pilot.press("home")
+            await pilot.press("n")
+            assert app.head_step() == 400 and app.cursor == 400
+            app.sync_now()
+            assert [a["id"] for _, a in app.visible_alerts()] == ["lr_too_high"]  # nothing after the playhead
+            await pilot.press("n")
+            assert app.head_step() == 1000
+            await pilot.press("p")
+            assert app.head_step() == 400
+            view = app.view()
+            assert view.head == 400 and view.x1 == 1499  # whole-run axis, drawn up to the playhead
+    run(go())
+
+
+def test_clicking_the_timeline_seeks(recording):
+    async def go():
+        app = replay_app(recording)
+        async with app.run_test(size=(102, 40)) as pilot:
+            await loaded(app, pilot)
+            timeline = app.query_one(Timeline)
+            await pilot.click(Timeline, offset=(1 + 50, 0))  # the middle of a 100-cell track
+            await pilot.pause()
+            assert abs(app.head_step() - 1499 * 50 / 99) <= 2
+            assert timeline.state.head == app.head_step()
+    run(go())
+
+
+def test_a_truncated_recording_replays_what_it_holds_and_says_so(tmp_path):
+    path = write_recording(tmp_path / "cut.accmon", run_frames(1500, ended=None))
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(size - 100)  # cut inside the last frame, as a kill -9 mid-write leaves it
+
+    async def go():
+        app = replay_app(path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            assert app.source.status.truncated
+            assert app.store.rank(0).axis.last == 1249  # the last, partial frame is gone; the rest is there
+            text = app.screen_text()
+            assert "truncated recording" in text and "file ends inside a record" in text
+            assert any("truncated" in n for n in app.notes)
+    run(go())
+
+
+def test_a_crashed_recording_says_what_crashed(tmp_path):
+    path = write_recording(tmp_path / "crash.accmon", run_frames(600, ended="crashed"))
+
+    async def go():
+        app = replay_app(path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            assert "recorded run crashed: RuntimeError: CUDA out of memory" in app.screen_text()
+    run(go())
+
+
+def test_not_a_recording_is_refused_before_the_app_starts(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    with pytest.raises(RecordingError):
+        ReplaySource(str(bad))
+
+
+def test_replay_csv_key_exports_the_recorded_values(recording, tmp_path):
+    async def go():
+        app = replay_app(recording)
+        app.export_dir = tmp_path
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(app, pilot)
+            await pilot.press("c")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        out = tmp_path / "accmon-mnist-mlp-step1499.csv"
+        rows = out.read_text().splitlines()
+        assert rows[0].split(",")[:3] == ["rank", "step", "time"] and len(rows) == 1501
+    run(go())
