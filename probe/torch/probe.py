@@ -45,6 +45,11 @@ from .ledger import Decoder, Ledger, Row, Sums
 FLUSH_S = 0.5
 # Rows waiting for the host at most; a flush is forced beyond it (memory stays bounded for very fast steps).
 MAX_PENDING_ROWS = 2048
+# Training loss calls with no optimizer step after which each loss call counts as a step (loops that update
+# weights by hand); up to then they are taken for the micro-batches of a first, accumulated step.
+LOSS_STEPS_AFTER = 32
+# Validation parts held before they are folded together on the device (a long evaluation pass).
+VAL_COMPACT = 512
 # Weights copied per deep step to measure ‖Δw‖ (the copy lives across optimizer.step()). Larger models
 # are covered a slice of layers at a time, round robin: the copy never costs more than this in memory.
 UPDATE_BYTES = 64 * 1024 * 1024
@@ -133,6 +138,7 @@ class TorchProbe:
         self.grads_now, self.deep_now = self.cadence.plan(0)
         self.step_samples = 0
         self.cur_started = False  # whether the step in progress has begun (a training forward or loss)
+        self.loss_calls = 0  # training loss calls while no optimizer has stepped
         self.t_last_end: float | None = None
         self.t_last_flush = _perf()
         self.spent = 0.0
@@ -363,13 +369,7 @@ class TorchProbe:
         n = int(inp.shape[0]) if inp.dim() > 0 else 1
         out = inp.detach()
         if not (self._is_train() if train is None else train):
-            self.val_parts.append((self.d_val_loss, _scalar(loss), n))
-            if target is None or key != self.primary_loss or self.rule is None:
-                return
-            got = C.classes(self.rule, out, target)
-            if got is not None:
-                part, total = C.accuracy_part(self.rule, got[0], got[1], ignore if isinstance(ignore, int) else None)
-                self.val_parts.append((self.d_val_acc, part, total))
+            self._val_loss(key, out, target, loss, ignore, n)
             return
         if self.val_parts:
             self._end_val()
@@ -379,6 +379,12 @@ class TorchProbe:
             self.rule = spec.rule if spec.classifies else None
         elif key != self.primary_loss:
             return  # a second loss (an auxiliary head): the primary one speaks for the step
+        if self.primary_opt is None:
+            # No torch.optim optimizer (yet): a manual update loop, or micro-batches before the first step.
+            # After LOSS_STEPS_AFTER loss calls with no optimizer step, each loss call is a step.
+            self.loss_calls += 1
+            if self.loss_calls > LOSS_STEPS_AFTER:
+                self._end_step()
         self.step_samples += n
         self.cur_started = True
         row = self.cur
@@ -401,6 +407,42 @@ class TorchProbe:
             t0 = _perf()
             self._hist(rule, out, pred, true, row)
             self.spent_tiers["deep"] += _perf() - t0
+
+    def _val_loss(self, key: Any, out: torch.Tensor, target: Any, loss: torch.Tensor, ignore: Any, n: int) -> None:
+        self.val_parts.append((self.d_val_loss, _scalar(loss), n))
+        if target is not None and key == self.primary_loss and self.rule is not None:
+            got = C.classes(self.rule, out, target)
+            if got is not None:
+                part, total = C.accuracy_part(self.rule, got[0], got[1], ignore if isinstance(ignore, int) else None)
+                self.val_parts.append((self.d_val_acc, part, total))
+        if len(self.val_parts) >= VAL_COMPACT:
+            self._compact_val()
+        # A long evaluation pass must not hold back the training steps before it.
+        if self.ledger.rows and _perf() - self.t_last_flush >= self.flush_s:
+            if self.ledger.start_flush(keep_last=1):
+                self.t_last_flush = _perf()
+            self.ledger.poll()
+
+    def _compact_val(self) -> None:
+        """Fold a long evaluation pass's parts into one per decoder, on the device (memory stays bounded)."""
+        by_dec: dict[int, list[tuple[Decoder, torch.Tensor, Any]]] = {}
+        for part in self.val_parts:
+            by_dec.setdefault(id(part[0]), []).append(part)
+        out: list[tuple[Decoder, torch.Tensor, Any]] = []
+        for parts in by_dec.values():
+            dec = parts[0][0]
+            if dec is self.d_val_loss:
+                total = float(sum(p[2] for p in parts))
+                # Python-number weights go to the kernels as arguments: no host-to-device copy.
+                mean = torch.stack([p[1].float() * (p[2] / total) for p in parts]).sum()
+                out.append((dec, mean, total))
+            elif all(p[2] is not None for p in parts):  # [correct] with counted on the host
+                out.append((dec, torch.stack([p[1] for p in parts]).sum(), sum(p[2] for p in parts)))
+            elif all(p[2] is None for p in parts):  # [correct, counted] pairs
+                out.append((dec, torch.stack([p[1] for p in parts]).sum(0), None))
+            else:
+                out.extend(parts)
+        self.val_parts = out
 
     def _hist(self, rule: str, inp: torch.Tensor, pred: torch.Tensor, true: torch.Tensor, row: Row) -> None:
         spec = self.loss_spec
@@ -854,14 +896,6 @@ class TorchProbe:
         try:
             if self.val_parts:
                 self._end_val()
-            if any(part[0] is self.d_loss for part in self.cur.parts):
-                # A step that began and never reached optimizer.step() (the script crashed, or stops after a
-                # forward pass): what it measured, a NaN loss perhaps, is worth keeping.
-                row = self.cur
-                row.step, row.time = self.step + 1, time.time()
-                self.ledger.append(row)
-                self.step += 1
-                self.cur = Row(self.step + 1)
             self.ledger.drain()
         except Exception as exc:
             self._fail("flush", exc)
@@ -871,6 +905,14 @@ class TorchProbe:
         if self.closed:
             return
         self.closed = True
+        if os.getpid() == self.pid and any(part[0] is self.d_loss for part in self.cur.parts):
+            # A step that began and never reached optimizer.step() (the script crashed, or stopped after a
+            # forward pass, or updates weights by hand): what it measured, a NaN loss perhaps, is kept.
+            row = self.cur
+            row.step, row.time = self.step + 1, time.time()
+            self.ledger.append(row)
+            self.step += 1
+            self.cur = Row(self.step + 1)
         self.flush()
         self.off = True
 

@@ -471,3 +471,74 @@ def test_torchscript_still_compiles_functional_losses_under_the_probe(rec):
     assert scripted(x, y).item() == pytest.approx(F.cross_entropy(x, y).item())
     torch.jit.script(nn.CrossEntropyLoss())
     rec.close()
+
+
+def test_long_evaluation_is_folded_and_manual_update_loops_still_have_steps(rec, monkeypatch):
+    from accmon.probe.torch import probe as P
+
+    monkeypatch.setattr(P, "VAL_COMPACT", 8)
+    monkeypatch.setattr(P, "LOSS_STEPS_AFTER", 3)
+    x, y = blobs()
+    model = mlp()
+    apt.install(rec.run, every=1)
+    losses = []
+    for i in range(0, 256, 32):  # no torch.optim: the weights are updated by hand
+        loss = F.cross_entropy(model(x[i : i + 32]), y[i : i + 32])
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.05 * p.grad
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        val = [F.cross_entropy(model(x[i : i + 8]), y[i : i + 8]).item() for i in range(0, 200, 8)]  # 25 batches
+        correct = (model(x[:200]).argmax(1) == y[:200]).sum().item()
+    assert len(apt.active().val_parts) < 2 * 25  # folded on the way
+    rec.close()
+    # The first LOSS_STEPS_AFTER loss calls are taken as one step, then each call is a step.
+    assert sorted(rec.metrics["loss"]) == [0, 1, 2, 3, 4, 5]
+    assert rec.series("loss")[0] == pytest.approx(sum(losses[:3]) / 3, rel=1e-6)
+    assert rec.series("loss")[1:] == pytest.approx(losses[3:], rel=1e-6)
+    assert sorted(rec.metrics["val_loss"]) == [5]
+    assert rec.series("val_loss") == pytest.approx([sum(val) / 25], rel=1e-5)
+    assert rec.series("val_acc") == pytest.approx([correct / 200])
+
+
+def test_mixed_precision_autocast_and_grad_scaler(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    apt.install(rec.run, every=1)
+    for i in range(0, 128, 32):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x[i : i + 32]), y[i : i + 32])
+        scaler.scale(loss).backward()
+        scaler.step(opt)  # unscales before optimizer.step(): the probe sees true gradients
+        scaler.update()
+    rec.close()
+    assert len(rec.metrics["loss"]) == 4 and len(rec.metrics["acc"]) == 4
+    g = rec.series("grad_norm")
+    assert len(g) == 4 and all(0 < v < 100 for v in g)  # unscaled (a scale of 1024 would show)
+    assert "act_zero/1" in rec.metrics
+
+
+def test_a_deep_model_with_many_layers(rec):
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(40):
+        layers += [nn.Linear(16, 16), nn.GELU()]
+    model = nn.Sequential(nn.Linear(10, 16), *layers, nn.Linear(16, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = blobs()
+    apt.install(rec.run, every=1)
+    for i in range(0, 96, 32):
+        opt.zero_grad()
+        F.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    assert len([k for k in rec.metrics if k.startswith("grad_norm/")]) == 42
+    assert len([k for k in rec.metrics if k.startswith("act_mean/")]) == 40
+    assert len(rec.facts["model"]["layers"]) == 82
