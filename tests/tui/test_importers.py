@@ -3,6 +3,7 @@ layouts Lightning, Keras and Hugging Face use), real CSVLogger files from tiny K
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import math
 import os
@@ -365,13 +366,66 @@ def test_imported_frames_make_a_recording_that_check_reads(tmp_path: Path) -> No
     assert summary.id.startswith("import-")
 
 
-def test_the_rules_run_on_an_imported_log(tmp_path: Path) -> None:
+def _noise(step: int) -> float:
+    """Deterministic jitter in [-1, 1] (no random state shared between tests)."""
+    return math.sin(step * 12.9898) * 0.5 + math.sin(step * 78.233) * 0.5
+
+
+# Scalar-level faults as they show in logs people already have: step → {tag: value}. 600 logged steps.
+SCENARIOS = {
+    "healthy": (None, lambda s: {
+        "train/loss": 2.3 * math.exp(-s / 150) + 0.1 + 0.02 * _noise(s), "train/acc": min(0.95, 0.1 + s / 400),
+        "val/loss": 2.3 * math.exp(-s / 150) + 0.15 if s % 50 == 49 else None,
+        "val/acc": min(0.93, 0.1 + s / 400) if s % 50 == 49 else None}),
+    "nan": ("nan_loss", lambda s: {"train/loss": 1.0 - s / 1000 if s < 300 else float("nan"),
+                                   "train/acc": 0.5 + s / 1000}),
+    "stuck at chance": ("accuracy_stuck", lambda s: {"train/loss": 2.30 + 0.01 * _noise(s),
+                                                     "train/acc": 0.1 + 0.01 * _noise(s)}),
+    "zero accuracy": ("accuracy_stuck", lambda s: {"train/loss": 2.30 + 0.01 * _noise(s), "train/acc": 0.0}),
+    "diverging": ("lr_too_high", lambda s: {"train/loss": math.exp(s / 100), "train/acc": 0.1}),
+    "oscillating": ("lr_too_high", lambda s: {
+        "train/loss": 2.0 - s / 200 if s < 300 else (0.5 if s % 2 else 4.0),
+        "train/acc": 0.1 + s / 400 if s < 300 else (0.85 if s % 2 else 0.2)}),
+    "overfitting": ("overfitting", lambda s: {
+        "train/loss": 2.3 * math.exp(-s / 100) + 0.01, "train/acc": min(1.0, 0.1 + s / 200),
+        "val/loss": 1.0 + max(0.0, (s - 200) / 200) if s % 25 == 24 else None,
+        "val/acc": 0.6 if s % 25 == 24 else None}),
+    "plateau": ("val_loss_stagnating", lambda s: {
+        "train/loss": math.exp(-s / 100) + 0.3, "train/acc": min(0.8, 0.1 + s / 200),
+        "val/loss": max(0.9, 1.5 - s / 200) + 0.001 * _noise(s) if s % 25 == 24 else None,
+        "val/acc": 0.7 if s % 25 == 24 else None}),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_the_scalar_diagnosis_runs_on_an_imported_log(tmp_path: Path, scenario: str) -> None:
     pytest.importorskip("accmon.probe.rules", reason="the diagnostic rules are not in this tree yet")
+    expected, values = SCENARIOS[scenario]
     w = SummaryWriter(str(tmp_path))
-    for step in range(200):
-        w.add_scalar("train/loss", 1.0 if step < 150 else float("nan"), step)
-        w.add_scalar("train/acc", 0.0, step)
+    for step in range(600):
+        for tag, v in values(step).items():
+            if v is not None:
+                w.add_scalar(tag, v, step)
     w.close()
     _, frames = load_log(str(tmp_path))
+    summary, alerts = summarize(frames)
+    assert summary.steps == 600 and summary.status == "finished"
+    fired = {a["id"] for a in alerts}
+    if expected is None:
+        assert not [a for a in alerts if a["severity"] != "info"], alerts
+    else:
+        assert expected in fired, alerts
+
+
+def test_the_diagnosis_runs_on_a_csv_log_too(tmp_path: Path) -> None:
+    pytest.importorskip("accmon.probe.rules", reason="the diagnostic rules are not in this tree yet")
+    path = tmp_path / "metrics.csv"
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["epoch", "step", "train_loss", "train_acc"])
+        for s in range(400):
+            out.writerow([s // 50, s, "nan" if s >= 250 else 1.0 - s / 1000, 0.5 + s / 1000])
+    _, frames = load_log(str(path))
     _, alerts = summarize(frames)
-    assert "nan_loss" in {a["id"] for a in alerts}
+    nan = [a for a in alerts if a["id"] == "nan_loss"]
+    assert nan and nan[0]["step"] == 250
