@@ -35,6 +35,7 @@ class RunSummary:
     exit_code: int | None = None
     rank_status: dict[int, str] = field(default_factory=dict)
     epochs: int = 0  # epochs seen (1 + the largest `epoch` value recorded)
+    rule_errors: list[str] = field(default_factory=list)
     frames: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
 
@@ -45,6 +46,14 @@ def _make_diagnosers() -> Any:
     except ImportError:
         return None
     return Diagnoser
+
+
+def _rule_ids() -> frozenset[str]:
+    try:
+        from accmon.probe.rules import ALERT_IDS
+    except ImportError:
+        return frozenset()
+    return frozenset(ALERT_IDS)
 
 
 def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[dict[str, Any]]]:
@@ -82,29 +91,37 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
         elif kind == "exit":
             exits.append(frame)
         elif kind == "alert":
-            a = frame.get("alert")
-            if isinstance(a, dict) and "id" in a:
-                recorded_alerts[(a.get("id"), a.get("cause"), rank)] = a
+            a = clean_alert(frame.get("alert"), rank)
+            if a is not None:
+                recorded_alerts[(a["id"], a.get("cause"), rank)] = a
             continue
         steps_per_rank.setdefault(rank, 0)
-        rank_diagnoser.observe(frame)
-        if diagnoser_cls is not None:
-            d = diagnosers.get(rank)
-            if d is None:
-                d = diagnosers[rank] = diagnoser_cls()
-            d.observe(frame)
+        try:
+            rank_diagnoser.observe(frame)
+            if diagnoser_cls is not None:
+                d = diagnosers.get(rank)
+                if d is None:
+                    d = diagnosers[rank] = diagnoser_cls()
+                d.observe(frame)
+        except Exception as exc:  # a frame the rules cannot read costs its diagnosis, never the report
+            summary.rule_errors.append(f"frame seq {frame['seq']} of rank {rank}: {exc.__class__.__name__}: {exc}")
     summary.ranks = sorted(steps_per_rank)
     summary.steps = max(steps_per_rank.values(), default=0)
     summary.last_step = max(last_per_rank.values(), default=-1)
     summary.status = _status(summary, ends, exits)
     _rank_status(summary, ends, last_time, last_per_rank)
     if diagnoser_cls is not None:
+        # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
+        # are kept as recorded.
+        known = _rule_ids()
         alerts = [a for d in diagnosers.values() for a in d.alerts()]
+        alerts += [a for a in recorded_alerts.values() if a["id"] not in known]
     else:
         alerts = list(recorded_alerts.values())
     rank_diagnoser.finish()
     alerts += rank_diagnoser.alerts()
-    alerts.sort(key=lambda a: (a.get("step", 0), a.get("id", "")))
+    alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in alerts) if a is not None]
+    alerts.sort(key=lambda a: (a["step"], a["id"]))
     return summary, alerts
 
 
@@ -145,6 +162,26 @@ def _rank_status(summary: RunSummary, ends: list[dict], last_time: dict[int, flo
     summary.error = what + (f"; {summary.error}" if summary.error else "")
 
 
+def clean_alert(a: Any, rank: int) -> dict[str, Any] | None:
+    """An alert as the report shows it, whatever a recording holds: known fields of known types, or None."""
+    if not isinstance(a, dict) or not isinstance(a.get("id"), str):
+        return None
+    step = a.get("step")
+    out = dict(a)
+    out.update(
+        severity=a["severity"] if isinstance(a.get("severity"), str) and a["severity"] in SEVERITY_RANK else "info",
+        step=step if isinstance(step, int) and not isinstance(step, bool) else -1,
+        message=str(a.get("message", "")),
+        fix=str(a.get("fix", "")),
+        evidence=_json_safe(a.get("evidence", {})),
+        state=a["state"] if isinstance(a.get("state"), str) and a["state"] in ("active", "cleared") else "active",
+        rank=a.get("rank") if isinstance(a.get("rank"), int) else rank,
+    )
+    if "cause" in out and not isinstance(out["cause"], (str, type(None))):
+        out["cause"] = str(out["cause"])
+    return out
+
+
 def _json_safe(obj: Any) -> Any:
     """JSON has no NaN/Inf: write them as strings that say what they were, never as `null`."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -153,7 +190,11 @@ def _json_safe(obj: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
-    return obj
+    if isinstance(obj, (bytes, bytearray)):
+        return obj.hex()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return repr(obj)
 
 
 def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -202,6 +243,8 @@ def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: Te
         out.write(f"  error: {s.error}\n")
     for p in s.problems:
         out.write(f"  {p['kind']} at byte {p['offset']}: {p['message']}\n")
+    for e in s.rule_errors[:5]:
+        out.write(f"  rules skipped {e}\n")
     if not alerts:
         out.write("  no alerts\n")
     for a in alerts:

@@ -363,9 +363,6 @@ def test_the_viewer_survives_a_hostile_probe(runtime_dir):
 
 
 # -- consumers of frames that decode but carry hostile bodies ---------------------------------------------------
-# Known failure, reported to the lead: tui/check.py takes a recorded alert's fields as they come (a list as
-# `severity` → TypeError: unhashable; bytes in `evidence` → not JSON serializable). Remove the mark once fixed.
-@pytest.mark.xfail(raises=TypeError, strict=False, reason="check.py trusts recorded alert fields (reported)")
 @settings(FUZZ, report_multiple_bugs=False)
 @given(st.lists(valid_frames(), min_size=1, max_size=6))
 def test_check_reports_on_recordings_of_hostile_but_well_formed_frames(frames):
