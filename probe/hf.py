@@ -80,6 +80,9 @@ class _Hooks:
                 from . import torch as accmon_torch
 
                 self.probe = accmon_torch.install(self.run, every=self.every)
+                # The flag the probe reads to leave epoch counting to the framework: loaders that read ahead
+                # (Lightning's fetcher, accelerate's) run out a batch before the epoch's last step.
+                self.probe.epochs_from_framework = True
             except Exception as exc:
                 report_once("hf-torch", f"the PyTorch probe is off ({type(exc).__name__}: {exc}); "
                             "accmon records what the Trainer logs")

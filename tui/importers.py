@@ -453,6 +453,30 @@ def load_log(path: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]] | Non
     return info(table), frames(table)
 
 
+def to_recording(path: str, out: str) -> dict[str, Any] | None:
+    """Write a log's frames as an accmon recording at `out` (what `accmon replay` plays): its `info`, or None
+    when `path` is not a log `load_log` reads."""
+    from accmon.probe.recording import RecordingWriter
+
+    got = load_log(path)
+    if got is None:
+        return None
+    found, frames = got
+    writer = RecordingWriter(out)
+    try:
+        batch: list[bytes] = []
+        for frame in frames:
+            batch.append(wire.encode(frame))
+            if len(batch) >= 64:
+                writer.write(batch)
+                batch = []
+        if batch:
+            writer.write(batch)
+    finally:
+        writer.close()
+    return found
+
+
 def read_all(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """`load_log` with the frames in a list (tests and small tools)."""
     got = load_log(path)

@@ -355,11 +355,16 @@ def test_imported_frames_make_a_recording_that_check_reads(tmp_path: Path) -> No
         w.add_scalar("loss", 1.0 if step < 40 else float("nan"), step)
         w.add_scalar("epoch", step // 10, step)
     w.close()
-    _, frames = load_log(str(tmp_path / "tb"))
     rec = tmp_path / "imported.accmon"
-    writer = RecordingWriter(str(rec))
-    writer.write([wire.encode(f) for f in frames])
-    writer.close()
+    found = importers.to_recording(str(tmp_path / "tb"), str(rec))
+    assert found is not None and found["format"] == "tensorboard"
+    _, direct = read_all(str(tmp_path / "tb"))
+    recorded = list(RecordingReader(str(rec)).frames())
+    assert len(recorded) == len(direct)
+    assert [f["seq"] for f in recorded] == [f["seq"] for f in direct]
+    assert steps_of(recorded)[0] == steps_of(direct)[0]
+    assert math.isnan(steps_of(recorded)[1]["loss"][45])
+    assert importers.to_recording(str(rec), str(tmp_path / "again.accmon")) is None  # a recording is no log
     summary, _ = summarize(RecordingReader(str(rec)).frames())
     assert summary.status == "finished"
     assert summary.steps == 50 and summary.last_step == 49 and summary.epochs == 5
