@@ -28,6 +28,24 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
+def objects_on_stack(kind: type, max_frames: int = 32) -> list[Any]:
+    """Instances of `kind` among the local variables of the calling frames and the globals of __main__."""
+    found: dict[int, Any] = {}
+    frame = sys._getframe(1)
+    for _ in range(max_frames):
+        if frame is None:
+            break
+        for v in list(frame.f_locals.values()):
+            if isinstance(v, kind):
+                found[id(v)] = v
+        frame = frame.f_back
+    main = sys.modules.get("__main__")
+    for v in list(vars(main).values()) if main is not None else []:
+        if isinstance(v, kind):
+            found[id(v)] = v
+    return list(found.values())
+
+
 def modules_on_stack(params: list[torch.Tensor], max_frames: int = 32) -> list[nn.Module]:
     """Modules owning any of `params`, found among the local variables of the calling frames and the
     globals of __main__: where a training script keeps its model. Outermost owners only."""

@@ -139,6 +139,7 @@ class TorchProbe:
         self.step_samples = 0
         self.cur_started = False  # whether the step in progress has begun (a training forward or loss)
         self.loss_calls = 0  # training loss calls while no optimizer has stepped
+        self.missing_step: bool | None = None  # an optimizer exists but has not stepped (None: not looked yet)
         self.t_last_end: float | None = None
         self.t_last_flush = _perf()
         self.spent = 0.0
@@ -380,9 +381,11 @@ class TorchProbe:
         elif key != self.primary_loss:
             return  # a second loss (an auxiliary head): the primary one speaks for the step
         if self.primary_opt is None:
-            # No torch.optim optimizer (yet): a manual update loop, or micro-batches before the first step.
-            # After LOSS_STEPS_AFTER loss calls with no optimizer step, each loss call is a step.
+            # No torch.optim optimizer (yet): a manual update loop, or micro-batches before the first step, or
+            # a forgotten optimizer.step(). After LOSS_STEPS_AFTER loss calls, each loss call is a step.
             self.loss_calls += 1
+            if self.loss_calls >= LOSS_STEPS_AFTER and self.loss_calls & (self.loss_calls - 1) == 0:
+                self._report_missing_step()
             if self.loss_calls > LOSS_STEPS_AFTER:
                 self._end_step()
         self.step_samples += n
@@ -407,6 +410,15 @@ class TorchProbe:
             t0 = _perf()
             self._hist(rule, out, pred, true, row)
             self.spent_tiers["deep"] += _perf() - t0
+
+    def _report_missing_step(self) -> None:
+        """An optimizer exists (among the script's variables) but never stepped: the pending_loss_calls fact
+        (docs/frames.md) lets the rules say so. A loop with no optimizer at all updates weights by hand."""
+        if self.missing_step is None:
+            self.missing_step = bool(F.objects_on_stack(torch.optim.Optimizer))
+        if self.missing_step:
+            self.facts["pending_loss_calls"] = self.loss_calls
+            self.run.set_facts(pending_loss_calls=self.loss_calls)
 
     def _val_loss(self, key: Any, out: torch.Tensor, target: Any, loss: torch.Tensor, ignore: Any, n: int) -> None:
         self.val_parts.append((self.d_val_loss, _scalar(loss), n))
@@ -513,6 +525,9 @@ class TorchProbe:
                 self._end_val()
             if self.primary_opt is None or self.primary_opt() is None:
                 self.primary_opt = weakref.ref(opt)
+                if self.facts.get("pending_loss_calls"):
+                    self.facts["pending_loss_calls"] = 0  # it steps after all
+                    self.run.set_facts(pending_loss_calls=0)
             if opt not in self.opt_states:
                 self._opt_state(opt)
                 if self.sent_host_facts:  # an optimizer that starts stepping later (a second one, a new phase)

@@ -542,3 +542,30 @@ def test_a_deep_model_with_many_layers(rec):
     assert len([k for k in rec.metrics if k.startswith("grad_norm/")]) == 42
     assert len([k for k in rec.metrics if k.startswith("act_mean/")]) == 40
     assert len(rec.facts["model"]["layers"]) == 82
+
+
+def test_a_forgotten_optimizer_step_is_reported_as_pending_loss_calls(rec):
+    x, y = blobs(n=64)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)  # created, and never stepped: the bug
+    apt.install(rec.run)
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+    rec.close()
+    assert rec.facts["pending_loss_calls"] == 32
+    assert len(rec.metrics["loss"]) == 40 - 32 + 1  # then each loss call is a step: the flat loss shows
+
+
+def test_a_hand_written_update_loop_is_no_missing_step(rec):
+    x, y = blobs(n=64)
+    model = mlp()
+    apt.install(rec.run)
+    for _ in range(40):
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.05 * p.grad
+    rec.close()
+    assert "pending_loss_calls" not in rec.facts
