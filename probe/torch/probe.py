@@ -115,10 +115,12 @@ class TorchProbe:
         self.depth = 0
         self.in_loss_module = 0
         self.cur_root: nn.Module | None = None
-        self.root_out: Any = None
+        # References that must not keep tensors alive (a language model's logits are hundreds of MB):
+        # the root's output by weak reference, the last leaf's by id (compared while both are alive).
+        self.root_out: weakref.ref | None = None
         self.root_out_module: nn.Module | None = None
         self.last_leaf: nn.Module | None = None
-        self.last_leaf_out: Any = None
+        self.last_leaf_out: int = 0
         # What was found.
         self.roots: list[weakref.ref] = []
         self.module_name: dict[int, str] = {}
@@ -150,7 +152,7 @@ class TorchProbe:
         self.epoch_known = False
         self.epoch_start = 0
         self.train_loaders: set[int] = set()
-        self.last_iter: Any = None
+        self.last_iter: weakref.ref | None = None  # weak: a held iterator would keep its worker processes
         # Facts.
         self.facts: dict[str, Any] = {"framework": "torch"}
         self.fixed: set[str] = set()  # fact keys a framework adapter (Keras) describes better: left as given
@@ -205,7 +207,7 @@ class TorchProbe:
         output = rest[-1] if rest else None
         if not module._modules:
             self.last_leaf = module
-            self.last_leaf_out = output
+            self.last_leaf_out = id(output)
         if d and not self.deep_now and not isinstance(module, _Loss):
             return None
         t0 = _perf()
@@ -250,9 +252,10 @@ class TorchProbe:
     def _root_done(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.cur_root is not module:
             return
-        self.root_out = output
-        self.root_out_module = self.last_leaf if self.last_leaf_out is output else None
-        self.last_leaf = self.last_leaf_out = None
+        self.root_out = weakref.ref(output) if isinstance(output, torch.Tensor) else None
+        self.root_out_module = self.last_leaf if self.last_leaf_out == id(output) else None
+        self.last_leaf = None
+        self.last_leaf_out = 0
         if module.training and torch.is_grad_enabled() and (self.deep_now or not self.first_input_seen):
             self._inputs(args, kwargs)
 
@@ -491,7 +494,7 @@ class TorchProbe:
         f["batch_size"] = int(inp.shape[0]) if inp.dim() > 0 else 1
         # Which module produced the predictions: the model's last leaf module, when the loss got the
         # model's own output. A functional activation inside forward() leaves this unknown; the values tell.
-        if self.root_out is not None and inp is self.root_out:
+        if self.root_out is not None and inp is self.root_out():
             self.output_module = self.root_out_module
         self.cur.add(C.FactsDecoder(self._target_facts), C.target_facts_part(target, inp), None)
         self.cur.add(C.FactsDecoder(self._output_facts), C.output_facts_part(inp), None)
@@ -731,7 +734,7 @@ class TorchProbe:
     def on_batch(self, it: Any) -> None:
         if self.off:
             return
-        self.last_iter = it
+        self.last_iter = weakref.ref(it)
 
     def on_exhausted(self, it: Any) -> None:
         if self.off:
@@ -748,7 +751,7 @@ class TorchProbe:
             self._fail("data", exc)
 
     def _note_loader(self) -> None:
-        it = self.last_iter
+        it = self.last_iter() if self.last_iter is not None else None
         if it is None:
             return
         key = data.loader_key(it)
