@@ -508,10 +508,12 @@ class AccmonApp(App[int]):
 
     def _sync_header(self, force: bool) -> None:
         info = self.header_info()
-        key = (self.store.version, info, self.current_theme.dark, int(self.clock()) if info.state == "live" else 0)
+        key = (self.store.version, info, self.current_theme.dark, self.size.width,
+               int(self.clock()) if info.state == "live" else 0)
         if force or key != self._drawn.get("header"):
             self._drawn["header"] = key
-            self._main.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark))
+            self._main.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark,
+                                                               width=self.size.width))
             tabs = self._main.query_one(TabbedContent)
             n = len(self.store.alerts)
             tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"  # type: ignore[assignment]

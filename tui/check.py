@@ -16,6 +16,8 @@ from accmon.probe import registry
 from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingError, RecordingReader
 
+from .importers import LogError, load_log
+
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -199,19 +201,18 @@ def _json_safe(obj: Any) -> Any:
 
 def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
-        reader = RecordingReader(path)
-        summary, alerts = summarize(reader.frames())
-    except RecordingError as exc:
+        summary, alerts = _diagnose_file(path)
+    except (RecordingError, LogError) as exc:
         err.write(f"accmon check: {exc}\n")
         return 2
     except OSError as exc:
         err.write(f"accmon check: {path}: {exc.strerror or exc}\n")
         return 2
-    summary.problems = [{"offset": p.offset, "kind": p.kind, "message": p.message} for p in reader.problems]
-    if summary.frames == 0 and reader.problems:
-        err.write(f"accmon check: {path}: no readable frame ({reader.problems[0]})\n")
+    if summary.frames == 0 and summary.problems:
+        p = summary.problems[0]
+        err.write(f"accmon check: {path}: no readable frame (byte {p['offset']}: {p['message']})\n")
         return 2
-    if reader.problems and summary.status in ("running",):
+    if summary.problems and summary.status == "running":
         summary.status = "truncated"
     worst = max((SEVERITY_RANK.get(a.get("severity"), 0) for a in alerts), default=0)
     if as_json:
@@ -220,6 +221,21 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
     else:
         _print_human(path, summary, alerts, out)
     return 1 if worst >= SEVERITY_RANK["warning"] else 0
+
+
+def _diagnose_file(path: str) -> tuple[RunSummary, list[dict[str, Any]]]:
+    """An accmon recording, or a log another tool wrote (TensorBoard events, Keras/Lightning CSVLogger)."""
+    try:
+        reader = RecordingReader(path)
+    except RecordingError as not_a_recording:
+        log = load_log(path)
+        if log is None:
+            raise not_a_recording from None
+        _, frames = log
+        return summarize(frames)
+    summary, alerts = summarize(reader.frames())
+    summary.problems = [{"offset": p.offset, "kind": p.kind, "message": p.message} for p in reader.problems]
+    return summary, alerts
 
 
 def _alert_json(a: dict[str, Any]) -> dict[str, Any]:

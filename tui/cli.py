@@ -200,11 +200,28 @@ def cmd_attach(target: str | None, *, headless: bool, record: str | None) -> int
 def cmd_replay(path: str) -> int:
     from accmon.probe.recording import RecordingError, RecordingReader
 
+    from .importers import LogError, to_recording
+
     try:
         RecordingReader(path)
-    except RecordingError as exc:
-        sys.stderr.write(f"accmon replay: {exc}\n")
-        return 2
+    except RecordingError as not_a_recording:
+        # A TensorBoard or CSVLogger log replays as the recording it converts to.
+        converted = os.path.join(registry.runtime_dir(), f"replay-{os.getpid()}.accmon")
+        try:
+            if to_recording(path, converted) is None:
+                sys.stderr.write(f"accmon replay: {not_a_recording}\n")
+                return 2
+        except LogError as exc:
+            sys.stderr.write(f"accmon replay: {exc}\n")
+            return 2
+        try:
+            return _replay(converted)
+        finally:
+            os.unlink(converted)
+    return _replay(path)
+
+
+def _replay(path: str) -> int:
     from .app import run_replay
 
     return run_replay(path) or 0

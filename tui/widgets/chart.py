@@ -274,7 +274,9 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
             # Whole decades only; every k-th one when there are more decades than rows for labels.
             decades = list(range(math.ceil(lo), math.floor(hi) + 1))
             k = max(1, math.ceil(len(decades) / n_ticks))
-            ticks = [float(d) for d in decades[::k]] or fmt.nice_ticks(lo, hi, n_ticks)
+            ticks = [float(d) for d in decades[::k]]
+            if len(ticks) < 2:  # less than two decades in view: round values, placed on the log scale
+                ticks = [math.log10(v) for v in fmt.nice_ticks(10 ** lo, 10 ** hi, n_ticks) if v > 0]
         else:
             ticks = fmt.nice_ticks(lo, hi, n_ticks)
         for v in ticks:
@@ -285,8 +287,7 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
     lines: list[Strip] = []
     message = None
     if not drawn:
-        names = ", ".join(s.label for s in spec.series)
-        message = f"no {names} yet" if data is not None else "waiting for the run"
+        message = f"no {spec.title} logged yet" if data is not None else "waiting for the run"
     elif math.isnan(lo):
         message = "no finite value in view: NaN/Inf only"
     for r in range(plot_rows):

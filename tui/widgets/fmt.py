@@ -47,16 +47,23 @@ def duration(seconds: float | None) -> str:
 
 
 def nice_ticks(lo: float, hi: float, n: int) -> list[float]:
-    """About n round tick values covering [lo, hi] (1, 2, 5 × 10^k steps)."""
+    """About n round tick values covering [lo, hi] (1, 2, 2.5, 5 × 10^k steps), at least two when possible."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo or n < 2:
         return [lo]
     raw = (hi - lo) / (n - 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    out = []
-    v = first
-    while v <= hi + step * 1e-9:
-        out.append(0.0 if abs(v) < step * 1e-9 else v)
-        v += step
+    candidates = [m * mag for m in (0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5, 10)]
+    i = next(k for k, c in enumerate(candidates) if c >= raw)
+    out: list[float] = []
+    while i >= 0:
+        step = candidates[i]
+        first = math.ceil(lo / step - 1e-9) * step
+        out = []
+        v = first
+        while v <= hi + step * 1e-9:
+            out.append(0.0 if abs(v) < step * 1e-9 else round(v, 12))
+            v += step
+        if len(out) >= 2:
+            break
+        i -= 1  # a range that holds one round number of this size: take a smaller size
     return out

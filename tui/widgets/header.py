@@ -38,7 +38,9 @@ class HeaderInfo:
 
 
 def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: int = 160) -> Text:
+    """One line of facts (fewer of them when narrow), and a second line when something is wrong."""
     pal = palette(dark)
+    narrow = width < 110
     dim = Style(color=pal.dim)
     glyph, colour = STATES.get(info.state, ("?", pal.text))
     t = Text(no_wrap=True, overflow="ellipsis")
@@ -47,7 +49,7 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     name = store.name or (store.run_id or "—")
     t.append(f" {name}", style=Style(bold=True))
     host, pid = meta.get("host"), meta.get("pid")
-    if host or pid:
+    if (host or pid) and not narrow:
         t.append(f"  {host or '?'}:{pid or '?'}", style=dim)
     ranks = sorted(store.ranks) or [0]
     if len(ranks) > 1:
@@ -57,7 +59,7 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     t.append("  step ", style=dim)
     t.append(fmt.steps(step))
     epoch = data.latest("epoch") if data is not None else None
-    if epoch is not None and epoch == epoch:
+    if epoch is not None and epoch == epoch and not narrow:
         t.append("  epoch ", style=dim)
         t.append(f"{int(epoch)}")
     sps = data.steps_per_s() if data is not None else None
@@ -71,14 +73,15 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     elif info.now is not None and info.state in ("live", "stalled"):
         end_t = info.now
     if isinstance(started, (int, float)) and end_t is not None:
-        t.append("  elapsed ", style=dim)
+        t.append("  " if narrow else "  elapsed ", style=dim)
         t.append(fmt.duration(end_t - started))
     n_alerts = len(store.alerts)
     if n_alerts:
         worst = max((a["severity"] for a in store.alerts.by_key.values()),
                     key=lambda s: {"info": 0, "warning": 1, "critical": 2}[s])
         t.append("  ")
-        t.append(f"▲ {n_alerts} alert{'s' if n_alerts > 1 else ''}", style=Style(color=pal.severity[worst], bold=True))
+        label = "" if narrow else f" alert{'s' if n_alerts > 1 else ''}"
+        t.append(f"▲ {n_alerts}{label}", style=Style(color=pal.severity[worst], bold=True))
     note = info.note
     if note is None and info.state == "crashed":
         note = f"crashed: {store.error() or 'no end frame'}"
@@ -106,5 +109,7 @@ class RunHeader(Static):
         height: auto;
         max-height: 2;
         background: $boost;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """

@@ -174,7 +174,8 @@ class LayerHeatMap(ScrollView):
         self._rendered: HeatRendered | None = None
 
     def on_mount(self) -> None:
-        self.border_title = self.spec.title
+        dark = self.app.current_theme.dark
+        self.border_title = Text(self.spec.title, style=Style(color=palette(dark).text, bold=True))  # type: ignore[assignment]
         self.border_subtitle = scale_legend(self.spec, self.app.current_theme.dark)  # type: ignore[assignment]
 
     def show(self, data: RankData | None, view: View, model_layers: list[str] | None = None) -> None:
