@@ -121,10 +121,6 @@ class _Hooks:
         self._framework_sent = False
 
     # ---- set-up --------------------------------------------------------------------------------------------
-    @property
-    def state_key(self) -> str:
-        return "AccmonCallback"
-
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         try:
             self._setup(trainer, pl_module, stage)
