@@ -135,15 +135,16 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
         self.runs: dict[str, list[registry.RunEntry]] = {}
 
     def compose(self) -> ComposeResult:
+        self.table: DataTable = DataTable(id="picker-table", cursor_type="row")
+        self.note = Static("Live runs on this host — enter to attach, escape to cancel", id="picker-note")
         with Vertical():
-            yield Static("Live runs on this host — enter to attach, escape to cancel", id="picker-note")
-            yield DataTable(id="picker-table", cursor_type="row")
+            yield self.note
+            yield self.table
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
         for label, key in (("run", "run"), ("name", "name"), ("ranks", "ranks"), ("pid", "pid"), ("started", "started"),
                            ("command", "cmd")):
-            table.add_column(label, key=key)
+            self.table.add_column(label, key=key)
         self.scan()
         self.set_interval(1.0, self.scan)
 
@@ -153,7 +154,9 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
         self.app.call_from_thread(self._show, entries)
 
     def _show(self, entries: list[registry.RunEntry]) -> None:
-        table = self.query_one(DataTable)
+        if not self.is_attached:
+            return  # dismissed while the scan ran
+        table = self.table
         runs = {r.run_id: r.entries for r in group_runs(entries)}
         for gone in [k for k in self.runs if k not in runs]:
             table.remove_row(gone)
@@ -166,7 +169,7 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
             elif len(self.runs[run_id]) != len(es):
                 table.update_cell(run_id, "ranks", cells[2])
         self.runs = runs
-        self.query_one("#picker-note", Static).update(
+        self.note.update(
             "Live runs on this host — enter to attach, escape to cancel" if runs else
             "No live run on this host yet (start one with `accmon run -- python train.py`); waiting…")
 
