@@ -29,7 +29,7 @@ FRAMEWORKS = {
 }
 
 _installed = False
-_lock = threading.Lock()
+_lock = threading.RLock()  # an install() may import another watched framework (pytorch_lightning → lightning)
 
 
 def install() -> None:
@@ -44,7 +44,9 @@ def install() -> None:
         return  # a DataLoader or pool worker: its parent is the one training
     if _is_launcher():
         return  # torchrun's agent imports torch but trains nothing; its workers are the ranks
-    _wrap_excepthook()
+    from .run import wrap_excepthook
+
+    wrap_excepthook()
     for module_name in FRAMEWORKS:
         if module_name in sys.modules:
             _instrument(module_name)
@@ -67,17 +69,6 @@ def _instrument(module_name: str) -> None:
             report_once(f"autorun:{module_name}", f"{module_name} is not instrumented: {exc}")
         except Exception as exc:
             report_once(f"autorun:{module_name}", f"instrumenting {module_name} failed ({exc!r}); training goes on")
-
-
-def _wrap_excepthook() -> None:
-    previous = sys.excepthook
-
-    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        # Read at exit by run._close_at_exit, so the recording says *crashed* and why.
-        sys._accmon_crash = f"{exc_type.__name__}: {exc}"  # type: ignore[attr-defined]
-        previous(exc_type, exc, tb)
-
-    sys.excepthook = hook
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):

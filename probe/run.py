@@ -195,7 +195,34 @@ def start(name: str | None = None, **kwargs: Any) -> Run:
         run = Run(name, **kwargs)
         _current = run
     atexit.register(_close_at_exit, run)
+    wrap_excepthook()
+    _hint_where_to_attach(run)
     return run
+
+
+def wrap_excepthook() -> None:
+    """Make an uncaught exception end the run as *crashed*, with its message (idempotent)."""
+    previous = sys.excepthook
+    if getattr(previous, "_accmon", False):
+        return
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        # Read at exit by _close_at_exit, so the recording says *crashed* and why.
+        sys._accmon_crash = f"{exc_type.__name__}: {exc}"  # type: ignore[attr-defined]
+        previous(exc_type, exc, tb)
+
+    hook._accmon = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def _hint_where_to_attach(run: Run) -> None:
+    # In a notebook or the REPL nobody ran `accmon run`: say once how to watch. Not under `accmon run`,
+    # whose viewer is already attached.
+    interactive = "ipykernel" in sys.modules or hasattr(sys, "ps1")
+    if interactive and os.environ.get("ACCMON_AUTO") != "1":
+        from .errors import say
+
+        say(f"watching run {run.name} ({run.run_id}) — attach with `accmon attach {run.run_id}`")
 
 
 def current() -> Run | None:

@@ -68,7 +68,13 @@ def rank_files(record: str) -> list[str]:
 def finish_recording(record: str, returncode: int) -> None:
     """Note the exit in the recording(s); merge a multi-rank run's per-rank files into `record`."""
     parts = rank_files(record)
-    append_exit([record] if os.path.exists(record) and not parts else parts, returncode)
+    if parts and os.path.exists(record):
+        # A launcher that starts rank 0 before the others exist (Lightning's own DDP) leaves rank 0 thinking it
+        # is alone: it recorded under the plain name. It is one more part, never something to overwrite.
+        plain = record + ".rank-unknown"
+        os.replace(record, plain)
+        parts.append(plain)
+    append_exit(parts or ([record] if os.path.exists(record) else []), returncode)
     if parts:
         try:
             merge_recordings(parts, record)

@@ -160,8 +160,6 @@ def test_steps_keep_increasing_across_reruns(session: dict[str, Any]) -> None:
     assert len(steps) >= 60  # three cells of 20 steps (and the Lightning cells after them)
 
 
-@pytest.mark.xfail(strict=True, reason="start()/watch() print nothing yet in an interactive session: needs the "
-                   "attach hint in accmon.probe.run.start() (reported to the lead)")
 def test_watch_says_where_to_attach(session: dict[str, Any]) -> None:
     first = session["watch"][0]
     said = first["stdout"] + first["stderr"]
