@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import IO, Callable, Iterable
+from typing import IO, Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from accmon.probe import registry
@@ -291,9 +291,10 @@ class RemoteRun:
         self.entries = [self._local_entry(e) for e in self.remote_entries]
 
     # -- public ---------------------------------------------------------------------------------------------
-    def start(self) -> RemoteRun:
-        """Connect (interactively: ssh may ask for a password here), then keep the connection up in the background."""
-        if not self._connect(batch=False, timeout=FIRST_CONNECT_TIMEOUT_S):
+    def start(self, *, batch: bool = False) -> RemoteRun:
+        """Connect, then keep the connection up in the background. Interactive unless `batch`: ssh may ask for a
+        password or a host key here, so call it before a TUI takes the terminal (or pass batch=True)."""
+        if not self._connect(batch=batch, timeout=RECONNECT_READY_TIMEOUT_S if batch else FIRST_CONNECT_TIMEOUT_S):
             self.close()
             raise RemoteError(self.message or f"could not connect to {self.target.destination}")
         if self.state == "gone":
@@ -523,6 +524,111 @@ def _names(entries: list[registry.RunEntry]) -> str:
     return ", ".join(f"{rid} ({name})" for rid, name in seen.items())
 
 
+# -- the app's side -----------------------------------------------------------------------------------------
+RECONNECTED_NOTE_S = 10.0  # how long the header keeps saying "reconnected …" after a reconnection
+PICKER_LIST_EVERY_S = 5.0  # the picker rescans every second: one ssh login per second would flood auth logs
+
+
+class RemoteSource:
+    """The app's Source (tui/app_sources.py) for a run on another host.
+
+    It connects through ssh on its own thread — the UI never waits for ssh — then is a LiveSource on the
+    forwarded sockets. The header shows the ssh side: "connecting", a lost connection and each retry (as
+    stalled), a reconnection, and the run being gone on the remote host.
+    """
+
+    kind = "live"
+
+    def __init__(self, target: SshTarget, entries: list[registry.RunEntry], *, record: str | None = None,
+                 remote: RemoteRun | None = None) -> None:
+        self.target = target
+        self.remote_entries = entries
+        self.record = record
+        self.remote = remote
+        if remote is not None:
+            remote.on_event = self._on_event
+        self._inner: Any = None
+        self._error: str | None = None
+        self._note_until = 0.0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._connect, name="accmon-remote-source", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _on_event(self, message: str) -> None:
+        self._note_until = time.monotonic() + RECONNECTED_NOTE_S
+
+    def _connect(self) -> None:
+        from .app_sources import LiveSource
+
+        try:
+            if self.remote is None:
+                self.remote = RemoteRun(self.target, self.remote_entries, on_event=self._on_event).start(batch=True)
+        except RemoteError as exc:
+            self._error = f"{exc} (from inside the TUI ssh cannot ask for a password: use a key or an agent)"
+            return
+        if self._closed.is_set():
+            self.remote.close()
+            return
+        # A remote run is not in this host's registry: never look for a restarted run of the same name here.
+        inner = LiveSource(self.remote.entries, record=self.record, find_again=lambda: [])
+        inner.start()
+        self._inner = inner
+
+    @property
+    def generation(self) -> int:
+        return self._inner.generation if self._inner is not None else 0
+
+    def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
+        return self._inner.drain(max_frames) if self._inner is not None else []
+
+    @property
+    def status(self) -> Any:
+        from .app_sources import SourceStatus
+
+        if self._error is not None:
+            return SourceStatus(state="gone", message=self._error)
+        if self._inner is None or self.remote is None:
+            return SourceStatus(state="connecting", message=f"connecting to {self.target.destination} through ssh…")
+        st = self._inner.status
+        r = self.remote
+        if r.state == "reconnecting":
+            return replace(st, state="stalled", message=r.message)
+        if r.state == "gone" and st.state != "ended":
+            return replace(st, state="gone", message=r.message)
+        if r.reconnects and time.monotonic() < self._note_until:
+            return replace(st, message=r.message)
+        return st
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._inner is not None:
+            self._inner.close()
+        if self.remote is not None:
+            self.remote.close()
+
+
+class RemoteLister:
+    """`list_runs` for the app's picker: the remote host's runs, re-listed at most every few seconds."""
+
+    def __init__(self, target: SshTarget, listing: list[registry.RunEntry] | None = None) -> None:
+        self.target = target
+        self._entries = listing or []
+        self._at = time.monotonic() if listing is not None else 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[registry.RunEntry]:
+        with self._lock:
+            if time.monotonic() - self._at >= PICKER_LIST_EVERY_S:
+                self._at = time.monotonic()
+                try:
+                    self._entries = list_remote(self.target, batch=True)
+                except RemoteError:
+                    pass  # keep showing the last listing; the picker retries
+            return list(self._entries)
+
+
 # -- the commands -----------------------------------------------------------------------------------------
 def _say(line: str) -> None:
     import sys
@@ -554,26 +660,45 @@ def cmd_ls_remote(target: str, *, as_json: bool = False) -> int:
 
 def cmd_attach_remote(target: str, *, headless: bool, record: str | None, interactive: bool) -> int:
     """`accmon attach ssh://[user@]host[:port][/run] [--headless] [--record FILE]`."""
+    tui = interactive and not headless
     try:
         t = parse_target(target)
         listing = list_remote(t)
         chosen = pick_run(listing, t.run)
-        if chosen and not t.run and len({e.run_id for e in listing}) > 1:
+        several = len({e.run_id for e in listing}) > 1 and not t.run
+        if tui and several:
+            return _run_app(t, None, listing, record)  # the picker chooses
+        if chosen and several:
             _say(f"{len({e.run_id for e in listing})} runs on {t.host}; attaching to the newest, {chosen[0].run_id} "
                  f"({chosen[0].name}). Name another with ssh://{t.destination}/RUN (see `accmon ls {t}`)")
+        # Connect before any TUI starts: ssh may need the terminal for a password or a host key.
         remote = open_remote(t, on_event=_say, entries=listing)
     except RemoteError as exc:
         _say(str(exc))
         return 2
     with remote:
+        if tui:
+            return _run_app(t, remote, listing, record)
         _say(f"attached to run {remote.run_id} ({remote.entries[0].name}) on {t.host} through ssh")
-        if headless or not interactive:
-            from .headless import HeadlessViewer
+        from .headless import HeadlessViewer
 
-            return HeadlessViewer(remote.entries, record=record, discover=False).run(until=remote.gone)
-        import inspect
+        return HeadlessViewer(remote.entries, record=record, discover=False).run(until=remote.gone)
 
-        from .app import run_live
 
-        extra = {"remote": remote} if "remote" in inspect.signature(run_live).parameters else {}
-        return run_live(remote.entries, record=record, **extra) or 0
+def _run_app(t: SshTarget, remote: RemoteRun | None, listing: list[registry.RunEntry], record: str | None) -> int:
+    from .app import AccmonApp
+
+    opened: list[RemoteSource] = []
+
+    def attach(entries: list[registry.RunEntry]) -> RemoteSource:
+        source = RemoteSource(t, entries, record=record)
+        opened.append(source)
+        return source
+
+    first = RemoteSource(t, remote.remote_entries, record=record, remote=remote) if remote is not None else None
+    app = AccmonApp(first, attach=attach, list_runs=RemoteLister(t, listing), pick=first is None)
+    try:
+        return app.run() or 0
+    finally:
+        for source in opened:  # the app closes the source it shows; sources it switched away from too, but be sure
+            source.close()

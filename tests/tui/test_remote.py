@@ -280,3 +280,86 @@ def test_every_rank_of_a_multi_rank_run_is_forwarded(sshd, tmp_path):
     frames = read_frames(rec)
     for r in (0, 1):
         assert all_steps(frames, rank=r) == list(range(200))
+
+
+# -- the TUI --------------------------------------------------------------------------------------------------
+async def wait_async(app, pilot, cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        app.sync_now()
+        await pilot.pause(0.05)
+
+
+def test_the_app_says_when_ssh_drops_and_continues_after_it(sshd, training, tmp_path):
+    import asyncio
+
+    from accmon.tui.app import AccmonApp
+
+    t = remote.parse_target(sshd.target())
+    rec = tmp_path / "app.accmon"
+    source = remote.RemoteSource(t, remote.list_remote(t), record=str(rec))  # connects on its own thread
+    app = AccmonApp(source)
+    app.animation_level = "none"
+    notes: list[str] = []
+
+    async def go() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_async(app, pilot, lambda: (app.head_step() or 0) > 100, "steps in the app")
+            os.kill(source.remote.ssh_pid, signal.SIGKILL)
+
+            def said_lost() -> bool:
+                info = app.header_info()
+                notes.append(f"{info.state}: {info.note}")
+                return info.state == "stalled" and "lost" in (info.note or "")
+
+            await wait_async(app, pilot, said_lost, "the header to say the connection is lost")
+            await wait_async(app, pilot, lambda: "reconnected" in (app.header_info().note or ""), "reconnected")
+            at = app.head_step()
+            await wait_async(app, pilot, lambda: app.head_step() > at + 100, "live steps after the reconnection")
+            training.stop()
+            await wait_async(app, pilot, lambda: app.header_info().state == "finished", "the run's end")
+
+    asyncio.run(go())
+    assert source.remote.state == "closed"  # the app closed its source, and with it ssh
+    assert_every_step_once(rec)  # the app's own recording: no gap, no duplicate across the cut
+
+
+def test_the_app_picks_among_the_runs_on_the_remote_host(sshd, tmp_path):
+    import asyncio
+
+    from accmon.probe import Run
+    from accmon.tui.app import AccmonApp, PickerScreen
+
+    runs = [Run(name, run_id=f"010100000{i}-{name}") for i, name in enumerate(("older", "newer"))]
+    try:
+        for run in runs:
+            for step in range(50):
+                run.log(step, loss=1.0)
+        t = remote.parse_target(sshd.target())
+        listing = remote.list_remote(t)
+        assert {e.name for e in listing} == {"older", "newer"}
+        opened: list[remote.RemoteSource] = []
+
+        def attach(entries):
+            opened.append(remote.RemoteSource(t, entries))
+            return opened[-1]
+
+        app = AccmonApp(None, attach=attach, list_runs=remote.RemoteLister(t, listing), pick=True)
+        app.animation_level = "none"
+
+        async def go() -> None:
+            async with app.run_test(size=(120, 40)) as pilot:
+                await wait_async(app, pilot, lambda: isinstance(app.screen, PickerScreen) and app.screen.runs,
+                                 "the picker with the remote runs")
+                assert set(app.screen.runs) == {r.run_id for r in runs}
+                await pilot.press("enter")
+                await wait_async(app, pilot, lambda: (app.head_step() or 0) == 49, "the chosen run's history")
+                assert app.store.name in ("older", "newer")
+
+        asyncio.run(go())
+        assert len(opened) == 1 and opened[0].remote.state == "closed"
+    finally:
+        for run in runs:
+            run.close()
