@@ -61,7 +61,8 @@ def num(x: Any, digits: int = 4) -> Any:
         return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
     if f == 0:
         return 0.0
-    return float(f"{f:.{digits}g}")
+    r = float(f"{f:.{digits}g}")
+    return r if math.isfinite(r) else f  # rounding next to the largest double can overflow
 
 
 def layer_list(values: dict[str, float], limit: int = 4) -> str:

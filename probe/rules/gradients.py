@@ -59,14 +59,17 @@ class ExplodingGradients(Rule):
             evidence.update(input_layer=first, output_layer=last, input_to_output_ratio=ratio)
             parts.append(f"gradients grow {ratio:.0f}x from the output layer {last} ({num(g_out, 3)}) "
                          f"to the input layer {first} ({num(g_in, 3)})")
+        fix = self.FIX
         if growth is not None and growth >= EXPLODE_GROWTH / 2:
             evidence["growth_since_start"] = growth
             parts.append(f"the gradient norm grew {growth:.0f}x since the first steps")
+            fix = ("check that optimizer.zero_grad() runs every step (without it gradients add up step after "
+                   "step); " + self.FIX)
         evidence.update(h.evidence())
         critical = (ratio or 0) >= EXPLODE_DEPTH_RATIO_CRITICAL or (growth or 0) >= EXPLODE_GROWTH ** 2
         return [Finding("exploding_gradients", True, None, "critical" if critical else "warning",
                         "; ".join(parts) + f", while {h.reasons[0] if h.reasons else 'training is stuck'}",
-                        evidence, self.FIX, score=max(ratio or 1.0, growth or 1.0))]
+                        evidence, fix, score=max(ratio or 1.0, growth or 1.0))]
 
 
 class VanishingGradients(Rule):
