@@ -331,8 +331,26 @@ class StepAxis:
         self._n_open = 0
         self.first: int | None = None
         self.last: int | None = None
+        # Steps logged at a fixed stride (every step, or every k-th): row = (step - first) / stride, no search.
+        # None until known, -1 once the steps are irregular.
+        self.stride: int | None = None
+
+    def _update_stride(self, steps: np.ndarray) -> None:
+        if self.stride == -1 or len(steps) == 0:
+            return
+        diffs = np.diff(steps)
+        if self.last is not None:
+            diffs = np.concatenate([[int(steps[0]) - self.last], diffs])
+        if not len(diffs):
+            return
+        s = int(diffs[0])
+        if s <= 0 or (diffs != s).any() or self.stride not in (None, s):
+            self.stride = -1
+        else:
+            self.stride = s
 
     def append(self, steps: np.ndarray) -> None:
+        self._update_stride(steps)
         pos, m = 0, len(steps)
         while pos < m:
             if self._n_open == CHUNK:
@@ -360,6 +378,11 @@ class StepAxis:
         if self.n == 0:
             out[:] = 0
             return out
+        if self.stride is not None and self.stride > 0:
+            assert self.first is not None
+            rel = steps - self.first
+            rows = -(-rel // self.stride) if side == "left" else rel // self.stride + 1
+            return np.clip(rows, 0, self.n)
         firsts = np.array(self._firsts + [int(self._open[0]) if self._n_open else 2**62], dtype=np.int64)
         # A step equal to a chunk's first step may also end the chunk before (equal steps): search from the left.
         which = np.clip(np.searchsorted(firsts, steps, side=side) - 1, 0, len(firsts) - 1)

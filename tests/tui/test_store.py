@@ -169,6 +169,20 @@ def test_step_axis_rows_match_a_plain_searchsorted(gaps, seed):
     assert axis.steps_at(rows).tolist() == steps[rows].tolist()
 
 
+@pytest.mark.parametrize("stride", [1, 3])
+def test_step_axis_with_a_fixed_stride_answers_without_searching(stride):
+    steps = np.arange(5, 5 + stride * 3 * CHUNK, stride, dtype=np.int64)
+    axis = StepAxis()
+    for part in np.array_split(steps, 5):
+        axis.append(part)
+    assert axis.stride == stride
+    q = np.array([-10, 4, 5, 6, 7, 5 + stride * 1000, 5 + stride * 1000 + 1, int(steps[-1]), int(steps[-1]) + 9])
+    for side in ("left", "right"):
+        assert axis.rows(q, side).tolist() == np.searchsorted(steps, q, side).tolist()
+    axis.append(np.array([int(steps[-1]) + stride + 1]))  # one irregular step: back to searching
+    assert axis.stride == -1
+
+
 def test_alerts_update_by_identity_and_list_newest_first():
     store = RunStore()
     def alert(seq, aid, step, **kw):

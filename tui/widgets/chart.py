@@ -27,6 +27,7 @@ LABEL_W = 7  # y-axis labels: "-1.2e-5" is the widest `fmt.num` writes at this w
 # Braille dot weights, rows 0–3 × columns 0–1 of a cell (Unicode braille patterns, U+2800 block).
 _DOT = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint16)
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+_BRAILLE = np.array([" "] + [chr(0x2800 + i) for i in range(1, 256)], dtype="<U1")
 
 
 @dataclass(frozen=True)
@@ -290,35 +291,37 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
         message = f"no {spec.title} logged yet" if data is not None else "waiting for the run"
     elif math.isnan(lo):
         message = "no finite value in view: NaN/Inf only"
+    # Cell characters and style keys for the whole plot at once; each row then becomes a few Segments, one per
+    # run of cells with the same style (no Python work per cell).
+    grid = _BRAILLE[codes]
+    keys = owner + 3  # -2 (NaN mark) → 1, -1 (nothing) → 2, layer i → i + 3
+    if flags_any.any():
+        grid[0, flags_any > 0] = "✕"
+        keys[0, flags_any > 0] = 1
+    if message:
+        start = max(0, (pw - len(message)) // 2)
+        text = message[: pw - start]
+        grid[plot_rows // 2, start : start + len(text)] = list(text)
+        keys[plot_rows // 2, start : start + len(text)] = 2
+    keys = keys * 2
+    if cursor_col is not None:
+        keys[:, cursor_col] += 1
+    key_styles: dict[int, Style] = {}
     for r in range(plot_rows):
         segs = [Segment(tick_rows.get(r, "").rjust(LABEL_W), dim), Segment("┤" if r in tick_rows else "│", dim)]
-        row_codes = codes[r]
-        row_owner = owner[r]
-        chars = [chr(0x2800 + int(c)) if c else " " for c in row_codes.tolist()]
-        if r == 0 and flags_any.any():
-            for c in np.flatnonzero(flags_any).tolist():
-                chars[c] = "✕"
-        if message and r == plot_rows // 2:
-            start = max(0, (pw - len(message)) // 2)
-            for i, ch in enumerate(message[: pw]):
-                chars[start + i] = ch
-        keys = row_owner.tolist()
-        if r == 0:
-            for c in np.flatnonzero(flags_any).tolist():
-                keys[c] = -2
-        if cursor_col is not None:
-            keys[cursor_col] = (keys[cursor_col], "cursor")
-        run_start = 0
-        for c in range(1, pw + 1):
-            if c < pw and keys[c] == keys[run_start]:
-                continue
-            key = keys[run_start]
-            o = key[0] if isinstance(key, tuple) else key
-            style = nan_style if o == -2 else (styles[o] if o >= 0 else base)
-            if isinstance(key, tuple):
-                style = style + cursor_bg
-            segs.append(Segment("".join(chars[run_start:c]), style))
-            run_start = c
+        row = "".join(grid[r].tolist())
+        row_keys = keys[r]
+        bounds = [0, *(np.flatnonzero(row_keys[1:] != row_keys[:-1]) + 1).tolist(), pw]
+        for i0, i1 in zip(bounds[:-1], bounds[1:]):
+            k = int(row_keys[i0])
+            style = key_styles.get(k)
+            if style is None:
+                o = k // 2 - 3
+                style = nan_style if o == -2 else (styles[o] if o >= 0 else base)
+                if k % 2:
+                    style = style + cursor_bg
+                key_styles[k] = style
+            segs.append(Segment(row[i0:i1], style))
         lines.append(Strip(segs, width))
     # Time axis: alert markers (the most severe alert wins a cell).
     axis = ["─"] * pw
@@ -377,6 +380,7 @@ class LineChart(Widget):
         self.view = View()
         self._key: tuple | None = None
         self._rendered: Rendered | None = None
+        self._styled: list[Strip] = []
 
     def show(self, data: RankData | None, view: View) -> None:
         """Point the chart at data and a view; redraws only when something it draws changed."""
@@ -390,19 +394,24 @@ class LineChart(Widget):
 
     def _cache_key(self) -> tuple:
         d = self.data
+        # The widget's own style (background) follows the theme, which is in the view (`dark`).
         return (id(d), d.version if d is not None else -1, self.view, self.size.width, self.size.height)
 
     def rendered(self) -> Rendered:
         key = self._cache_key()
         if key != self._key or self._rendered is None:
             self._rendered = render_chart(self.data, self.spec, self.view, self.size.width, self.size.height)
+            base = self.rich_style
+            self._styled = [line.apply_style(base) for line in self._rendered.lines]
             self._key = key
             if self.is_mounted:
                 self.border_title = self._rendered.legend  # type: ignore[assignment]
         return self._rendered
 
     def render_line(self, y: int) -> Strip:
-        lines = self.rendered().lines
-        if y >= len(lines):
+        # Strips are made when the data, view or size change (show, on_resize), not per line drawn.
+        if self._rendered is None or len(self._styled) != self.size.height:
+            self.rendered()
+        if y >= len(self._styled):
             return Strip.blank(self.size.width, self.rich_style)
-        return lines[y].apply_style(self.rich_style)
+        return self._styled[y]

@@ -202,7 +202,7 @@ class LayerHeatMap(ScrollView):
         return self._rendered
 
     def render_line(self, y: int) -> Strip:
-        r = self.rendered()
+        r = self._rendered if self._rendered is not None else self.rendered()
         row = self.scroll_offset.y + y
         width = self.size.width
         if r.layers and y == self.size.height - 1:

@@ -7,7 +7,8 @@ told apart under protanopia, deuteranopia and tritanopia. Heat maps use a blueâ€
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from rich.color import Color
@@ -30,17 +31,19 @@ class Palette:
     """The colours one theme (dark or light background) draws with."""
 
     series: tuple[str, ...]
-    severity: dict[str, str]
+    severity: dict[str, str] = field(hash=False, compare=False)
     dim: str  # raw values behind a smoothed line, axes
     text: str
     cursor_bg: str
 
     def series_style(self, i: int, *, faded: bool = False) -> Style:
-        return Style(color=self.dim_series[i % len(self.series)] if faded else self.series[i % len(self.series)])
+        return _series_style(self, i % len(self.series), faded)
 
-    @property
-    def dim_series(self) -> tuple[str, ...]:
-        return tuple(_mix(c, self.cursor_bg, 0.55) for c in self.series)
+
+@lru_cache(maxsize=64)
+def _series_style(pal: Palette, i: int, faded: bool) -> Style:
+    # Faded: the raw values behind a smoothed line, mixed halfway towards the background.
+    return Style(color=_mix(pal.series[i], pal.cursor_bg, 0.55) if faded else pal.series[i])
 
 
 def _mix(a: str, b: str, t: float) -> str:
