@@ -29,14 +29,14 @@ def current_lr(st: RunState, now: int) -> float | None:
         v = s.last(now, 1)[1]
         if len(v):
             return float(v[-1])
-    groups = [g for o in st.facts.get("optimizer") or [] if isinstance(o, dict)
-              for g in o.get("param_groups") or [] if isinstance(g, dict)]
-    lrs = [g["lr"] for g in groups if isinstance(g.get("lr"), (int, float))]
+    groups = [g for o in st.optimizers if isinstance(o.get("param_groups"), list)
+              for g in o["param_groups"] if isinstance(g, dict)]
+    lrs = [g["lr"] for g in groups if isinstance(g.get("lr"), (int, float)) and not isinstance(g.get("lr"), bool)]
     return float(lrs[0]) if lrs else None
 
 
 def optimizer_kind(st: RunState) -> str:
-    opts = [o for o in st.facts.get("optimizer") or [] if isinstance(o, dict)]
+    opts = st.optimizers
     return str(opts[0].get("kind", "the optimizer")) if opts else "the optimizer"
 
 

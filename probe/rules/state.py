@@ -173,6 +173,11 @@ class RunState:
         model = self.facts.get("model")
         return model if isinstance(model, dict) else {}
 
+    @property
+    def optimizers(self) -> list[dict[str, Any]]:
+        opts = self.facts.get("optimizer")
+        return [o for o in opts if isinstance(o, dict)] if isinstance(opts, list) else []
+
     def fact(self, *path: str) -> Any:
         """A nested fact, or None: fact("targets", "max")."""
         node: Any = self.facts

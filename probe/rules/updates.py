@@ -25,7 +25,7 @@ class WeightsNotUpdating(Rule):
         return [f for f in out if f is not None]
 
     def _optimizer_params(self, st: RunState) -> Finding | None:
-        opts = [o for o in st.facts.get("optimizer") or [] if isinstance(o, dict)]
+        opts = st.optimizers
         covers = [o.get("covers_model") for o in opts]
         if not covers or not all(isinstance(c, (int, float)) for c in covers):
             return None
