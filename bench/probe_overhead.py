@@ -174,8 +174,9 @@ def optional(factory: Callable[[str], Variant], tmp: str) -> Variant | None:
         return None
 
 
-def measure(loop: Loop, variants: list[Variant], blocks: int, block_steps: int) -> dict[str, list[float]]:
+def measure(loop: Loop, variants: list[Variant], blocks: int, block_steps: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     times: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu: dict[str, list[float]] = {v.name: [] for v in variants}
     for _ in range(block_steps):  # warm-up: allocator, kernels' first calls
         loop.step()
     for b in range(blocks):
@@ -184,24 +185,32 @@ def measure(loop: Loop, variants: list[Variant], blocks: int, block_steps: int) 
         for v in order:
             v.begin()
             out = times[v.name]
+            c0 = time.process_time()
             for _ in range(block_steps):
                 t0 = time.perf_counter()
                 loss = loop.step()
                 v.after_step(loop, loss)
                 out.append(time.perf_counter() - t0)
+            # CPU time of the whole process (training threads, accmon's I/O thread) per step of the block:
+            # steadier than wall time on a shared machine; blind to work in other processes (wandb's service).
+            cpu[v.name].append((time.process_time() - c0) / block_steps)
             v.end()
-    return times
+    return times, cpu
 
 
-def report(model: str, times: dict[str, list[float]]) -> None:
+def report(model: str, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
     base = statistics.median(times["plain"])
     base_mean = statistics.fmean(times["plain"])
+    base_cpu = statistics.median(cpu["plain"])
     print(f"\n{model}: {len(times['plain'])} steps per variant, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'variant':<12} {'median ms':>10} {'ratio':>7} {'added ms':>9} {'mean ms':>9} {'mean ratio':>10}")
+    print(f"{'variant':<12} {'median ms':>10} {'ratio':>7} {'added ms':>9} {'mean ms':>9} {'mean ratio':>10} "
+          f"{'cpu ms':>8} {'cpu ratio':>9}")
     for name, ts in times.items():
         med = statistics.median(ts)
         mean = statistics.fmean(ts)
-        print(f"{name:<12} {med * 1e3:>10.3f} {med / base:>7.3f} {(med - base) * 1e3:>+9.3f} {mean * 1e3:>9.3f} {mean / base_mean:>10.3f}")
+        c = statistics.median(cpu[name])
+        print(f"{name:<12} {med * 1e3:>10.3f} {med / base:>7.3f} {(med - base) * 1e3:>+9.3f} {mean * 1e3:>9.3f} "
+              f"{mean / base_mean:>10.3f} {c * 1e3:>8.3f} {c / base_cpu:>9.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 probed = Accmon(tmp, model)
                 try:
                     loop = Loop(model)
-                    times = measure(loop, [Variant(), probed, *peers], args.blocks, args.block_steps)
-                    report(model, times)
+                    times, cpu = measure(loop, [Variant(), probed, *peers], args.blocks, args.block_steps)
+                    report(model, times, cpu)
                     c = probed.probe.cadence
                     print(f"accmon cadence: grads every {c.every['grads']}, deep every {c.every['deep']}, "
                           f"estimated probe share {c.overhead():.2%}")

@@ -34,6 +34,7 @@ from . import activations as A
 from . import classify as C
 from . import data
 from . import facts as F
+from . import functional as FN
 from . import inputs as I
 from . import layers as Ly
 from . import losses as L
@@ -134,6 +135,12 @@ class TorchProbe:
         self.rule: str | None = None  # how the primary loss's outputs become classes (after regress resolution)
         self.output_module: nn.Module | None = None
         self.act_decoders: dict[int, tuple[weakref.ref, A.ActDecoder]] = {}
+        self.fn_decoders: dict[str, A.ActDecoder] = {}
+        # Functional activations: a TorchFunctionMode over the root's forward on deep steps, and the stack of
+        # modules it names them by (kept only while the mode is on).
+        self.functional = os.environ.get("ACCMON_TORCH_FUNCTIONAL", "1") != "0"
+        self.fmode: FN.FunctionalActivations | None = None
+        self.mod_stack: list[nn.Module] = []
         # Step state.
         self.step = -1
         self.cur = Row(0)
@@ -189,6 +196,8 @@ class TorchProbe:
             return None
         d = self.depth
         self.depth = d + 1
+        if self.fmode is not None:
+            self.mod_stack.append(module)
         if d == 0 or isinstance(module, _Loss):
             try:
                 if isinstance(module, _Loss):
@@ -205,12 +214,17 @@ class TorchProbe:
             return None
         d = self.depth = self.depth - 1 if self.depth > 0 else 0
         output = rest[-1] if rest else None
+        if self.fmode is not None and self.mod_stack:
+            self.mod_stack.pop()
         if not module._modules:
             self.last_leaf = module
             self.last_leaf_out = id(output)
         if d and not self.deep_now and not isinstance(module, _Loss):
             return None
         t0 = _perf()
+        fmode = self.fmode
+        if fmode is not None:
+            fmode.paused = True
         try:
             kwargs = rest[0] if len(rest) == 2 else {}
             if isinstance(module, _Loss):
@@ -226,6 +240,8 @@ class TorchProbe:
                     self._root_done(module, args, kwargs, output)
         except Exception as exc:
             self._fail("loss" if isinstance(module, _Loss) else "modules", exc)
+        if fmode is not None:
+            fmode.paused = False
         self.spent += _perf() - t0
         return None
 
@@ -244,12 +260,50 @@ class TorchProbe:
         self.cur_root = module
         if module.training:
             self.cur_started = True
-        if not any(r() is module for r in self.roots):
+        if id(module) not in self.module_name and not any(r() is module for r in self.roots):
+            # A new top-level model (a submodule called on its own is already named: it stays a submodule).
+            # Roots it contains (its parts, called alone before it) stop being roots.
+            inside = {id(m) for m in module.modules()}
+            self.roots = [r for r in self.roots if r() is not None and id(r()) not in inside]
             self.roots.append(weakref.ref(module))
             self.module_name = F.module_names(self._live_roots())
             self.param_layer = None
+        if (self.deep_now and self.functional and module.training and torch.is_grad_enabled()
+                and getattr(module, "_orig_mod", None) is None and not FN.user_modes_active()):
+            mode = FN.FunctionalActivations(self._functional_activation, self._current_module)
+            mode.__enter__()
+            self.fmode = mode
+            self.mod_stack = [module]
+
+    def _current_module(self) -> tuple[nn.Module, str] | None:
+        if not self.mod_stack:
+            return None
+        m = self.mod_stack[-1]
+        return m, ("" if len(self.mod_stack) == 1 else self.module_name.get(id(m), type(m).__name__.lower()))
+
+    def _functional_activation(self, name: str, kind: str, output: torch.Tensor) -> None:
+        try:
+            t0 = _perf()
+            dec = self.fn_decoders.get(name)
+            if dec is None or dec.kind != kind:
+                dec = self.fn_decoders[name] = A.ActDecoder(name, kind)
+            with torch.no_grad():
+                part, counted = A.act_part(kind, output)
+            self.cur.add(dec, part, counted)
+            self.spent_tiers["deep"] += _perf() - t0
+        except Exception as exc:
+            self._stop_functional()
+            self._fail("functional activations", exc)
+
+    def _stop_functional(self) -> None:
+        mode, self.fmode = self.fmode, None
+        self.mod_stack = []
+        if mode is not None:
+            mode.__exit__(None, None, None)
 
     def _root_done(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.fmode is not None:
+            self._stop_functional()
         if self.cur_root is not module:
             return
         self.root_out = weakref.ref(output) if isinstance(output, torch.Tensor) else None
@@ -923,6 +977,8 @@ class TorchProbe:
         if self.closed:
             return
         self.closed = True
+        if self.fmode is not None:
+            self._stop_functional()
         if os.getpid() == self.pid and any(part[0] is self.d_loss for part in self.cur.parts):
             # A step that began and never reached optimizer.step() (the script crashed, or stopped after a
             # forward pass, or updates weights by hand): what it measured, a NaN loss perhaps, is kept.

@@ -569,3 +569,36 @@ def test_a_hand_written_update_loop_is_no_missing_step(rec):
                 p -= 0.05 * p.grad
     rec.close()
     assert "pending_loss_calls" not in rec.facts
+
+
+def test_activation_functions_inside_forward_are_measured_once(rec):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(10, 16)
+            self.fc2 = nn.Linear(16, 16)
+            self.act = nn.ReLU()  # a module: its hook measures it, the functional pass must not count it again
+            self.block = nn.Sequential(nn.Linear(16, 16), nn.Tanh())
+            self.out = nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = F.relu(self.fc1(x))
+            h = self.act(torch.sigmoid(self.fc2(h)))
+            h = self.block(h).relu()
+            return self.out(h)
+
+    x, y = blobs()
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    apt.install(rec.run, every=1)
+    expected = []
+    for i in range(0, 96, 32):
+        expected.append((F.relu(model.fc1(x[i : i + 32])) == 0).float().mean().item())
+        opt.zero_grad()
+        F.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    acts = {k for k in rec.metrics if k.startswith(("act_zero/", "act_sat/"))}
+    assert acts == {"act_zero/relu", "act_sat/sigmoid", "act_zero/act", "act_sat/block.1", "act_zero/relu#1"}
+    assert rec.series("act_zero/relu") == pytest.approx(expected)
