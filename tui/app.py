@@ -24,12 +24,12 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Markdown, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from accmon.probe import registry
 
 from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
-from .store import Changes, RunStore
+from .store import AlertBook, Changes, RunStore
 from .widgets import (AlertTable, ChartSpec, HeaderInfo, HeatSpec, LayerHeatMap, LineChart, RunHeader, SeriesSpec,
                       Timeline, TimelineState, View, alert_detail, header_text, summary_text)
 
@@ -39,7 +39,8 @@ REFRESH_S = 0.2
 # gets the larger budget: the history arrives faster, keys still answer within half a second.
 INGEST_BUDGET_S = 0.1
 CATCH_UP_BUDGET_S = 0.45
-DRAIN_SLICE = 32  # frames per store.ingest call; a frame holds up to a few thousand steps
+DRAIN_SLICE = 8  # frames per store.ingest call (a frame holds up to a few thousand steps): the budget's grain
+FIRST_FRAME_BUDGET_S = 0.03  # until something is drawn: show the first steps now, the rest on the next ticks
 SPEEDS: tuple[int | None, ...] = (1, 10, 100, 1000, None)  # replay ×1 … ×1000 and max (None)
 # max: at least ×1000, and at least 1/150 of the run per tick — the whole run in 30 s at 5 ticks a second.
 MAX_SPEED_FRACTION = 1 / 150
@@ -115,6 +116,8 @@ class HelpScreen(ModalScreen[None]):
     """
 
     def compose(self) -> ComposeResult:
+        from textual.widgets import Markdown  # markdown-it costs ~80 ms of import: only when help is asked for
+
         with VerticalScroll():
             yield Markdown(HELP)
 
@@ -303,7 +306,7 @@ class AccmonApp(App[int]):
         if self.source is not None:
             self.source.start()
         self.set_interval(self.refresh_s, self.tick)
-        self.call_after_refresh(self.sync_now)
+        self.call_after_refresh(self.sync_now, FIRST_FRAME_BUDGET_S)
         if self.pick_at_start:
             self.call_after_refresh(self.action_pick)
 
@@ -315,14 +318,14 @@ class AccmonApp(App[int]):
     def tick(self) -> None:
         now = time.monotonic()
         dt, self._last_tick = now - self._last_tick, now
-        changes = self._ingest(self._budget)
+        changes = self._ingest(self._budget if self.store.last_step() is not None else FIRST_FRAME_BUDGET_S)
         if self.replay and self.playing:
             self._advance(dt)
         self._sync(changes)
 
-    def sync_now(self) -> None:
-        """Ingest everything queued and redraw, now (tests, and the first frame)."""
-        self._sync(self._ingest(None), force=True)
+    def sync_now(self, budget: float | None = None) -> None:
+        """Ingest what is queued (everything, or for `budget` seconds) and redraw, now: the first frame, tests."""
+        self._sync(self._ingest(budget), force=True)
 
     def _ingest(self, budget: float | None) -> Changes:
         total = Changes()
@@ -363,6 +366,16 @@ class AccmonApp(App[int]):
         self.say("the run restarted: showing the new run")
 
     def _on_status(self, old: SourceStatus, new: SourceStatus) -> None:
+        if new.rules == "done" and old.rules != "done":
+            final = getattr(self.source, "final_alerts", None)
+            if final is not None:
+                # Today's diagnosis of the whole file replaces what was recorded and streamed so far.
+                book = AlertBook()
+                for a in final:
+                    book.update(a)
+                book.version = self.store.alerts.version + 1
+                self.store.alerts = book
+                self._drawn.pop("alerts", None)
         if new.message and new.message != old.message and new.message.startswith("re-attached"):
             self.say(new.message)
         if self.replay and new.loaded and not old.loaded and new.truncated:
@@ -496,6 +509,8 @@ class AccmonApp(App[int]):
                 note = (note + " · " if note else "") + "truncated recording" + extra
             elif not st.loaded:
                 note = note or "reading the recording…"
+            if st.rules == "running":
+                note = (note + " · " if note else "") + "diagnosing with today's rules…"
         elif status is not None:
             state = status
         elif st.state == "gone":

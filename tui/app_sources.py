@@ -8,6 +8,8 @@ starts a fresh store.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +34,7 @@ class SourceStatus:
     truncated: bool = False  # replay: the file ends in a partial frame or without an end frame
     problems: tuple[str, ...] = ()
     ranks: int = 1
+    rules: str = ""  # replay: "" (recorded alerts only), "running", "done" (final_alerts set), "failed"
 
 
 class Source(Protocol):
@@ -283,9 +286,10 @@ def _client_for(entry: registry.RunEntry) -> Any:
 
 
 class ReplaySource:
-    """Frames of a recording, read on a thread. Today's rules run again over them when they are available, so a
-    recording made with older rules gets today's diagnosis (as `accmon check` does); the recorded alerts are
-    used otherwise."""
+    """Frames of a recording, read on a thread, as fast as the app takes them. Today's rules run over the same
+    file in a child process (tui/replay.py) on the other core; their alerts stream in as they fire, and
+    `final_alerts` holds the whole diagnosis once it is done — a recording made with older rules gets today's
+    diagnosis, as `accmon check` gives it, without slowing the replay down."""
 
     kind = "replay"
 
@@ -298,12 +302,17 @@ class ReplaySource:
         self._q = _Queue()
         self.wake = self._q.wake
         self.generation = 0
-        self._status = SourceStatus(state="replay", message="reading…")
+        self.final_alerts: list[dict[str, Any]] | None = None
+        self._status = SourceStatus(state="replay", message="reading…", rules="running" if rerun_rules else "")
         self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
         self._thread = threading.Thread(target=self._run, name="accmon-replay-reader", daemon=True)
+        self._rules_thread = threading.Thread(target=self._rules, name="accmon-replay-rules", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self.rerun_rules:
+            self._rules_thread.start()
 
     def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
         return self._q.drain(max_frames)
@@ -314,61 +323,67 @@ class ReplaySource:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(3.0)
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        for t in (self._thread, self._rules_thread):
+            if t.is_alive():
+                t.join(3.0)
+
+    def _set(self, **changes: Any) -> None:
+        self._status = replace(self._status, **changes)
+        self.wake.set()
 
     def _run(self) -> None:
-        from accmon.probe.rank_rules import RankDiagnoser
-
-        diagnoser_cls = None
-        if self.rerun_rules:
-            try:
-                from accmon.probe.rules import Diagnoser  # type: ignore[import-not-found]
-
-                diagnoser_cls = Diagnoser
-            except ImportError:
-                diagnoser_cls = None
-        diagnosers: dict[int, Any] = {}
-        ranks = RankDiagnoser()
         batch: list[dict[str, Any]] = []
         try:
             for frame in self.reader.frames():
                 if self._stop.is_set():
                     return
-                kind = frame["kind"]
-                if kind == "alert" and diagnoser_cls is not None:
-                    continue  # today's rules speak instead (below)
                 batch.append(frame)
-                if kind != "alert":
-                    batch += [_alert_frame(frame, a) for a in ranks.observe(frame)]
-                    if diagnoser_cls is not None:
-                        d = diagnosers.get(frame["rank"])
-                        if d is None:
-                            d = diagnosers[frame["rank"]] = diagnoser_cls()
-                        try:
-                            batch += [_alert_frame(frame, a) for a in d.observe(frame)]
-                        except Exception as exc:  # a rule's bug must not stop the replay
-                            diagnoser_cls = None
-                            self._status = replace(self._status, message=f"rules disabled: {exc!r}")
                 if len(batch) >= REPLAY_BATCH:
                     self._push(batch)
                     batch = []
-            batch += [_alert_frame({"run": "", "rank": a.get("rank", 0), "seq": 0, "step": a.get("step", -1)}, a)
-                      for a in ranks.finish()]
             self._push(batch)
             problems = tuple(str(p) for p in self.reader.problems)
-            self._status = replace(self._status, loaded=True, truncated=self.reader.truncated, problems=problems,
-                                   message=None)
+            self._set(loaded=True, truncated=self.reader.truncated, problems=problems, message=None)
         except Exception as exc:  # an unreadable tail: keep what was read, say why
             self._push(batch)
-            self._status = replace(self._status, loaded=True, truncated=True, message=f"stopped reading: {exc}")
-        self.wake.set()
+            self._set(loaded=True, truncated=True, message=f"stopped reading: {exc}")
 
     def _push(self, batch: list[dict[str, Any]]) -> None:
         while len(self._q.q) > REPLAY_QUEUE_FRAMES and not self._stop.is_set():
             time.sleep(0.005)  # the app is behind: wait rather than hold the whole file in frames
         if batch:
             self._q.push(batch)
+
+    def _rules(self) -> None:
+        import msgpack
+
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "accmon.tui.replay", self.path],
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=wire.MAX_FRAME_BYTES)
+            assert self._proc.stdout is not None
+            while not self._stop.is_set():
+                chunk = self._proc.stdout.read1(65536)
+                if not chunk:
+                    break
+                unpacker.feed(chunk)
+                for msg in unpacker:
+                    if not isinstance(msg, dict):
+                        continue
+                    if isinstance(msg.get("alert"), dict):
+                        self._q.push([_alert_frame({"run": "", "seq": 0}, msg["alert"])])
+                    elif isinstance(msg.get("final"), list):
+                        self.final_alerts = [a for a in msg["final"] if isinstance(a, dict)]
+                        self._set(rules="done")
+                    elif msg.get("error"):
+                        self._set(rules="failed", message=f"rules could not run: {msg['error']}")
+            self._proc.wait(5)
+            if self._status.rules == "running" and not self._stop.is_set():
+                self._set(rules="failed", message="the rules stopped before the end of the file")
+        except Exception as exc:  # no child process here: the recorded alerts stay
+            self._set(rules="failed", message=f"rules could not run: {exc}")
 
 
 def _alert_frame(src: dict[str, Any], alert: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from accmon.probe import registry
+from accmon.probe import registry, security
 from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
 
@@ -45,7 +45,7 @@ class HeadlessViewer:
 
     def _add(self, entry: registry.RunEntry) -> None:
         self.entries.append(entry)
-        self.clients.append(RunClient(entry.pub, entry.ctl).start())
+        self.clients.append(RunClient(entry.pub, entry.ctl, curve=security.curve_for(entry.pub, entry.extra)).start())
 
     def _discover(self) -> None:
         known = {e.rank for e in self.entries}

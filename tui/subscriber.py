@@ -141,7 +141,7 @@ class RunClient:
                 self._request_history(dealer)  # lost (the probe restarted its socket) or not yet connected
             if self._status.state == "ended" and not self._said_done:
                 self._said_done = True  # lets the probe exit without waiting for us
-                dealer.send(msgpack.packb({"op": "done"}), zmq.NOBLOCK)
+                self._send(dealer, {"op": "done"})
             if st.state == "live" and now - self._last_heard > STALL_AFTER_S:
                 self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s")
                 self.wake.set()
@@ -149,7 +149,15 @@ class RunClient:
     def _request_history(self, dealer: zmq.Socket) -> None:
         self._history_sent_at = time.monotonic()
         since = self._status.last_seq + 1
-        dealer.send(msgpack.packb({"op": "history", "since": since}), zmq.NOBLOCK)
+        self._send(dealer, {"op": "history", "since": since})
+
+    def _send(self, dealer: zmq.Socket, request: dict[str, Any]) -> None:
+        try:
+            dealer.send(msgpack.packb(request), zmq.NOBLOCK)
+        except zmq.Again:
+            # Not connected (yet), or refused by a CURVE probe whose allow-list lacks our key: the retry timer
+            # asks again; the reader goes on.
+            self._set(message="cannot reach the run's control socket (not up yet, or our key is not allowed)")
 
     def _on_history(self, dealer: zmq.Socket) -> None:
         while True:

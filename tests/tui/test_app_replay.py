@@ -25,7 +25,8 @@ async def loaded(app: AccmonApp, pilot, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         app.sync_now()
         await pilot.pause()
-        if app.source.status.loaded and not app.source._q.q:
+        st = app.source.status
+        if st.loaded and st.rules != "running" and not app.source._q.q:
             app.sync_now()
             await pilot.pause()
             return

@@ -29,7 +29,7 @@ def live_app() -> AccmonApp:
 async def ready(pilot) -> None:
     app = pilot.app
     deadline = time.monotonic() + 20
-    while app.source is not None and app.source.kind == "replay" and not app.source.status.loaded:
+    while app.source is not None and app.source.kind == "replay" and not app.source.status.loaded:  # no rules here
         if time.monotonic() > deadline:
             raise AssertionError("recording did not load")
         await asyncio.sleep(0.02)

@@ -1,0 +1,68 @@
+"""Today's rules over a recording, in a child process, streaming alerts back to the replay as they fire.
+
+A recording made with older rules should get today's diagnosis (as `accmon check` gives it). The rules cost far
+more per step than drawing does (tens of thousands of steps a second, against a million for the store), so they
+run beside the replay, not in its way: a child process on the other core reads the same file and writes msgpack
+maps on stdout —
+
+    {"alert": {...}}          an alert that is new, updated or cleared, as soon as the rules say so
+    {"final": [{...}, ...]}   every alert of the run, once the whole file has been diagnosed
+    {"error": "..."}          the rules could not run (the replay keeps the recorded alerts)
+
+The replay shows the recorded alerts at once, merges the streamed ones by identity, and replaces the lot with
+`final` at the end. Never pickle: alerts are plain maps, and msgpack keeps NaN evidence exactly.
+
+    python -m accmon.tui.replay FILE
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, BinaryIO, Iterator
+
+import msgpack
+
+
+def diagnose(path: str) -> Iterator[dict[str, Any]]:
+    """Messages (see the module docstring) for the recording at path."""
+    from accmon.probe.rank_rules import RankDiagnoser
+    from accmon.probe.recording import RecordingReader
+
+    try:
+        from accmon.probe.rules import Diagnoser
+    except ImportError as exc:
+        yield {"error": f"no rules engine: {exc}"}
+        return
+    diagnosers: dict[int, Any] = {}
+    ranks = RankDiagnoser()  # cross-rank rules (a single-rank run gets none)
+    for frame in RecordingReader(path).frames():
+        if frame["kind"] == "alert":
+            continue
+        d = diagnosers.get(frame["rank"])
+        if d is None:
+            d = diagnosers[frame["rank"]] = Diagnoser()
+        for alert in d.observe(frame) + ranks.observe(frame):
+            yield {"alert": alert}
+    ranks.finish()
+    yield {"final": [a for d in diagnosers.values() for a in d.alerts()] + ranks.alerts()}
+
+
+def main(argv: list[str] | None = None, out: BinaryIO | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = out or sys.stdout.buffer
+    packer = msgpack.Packer(use_bin_type=True)
+    try:
+        for message in diagnose(args[0]):
+            out.write(packer.pack(message))
+            out.flush()
+    except BrokenPipeError:
+        return 0  # the replay closed: nothing more to say
+    except Exception as exc:  # a rule's bug must not look like a crash of the replay
+        out.write(packer.pack({"error": f"{exc.__class__.__name__}: {exc}"}))
+        out.flush()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
