@@ -71,6 +71,7 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
             use_list=True,
             # Extension types are never produced by accmon: refuse them rather than hand them on.
             ext_hook=_refuse_ext,
+            timestamp=1,  # msgpack timestamps (never produced by accmon) become plain float seconds
         )
     except FrameError:
         raise
@@ -79,7 +80,7 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     if not isinstance(frame, dict):
         raise FrameError(f"frame is a {type(frame).__name__}, not a map")
     v = frame.get("v")
-    if v != SCHEMA_VERSION:
+    if type(v) is not int or v != SCHEMA_VERSION:  # `true == 1` in Python: a bool is no version
         raise FrameError(f"unknown frame schema version {v!r} (this accmon reads version {SCHEMA_VERSION}; upgrade accmon?)")
     kind = frame.get("kind")
     if kind not in KINDS:

@@ -19,6 +19,9 @@ ACCMON = [sys.executable, "-m", "accmon.tui.cli"]
 def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> str:
     path = tempfile.mkdtemp(prefix="am", dir="/tmp")
     monkeypatch.setenv("ACCMON_RUNTIME_DIR", path)
+    # A developer's own `accmon keys` must not change what the tests see (CURVE on every tcp:// bind).
+    monkeypatch.setenv("XDG_CONFIG_HOME", os.path.join(path, "config"))
+    monkeypatch.delenv("ACCMON_CONFIG_DIR", raising=False)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -73,3 +73,13 @@ def test_decoder_never_raises_anything_but_frame_error(data):
         wire.decode(data)
     except wire.FrameError:
         pass
+
+
+def test_a_bool_is_no_version_and_timestamps_are_plain_numbers():
+    import datetime
+
+    with pytest.raises(wire.FrameError, match="version True"):
+        wire.decode(msgpack.packb({"v": True, "kind": "meta", "run": "r", "rank": 0, "seq": 1, "step": 0}))
+    when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    frame = {"v": 1, "kind": "facts", "run": "r", "rank": 0, "seq": 1, "step": 0, "facts": {"at": when}}
+    assert wire.decode(msgpack.packb(frame, datetime=True))["facts"]["at"] == when.timestamp()
