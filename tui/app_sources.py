@@ -142,6 +142,9 @@ class LiveSource:
         self._status = SourceStatus()
         self._stop = threading.Event()
         self._writer: Any = None
+        from accmon.probe.rank_rules import RankDiagnoser
+
+        self._rank_rules = RankDiagnoser()  # cross-rank alerts: only a viewer of every rank can raise them
         self._thread = threading.Thread(target=self._run, name="accmon-live-source", daemon=True)
 
     def _same_name(self) -> list[registry.RunEntry]:
@@ -215,7 +218,11 @@ class LiveSource:
             n += len(batch)
             if self._writer is not None:
                 self._guard(lambda: self._writer.write([p for _, p in batch]))
-            self._q.push([f for f, _ in batch])
+            frames = [f for f, _ in batch]
+            for f in list(frames):
+                if len(self._clients) > 1 and f["kind"] in ("steps", "end"):
+                    frames += [_alert_frame(f, a) for a in self._rank_rules.observe(f)]
+            self._q.push(frames)
         return n
 
     def _guard(self, fn: Callable[[], Any]) -> None:
@@ -240,6 +247,9 @@ class LiveSource:
             return
         again = [e for e in self.find_again() if e.run_id != self.run_id and e.alive()]
         if again:
+            from accmon.probe.rank_rules import RankDiagnoser
+
+            self._rank_rules = RankDiagnoser()
             self._attach(again)
             self._q.clear()
             self.generation += 1

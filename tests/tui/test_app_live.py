@@ -316,3 +316,19 @@ def test_alerts_update_in_place_and_clear():
             assert table.row_count == 2
             assert "(cleared)" in app.screen_text()
     run(go())
+
+
+def test_light_theme_redraws_every_panel_in_its_palette():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(app, pilot)
+            dark_legend = app.query_one("#chart-loss").rendered().legend
+            await pilot.press("t")
+            await settle(app, pilot)
+            assert not app.current_theme.dark and not app.view().dark
+            light_legend = app.query_one("#chart-loss").rendered().legend
+            assert dark_legend.spans != light_legend.spans  # the series colours changed with the background
+            await pilot.press("t")
+            assert app.current_theme.dark
+    run(go())
