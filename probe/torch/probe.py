@@ -157,6 +157,9 @@ class TorchProbe:
         # Epochs.
         self.epoch = 0
         self.epoch_known = False
+        # Set by framework callbacks (Lightning, HF Trainer) that give epochs with set_epoch(): their loaders
+        # read ahead and run dry a batch before the epoch's last step, so exhaustion would count early.
+        self.epochs_from_framework = False
         self.epoch_start = 0
         self.train_loaders: set[int] = set()
         self.last_iter: weakref.ref | None = None  # weak: a held iterator would keep its worker processes
@@ -791,7 +794,7 @@ class TorchProbe:
         self.last_iter = weakref.ref(it)
 
     def on_exhausted(self, it: Any) -> None:
-        if self.off:
+        if self.off or self.epochs_from_framework:
             return
         try:
             if data.loader_key(it) in self.train_loaders and self.step >= self.epoch_start:

@@ -602,3 +602,21 @@ def test_activation_functions_inside_forward_are_measured_once(rec):
     acts = {k for k in rec.metrics if k.startswith(("act_zero/", "act_sat/"))}
     assert acts == {"act_zero/relu", "act_sat/sigmoid", "act_zero/act", "act_sat/block.1", "act_zero/relu#1"}
     assert rec.series("act_zero/relu") == pytest.approx(expected)
+
+
+def test_framework_given_epochs_override_loader_exhaustion(rec):
+    x, y = blobs(n=96)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = apt.install(rec.run)
+    probe.epochs_from_framework = True  # what the Lightning and HF callbacks set
+    for epoch in range(2):
+        probe.set_epoch(epoch * 10)  # the framework's numbering, whatever the loader does
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    rec.close()
+    assert rec.series("epoch") == [0, 0, 0, 10, 10, 10]
+    assert rec.facts["epoch_steps"] == 3
