@@ -94,7 +94,8 @@ def finish_norms(sums: Sums, cols: Columns) -> None:
         elif what == "wsq" and layer:
             cols.put_where(f"weight_norm/{layer}", np.sqrt(vals), mask)
         elif what == "usq":
-            w = sums.get(f"wsq:{layer}" if layer else "wsq")
+            # Overall: against the weights of the same slice of layers when the step covered a slice only.
+            w = sums.get(f"wsq:{layer}") if layer else (sums.get("wsqs") or sums.get("wsq"))
             if w is None:
                 continue
             with np.errstate(invalid="ignore", divide="ignore"):

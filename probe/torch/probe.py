@@ -673,6 +673,8 @@ class TorchProbe:
             sl = slices[g["cursor"] % len(slices)]
             g["cursor"] += 1
             chosen = [params[i] for i in sl[0]]
+            if sl[2] is not None:
+                row.add(sl[2], Ly.norms(chosen))
             # The weights before the step, copied: ‖Δw‖ needs them after optimizer.step() has changed them.
             snapshot.append((chosen, torch._foreach_mul(chosen, 1.0), sl[1]))
         st.snapshot = snapshot or None
@@ -1017,8 +1019,10 @@ def _loss_args(args: tuple, kwargs: dict) -> tuple[Any, Any]:
     return inp, target
 
 
-def _update_slices(layout: Ly.ParamLayout, params: list[torch.Tensor]) -> list[tuple[list[int], Decoder]]:
-    """Slices of whole layers whose weights fit UPDATE_BYTES together (at least one layer each)."""
+def _update_slices(layout: Ly.ParamLayout, params: list[torch.Tensor]) -> list[tuple[list[int], Decoder, Decoder | None]]:
+    """Slices of whole layers whose weights fit UPDATE_BYTES together (at least one layer each), with the
+    decoders of their update norms and, when a slice is not the whole model, of its own weight norms (the
+    overall update_ratio of a step is then the slice's: an estimate from the layers it covers)."""
     by_layer: dict[int, list[int]] = {}
     for i, li in enumerate(layout.index.tolist()):
         by_layer.setdefault(li, []).append(i)
@@ -1032,11 +1036,11 @@ def _update_slices(layout: Ly.ParamLayout, params: list[torch.Tensor]) -> list[t
             size = 0
         slices[-1].extend(idx)
         size += nbytes
-    out: list[tuple[list[int], Decoder]] = []
+    out: list[tuple[list[int], Decoder, Decoder | None]] = []
     whole = len(slices) == 1
     for sl in slices:
         sub = Ly.ParamLayout([layout.layers[layout.index[i]] for i in sl])
-        out.append((sl, Ly.NormDecoder(sub, "usq", total=whole)))
+        out.append((sl, Ly.NormDecoder(sub, "usq"), None if whole else Ly.NormDecoder(sub, "wsqs")))
     return out
 
 

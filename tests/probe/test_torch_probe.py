@@ -620,3 +620,23 @@ def test_framework_given_epochs_override_loader_exhaustion(rec):
     rec.close()
     assert rec.series("epoch") == [0, 0, 0, 10, 10, 10]
     assert rec.facts["epoch_steps"] == 3
+
+
+def test_update_ratio_of_a_model_larger_than_the_copy_budget_goes_round_robin(rec, monkeypatch):
+    from accmon.probe.torch import probe as P
+
+    monkeypatch.setattr(P, "UPDATE_BYTES", 4300)  # room for the 32x32 layer (4224 bytes), not for two layers
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = blobs()
+    apt.install(rec.run, every=1)
+    for i in range(0, 192, 32):
+        opt.zero_grad()
+        F.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
+        opt.step()
+    rec.close()
+    assert sorted(rec.metrics["update_ratio/0"]) == [0, 3]  # three slices, one per step, in turn
+    assert sorted(rec.metrics["update_ratio/2"]) == [1, 4]
+    assert sorted(rec.metrics["update_ratio/4"]) == [2, 5]
+    assert len(rec.metrics["update_ratio"]) == 6 and all(0 < v < 1 for v in rec.series("update_ratio"))
