@@ -322,10 +322,17 @@ class AccmonApp(App[int]):
         if self.replay and self.playing:
             self._advance(dt)
         self._sync(changes)
+        self._first_drawn()
+
+    def _first_drawn(self) -> None:
+        event = getattr(self.source, "first_drawn", None)
+        if event is not None and not event.is_set() and self.store.last_step() is not None:
+            self.call_after_refresh(event.set)  # after this frame is on the screen
 
     def sync_now(self, budget: float | None = None) -> None:
         """Ingest what is queued (everything, or for `budget` seconds) and redraw, now: the first frame, tests."""
         self._sync(self._ingest(budget), force=True)
+        self._first_drawn()
 
     def _ingest(self, budget: float | None) -> Changes:
         total = Changes()

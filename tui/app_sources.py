@@ -19,8 +19,9 @@ from typing import Any, Callable, Protocol
 from accmon.probe import registry, wire
 
 DISCOVER_S = 1.0  # how often a live source looks for ranks that registered late, or a restarted run
-REPLAY_QUEUE_FRAMES = 4096  # frames read ahead of the app; the reader waits beyond this (bounded memory)
+REPLAY_QUEUE_FRAMES = 64  # frames read ahead of the app: bounded memory, and no CPU spent far ahead of the screen
 REPLAY_BATCH = 64
+FIRST_SCREEN_WAIT_S = 3.0  # the reader goes on after this even if no app ever says it drew
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,9 @@ class ReplaySource:
         self.final_alerts: list[dict[str, Any]] | None = None
         self._status = SourceStatus(state="replay", message="reading…", rules="running" if rerun_rules else "")
         self._stop = threading.Event()
+        # Set by the app once its first screen with data is drawn; the reader waits for it after the first
+        # frames, so the file's decoding does not compete with the app's start-up for the same core.
+        self.first_drawn = threading.Event()
         self._proc: subprocess.Popen | None = None
         self._thread = threading.Thread(target=self._run, name="accmon-replay-reader", daemon=True)
         self._rules_thread = threading.Thread(target=self._rules, name="accmon-replay-rules", daemon=True)
@@ -345,14 +349,17 @@ class ReplaySource:
 
     def _run(self) -> None:
         batch: list[dict[str, Any]] = []
+        size = 4  # the first few frames at once: the first screen needs only them
         try:
             for frame in self.reader.frames():
                 if self._stop.is_set():
                     return
                 batch.append(frame)
-                if len(batch) >= REPLAY_BATCH:
+                if len(batch) >= size:
                     self._push(batch)
-                    batch = []
+                    if size != REPLAY_BATCH:
+                        self.first_drawn.wait(FIRST_SCREEN_WAIT_S)
+                    batch, size = [], REPLAY_BATCH
             self._push(batch)
             problems = tuple(str(p) for p in self.reader.problems)
             self._set(loaded=True, truncated=self.reader.truncated, problems=problems, message=None)
