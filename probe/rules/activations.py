@@ -26,8 +26,10 @@ class DeadRelu(Rule):
            "LeakyReLU or GELU; put BatchNorm before the ReLU; check that the inputs are normalised")
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        if st.broken:
+        if st.broken or st.explained_by_lr:
             return []
+        if not h.in_trouble:
+            return [ended("dead_relu")]
         fr = fractions(st, "act_zero", h.now)
         if not fr:
             return []
@@ -58,8 +60,10 @@ class SigmoidSaturation(Rule):
            "rate if saturation grows as training goes on")
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        if st.broken:
+        if st.broken or st.explained_by_lr:
             return []
+        if not h.in_trouble:
+            return [ended("sigmoid_saturation")]
         fr = fractions(st, "act_sat", h.now)
         if not fr:
             return []

@@ -1,5 +1,6 @@
-"""Every rule, in evaluation order: causes before the symptoms that consult them (dead_relu before
-vanishing_gradients, label_issue before loss_task_mismatch, single_class_prediction before class_imbalance)."""
+"""Every rule, in evaluation order: causes before the symptoms that consult them (lr_too_high before the
+dead ReLUs and exploding gradients it makes, dead_relu before vanishing_gradients and lr_too_low,
+label_issue before loss_task_mismatch, single_class_prediction before class_imbalance)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from .validation import ValidationCurve
 
 RULES: tuple[type[Rule], ...] = (
     NanLoss, WeightsNotUpdating, NoInputVariance, UnnormalizedInput, LabelIssue, LossTaskMismatch, DoubleSoftmax,
-    OutputActivationMismatch, UnshuffledData, DeadRelu, SigmoidSaturation, VanishingGradients, ExplodingGradients,
-    LrTooHigh, LrTooLow, AccuracyStuck, SingleClassPrediction, ClassImbalance, ValidationCurve,
+    OutputActivationMismatch, UnshuffledData, LrTooHigh, DeadRelu, SigmoidSaturation, VanishingGradients,
+    ExplodingGradients, LrTooLow, AccuracyStuck, SingleClassPrediction, ClassImbalance, ValidationCurve,
 )
 
 ALERT_IDS: tuple[str, ...] = tuple(i for rule in RULES for i in rule.ids)

@@ -32,8 +32,10 @@ class ExplodingGradients(Rule):
            "lower the learning rate; add normalisation (BatchNorm/LayerNorm) between layers")
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        if st.broken:
+        if st.broken or st.explained_by_lr:
             return []
+        if not h.in_trouble:
+            return [ended("exploding_gradients")]
         norms = layer_norms(st, h.now)
         ratio = None
         live = [(k, v) for k, v in norms.items() if v > 0]
@@ -78,8 +80,10 @@ class VanishingGradients(Rule):
            "BatchNorm/LayerNorm or residual connections; or use fewer layers")
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        if st.broken:
+        if st.broken or st.explained_by_lr:
             return []
+        if not h.in_trouble:
+            return [ended("vanishing_gradients")]
         norms = layer_norms(st, h.now)
         live = [k for k, v in norms.items() if v > 0]
         if len(norms) < 2 or not live:

@@ -47,23 +47,27 @@ class Health:
     acc_start: float | None = None
     acc_now: float | None = None
     acc_chance: float | None = None  # accuracy of always answering the majority class
+    val_acc_now: float | None = None  # mean of the last two validation accuracies
+    loss_early: float | None = None  # median of the first three losses: the level before any divergence
     warming_up: bool = False  # the learning rate is still rising
     not_learning: bool = False
     worse_than_chance: bool = False
     at_chance: bool = False
+    val_at_chance: bool = False  # validation accuracy at chance (training accuracy may be memorising)
     diverging: bool = False
+    batch: int = 32  # samples per step, for the noise of a mean accuracy
     reasons: list[str] = field(default_factory=list)
     # The smoothed training loss at an earlier step (from the evaluations so far), for comparisons over time.
     loss_near: Callable[[int], float | None] | None = None
 
     @property
     def in_trouble(self) -> bool:
-        return self.not_learning or self.worse_than_chance or self.at_chance or self.diverging
+        return self.not_learning or self.worse_than_chance or self.at_chance or self.val_at_chance or self.diverging
 
     @property
     def stuck(self) -> bool:
         """Not moving (as opposed to moving the wrong way)."""
-        return self.not_learning or self.at_chance
+        return self.not_learning or self.at_chance or self.val_at_chance
 
     def why(self) -> str:
         return "; ".join(self.reasons)
@@ -96,11 +100,15 @@ class HealthTracker:
         else:
             window, patience = WINDOW_DEFAULT, PATIENCE_DEFAULT
         h = Health(now=now, seen=st.seen(now), window=window, patience=patience, loss_near=self.loss_near)
+        batch = st.facts.get("batch_size")
+        if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+            h.batch = batch
         self._loss(st, h)
         self._accuracy(st, h)
         self._warmup(st, h)
         self._verdicts(h)
-        self.was = {"not_learning": h.not_learning, "worse_than_chance": h.worse_than_chance, "at_chance": h.at_chance}
+        self.was = {"not_learning": h.not_learning, "worse_than_chance": h.worse_than_chance, "at_chance": h.at_chance,
+                    "val_at_chance": h.val_at_chance}
         return h
 
     def _loss(self, st: RunState, h: Health) -> None:
@@ -115,6 +123,7 @@ class HealthTracker:
         first = [(s, v) for s, v in st.first["loss"] if s <= h.now]
         if first:
             h.loss_start = median([v for _, v in first])
+            h.loss_early = median([v for _, v in first[:3]])
             h.loss_windows_apart = int(steps[0]) > first[-1][0]
         if len(finite) >= min(h.window, 4):
             h.loss_now = array_median(finite)
@@ -137,6 +146,12 @@ class HealthTracker:
         if start:
             h.acc_start = float(np.mean(start))
         h.acc_chance = chance_accuracy(st)
+        val = st.col("val_acc")
+        if val is not None:
+            v = val.last(h.now, 2)[1]
+            v = v[np.isfinite(v)]
+            if len(v) == 2:
+                h.val_acc_now = float(v.sum()) / 2
 
     def _warmup(self, st: RunState, h: Health) -> None:
         lr = st.col("lr")
@@ -152,10 +167,12 @@ class HealthTracker:
         if h.loss_nonfinite:
             h.diverging = True
             h.reasons.append("the loss is NaN/Inf")
-        elif h.loss_best is not None and now is not None and h.seen >= 2 * h.window and h.loss_best > 0 \
-                and now > DIVERGE_FACTOR * h.loss_best:
-            h.diverging = True
-            h.reasons.append(f"the loss rose from {h.loss_best:.4g} to {now:.4g}")
+        elif now is not None:
+            # Against the best smoothed loss so far, or against the first steps for a loss that explodes at once.
+            refs = [r for r in (h.loss_best if h.seen >= 2 * h.window else None, h.loss_early) if r is not None and r > 0]
+            if refs and h.seen >= START_STEPS and now > DIVERGE_FACTOR * min(refs):
+                h.diverging = True
+                h.reasons.append(f"the loss rose from {min(refs):.4g} to {now:.4g}")
         # Thresholds to leave a verdict sit beyond those to enter it (hysteresis).
         ease = 1.5
         if h.seen >= h.patience and start is not None and now is not None and not h.warming_up \
@@ -170,10 +187,15 @@ class HealthTracker:
                 h.worse_than_chance = True
                 h.reasons.append(f"the loss ({now:.4g}) is above that of a model that ignores its inputs ({h.chance_loss:.4g})")
         if h.acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
-            margin = CHANCE_ACC_MARGIN * (ease if self.was.get("at_chance") else 1.0)
-            if h.acc_now <= h.acc_chance + margin * (1 - h.acc_chance):
+            margin = chance_margin(h.acc_chance, h.batch * h.window) * (ease if self.was.get("at_chance") else 1.0)
+            if h.acc_now <= h.acc_chance + margin:
                 h.at_chance = True
                 h.reasons.append(f"accuracy ({h.acc_now:.3f}) is at chance ({h.acc_chance:.3f}) after {h.seen} steps")
+        if h.val_acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
+            margin = chance_margin(h.acc_chance, h.batch * 4) * (ease if self.was.get("val_at_chance") else 1.0)
+            if h.val_acc_now <= h.acc_chance + margin:
+                h.val_at_chance = True
+                h.reasons.append(f"validation accuracy ({h.val_acc_now:.3f}) is at chance ({h.acc_chance:.3f})")
 
     def loss_near(self, step: int) -> float | None:
         """The smoothed training loss at the evaluation nearest before `step`."""
@@ -183,6 +205,14 @@ class HealthTracker:
                 break
             best = v
         return best if best is not None else (self.trace[0][1] if self.trace else None)
+
+
+def chance_margin(chance: float, samples: int) -> float:
+    """How far above chance accuracy must be to count as learning: 10% of the way to perfect, or twice the
+    standard error of an accuracy measured on `samples` predictions at chance, whichever is larger (with a
+    97% majority class, 10% of the way is 0.3 points, below the noise of a mean over tens of batches)."""
+    se = math.sqrt(max(chance * (1 - chance), 0.0) / max(samples, 1))
+    return max(CHANCE_ACC_MARGIN * (1 - chance), 2 * se)
 
 
 def chance_loss(st: RunState) -> float | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
+
 from .base import Finding, Rule, ended, num
 from .health import Health
 from .state import RunState
@@ -21,6 +23,16 @@ def update_ratios(st: RunState, now: int) -> tuple[float | None, dict[str, float
     overall = st.recent("update_ratio", now, SAMPLES)
     layers = {layer: m for layer, (m, _, _) in st.layer_recent("update_ratio", now, SAMPLES).items()}
     return (overall[0] if overall else None), layers
+
+
+def _peak(st: RunState, now: int, k: int = 10) -> float | None:
+    """Largest finite overall update ratio among the last `k` samples."""
+    s = st.col("update_ratio")
+    if s is None:
+        return None
+    v = s.last(now, k)[1]
+    v = v[np.isfinite(v)]
+    return float(v.max()) if len(v) else None
 
 
 def current_lr(st: RunState, now: int) -> float | None:
@@ -44,8 +56,17 @@ class LrTooHigh(Rule):
     ids = ("lr_too_high",)
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if not (h.diverging or h.stuck):
+            # The rate does not fix itself: the alert holds until the loss is back below where it started.
+            recovered = h.loss_now is not None and h.loss_early is not None and h.loss_now < h.loss_early
+            return [ended("lr_too_high")] if recovered or not st.is_active("lr_too_high") else []
         overall, layers = update_ratios(st, h.now)
         ratio = overall if overall is not None else (max(layers.values()) if layers else None)
+        if h.diverging:
+            # A diverging run often ends with dead layers that no longer move: the steps that broke it were
+            # the large ones just before.
+            peak = _peak(st, h.now)
+            ratio = peak if peak is not None else ratio
         high = ratio is not None and ratio >= LR_HIGH_RATIO
         # A diverging loss with no update data to say otherwise is still most often the learning rate.
         active = (h.diverging and (high or ratio is None)) or (h.stuck and high)
@@ -75,6 +96,8 @@ class LrTooLow(Rule):
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         if st.broken:
             return []
+        if not h.stuck or h.warming_up:
+            return [ended("lr_too_low")]
         overall, layers = update_ratios(st, h.now)
         # The layer that moves most: a dead or vanished layer elsewhere must not make the rate look low.
         top = max(layers.values()) if layers else overall

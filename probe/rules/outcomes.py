@@ -7,9 +7,9 @@ from typing import Iterable
 import numpy as np
 
 from .base import Finding, Rule, ended
-from .health import Health
+from .health import Health, chance_margin
 from .state import RunState
-from .thresholds import CHANCE_ACC_MARGIN, FLAT_ACC_DELTA, SINGLE_CLASS_FRACTION, SKEWED_MAJORITY, ZERO_ACC
+from .thresholds import FLAT_ACC_DELTA, FLAT_ACC_LOW, SINGLE_CLASS_FRACTION, SKEWED_MAJORITY, ZERO_ACC
 
 ID = "accuracy_stuck"
 FIXES = {
@@ -30,35 +30,49 @@ class AccuracyStuck(Rule):
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         if st.broken:
             return []
-        acc, chance = h.acc_now, h.acc_chance
-        if acc is None or h.seen < h.patience:
-            return []
+        chance = h.acc_chance
+        if h.seen < h.patience or (h.acc_now is None and h.val_acc_now is None) or st.is_active("unshuffled_data"):
+            return []  # on one-class batches (and a split of sorted data) accuracy says nothing more
         causes = st.active.get(ID, set())
-        cause = None
         zero_bar = min(ZERO_ACC, chance / 4) if chance else ZERO_ACC
-        if acc <= zero_bar:
-            cause = "zero"
-        elif chance is not None:
-            margin = CHANCE_ACC_MARGIN * (1 - chance) * (1.5 if "chance" in causes else 1.0)
-            if acc <= chance + margin:
-                cause = "chance"
-        if cause is None and h.acc_start is not None and abs(acc - h.acc_start) < FLAT_ACC_DELTA and h.not_learning:
+        margin = chance_margin(chance, h.batch * h.window) * (1.5 if "chance" in causes else 1.0) if chance is not None else 0
+
+        def verdict(acc: float | None) -> str | None:
+            if acc is None:
+                return None
+            if acc <= zero_bar:
+                return "zero"
+            if chance is not None and acc <= chance + margin:
+                return "chance"
+            return None
+
+        cause, which, acc = verdict(h.acc_now), "accuracy", h.acc_now
+        # Flat: low (under halfway from chance to perfect) and not moving, with a loss that does not move either.
+        # A pretrained model fine-tuned at a high accuracy is flat too, and fine.
+        low = chance is not None and h.acc_now is not None and h.acc_now <= chance + FLAT_ACC_LOW * (1 - chance)
+        if cause is None and low and h.acc_start is not None \
+                and abs(h.acc_now - h.acc_start) < FLAT_ACC_DELTA and h.not_learning:
             cause = "flat"
+        if cause is None and verdict(h.val_acc_now) is not None:
+            # Training accuracy can rise by memorising (labels that do not match the inputs); validation cannot.
+            cause, which, acc = verdict(h.val_acc_now), "validation accuracy", h.val_acc_now
         out = [ended(ID, c) for c in ("zero", "chance", "flat") if c != cause]
-        if cause is None:
+        if cause is None or acc is None:
             return out
         k = st.num_classes
+        train = f" (training accuracy {h.acc_now:.1%})" if which != "accuracy" and h.acc_now is not None else ""
         if cause == "zero":
-            message = f"accuracy is {acc:.1%} after {h.seen} steps: predictions never match the targets"
+            message = f"{which} is {acc:.1%} after {h.seen} steps{train}: predictions never match the targets"
         elif cause == "chance":
             balanced = k and chance < 1.5 / k
             what = f"guessing among {k} classes" if balanced else "always answering the majority class"
-            message = (f"accuracy is stuck at chance: {acc:.1%} after {h.seen} steps, no better than {what} "
+            message = (f"{which} is stuck at chance: {acc:.1%} after {h.seen} steps{train}, no better than {what} "
                        f"({chance:.1%})")
         else:
             message = f"accuracy has not moved in {h.seen} steps: {h.acc_start:.1%} at the start, {acc:.1%} now"
-        evidence = {"acc_now": acc, "acc_start": h.acc_start, "chance": chance, "num_classes": k, "steps": h.seen,
-                    "loss_start": h.loss_start, "loss_now": h.loss_now}
+        evidence = {"acc_now": h.acc_now, "val_acc_now": h.val_acc_now, "acc_start": h.acc_start, "chance": chance,
+                    "num_classes": k, "steps": h.seen, "loss_start": h.loss_start, "loss_now": h.loss_now,
+                    "judged_on": which}
         out.append(Finding(ID, True, cause, "warning", message, evidence, FIXES[cause], score=1.0))
         return out
 
@@ -69,7 +83,7 @@ class SingleClassPrediction(Rule):
            "data weight the loss or resample; check the last layer has one output per class and the loss fits the task")
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        if st.broken:
+        if st.broken or st.is_active("unshuffled_data"):
             return []
         # Untrained models often answer one class for their first batches: only a model that stays there
         # (accuracy still at chance after the patience) has collapsed.
@@ -78,7 +92,9 @@ class SingleClassPrediction(Rule):
             return [ended("single_class_prediction")] if h.seen >= h.patience else []
         shares = st.class_shares()
         majority = float(shares.max()) if shares is not None else (h.acc_chance or 0.0)
-        bar = max(SINGLE_CLASS_FRACTION, majority + 0.5 * (1 - majority))
+        # With accuracy already no better than the majority's share, a top class taking that share (or 95%)
+        # of the answers is a collapse onto it.
+        bar = max(SINGLE_CLASS_FRACTION, majority)
         direct = self._measured(st, h)
         # Predictions are sampled sparsely. An old look still describes a model whose loss has not moved since.
         if direct is not None and (direct[1] >= h.now - h.window or h.not_learning):

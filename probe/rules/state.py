@@ -221,6 +221,12 @@ class RunState:
         return bool(causes) and (cause is None or cause in causes)
 
     @property
+    def explained_by_lr(self) -> bool:
+        """A learning rate too high for the model is diverging it: dead units and huge gradients are what it does,
+        and lowering the rate is the fix to try first. Layer rules hold their verdicts meanwhile."""
+        return self.is_active("lr_too_high")
+
+    @property
     def broken(self) -> bool:
         """The loss or the gradients went NaN/Inf: the weights are likely ruined and statistics taken since say
         nothing new. Rules that read them hold their verdicts (raise nothing, clear nothing) until it passes."""

@@ -133,6 +133,9 @@ CLASS_ID_MAX_VALUES = 1000
 ZERO_ACC = 0.01
 # Flat: accuracy moved less than this since the start. AUTOTRAINER's delta (0.01) for slow convergence.
 FLAT_ACC_DELTA = 0.01
+# ... only for an accuracy under halfway from chance to perfect (own: a model fine-tuned from a good start is
+# flat at a high accuracy, and healthy).
+FLAT_ACC_LOW = 0.5
 
 # ---- validation --------------------------------------------------------------------------------------
 # Overfitting: validation loss this fraction above its best, in the last two evaluations, while the training
