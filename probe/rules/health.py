@@ -49,6 +49,7 @@ class Health:
     acc_chance: float | None = None  # accuracy of always answering the majority class
     val_acc_now: float | None = None  # mean of the last two validation accuracies
     loss_early: float | None = None  # median of the first three losses: the level before any divergence
+    loss_first: float | None = None  # the lowest of the first three: back below it, a diverged run has recovered
     warming_up: bool = False  # the learning rate is still rising
     not_learning: bool = False
     worse_than_chance: bool = False
@@ -124,6 +125,7 @@ class HealthTracker:
         if first:
             h.loss_start = median([v for _, v in first])
             h.loss_early = median([v for _, v in first[:3]])
+            h.loss_first = min(v for _, v in first[:3])
             h.loss_windows_apart = int(steps[0]) > first[-1][0]
         if len(finite) >= min(h.window, 4):
             h.loss_now = array_median(finite)

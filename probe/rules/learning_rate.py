@@ -58,7 +58,7 @@ class LrTooHigh(Rule):
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         if not (h.diverging or h.stuck):
             # The rate does not fix itself: the alert holds until the loss is back below where it started.
-            recovered = h.loss_now is not None and h.loss_early is not None and h.loss_now < h.loss_early
+            recovered = h.loss_now is not None and h.loss_first is not None and h.loss_now < h.loss_first
             return [ended("lr_too_high")] if recovered or not st.is_active("lr_too_high") else []
         overall, layers = update_ratios(st, h.now)
         ratio = overall if overall is not None else (max(layers.values()) if layers else None)
@@ -71,6 +71,8 @@ class LrTooHigh(Rule):
         # A diverging loss with no update data to say otherwise is still most often the learning rate.
         active = (h.diverging and (high or ratio is None)) or (h.stuck and high)
         if not active:
+            if st.broken:
+                return []  # NaN weights: what they do now says nothing about the rate that broke them
             return [ended("lr_too_high")] if (ratio is not None or st.col("loss") is not None) else []
         lr = current_lr(st, h.now)
         evidence = {"lr": lr, "optimizer": optimizer_kind(st), "update_ratio": ratio,

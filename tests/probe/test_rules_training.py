@@ -311,3 +311,44 @@ def test_a_run_that_never_learned_is_stuck_not_on_a_plateau():
 
 def test_a_validation_loss_still_improving_is_no_plateau():
     assert "val_loss_stagnating" not in run(Sim(steps=1500, epoch_steps=50, tau=200))[0]
+
+
+def test_a_rate_that_blows_the_loss_up_at_once_and_kills_the_relus():
+    # The lr=3 demo: the loss explodes in its first steps, the ReLUs die, updates stop, then the loss goes NaN.
+    def loss(s, v):
+        return 1.4 * 10 ** min(s, 12) if s < 12 else (1.4 if s < 40 else math.nan)
+
+    def ratio(s, v):
+        return None if v is None else (0.5 * 10 ** min(s, 6) if s < 10 else 0.0)
+
+    sim = Sim(steps=200, lr=3.0, overrides={"loss": loss, "update_ratio": ratio, "lr": lambda s, v: 3.0,
+                                            "act_zero/1": lambda s, v: None if v is None else (0.97 if s > 4 else v),
+                                            "acc": lambda s, v: 0.25})
+    found, alerts = run(sim)
+    a = found["lr_too_high"]
+    assert a["step"] <= 16 and a["evidence"]["update_ratio"] >= 0.1
+    assert "nan_loss" in found and "dead_relu" not in found
+    assert only(alerts, "lr_too_high")["state"] == "active"  # dead layers that stopped moving do not clear it
+
+
+def test_labels_memorised_not_learned_show_in_validation_accuracy():
+    # Random labels: training accuracy creeps up by memorising, validation accuracy stays at chance.
+    sim = Sim(steps=300, overrides={"acc": lambda s, v: 0.25 + 0.3 * s / 300, "loss": lambda s, v: CHANCE * (1 - 0.2 * s / 300),
+                                    "val_acc": lambda s, v: None if v is None else 0.24,
+                                    "val_loss": lambda s, v: None if v is None else CHANCE * 1.05})
+    a = run(sim)[0]["accuracy_stuck/chance"]
+    assert a["message"].startswith("validation accuracy is stuck at chance") and a["evidence"]["judged_on"] == "validation accuracy"
+
+
+def test_at_chance_on_skewed_classes_does_not_flicker_with_batch_noise():
+    # 97.5% majority: 10% of the way to perfect is 0.25 points, less than the noise of a mean over 13 batches.
+    import random
+
+    rng = random.Random(3)
+    sim = Sim(classes=2, task="binary", loss_kind="BCEWithLogitsLoss", class_shares=(0.975, 0.025), steps=600,
+              epoch_steps=26, overrides={"acc": lambda s, v: sum(rng.random() < 0.975 for _ in range(64)) / 64,
+                                         "loss": lambda s, v: 0.12 * (1 + 0.1 * math.sin(s)),
+                                         "pred_top_frac": lambda s, v: None if v is None else 1.0})
+    _, changed = feed(sim.frames())
+    states = [(a["id"], a["state"]) for a in changed if a["id"] in ("accuracy_stuck", "single_class_prediction")]
+    assert states.count(("single_class_prediction", "active")) == 1 and ("single_class_prediction", "cleared") not in states
