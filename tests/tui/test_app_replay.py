@@ -212,3 +212,20 @@ def test_replay_csv_key_exports_the_recorded_values(recording, tmp_path):
         rows = out.read_text().splitlines()
         assert rows[0].split(",")[:3] == ["rank", "step", "time"] and len(rows) == 1501
     run(go())
+
+
+def test_the_rules_child_streams_alerts_then_the_final_diagnosis(tmp_path):
+    import io
+
+    import msgpack
+
+    from accmon.tui.replay import main as rules_main
+
+    path = write_recording(tmp_path / "nan.accmon", run_frames(1500, nan_at=1200, alerts=True))
+    out = io.BytesIO()
+    assert rules_main([path], out) == 0
+    messages = list(msgpack.Unpacker(io.BytesIO(out.getvalue()), raw=False, strict_map_key=False))
+    streamed = [m["alert"]["id"] for m in messages if "alert" in m]
+    final = messages[-1]["final"]
+    assert "nan_loss" in streamed and "nan_loss" in {a["id"] for a in final}
+    assert "vanishing_gradients" not in {a["id"] for a in final}  # the recorded (fixture) alerts are not today's
