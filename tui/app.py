@@ -522,7 +522,7 @@ class AccmonApp(App[int]):
             state = status
         elif st.state == "gone":
             state = "crashed"
-            note = "the run's process is gone without an end frame (killed?)"
+            note = st.message or "the run's process is gone without an end frame (killed?)"
         elif st.state == "ended":
             state = "finished"
         else:
