@@ -75,10 +75,14 @@ class RankDiagnoser:
         return list(self._alerts.values())
 
     def finish(self) -> list[dict[str, Any]]:
-        """At the end of a recording: a rank with no end frame, while another rank ended, stopped early."""
-        if len(self.ranks) < 2 or not any(s.ended for s in self.ranks.values()):
+        """At the end of a recording: a rank with no end frame, while another rank ended, stopped early. When
+        none ended (a launcher such as torchrun kills the others once one dies), the first to fall silent did."""
+        if len(self.ranks) < 2:
             return []
-        return [a for rank, s in self.ranks.items() if s.ended is None for a in self._stopped_alert(rank, True)]
+        silent = [r for r, s in self.ranks.items() if s.ended is None]
+        if len(silent) == len(self.ranks):
+            silent = [min(silent, key=lambda r: self.ranks[r].last_time or 0.0)]
+        return [a for rank in silent for a in self._stopped_alert(rank, True)]
 
     # -- rules --------------------------------------------------------------------------------------------
     def _straggler(self) -> list[dict[str, Any]]:

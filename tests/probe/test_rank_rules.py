@@ -71,3 +71,10 @@ def test_at_the_end_of_a_recording_a_rank_without_an_end_stopped():
              wire.envelope("end", "r", 0, 2, 99, status="finished", error=None)])
     (alert,) = d.finish()
     assert alert["id"] == "rank_stopped" and alert["rank"] == 1
+
+
+def test_when_no_rank_ended_the_first_to_fall_silent_stopped():
+    d = RankDiagnoser()
+    feed(d, [stream(0, 0, 100, 0.01, 1.0, 1), stream(1, 0, 40, 0.01, 1.0, 1)])  # rank 1's last frame is earlier
+    (alert,) = d.finish()
+    assert alert["id"] == "rank_stopped" and alert["rank"] == 1
