@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from . import losses as L
-from .series import array_median, median
+from .series import median
 from .state import RunState
 from .thresholds import (CHANCE_ACC_MARGIN, CHANCE_LOSS_FACTOR, DIVERGE_FACTOR, MIN_PROGRESS, PATIENCE_DEFAULT,
                          PATIENCE_EPOCHS, PATIENCE_MAX, PATIENCE_MIN, START_STEPS, WINDOW_DEFAULT, WINDOW_MAX,
@@ -92,6 +92,9 @@ class HealthTracker:
         # The verdicts of the previous evaluation: a verdict, once given, needs clear evidence to be withdrawn,
         # so that a curve hovering at a threshold does not raise and clear alerts in turn.
         self.was: dict[str, bool] = {}
+        self._starts: dict[str, tuple[float, float, float, int]] = {}
+        self._chance_key: tuple[int, float] | None = None
+        self._chance_val: tuple[float | None, float | None] = (None, None)
 
     def at(self, st: RunState, now: int) -> Health:
         epoch = st.epoch_steps
@@ -116,51 +119,72 @@ class HealthTracker:
         series = st.col("loss")
         if series is None:
             return
-        steps, recent = series.last(h.now, h.window)
-        if not len(recent):
+        first_step, recent = series.window(h.now, h.window)
+        if not recent:
             return
-        finite = recent[np.isfinite(recent)]
+        finite = recent if all(map(math.isfinite, recent)) else [v for v in recent if math.isfinite(v)]
         h.loss_nonfinite = len(finite) < len(recent)
-        first = [(s, v) for s, v in st.first["loss"] if s <= h.now]
-        if first:
-            h.loss_start = median([v for _, v in first])
-            h.loss_early = median([v for _, v in first[:3]])
-            h.loss_first = min(v for _, v in first[:3])
-            h.loss_windows_apart = int(steps[0]) > first[-1][0]
+        start = self._start(st, "loss", h.now)
+        if start is not None:
+            h.loss_start, h.loss_early, h.loss_first, last_start_step = start
+            h.loss_windows_apart = first_step > last_start_step
         if len(finite) >= min(h.window, 4):
-            h.loss_now = array_median(finite)
+            h.loss_now = median(finite)
             if h.seen >= h.window:
                 self.loss_best = h.loss_now if self.loss_best is None else min(self.loss_best, h.loss_now)
                 if not self.trace or self.trace[-1][0] < h.now:
                     self.trace.append((h.now, h.loss_now))
         h.loss_best = self.loss_best
-        h.chance_loss = chance_loss(st)
+        h.chance_loss = self._chance(st)[0]
+
+    def _start(self, st: RunState, name: str, now: int) -> tuple[float, float, float, int] | None:
+        """(median of the first values, median of the first three, lowest of the first three, step of the last
+        of them), for the first values at or before `now`; cached once all of them are in."""
+        cached = self._starts.get(name)
+        if cached is not None:
+            return cached
+        first = [(s, v) for s, v in st.first[name] if s <= now]
+        if not first:
+            return None
+        vals = [v for _, v in first]
+        out = (median(vals), median(vals[:3]), min(vals[:3]), first[-1][0])
+        if len(first) == START_STEPS:
+            self._starts[name] = out
+        return out
+
+    def _chance(self, st: RunState) -> tuple[float | None, float | None]:
+        """(chance-level loss, chance accuracy), recomputed only when facts or class counts change."""
+        key = (st.facts_version, st.hist_samples())
+        if self._chance_key != key:
+            self._chance_key, self._chance_val = key, (chance_loss(st), chance_accuracy(st))
+        return self._chance_val
 
     def _accuracy(self, st: RunState, h: Health) -> None:
         series = st.col("acc")
         if series is None:
             return
-        recent = series.last(h.now, h.window)[1]
-        recent = recent[np.isfinite(recent)]
+        recent = series.window(h.now, h.window)[1]
+        if not all(map(math.isfinite, recent)):
+            recent = [v for v in recent if math.isfinite(v)]
         if len(recent) >= min(h.window, 4):
-            h.acc_now = float(recent.sum()) / len(recent)
-        start = [v for s, v in st.first["acc"] if s <= h.now]
-        if start:
-            h.acc_start = float(np.mean(start))
-        h.acc_chance = chance_accuracy(st)
+            h.acc_now = sum(recent) / len(recent)
+        start = self._start(st, "acc", h.now)
+        if start is not None:
+            first = [v for s, v in st.first["acc"] if s <= h.now]
+            h.acc_start = sum(first) / len(first)
+        h.acc_chance = self._chance(st)[1]
         val = st.col("val_acc")
         if val is not None:
-            v = val.last(h.now, 2)[1]
-            v = v[np.isfinite(v)]
+            v = [x for x in val.window(h.now, 2)[1] if math.isfinite(x)]
             if len(v) == 2:
-                h.val_acc_now = float(v.sum()) / 2
+                h.val_acc_now = (v[0] + v[1]) / 2
 
     def _warmup(self, st: RunState, h: Health) -> None:
         lr = st.col("lr")
         if lr is None:
             return
-        recent = lr.last(h.now, h.window)[1]
-        if len(recent) >= 2 and recent[0] > 0 and recent[-1] > recent[0] * 1.05:
+        first, last = lr.ends(h.now, h.window)
+        if first is not None and last is not None and first > 0 and last > first * 1.05:
             h.warming_up = True
 
     def _verdicts(self, h: Health) -> None:

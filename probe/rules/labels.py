@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from . import losses as L
 from .base import Finding, Rule, ended, num
 from .health import Health
-from .series import array_median
+from .series import median
 from .state import RunState
 from .thresholds import (IMBALANCE_MAJORITY_WARN, IMBALANCE_MIN_PER_CLASS, IMBALANCE_RATIO, UNSHUFFLED_EXCESS,
                          UNSHUFFLED_MIN_SAMPLES)
@@ -156,9 +157,8 @@ class UnshuffledData(Rule):
         top = st.col("batch_top_frac")
         if top is None:
             return []
-        steps, v = top.last(h.now, 16)
-        ok = np.isfinite(v)
-        if ok.sum() < UNSHUFFLED_MIN_SAMPLES:
+        v = [x for x in top.window(h.now, 16)[1] if math.isfinite(x)]
+        if len(v) < UNSHUFFLED_MIN_SAMPLES:
             return []
         batch = st.facts.get("batch_size")
         if isinstance(batch, int) and batch < 8:
@@ -166,13 +166,13 @@ class UnshuffledData(Rule):
         shares = st.class_shares()
         k = st.num_classes
         majority = float(shares.max()) if shares is not None else (1.0 / k if k else 0.5)
-        typical = array_median(v[ok])
+        typical = median(v)
         was = st.is_active("unshuffled_data")
         bar = majority + UNSHUFFLED_EXCESS * (1 - majority)
         if typical < bar - (0.1 * (1 - majority) if was else 0.0):
             return [ended("unshuffled_data")]
         evidence: dict[str, object] = {"typical_top_class_share": typical, "data_majority_share": majority,
-                                       "batches_sampled": int(ok.sum()), "shuffled": st.facts.get("shuffled")}
+                                       "batches_sampled": len(v), "shuffled": st.facts.get("shuffled")}
         runs = ""
         cls = st.col("batch_top_class")
         if cls is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import numpy as np
@@ -46,12 +47,13 @@ class NanLoss(Rule):
             return []
         # Validation losses come once per evaluation; training losses every step.
         span = 3 if name == "val_loss" else max(h.window, 20)
-        steps, vals = series.last(h.now, span)
-        if not len(vals):
+        _, window = series.window(h.now, span)
+        if not window:
             return []
+        if all(map(math.isfinite, window)):
+            return [ended("nan_loss", name)] if len(window) >= min(span, 3) else []
+        steps, vals = series.last(h.now, span)
         bad = ~np.isfinite(vals)
-        if not bad.any():
-            return [ended("nan_loss", name)] if len(vals) >= min(span, 3) else []
         first, first_value = episode_start(series, h.now, span, st.first_nonfinite.get(name))
         what = "NaN" if np.isnan(first_value) else "Inf"
         label = "training loss" if name == "loss" else "validation loss"
@@ -76,9 +78,15 @@ class NanLoss(Rule):
         count = st.col("nonfinite_grads")
         norm = st.col("grad_norm")
         if count is not None and count.n:
+            _, window = count.window(h.now, 32)
+            if not any(window):
+                return [ended("nan_loss", "grads")] if len(window) >= 3 else []
             steps, vals = count.last(h.now, 32)
             flags = vals > 0
         elif norm is not None and norm.n:
+            _, window = norm.window(h.now, 32)
+            if all(map(math.isfinite, window)):
+                return [ended("nan_loss", "grads")] if len(window) >= 3 else []
             steps, vals = norm.last(h.now, 32)
             flags = ~np.isfinite(vals)
         else:

@@ -1,8 +1,14 @@
-"""The recent measured values of one metric, in step order, in a small numpy buffer."""
+"""The recent measured values of one metric, in step order, in bounded Python lists.
+
+Appends come every frame for every metric and are tiny (a handful of sampled values); reads come at
+evaluation points for the metrics a rule looks at. Lists make the first nearly free, and a read turns the
+few values it needs into a numpy array.
+"""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import numpy as np
 
@@ -10,47 +16,40 @@ from .thresholds import SERIES_CAP
 
 
 class Series:
-    """(step, value) pairs of one metric, the newest `cap` kept; only measured values (no gaps).
+    """(step, value) pairs of one metric, the newest `cap` kept (up to twice that between trims); only
+    measured values, no gaps."""
 
-    The buffer holds twice `cap` so appending is a slice copy, with one shift back every `cap` values:
-    the data stay contiguous and ordered, and a view up to any step is one binary search.
-    """
-
-    __slots__ = ("cap", "steps", "vals", "n", "total", "newest", "memo_key", "memo")
+    __slots__ = ("cap", "steps", "vals", "total", "newest", "memo_key", "memo")
 
     def __init__(self, cap: int = SERIES_CAP) -> None:
         self.cap = cap
-        self.steps = np.empty(2 * cap, dtype=np.int64)
-        self.vals = np.empty(2 * cap, dtype=np.float64)
-        self.n = 0
+        self.steps: list[int] = []
+        self.vals: list[float] = []
         self.total = 0  # values ever appended
-        self.newest = -1  # step of the newest value, as a Python int
+        self.newest = -1  # step of the newest value
         self.memo_key: tuple[int, int, int] | None = None  # (end, total, k) of the cached `recent` answer
         self.memo: tuple[float, int, int] | None = None
 
-    def extend(self, steps: np.ndarray, vals: np.ndarray) -> None:
-        k = len(vals)
-        if k == 0:
+    @property
+    def n(self) -> int:
+        return len(self.vals)
+
+    def extend(self, steps: list[int], vals: list[float]) -> None:
+        if not vals:
             return
-        self.total += k
-        if k >= self.cap:
-            steps, vals, k = steps[-self.cap:], vals[-self.cap:], self.cap
-            self.n = 0
-        elif self.n + k > 2 * self.cap:
-            keep = self.cap - k
-            self.steps[:keep] = self.steps[self.n - keep:self.n]
-            self.vals[:keep] = self.vals[self.n - keep:self.n]
-            self.n = keep
-        self.steps[self.n:self.n + k] = steps
-        self.vals[self.n:self.n + k] = vals
-        self.n += k
-        self.newest = int(self.steps[self.n - 1])
+        self.total += len(vals)
+        self.steps += steps
+        self.vals += vals
+        self.newest = self.steps[-1]
+        if len(self.vals) > 2 * self.cap:
+            del self.steps[:-self.cap]
+            del self.vals[:-self.cap]
 
     def end(self, step: int) -> int:
         """Index one past the last measurement at or before `step`."""
         if self.newest <= step:
-            return self.n
-        return int(np.searchsorted(self.steps[:self.n], step, side="right"))
+            return len(self.vals)
+        return bisect_right(self.steps, step)
 
     def recent(self, step: int, k: int) -> tuple[float, int, int] | None:
         """(median of the last `k` finite values at or before `step`, step of the newest, how many), or None.
@@ -62,27 +61,33 @@ class Series:
         key = (end, self.total, k)
         if key == self.memo_key:
             return self.memo
-        vals = [v for v in self.vals[max(0, end - k):end].tolist() if math.isfinite(v)]
-        out = (median(vals), int(self.steps[end - 1]), len(vals)) if vals else None
+        vals = [v for v in self.vals[max(0, end - k):end] if math.isfinite(v)]
+        out = (median(vals), self.steps[end - 1], len(vals)) if vals else None
         self.memo_key, self.memo = key, out
         return out
 
     def upto(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Steps and values measured at or before `step` (views, oldest first)."""
+        """Steps and values measured at or before `step` (oldest first)."""
         end = self.end(step)
-        return self.steps[:end], self.vals[:end]
+        return np.array(self.steps[:end], dtype=np.int64), np.array(self.vals[:end], dtype=np.float64)
+
+    def window(self, step: int, k: int) -> tuple[int, list[float]]:
+        """(step of the oldest, values) of the last `k` measurements at or before `step`, as a plain list."""
+        end = self.end(step)
+        start = max(0, end - k)
+        return (self.steps[start] if end > start else -1), self.vals[start:end]
+
+    def ends(self, step: int, k: int) -> tuple[float | None, float | None]:
+        """The oldest and newest of the last `k` measurements at or before `step`."""
+        end = self.end(step)
+        start = max(0, end - k)
+        return (self.vals[start], self.vals[end - 1]) if end - start >= 2 else (None, None)
 
     def last(self, step: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The last `k` measurements at or before `step`."""
-        s, v = self.upto(step)
-        return s[-k:], v[-k:]
-
-    def within(self, step: int, span: int) -> np.ndarray:
-        """Values measured in the `span` steps ending at `step`."""
-        s, v = self.upto(step)
-        if not len(s):
-            return v
-        return v[int(np.searchsorted(s, step - span, side="right")):]
+        end = self.end(step)
+        start = max(0, end - k)
+        return np.array(self.steps[start:end], dtype=np.int64), np.array(self.vals[start:end], dtype=np.float64)
 
 
 def array_median(a: np.ndarray) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from bisect import bisect_right
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ USED = frozenset({"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "grad_nor
                   "input_mean", "input_std", "input_min", "input_max", "input_const_frac", "input_feat_absmax_ratio",
                   "batch_top_frac", "batch_top_class", "pred_top_frac"})
 USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "act_sat/")
+NUMBERS = {int, float}
 # Metrics whose first non-finite value is remembered (the step a NaN loss began).
 NONFINITE_WATCH = frozenset({"loss", "val_loss"})
 
@@ -71,49 +73,49 @@ class RunState:
         self.prepare(steps, cols, hists).upto(steps[-1] if steps else -1)
 
     def prepare(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None) -> Intake:
-        """Turn a steps frame into arrays, once; `Intake.upto(step)` then appends it in as many parts as needed."""
+        """Sort a steps frame into per-metric (steps, values) lists, once; `Intake.upto(step)` then appends it
+        in as many parts as there are evaluation points in it."""
         intake = Intake()
         n = len(steps)
         if not n:
             return intake
-        arr = np.asarray(steps, dtype=np.int64)
         if self.first_step is None:
-            self.first_step = int(arr[0])
-        pattern: tuple[int, list[int], Any, np.ndarray] | None = None  # (gaps, present rows, getter, their steps)
+            self.first_step = steps[0]
+        pattern: tuple[int, Any, list[int]] | None = None  # (gaps, getter of the present rows, their steps)
         for name, col in cols.items():
             if not isinstance(col, list) or len(col) != n or not used(name):
                 continue
             missing = col.count(None)
             if missing == n:
-                continue
-            try:
-                if not missing:
-                    vals, at = np.array(col, dtype=np.float64), arr
-                else:
-                    # Columns sampled at the same steps share where their gaps are: find it once per frame.
-                    if pattern is None or pattern[0] != missing or None in pattern[2](col):
-                        rows = [i for i, v in enumerate(col) if v is not None]
-                        getter = operator.itemgetter(*rows) if len(rows) > 1 else (lambda c, r=rows[0]: (c[r],))
-                        pattern = (missing, rows, getter, arr[rows])
-                    vals, at = np.array(pattern[2](col), dtype=np.float64), pattern[3]
-            except (TypeError, ValueError):
-                continue  # not numbers: not a metric the rules can read
+                continue  # not measured in this frame
+            if not missing:
+                vals, at = col, steps
+            else:
+                # Columns sampled at the same steps share where their gaps are: find it once per frame.
+                if pattern is None or pattern[0] != missing or None in pattern[1](col):
+                    rows = [i for i, v in enumerate(col) if v is not None]
+                    getter = operator.itemgetter(*rows) if len(rows) > 1 else (lambda c, r=rows[0]: (c[r],))
+                    pattern = (missing, getter, [steps[i] for i in rows])
+                vals, at = list(pattern[1](col)), pattern[2]
+            if not set(map(type, vals)) <= NUMBERS:
+                continue  # not numbers (bools are refused too, as wire.decode does)
             series = self.series.get(name)
             if series is None:
                 series = self.series[name] = Series()
                 self._layers_of.clear()
             intake.parts.append([series, at, vals, 0])
             if name in NONFINITE_WATCH and name not in self.first_nonfinite:
-                bad = ~np.isfinite(vals)
-                if bad.any():
-                    self.first_nonfinite[name] = int(at[int(np.argmax(bad))])
+                for s, v in zip(at, vals):
+                    if not math.isfinite(v):
+                        self.first_nonfinite[name] = s
+                        break
             if name in self.first and len(self.first[name]) < START_STEPS:
                 firsts = self.first[name]
-                for s, v in zip(at.tolist(), vals.tolist()):
+                for s, v in zip(at, vals):
                     if math.isfinite(v) and len(firsts) < START_STEPS:
-                        firsts.append((s, v))
+                        firsts.append((s, float(v)))
             if name == "epoch" and 1 not in self._epoch_first:
-                for s, e in zip(at.tolist(), vals.tolist()):
+                for s, e in zip(at, vals):
                     if math.isfinite(e):
                         self._epoch_first.setdefault(int(e), s)
         if hists:
@@ -248,7 +250,7 @@ class Intake:
             series, at, vals, done = part
             if done == len(at):
                 continue
-            end = len(at) if at[-1] <= step else int(np.searchsorted(at, step, side="right"))
+            end = len(at) if at[-1] <= step else bisect_right(at, step)
             if end > done:
                 series.extend(at[done:end], vals[done:end])
                 part[3] = end

@@ -56,10 +56,10 @@ class WeightsNotUpdating(Rule):
         s = st.col("lr")
         if s is None:
             return None
-        v = s.last(h.now, LR_ZERO_STEPS)[1]
+        v = s.window(h.now, LR_ZERO_STEPS)[1]
         if len(v) < LR_ZERO_STEPS:
             return None
-        if (v != 0).any():
+        if any(v):
             return ended(ID, "lr_zero")
         return Finding(ID, True, "lr_zero", "critical",
                        f"the learning rate has been 0 for {LR_ZERO_STEPS} steps and more: no step changes the weights",
@@ -93,16 +93,17 @@ class WeightsNotUpdating(Rule):
     def _unchanged(self, st: RunState, h: Health, explained: bool) -> Finding | None:
         s = st.col("update_ratio")
         if s is not None and s.n:
-            steps, v = s.last(h.now, UNCHANGED_SAMPLES)
+            first_step, v = s.window(h.now, UNCHANGED_SAMPLES)
             if len(v) < UNCHANGED_SAMPLES:
                 return None
-            unchanged = bool((v == 0).all())
+            unchanged = not any(v)
+            steps = [first_step]
         else:
             norms = [series.last(h.now, UNCHANGED_SAMPLES) for _, series in st.layers("weight_norm")]
             norms = [(s_, v_) for s_, v_ in norms if len(v_) == UNCHANGED_SAMPLES]
             if not norms:
                 return None
-            steps = norms[0][0]
+            steps = [int(s_) for s_ in norms[0][0]]
             unchanged = steps[-1] > steps[0] and all(np.ptp(v_) == 0 for _, v_ in norms)
         if not unchanged or explained:
             return ended(ID, "unchanged")
