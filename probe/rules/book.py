@@ -51,14 +51,8 @@ class AlertBook:
         return None
 
     def alerts(self) -> list[dict[str, Any]]:
+        """Copies of every alert, in the order they first fired."""
         return [copy.deepcopy(a) for a in self._alerts.values()]
-
-    def active(self) -> dict[str, set[str | None]]:
-        out: dict[str, set[str | None]] = {}
-        for (alert_id, cause), a in self._alerts.items():
-            if a["state"] == "active":
-                out.setdefault(alert_id, set()).add(cause)
-        return out
 
 
 def _moved(old: float, new: float) -> bool:

@@ -37,6 +37,8 @@ class Diagnoser:
         self._last_eval = -1
 
     def observe(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take in one decoded frame; return copies of the alerts it raised, materially updated or cleared.
+        Frames of other kinds (meta, alert, exit, hb) and malformed frames change nothing."""
         kind = frame.get("kind")
         rank = frame.get("rank")
         if isinstance(rank, int) and not isinstance(rank, bool):
@@ -80,6 +82,7 @@ class Diagnoser:
         return []
 
     def alerts(self) -> list[dict[str, Any]]:
+        """Copies of every alert so far, active and cleared, in the order they first fired."""
         return self.book.alerts()
 
     def _evaluate(self, points: list[int]) -> dict[tuple, dict[str, Any]]:

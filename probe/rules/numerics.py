@@ -9,6 +9,7 @@ import numpy as np
 
 from .base import Finding, Rule, ended, num
 from .health import Health
+from .series import Series
 from .state import RunState
 from .thresholds import NONFINITE_GRAD_STREAK
 
@@ -18,14 +19,14 @@ FIX = ("lower the learning rate (10x to start) and clip gradients (torch.nn.util
        "NaN/Inf in the inputs")
 
 
-def episode_start(series, now: int, span: int, first_ever: int | None) -> tuple[int, float]:
+def episode_start(series: Series, now: int, span: int, first_ever: int | None) -> tuple[int, float]:
     """Step and value where the current stretch of non-finite values began: after the last `span` finite values
     in a row (the gap that ended the previous episode), or the first ever when no such gap is in memory."""
     steps, vals = series.upto(now)
     bad = np.flatnonzero(~np.isfinite(vals))
     gaps = np.flatnonzero(np.diff(bad) > span)
     k = int(bad[gaps[-1] + 1]) if len(gaps) else int(bad[0])
-    if not len(gaps) and series.total > series.cap and first_ever is not None:
+    if not len(gaps) and series.total > series.n and first_ever is not None:  # its start fell out of memory
         return first_ever, float(vals[k])
     return int(steps[k]), float(vals[k])
 
