@@ -129,17 +129,19 @@ class ClassImbalance(Rule):
         if ratio < IMBALANCE_RATIO / (1.5 if was else 1.0):
             return [ended("class_imbalance")]
         majority = float(shares[big])
+        # Imbalance is a property of the data, handled or not (class weights, resampling): advice until the
+        # model shows it is not handled, by collapsing onto the majority.
         collapsed = st.is_active("single_class_prediction") or h.at_chance
-        severity = "warning" if majority >= IMBALANCE_MAJORITY_WARN or collapsed else "info"
+        severity = "warning" if collapsed else "info"
         order = np.argsort(-shares)
         shown = {str(int(i)): num(shares[i], 3) for i in list(order[:5]) + list(order[-3:])}
         rare = "never appears" if counts[small] == 0 else f"{shares[small]:.1%}"
         message = (f"classes are imbalanced: class {big} is {majority:.0%} of the targets, "
                    f"{'far more than' if counts[small] == 0 else f'{ratio:.0f}x'} the rarest (class {small}: {rare})")
-        if majority >= IMBALANCE_MAJORITY_WARN:
-            message += f"; always answering class {big} scores {majority:.0%} accuracy"
-        elif collapsed:
-            message += "; the model is not doing better than answering the majority class"
+        if collapsed:
+            message += f"; the model does no better than always answering class {big} ({majority:.0%} accuracy)"
+        elif majority >= IMBALANCE_MAJORITY_WARN:
+            message += f"; always answering class {big} scores {majority:.0%} accuracy: judge the model by other measures"
         return [Finding("class_imbalance", True, None, severity, message,
                         {"class_shares": shown, "ratio": ratio, "samples": float(counts.sum()),
                          "majority_class": big, "majority_share": majority, "threshold": IMBALANCE_RATIO},

@@ -108,8 +108,8 @@ CONST_FEATURES_FRACTION = 0.5
 # ---- labels and classes ------------------------------------------------------------------------------
 # Class imbalance: largest to smallest class count. SageMaker Debugger's ClassImbalance threshold_imbalance.
 IMBALANCE_RATIO = 10.0
-# ... and a warning when the majority alone is this share of the samples: a model that always predicts it is
-# right this often, so accuracy no longer tells learning from guessing (own).
+# ... and when the majority alone is this share of the samples, the message says that accuracy no longer
+# tells learning from guessing (a model always answering it is right this often) (own).
 IMBALANCE_MAJORITY_WARN = 0.9
 # Samples needed per class before the class counts are trusted (own).
 IMBALANCE_MIN_PER_CLASS = 20

@@ -225,11 +225,15 @@ def test_fixing_the_shapes_clears_the_broadcast():
 
 # ---- class_imbalance ---------------------------------------------------------------------------------
 
-def test_a_dominant_class_is_a_warning():
-    a = alerts_of(Sim(classes=2, task="binary", loss_kind="BCEWithLogitsLoss", class_shares=(0.97, 0.03),
-                      steps=60))["class_imbalance"]
-    assert a["severity"] == "warning" and a["evidence"]["ratio"] == pytest.approx(32.3, rel=0.05)
+def test_a_dominant_class_is_advice_at_once_and_a_warning_once_the_model_collapses_onto_it():
+    sim = Sim(classes=2, task="binary", loss_kind="BCEWithLogitsLoss", class_shares=(0.97, 0.03), steps=60)
+    a = alerts_of(sim)["class_imbalance"]
+    assert a["severity"] == "info" and a["step"] == 0 and a["evidence"]["ratio"] == pytest.approx(32.3, rel=0.05)
     assert "WeightedRandomSampler" in a["fix"] and a["evidence"]["majority_share"] == pytest.approx(0.97, abs=0.01)
+    assert "judge the model by other measures" in a["message"]
+    collapsed = sim.with_(steps=300, overrides={"acc": lambda s, v: 0.97, "loss": lambda s, v: 0.135})
+    a = alerts_of(collapsed)["class_imbalance"]
+    assert a["severity"] == "warning" and a["step"] == 0  # it began at step 0, as advice
 
 
 def test_a_rare_class_among_many_is_worth_knowing():
