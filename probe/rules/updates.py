@@ -20,7 +20,10 @@ class WeightsNotUpdating(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         out = [self._optimizer_params(st), self._frozen(st), self._lr_zero(st, h), self._no_step(st, h)]
-        explained = any(f is not None and f.active for f in out)
+        # Weights also stop moving in a network a too-high rate has broken (dead units, NaN): that is the
+        # finding, not this one.
+        explained = any(f is not None and f.active for f in out) or st.explained_by_lr or st.broken \
+            or st.is_active("dead_relu")
         out.append(self._unchanged(st, h, explained))
         return [f for f in out if f is not None]
 

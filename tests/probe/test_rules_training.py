@@ -67,7 +67,7 @@ def test_after_a_nan_the_other_statistics_are_not_diagnosed():
     sim = Sim(steps=400, overrides={"loss": lambda s, v: math.nan if s >= 20 else v, "act_zero/1": dead,
                                     "acc": lambda s, v: 0.25})
     found, _ = run(sim)
-    assert "nan_loss" in found and "dead_relu" not in found
+    assert "nan_loss" in found and "dead_relu" not in found and "weights_not_updating" not in found
 
 
 # ---- exploding_gradients -----------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_a_rate_that_blows_the_loss_up_at_once_and_kills_the_relus():
     found, alerts = run(sim)
     a = found["lr_too_high"]
     assert a["step"] <= 16 and a["evidence"]["update_ratio"] >= 0.1
-    assert "nan_loss" in found and "dead_relu" not in found
+    assert "nan_loss" in found and "dead_relu" not in found and "weights_not_updating" not in found
     assert only(alerts, "lr_too_high")["state"] == "active"  # dead layers that stopped moving do not clear it
 
 
