@@ -7,8 +7,11 @@ accuracy stops improving; accmon does the same with four scale-free signs, judge
 - not learning: the loss has fallen by less than 10% of where it started, after the patience;
 - worse than chance: the loss is above what a model that ignores its inputs would score (the entropy of the
   class distribution, ln C for C balanced classes);
-- at chance: accuracy is no better than always answering the majority class;
-- diverging: the loss went NaN/Inf, or doubled from its best.
+- at chance: training accuracy, or validation accuracy (training accuracy can rise by memorising), is no
+  better than always answering the majority class, beyond the noise of its measurement;
+- diverging: the loss went NaN/Inf, or doubled from its best or from its first steps.
+
+Verdicts have hysteresis, and a rising learning rate (warm-up) suspends "not learning".
 """
 
 from __future__ import annotations
