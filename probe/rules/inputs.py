@@ -54,16 +54,17 @@ class UnnormalizedInput(Rule):
         else:
             out.append(ended("unnormalized_input", "scale"))
         ratio = stat(st, "input_feat_absmax_ratio", None, h.now)
+        measure = "mean magnitude"
         if ratio is None:
             fmin, fmax = _number(st.fact("inputs", "feat_std_min")), _number(st.fact("inputs", "feat_std_max"))
             if fmin and fmax and fmin > 0:
-                ratio = fmax / fmin
+                ratio, measure = fmax / fmin, "spread (std)"
         absmax = max(abs(lo or 0.0), abs(hi or 0.0))
         if ratio is not None:
             if ratio >= FEATURE_SCALE_RATIO and absmax >= FEATURE_SCALE_MIN_ABSMAX:
                 out.append(Finding("unnormalized_input", True, "feature_scales", "warning",
-                                   f"input features differ in scale by {ratio:,.0f}x (largest to smallest mean "
-                                   f"magnitude), with values up to {num(absmax, 3)}: one learning rate cannot suit them all",
+                                   f"input features differ in scale by {ratio:,.0f}x (largest to smallest {measure}), "
+                                   f"with values up to {num(absmax, 3)}: one learning rate cannot suit them all",
                                    {"feature_scale_ratio": ratio, "max_abs": absmax, "threshold": FEATURE_SCALE_RATIO},
                                    "standardise each feature on its own ((x - mean) / std per column, "
                                    "sklearn StandardScaler), or log-transform heavy-tailed features",
