@@ -57,6 +57,7 @@ UPDATE_BYTES = 64 * 1024 * 1024
 
 _perf = time.perf_counter
 _compiling = torch.compiler.is_compiling
+_tracing = torch._C._get_tracing_state
 
 
 def _scalar(t: torch.Tensor) -> torch.Tensor:
@@ -201,7 +202,7 @@ class TorchProbe:
         self.depth = d + 1
         if self.fmode is not None:
             self.mod_stack.append(module)
-        if d == 0 or isinstance(module, _Loss):
+        if (d == 0 or isinstance(module, _Loss)) and not _tracing():
             try:
                 if isinstance(module, _Loss):
                     self.in_loss_module += 1
@@ -222,8 +223,8 @@ class TorchProbe:
         if not module._modules:
             self.last_leaf = module
             self.last_leaf_out = id(output)
-        if d and not self.deep_now and not isinstance(module, _Loss):
-            return None
+        if d and not self.deep_now and not isinstance(module, _Loss) or _tracing():
+            return None  # torch.jit.trace records every op it sees: the probe's must not enter the graph
         t0 = _perf()
         fmode = self.fmode
         if fmode is not None:

@@ -84,3 +84,13 @@ def test_loss_inside_a_compiled_step_falls_back_to_what_is_outside(sink):
     assert sink.steps == list(range(4))  # steps still come from the optimizer
     assert "grad_norm/0" in sink.cols and "lr" in sink.cols
     assert "loss" not in sink.cols  # traced away: missing, not wrong
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_jit_trace_records_none_of_the_probe_ops(sink):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    with_probe = [n.kind() for n in torch.jit.trace(model, x).inlined_graph.nodes()]
+    apt.uninstall()
+    without = [n.kind() for n in torch.jit.trace(model, x).inlined_graph.nodes()]
+    assert with_probe == without
