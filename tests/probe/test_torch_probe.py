@@ -441,7 +441,7 @@ def test_uninstalled_probe_leaves_torch_as_it_was():
     from torch.optim import optimizer as O
 
     before = (len(M._global_forward_hooks), len(M._global_forward_pre_hooks), len(O._global_optimizer_pre_hooks),
-              F.cross_entropy)
+              F.cross_entropy, nn.Module.__call__)
 
     class Sink:
         def log_columns(self, *a, **k):
@@ -451,10 +451,11 @@ def test_uninstalled_probe_leaves_torch_as_it_was():
             pass
 
     apt.install(Sink())
-    assert F.cross_entropy is not before[3]
+    assert F.cross_entropy is not before[3] and nn.Module.__call__ is not before[4]
+    assert len(M._global_forward_hooks) == 0  # no global module hook: modules keep torch's fast path
     apt.uninstall()
     after = (len(M._global_forward_hooks), len(M._global_forward_pre_hooks), len(O._global_optimizer_pre_hooks),
-             F.cross_entropy)
+             F.cross_entropy, nn.Module.__call__)
     assert after == before
 
 
