@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 from .errors import report_once
+from .integration import run_and_probe
 from .metric_names import Mapping, map_tag
 
 
@@ -64,29 +65,9 @@ class _Hooks:
                         "training goes on without it")
 
     def _start(self, args: Any, state: Any) -> None:
-        if self.run is None or getattr(self.run, "closed", False):
-            from . import run as run_module
-
-            current = run_module.current()
-            if current is not None:
-                self.run = current
-            else:
-                kwargs: dict[str, Any] = {}
-                if self.record is not None:
-                    kwargs["record"] = self.record
-                self.run = run_module.start(self.name, **kwargs)
-        if self.hooks and self.probe is None:
-            try:
-                from . import torch as accmon_torch
-
-                self.probe = accmon_torch.install(self.run, every=self.every)
-                # The flag the probe reads to leave epoch counting to the framework: loaders that read ahead
-                # (Lightning's fetcher, accelerate's) run out a batch before the epoch's last step.
-                self.probe.epochs_from_framework = True
-            except Exception as exc:
-                report_once("hf-torch", f"the PyTorch probe is off ({type(exc).__name__}: {exc}); "
-                            "accmon records what the Trainer logs")
-                self.probe = None
+        if self.probe is None or self.run is None or getattr(self.run, "closed", False):
+            self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
+                                                 every=self.every, framework="hf", fallback="what the Trainer logs")
         self._started = True
         facts: dict[str, Any] = {"framework": "transformers", "transformers": _trainer_facts(args, state)}
         steps = _epoch_steps(args, state)

@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from .errors import report_once
+from .integration import run_and_probe
 from .metric_names import Mapping, map_tag
 
 # Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/probe.py).
@@ -129,29 +130,9 @@ class _Hooks:
                         "training goes on without it")
 
     def _setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if self.run is None or getattr(self.run, "closed", False):
-            from . import run as run_module
-
-            current = run_module.current()
-            if current is not None:
-                self.run = current
-            else:
-                kwargs: dict[str, Any] = {}
-                if self.record is not None:
-                    kwargs["record"] = self.record
-                self.run = run_module.start(self.name, **kwargs)
-        if self.hooks and self.probe is None:
-            try:
-                from . import torch as accmon_torch
-
-                self.probe = accmon_torch.install(self.run, every=self.every)
-                # The flag the probe reads to leave epoch counting to the framework: loaders that read ahead
-                # (Lightning's fetcher, accelerate's) run out a batch before the epoch's last step.
-                self.probe.epochs_from_framework = True
-            except Exception as exc:
-                report_once("lightning-torch", f"the PyTorch probe is off ({type(exc).__name__}: {exc}); "
-                            "accmon records what self.log logs")
-                self.probe = None
+        if self.probe is None or self.run is None or getattr(self.run, "closed", False):
+            self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
+                                                 every=self.every, framework="lightning", fallback="what self.log logs")
         _patch_log(type(pl_module))
         with _lock:
             if self not in _active_callbacks:
