@@ -4,7 +4,7 @@
     .venv/bin/python bench/detect.py fault_nan_loss healthy_mlp
 
 Prints, per demo, the alerts that fired (warning or worse), and in all: recall (faults whose expected alert
-fired), false alarms (warning or worse on healthy runs, or an unexpected id on a faulty one), and the median
+fired), false alarms (warning or worse on healthy runs; other ids on a faulty run are listed as "also"), and the median
 detection latency in steps after the fault is visible. The expected alert of each demo is its docstring's
 "Fault (id, ...)"; healthy demos say "Healthy".
 """
