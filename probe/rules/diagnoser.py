@@ -122,10 +122,15 @@ def interval(step: int) -> int:
     return EVAL_EVERY_LATE
 
 
+MAX_SPAN = 1_000_000
+
+
 def evaluation_points(after: int, upto: int) -> list[int]:
     """The steps in (after, upto] at which rules run: multiples of the interval for their part of the run."""
     points: list[int] = []
-    b = max(after + 1, 0)
+    # A frame spans at most a few thousand steps; a jump of billions (a hostile or corrupt frame) must not
+    # make this loop walk them: only the end of such a span is evaluated.
+    b = max(after + 1, 0, upto - MAX_SPAN)
     while b <= upto:
         e = interval(b)
         b = -(-b // e) * e
