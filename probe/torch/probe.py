@@ -559,19 +559,9 @@ class TorchProbe:
 
     # ==== validation ==========================================================================================
     def _end_val(self) -> None:
-        """A validation pass ended: its numbers belong to the last finished step. If that step's row has
-        left already (slow steps flush at once), they go in a row of their own with the same step number."""
         parts, self.val_parts = self.val_parts, []
-        self._last_step_row().parts.extend(parts)
-
-    def _last_step_row(self) -> Row:
-        if self.ledger.rows:
-            return self.ledger.rows[-1]
-        if self.step >= 0:
-            row = Row(self.step, time.time())
-            self.ledger.append(row)
-            return row
-        return self.cur  # before the first step: it joins step 0
+        target = self.ledger.rows[-1] if self.ledger.rows else self.cur
+        target.parts.extend(parts)
 
     # ==== optimizer hooks =====================================================================================
     def _opt_state(self, opt: torch.optim.Optimizer) -> _OptState:
@@ -779,13 +769,12 @@ class TorchProbe:
         self.step_samples = 0
         if not self.sent_host_facts:
             self._send_host_facts()
-        # Flush: time-based. The newest row stays back so that a validation pass right after it can join it,
-        # unless steps are slow: then a viewer would see each step one (long) step late.
+        # Flush: time-based, and keep the newest row back so a validation pass that follows it can join it.
         ledger = self.ledger
         if ledger.in_flight is not None:
             ledger.poll()
         if now - self.t_last_flush >= self.flush_s or len(ledger.rows) >= MAX_PENDING_ROWS:
-            if ledger.start_flush(keep_last=1 if self.cadence.step_time < self.flush_s else 0):
+            if ledger.start_flush(keep_last=1):
                 self.t_last_flush = now
                 ledger.poll()
         spent = self.spent + (_perf() - now)
@@ -862,7 +851,7 @@ class TorchProbe:
     def log_eval(self, **metrics: Any) -> None:
         """Validation results computed by the script: `loss=`, `acc=` (or any `val_*` name), at the last step."""
         parts: list[tuple[Decoder, torch.Tensor, Any]] = []
-        target = self._last_step_row()
+        target = self.ledger.rows[-1] if self.ledger.rows else self.cur
         for name, v in metrics.items():
             full = name if name.startswith("val_") else f"val_{name}"
             if isinstance(v, torch.Tensor):
