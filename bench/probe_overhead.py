@@ -3,7 +3,9 @@
     python bench/probe_overhead.py [--blocks 12] [--block-steps 100] [--models mlp,cnn] [--no-peers]
 
 Per model, the plain loop and each variant run in interleaved blocks in one process (plain, accmon, plain,
-wandb, ...), so that drift in the machine (thermal, other load) falls on all of them alike. Every step is
+wandb, ...), so that drift in the machine (thermal, other load) falls on all of them alike. Phase 1 measures
+accmon (and a bare ZeroMQ send) against the plain loop; phase 2 adds the peers, whose background work
+(wandb's service process, TensorBoard's writer thread) then weighs on every variant. Every step is
 timed on its own (`time.perf_counter` around zero_grad → forward → loss → backward → step); the table gives
 median step time, the ratio to plain, and the added time per step, plus the mean (which includes the rare
 flush steps that the median leaves out).
@@ -218,30 +220,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=12)
     ap.add_argument("--block-steps", type=int, default=100)
     ap.add_argument("--models", default="mlp,cnn")
-    ap.add_argument("--no-peers", action="store_true", help="plain and accmon only")
+    ap.add_argument("--no-peers", action="store_true", help="plain, accmon and the bare ZeroMQ send only")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="accmon-bench-") as tmp:
-        peers: list[Variant] = []
-        if not args.no_peers:
-            for factory in (Wandb, TensorBoard, ZmqSend):
-                v = optional(factory, tmp)
-                if v is not None:
-                    peers.append(v)
-        try:
-            for model in args.models.split(","):
-                probed = Accmon(tmp, model)
+        zmq_send = optional(ZmqSend, tmp)
+        for model in args.models.split(","):
+            loop = Loop(model)
+            probed = Accmon(tmp, model)
+            try:
+                # Phase 1: accmon against the plain loop, nobody else's threads or processes loaded.
+                variants = [Variant(), probed] + ([zmq_send] if zmq_send else [])
+                times, cpu = measure(loop, variants, args.blocks, args.block_steps)
+                report(f"{model} (phase 1: accmon alone)", times, cpu)
+                c = probed.probe.cadence
+                print(f"accmon cadence: grads every {c.every['grads']}, deep every {c.every['deep']}, "
+                      f"estimated probe share {c.overhead():.2%}")
+                if args.no_peers:
+                    continue
+                # Phase 2: the peers too, all interleaved. wandb's service process and TensorBoard's writer
+                # thread stay loaded through every block (on 2 cores they slow all variants, accmon's included).
+                peers = [v for v in (optional(Wandb, tmp), optional(TensorBoard, tmp)) if v is not None]
                 try:
-                    loop = Loop(model)
-                    times, cpu = measure(loop, [Variant(), probed, *peers], args.blocks, args.block_steps)
-                    report(model, times, cpu)
-                    c = probed.probe.cadence
-                    print(f"accmon cadence: grads every {c.every['grads']}, deep every {c.every['deep']}, "
-                          f"estimated probe share {c.overhead():.2%}")
+                    if peers:
+                        times, cpu = measure(loop, [Variant(), probed, *peers], args.blocks, args.block_steps)
+                        report(f"{model} (phase 2: with the peers)", times, cpu)
                 finally:
-                    probed.close()
-        finally:
-            for v in peers:
-                v.close()
+                    for v in peers:
+                        v.close()
+            finally:
+                probed.close()
+        if zmq_send is not None:
+            zmq_send.close()
     return 0
 
 
