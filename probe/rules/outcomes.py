@@ -49,7 +49,9 @@ class AccuracyStuck(Rule):
         cause, which, acc = verdict(h.acc_now), "accuracy", h.acc_now
         # Flat: low (under halfway from chance to perfect) and not moving, with a loss that does not move either.
         # A pretrained model fine-tuned at a high accuracy is flat too, and fine.
-        low = chance is not None and h.acc_now is not None and h.acc_now <= chance + FLAT_ACC_LOW * (1 - chance)
+        # With the class count unknown (an imported log) chance is taken as 0: only the lower half counts as low.
+        floor = chance or 0.0
+        low = h.acc_now is not None and h.acc_now <= floor + FLAT_ACC_LOW * (1 - floor)
         if cause is None and low and h.acc_start is not None \
                 and abs(h.acc_now - h.acc_start) < FLAT_ACC_DELTA and h.not_learning:
             cause = "flat"
