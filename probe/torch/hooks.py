@@ -49,9 +49,13 @@ def attach(probe: TorchProbe) -> TorchProbe:
     old = _probe
     if old is not None and old is not probe:
         detach()
+        probe.continue_from(old)
     _probe = probe
     _hook(probe)
-    atexit.register(_at_exit, probe)
+    # Registered last so it runs before the exit handler of any run started so far (atexit is last-in
+    # first-out); unregistered first so re-attaching (a re-run notebook cell) does not pile handlers up.
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
     return probe
 
 
@@ -94,14 +98,15 @@ def detach() -> None:
     suspend()
 
 
-def _at_exit(probe: TorchProbe) -> None:
-    # Runs before the run's own exit handler (atexit is last-in first-out and the run started first),
-    # so the steps still on the device reach the recording before its end frame.
+def _at_exit() -> None:
+    # The steps still on the device reach the recording before the run's end frame.
+    probe = _probe
     try:
-        if probe.pid == os.getpid():
+        if probe is not None and probe.pid == os.getpid():
             probe.close()
     except Exception:
         pass
+
 
 
 def _after_fork_in_child() -> None:

@@ -978,6 +978,17 @@ class TorchProbe:
         except Exception as exc:
             self._fail("flush", exc)
 
+    def continue_from(self, old: TorchProbe) -> None:
+        """Number steps and epochs on from `old`, a closed probe of the same run (a re-run notebook cell):
+        one run's steps only ever increase."""
+        if self.step >= 0 or old.run is not self.run:
+            return
+        self.step = old.step
+        self.cur = Row(self.step + 1)
+        self.grads_now, self.deep_now = self.cadence.plan(self.step + 1)
+        self.epoch, self.epoch_known = old.epoch, old.epoch_known
+        self.epoch_start = self.step + 1
+
     def close(self) -> None:
         """Publish what is pending and stop observing. Idempotent; the run itself is closed by its owner."""
         if self.closed:
