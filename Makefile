@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch==2.13.0 is a CPU build; an unpinned torch would pull a multi-GB CUDA build. The framework integrations
 # are pinned with it, in one pip command, so that none of them can move torch.
 DEV_PACKAGES := torch==2.13.0 keras==3.15.1 lightning==2.6.6 transformers==5.23.0 accelerate==1.15.0 tensorboard==2.21.0 \
-	jupyter_client==8.10.0 ipykernel==7.4.0
+	jupyter_client==8.10.0 ipykernel==7.4.0 pyarrow==26.0.1
 
 .PHONY: demo test venv bench snapshots-update clean
 
