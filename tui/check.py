@@ -19,6 +19,7 @@ from accmon.probe.recording import RecordingError, RecordingReader
 from .importers import LogError, load_log
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+RULE_ERROR_ID = "rule_error"  # accmon.probe.rules.diagnoser.RULE_ERROR_ID (check runs without the rules too)
 
 
 @dataclass
@@ -38,6 +39,8 @@ class RunSummary:
     rank_status: dict[int, str] = field(default_factory=dict)
     epochs: int = 0  # epochs seen (1 + the largest `epoch` value recorded)
     rule_errors: list[str] = field(default_factory=list)
+    # Rules today's diagnosis lost to an exception: {rule, error, step, rank, ids} (`disabled_rules` in --json).
+    disabled_rules: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
 
@@ -117,7 +120,9 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
         # are kept as recorded.
         known = _rule_ids()
         alerts = [a for d in diagnosers.values() for a in d.alerts()]
-        alerts += [a for a in recorded_alerts.values() if a["id"] not in known]
+        # A rule the probe lost while recording says nothing about today's rules: those say it themselves.
+        alerts += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
+        summary.disabled_rules = _disabled_rules(diagnosers)
     else:
         alerts = list(recorded_alerts.values())
     rank_diagnoser.finish()
@@ -125,6 +130,17 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in alerts) if a is not None]
     alerts.sort(key=lambda a: (a["step"], a["id"]))
     return summary, alerts
+
+
+def _disabled_rules(diagnosers: dict[int, Any]) -> list[dict[str, Any]]:
+    """Every rule a Diagnoser disabled after it raised, rank by rank: the diagnosis is missing its alerts."""
+    out = []
+    for rank, d in sorted(diagnosers.items()):
+        ids = {type(r).__name__: list(getattr(r, "ids", ())) for r in getattr(d, "rules", ())}
+        steps = getattr(d, "error_steps", {})
+        for rule, error in getattr(d, "errors", {}).items():
+            out.append({"rule": rule, "error": str(error), "step": steps.get(rule), "rank": rank, "ids": ids.get(rule, [])})
+    return out
 
 
 def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
@@ -216,8 +232,9 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
         summary.status = "truncated"
     worst = max((SEVERITY_RANK.get(a.get("severity"), 0) for a in alerts), default=0)
     if as_json:
-        run = {k: v for k, v in vars(summary).items()}
-        out.write(json.dumps(_json_safe({"run": run, "alerts": [_alert_json(a) for a in alerts]}), indent=2) + "\n")
+        run = {k: v for k, v in vars(summary).items() if k != "disabled_rules"}
+        report = {"run": run, "alerts": [_alert_json(a) for a in alerts], "disabled_rules": summary.disabled_rules}
+        out.write(json.dumps(_json_safe(report), indent=2) + "\n")
     else:
         _print_human(path, summary, alerts, out)
     return 1 if worst >= SEVERITY_RANK["warning"] else 0
@@ -261,6 +278,10 @@ def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: Te
         out.write(f"  {p['kind']} at byte {p['offset']}: {p['message']}\n")
     for e in s.rule_errors[:5]:
         out.write(f"  rules skipped {e}\n")
+    for r in s.disabled_rules:
+        rank = f" of rank {r['rank']}" if len(s.ranks) > 1 else ""
+        ids = f"; not checked after it: {', '.join(r['ids'])}" if r["ids"] else ""
+        out.write(f"  rule {r['rule']}{rank} disabled at step {r['step']} by an error: {r['error']}{ids}\n")
     if not alerts:
         out.write("  no alerts\n")
     for a in alerts:

@@ -14,7 +14,7 @@ from accmon.probe import registry, security
 from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
 
-from .check import format_alert
+from .check import RULE_ERROR_ID, format_alert
 from .subscriber import RunClient
 
 SYNC_S = 1.0
@@ -41,6 +41,7 @@ class HeadlessViewer:
         self.steps = 0
         self.last_step = -1
         self.alerts: list[dict] = []
+        self.rule_errors: dict[str, str] = {}  # rule → the error that disabled it in the probe (said once)
         self.rank_rules = RankDiagnoser()  # cross-rank alerts only a viewer of every rank can raise
 
     def _add(self, entry: registry.RunEntry) -> None:
@@ -84,11 +85,26 @@ class HeadlessViewer:
                     self.last_step = max(self.last_step, frame["steps"][-1] if frame["steps"] else -1)
                 elif kind == "alert" and isinstance(frame.get("alert"), dict):
                     self.alerts.append(frame["alert"])
-                    self.say(format_alert(frame["alert"]))
+                    if frame["alert"].get("id") == RULE_ERROR_ID:
+                        self._rule_error(frame["alert"], frame["rank"])
+                    else:
+                        self.say(format_alert(frame["alert"]))
                 elif kind == "end":
                     self.ended[entry.rank] = str(frame.get("status"))
         self.frames += n
         return n
+
+    def _rule_error(self, alert: dict, rank: int) -> None:
+        """A rule the probe disabled after it raised: one line per rule, whichever rank said it first."""
+        evidence = alert.get("evidence") if isinstance(alert.get("evidence"), dict) else {}
+        rule = str(alert.get("cause") or evidence.get("rule") or "?")
+        if rule in self.rule_errors:
+            return
+        self.rule_errors[rule] = str(evidence.get("error", alert.get("message", "")))
+        ids = evidence.get("ids") if isinstance(evidence.get("ids"), list) else []
+        lost = f"; not checked from here on: {', '.join(map(str, ids))}" if ids else ""
+        where = f" rank {rank}" if rank else ""
+        self.say(f"rule {rule} disabled at step {alert.get('step')}{where} by an error: {self.rule_errors[rule]}{lost}")
 
     def run(self, *, until: Callable[[], bool] | None = None, poll: float = 0.1) -> int:
         """Receive until every rank ended, its process is gone, or `until()` says so. Returns an exit code."""

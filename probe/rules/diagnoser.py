@@ -33,6 +33,7 @@ class Diagnoser:
         self.book = AlertBook()
         self.rank = 0
         self.errors: dict[str, str] = {}  # rule class → the error that disabled it
+        self.error_steps: dict[str, int] = {}  # rule class → the step whose evaluation raised it
         self._static_seen: dict[int, int] = {}  # static rule → facts version it last saw
         self._last_eval = -1
 
@@ -105,6 +106,10 @@ class Diagnoser:
                     findings = list(rule.check(st, h))
                 except Exception as exc:  # one broken rule must not silence the others
                     self.errors[name] = repr(exc)
+                    self.error_steps[name] = now
+                    # Said once, as an info alert: it goes where alerts go (wire, recording, `--headless`
+                    # stderr, the TUI), so a rule that stopped is seen instead of passing for a quiet run.
+                    changed[(RULE_ERROR_ID, name)] = rule_error_alert(name, repr(exc), rule.ids, now, self.rank)
                     continue
                 if not findings:
                     continue
@@ -113,6 +118,24 @@ class Diagnoser:
                     if alert is not None:
                         changed[(f.id, f.cause)] = alert
         return changed
+
+
+# The id of the notice a disabled rule sends (not a diagnosis: `accmon check` lists these apart, under
+# `disabled_rules`, and they are not in `alerts()`).
+RULE_ERROR_ID = "rule_error"
+
+
+def rule_error_alert(rule: str, error: str, ids: Iterable[str], step: int, rank: int) -> dict[str, Any]:
+    """The notice that `rule` raised `error` at `step` and is off for the rest of the run (alert-shaped)."""
+    ids = [str(i) for i in ids]
+    error = error if len(error) <= 300 else error[:297] + "..."
+    what = f" ({', '.join(ids)})" if ids else ""
+    return {"id": RULE_ERROR_ID, "cause": rule, "severity": "info", "step": step,
+            "message": f"accmon rule {rule} raised {error} and is disabled for this run: its alerts{what} "
+                       "are no longer checked",
+            "evidence": {"rule": rule, "error": error, "ids": ids},
+            "fix": "an accmon bug, not a training one: report it with the recording (`accmon check` re-runs the rules)",
+            "state": "active", "last_step": step, "cleared_step": None, "rank": rank}
 
 
 def interval(step: int) -> int:

@@ -126,9 +126,15 @@ def test_a_rule_that_raises_is_disabled_and_the_others_go_on():
             raise ZeroDivisionError("bug")
 
     d = Diagnoser(rules=[Broken(), NanLoss()])
-    feed(Sim(steps=200, overrides={"loss": lambda s, v: math.nan if s >= 50 else v}).frames(), d)
-    assert "ZeroDivisionError" in d.errors["Broken"]
+    _, changed = feed(Sim(steps=200, overrides={"loss": lambda s, v: math.nan if s >= 50 else v}).frames(), d)
+    assert "ZeroDivisionError" in d.errors["Broken"] and d.error_steps["Broken"] == 0
     assert [a["id"] for a in d.alerts()] == ["nan_loss"]
+    # Said once, alert-shaped (it goes over the wire and into recordings like an alert), not in alerts().
+    (notice,) = [a for a in changed if a["id"] == "rule_error"]
+    assert notice["cause"] == "Broken" and notice["severity"] == "info" and notice["evidence"]["ids"] == ["broken"]
+    assert "ZeroDivisionError" in notice["evidence"]["error"] and "Broken" in notice["message"]
+    assert set(notice) - {"cause"} == KEYS
+    assert wire.decode(wire.encode(wire.envelope("alert", "r", 0, 1, 1, alert=notice)))["alert"] == notice
 
 
 def test_a_subset_of_rules():
