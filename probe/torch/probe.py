@@ -262,8 +262,8 @@ class TorchProbe:
             self.cur_root = None
             return
         self.cur_root = module
-        if module.training:
-            self.cur_started = True
+        if module.training and not self.cur_started:
+            self._step_begins()
         if id(module) not in self.module_name and not any(r() is module for r in self.roots):
             # A new top-level model (a submodule called on its own is already named: it stays a submodule).
             # Roots it contains (its parts, called alone before it) stop being roots.
@@ -450,7 +450,8 @@ class TorchProbe:
             if self.loss_calls > LOSS_STEPS_AFTER:
                 self._end_step()
         self.step_samples += n
-        self.cur_started = True
+        if not self.cur_started:
+            self._step_begins()
         row = self.cur
         row.add(self.d_loss, _scalar(loss), n)
         if target is None:
@@ -556,6 +557,21 @@ class TorchProbe:
             self.output_module = self.root_out_module
         self.cur.add(C.FactsDecoder(self._target_facts), C.target_facts_part(target, inp), None)
         self.cur.add(C.FactsDecoder(self._output_facts), C.output_facts_part(inp), None)
+
+    def _step_begins(self) -> None:
+        """The first training forward (or loss) of a step. The last finished step's row was kept back so that a
+        validation pass after it could join it; that pass is over now. When steps are slow, the row leaves
+        at once: otherwise a viewer would see every step one (long) step late."""
+        self.cur_started = True
+        if self.val_parts:
+            self._end_val()
+        ledger = self.ledger
+        if ledger.rows and self.cadence.step_time >= self.flush_s:
+            if ledger.in_flight is not None:
+                ledger.poll()
+            if ledger.start_flush(keep_last=0):
+                self.t_last_flush = _perf()
+                ledger.poll()
 
     # ==== validation ==========================================================================================
     def _end_val(self) -> None:

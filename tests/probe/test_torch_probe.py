@@ -641,3 +641,58 @@ def test_update_ratio_of_a_model_larger_than_the_copy_budget_goes_round_robin(re
     assert sorted(rec.metrics["update_ratio/2"]) == [1, 4]
     assert sorted(rec.metrics["update_ratio/4"]) == [2, 5]
     assert len(rec.metrics["update_ratio"]) == 6 and all(0 < v < 1 for v in rec.series("update_ratio"))
+
+
+def test_slow_steps_leave_when_the_next_step_begins_and_validation_keeps_its_step(rec):
+    """A step that takes longer than the flush interval is handed to the run as soon as the next training
+    forward begins — not a whole (long) step later — and a validation pass between the two still joins it."""
+    import time
+
+    from accmon.probe.torch import hooks
+    from accmon.probe.torch.probe import TorchProbe
+
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = hooks.attach(TorchProbe(rec.run, every=1, flush_s=0.02))
+    handed = []
+    for step in range(6):
+        model.train()
+        out = model(x[:32])
+        handed.append(rec.run.step)  # the last step the run has, while this one is under way
+        loss = F.cross_entropy(out, y[:32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        time.sleep(0.05)  # a slow step: well over flush_s
+        model.eval()
+        with torch.no_grad():
+            F.cross_entropy(model(x[32:64]), y[32:64])
+    assert probe.cadence.step_time > probe.flush_s
+    assert handed[2:] == [1, 2, 3, 4]  # once steps are known to be slow: the previous one, at once
+    rec.close()
+    assert sorted(rec.metrics["val_loss"]) == list(range(6))  # each validation on the step it followed
+    assert sorted(rec.metrics["loss"]) == list(range(6))
+
+
+def test_fast_steps_keep_the_last_row_back_for_a_validation_pass(rec):
+    from accmon.probe.torch import hooks
+    from accmon.probe.torch.probe import TorchProbe
+
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    hooks.attach(TorchProbe(rec.run, every=1, flush_s=0.0001))
+    for step in range(20):
+        model.train()
+        loss = F.cross_entropy(model(x[:32]), y[:32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert rec.run.step < step  # the newest row waits: a validation pass may follow it
+        if step % 5 == 4:
+            model.eval()
+            with torch.no_grad():
+                F.cross_entropy(model(x[32:64]), y[32:64])
+    rec.close()
+    assert sorted(rec.metrics["val_loss"]) == [4, 9, 14, 19]
