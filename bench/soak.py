@@ -46,13 +46,14 @@ def probe_resources(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def attach_once(entry: registry.RunEntry, watch_s: float) -> tuple[int, bool, float]:
-    """Attach, stay `watch_s` seconds, detach: (steps received, contiguous from 0, seconds to catch up)."""
+def attach_once(entry: registry.RunEntry, watch_s: float, max_catch_up_s: float = 600) -> tuple[int, bool, float]:
+    """Attach, receive the whole history, stay `watch_s` seconds live, detach: (steps received, contiguous from
+    0, seconds to catch up; NaN when the history did not arrive within `max_catch_up_s`)."""
     client = RunClient(entry.pub, entry.ctl).start()
     t0 = time.monotonic()
     steps: list[int] = []
     caught_up = None
-    while time.monotonic() - t0 < watch_s:
+    while time.monotonic() - t0 < (watch_s + caught_up if caught_up is not None else max_catch_up_s):
         client.wake.wait(0.2)
         for f in client.drain():
             if f["kind"] == "steps":
@@ -68,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3600)
     ap.add_argument("--every", type=float, default=180, help="seconds between re-attaches")
-    ap.add_argument("--watch", type=float, default=10, help="seconds each attach stays")
+    ap.add_argument("--watch", type=float, default=10, help="seconds each attach stays live once caught up")
     args = ap.parse_args()
     rec = os.path.join(tempfile.mkdtemp(prefix="accmon-soak-"), "soak.accmon")
     proc = subprocess.Popen([sys.executable, "-c", TRAIN, str(args.seconds), rec], stdout=subprocess.PIPE, text=True)
@@ -76,14 +77,15 @@ def main() -> None:
     (entry,) = [e for e in registry.list_runs() if e.run_id == run_id]
     t0 = time.monotonic()
     rows = []
-    while proc.poll() is None and time.monotonic() - t0 < args.seconds - args.watch - 2:
+    while proc.poll() is None and time.monotonic() - t0 < args.seconds - args.every:
+        started = time.monotonic()
         rss, fds = probe_resources(proc.pid)
         n, contiguous, catch_up = attach_once(entry, args.watch)
         rss_after, fds_after = probe_resources(proc.pid)
         rows.append((time.monotonic() - t0, n, contiguous, catch_up, rss, fds, rss_after, fds_after))
         print(f"t={rows[-1][0]:6.0f}s attach: {n:,} steps, no gap: {contiguous}, caught up in {catch_up:.2f} s; "
               f"probe RSS {rss:.0f}→{rss_after:.0f} MB, fds {fds}→{fds_after}", flush=True)
-        time.sleep(max(0.0, args.every - args.watch))
+        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
     proc.wait()
     print(f"{len(rows)} attaches, all without a gap: {all(r[2] for r in rows)}; probe RSS first/last "
           f"{rows[0][4]:.0f}/{rows[-1][6]:.0f} MB; fds first/last {rows[0][5]}/{rows[-1][7]}")
