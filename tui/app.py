@@ -29,7 +29,7 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from accmon.probe import registry
 
 from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
-from .store import AlertBook, Changes, RunStore
+from .store import AlertBook, Changes, RankData, RankGroup, RunStore
 from .widgets import (AlertTable, ChartSpec, HeaderInfo, HeatSpec, LayerHeatMap, LineChart, RunHeader, SeriesSpec,
                       Timeline, TimelineState, View, alert_detail, header_text, summary_text)
 
@@ -65,6 +65,8 @@ HEATS: dict[str, HeatSpec] = {
     "heat-sat": HeatSpec("saturated fraction per layer (outputs at the activation's limits)", "act_sat/", log=False,
                          reduce="mean"),
 }
+# Widgets that show gradient norms: for a sharded model (FSDP) they read the norms combined across ranks.
+SHARDED_WIDGETS = frozenset({"chart-grad", "chart-grad2", "heat-grad"})
 TAB_WIDGETS = {
     "overview": ("chart-acc", "chart-loss", "chart-grad", "chart-lr"),
     "gradients": ("chart-grad2", "heat-grad", "chart-update"),
@@ -89,9 +91,9 @@ and the fix. Select an alert to move every chart to where it began.
 | `g` | log scale for loss and accuracy |
 | `n` / `p` | next / previous alert: the charts move to where it began |
 | `enter` | on an alert: the same |
-| `r` | next rank (multi-GPU runs) |
+| `r` | multi-GPU runs: all ranks (median line, min–max band) → rank 0 → rank 1 → … → all |
 | `o` | open another live run |
-| `x` / `c` | save a screenshot (SVG, PNG when a converter is installed) / the series as CSV |
+| `x` / `c` / `C` | save a screenshot (SVG, PNG when a converter is installed) / the series as CSV / as Parquet |
 | `t` | light or dark theme |
 | `ctrl+p` | command palette |
 | `q` | quit |
@@ -103,6 +105,10 @@ and the fix. Select an alert to move every chart to where it began.
 ten million steps still shows), with the smoothed line over the faded raw one. ▲ on a time axis marks an alert
 (red ✖ critical, orange ▲ warning, blue ● info); ✕ marks NaN or Inf values. Heat maps colour each layer's value
 per time column: gradient norms on a log scale (blue small, grey middle, orange large), fractions 0–1 (viridis).
+
+**Several ranks** (DDP, torchrun): all ranks together by default — the bright line is the median across ranks,
+the faded band the lowest to highest value any rank had; `r` shows one rank at a time. A sharded model (FSDP)
+publishes each rank's partial sums of squares: its gradient norms are combined across ranks (√Σ) in every view.
 """
 
 
@@ -217,6 +223,7 @@ class AccmonApp(App[int]):
         Binding("o", "pick", "Runs", show=False),
         Binding("x", "screenshot", "SVG", show=False),
         Binding("c", "export_csv", "CSV", show=False),
+        Binding("C", "export_parquet", "Parquet", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
         Binding("1", "tab('overview')", "Overview", show=False),
         Binding("2", "tab('gradients')", "Gradients", show=False),
@@ -239,7 +246,7 @@ class AccmonApp(App[int]):
         self.pick_at_start = pick or source is None
         self.store = RunStore()
         self._generation = source.generation if source is not None else 0
-        self.rank = 0
+        self.rank: int | None = None  # the rank shown; None: all ranks together (one rank: that rank)
         # The view: every time chart shares it (design: zoom and pan move all charts together).
         self.span: float | None = None  # steps shown; None = the whole run
         self.follow = True
@@ -368,7 +375,7 @@ class AccmonApp(App[int]):
 
     def _reset_store(self) -> None:
         self.store = RunStore()
-        self.rank, self.cursor, self.head, self.span, self.follow = 0, None, None, None, True
+        self.rank, self.cursor, self.head, self.span, self.follow = None, None, None, None, True
         self._drawn.clear()
         self.say("the run restarted: showing the new run")
 
@@ -394,9 +401,26 @@ class AccmonApp(App[int]):
         if self.is_running:
             self.notify(message, severity=severity)  # type: ignore[arg-type]
 
+    # -- which rank ----------------------------------------------------------------------------------------------
+    def view_data(self) -> RankData | RankGroup | None:
+        """What the panels show: one rank, or every rank together (a run with one rank: that rank, as it is)."""
+        if self.rank is not None:
+            return self.store.ranks.get(self.rank)
+        ranks = self.store.ranks
+        if len(ranks) <= 1:
+            return next(iter(ranks.values()), None)
+        return self.store.all_ranks()
+
+    def pace_data(self) -> RankData | None:
+        """The rank whose clock paces replay and whose facts the header and data tab show: the one shown, or
+        the lowest (rank 0) when all are shown."""
+        if self.rank is not None:
+            return self.store.ranks.get(self.rank)
+        return self.store.ranks[min(self.store.ranks)] if self.store.ranks else None
+
     # -- replay playhead -----------------------------------------------------------------------------------
     def _bounds(self) -> tuple[int, int] | None:
-        data = self.store.ranks.get(self.rank)
+        data = self.view_data()
         if data is None or data.axis.first is None or data.axis.last is None:
             return None
         return data.axis.first, data.axis.last
@@ -416,7 +440,7 @@ class AccmonApp(App[int]):
         first, last = b
         head = float(self.head_step() or first)
         speed = SPEEDS[self.speed_i]
-        data = self.store.ranks[self.rank]
+        data = self.pace_data()
         if speed is None:
             step = max((last - first) * MAX_SPEED_FRACTION, self._paced(data, head, dt * 1000) - head, 1.0)
             head += step
@@ -476,17 +500,23 @@ class AccmonApp(App[int]):
 
     def _sync_panels(self, force: bool) -> None:
         view = self.view()
-        data = self.store.ranks.get(self.rank)
+        data = self.view_data()
+        # A sharded model: gradient norms exist only combined across ranks (each rank's are partial), whichever
+        # rank is shown.
+        sharded = self.store.sharded()
         tab = self._active_tab()
         model_layers = self._model_layers()
         with self.batch_update():
             self._sync_header(force)
             for wid in TAB_WIDGETS.get(tab, ()):
                 w = self._main.query_one(f"#{wid}")
+                wdata = sharded if sharded is not None and wid in SHARDED_WIDGETS else data
                 if isinstance(w, LineChart):
-                    w.show(data, view)
+                    w.show(wdata, view)
                 elif isinstance(w, LayerHeatMap):
-                    w.show(data, view, model_layers)
+                    if wid in SHARDED_WIDGETS:
+                        w.set_note("ranks combined: √Σ grad_sq" if sharded is not None else None)
+                    w.show(wdata, view, model_layers)
             if tab in ("alerts", "overview"):
                 self._sync_alerts(force)
             if tab == "data":
@@ -560,7 +590,7 @@ class AccmonApp(App[int]):
             self._main.query_one(detail_id, Static).update(alert_detail(table.selected_alert(), dark))
 
     def _sync_summary(self, force: bool) -> None:
-        data = self.store.ranks.get(self.rank)
+        data = self.pace_data()
         key = (self.store.version // 5 if not force else -1, self.rank, self.current_theme.dark)
         if not force and key == self._drawn.get("summary"):
             return
@@ -698,9 +728,15 @@ class AccmonApp(App[int]):
         self._sync()
 
     def action_next_rank(self) -> None:
+        """All ranks → rank 0 → rank 1 → … → all ranks (a run with one rank: nothing to cycle)."""
         ranks = sorted(self.store.ranks)
         if len(ranks) > 1:
-            self.rank = ranks[(ranks.index(self.rank) + 1) % len(ranks)] if self.rank in ranks else ranks[0]
+            if self.rank is None:
+                self.rank = ranks[0]
+            elif self.rank in ranks and self.rank != ranks[-1]:
+                self.rank = ranks[ranks.index(self.rank) + 1]
+            else:
+                self.rank = None
             self._sync(force=True)
 
     def action_toggle_theme(self) -> None:
@@ -790,7 +826,7 @@ class AccmonApp(App[int]):
         self._generation = source.generation
         self.store = RunStore()
         self._status = SourceStatus()
-        self.rank, self.cursor, self.head, self.span, self.follow, self.playing = 0, None, None, None, True, False
+        self.rank, self.cursor, self.head, self.span, self.follow, self.playing = None, None, None, None, True, False
         self._drawn.clear()
         self.set_class(self.replay, "replay")
         source.start()
@@ -821,19 +857,33 @@ class AccmonApp(App[int]):
             self.call_from_thread(self.say, f"PNG saved: {png}")
 
     def action_export_csv(self) -> None:
-        self._export_csv(self._export_name("csv"))
+        self._export(self._export_name("csv"), "csv")
+
+    def action_export_parquet(self) -> None:
+        from .export import PARQUET_HINT, have_pyarrow
+
+        if not have_pyarrow():
+            self.say(f"Parquet export {PARQUET_HINT}", severity="error")
+            return
+        self._export(self._export_name("parquet"), "parquet")
 
     @work(thread=True, group="export", exit_on_error=False)
-    def _export_csv(self, target: Path) -> None:
-        from .export import export_recording, export_store
+    def _export(self, target: Path, fmt: str) -> None:
+        from .export import export_recording, export_store, export_store_parquet
 
+        what = "CSV" if fmt == "csv" else "Parquet"
         try:
             if isinstance(self.source, ReplaySource):
-                export_recording(self.source.path, csv=str(target), quiet=True)
-            else:
+                # The recording holds the exact values (the store keeps older steps to 16 bits).
+                rc = export_recording(self.source.path, quiet=True, **{fmt: str(target)})
+                if rc != 0:
+                    raise OSError(f"cannot read {self.source.path}")
+            elif fmt == "csv":
                 export_store(self.store, str(target))
+            else:
+                export_store_parquet(self.store, str(target))
         except OSError as exc:
-            self.call_from_thread(self.say, f"CSV export failed: {exc.strerror or exc}", severity="error")
+            self.call_from_thread(self.say, f"{what} export failed: {exc.strerror or exc}", severity="error")
             return
         self.call_from_thread(self.say, f"series saved: {target}")
 
@@ -850,7 +900,10 @@ class AccmonApp(App[int]):
                             lambda: self.action_alert_jump(1))
         yield SystemCommand("Save screenshot (SVG)", "Also PNG when a converter is installed", self.action_screenshot)
         yield SystemCommand("Export series (CSV)", "Every series of every rank", self.action_export_csv)
-        yield SystemCommand("Next rank", "Show another rank of a multi-GPU run", self.action_next_rank)
+        yield SystemCommand("Export series (Parquet)", "Every series of every rank (needs pyarrow)",
+                            self.action_export_parquet)
+        yield SystemCommand("Next rank", "All ranks (median and spread) → rank 0 → rank 1 → … → all",
+                            self.action_next_rank)
 
     def screen_text(self) -> str:
         """The screen as plain text, as a person would read it (tests, and checks over SSH without a terminal).

@@ -21,6 +21,15 @@ from accmon.probe.recording import RecordingError, RecordingReader
 from .store import RunStore, is_missing
 
 KEY_COLUMNS = ["rank", "step", "time"]
+PARQUET_HINT = "needs pyarrow: pip install pyarrow (CSV works without it: c)"
+STORE_BATCH = 1 << 15  # rows per rank read at a time: export memory stays flat however long the run
+
+
+def have_pyarrow() -> bool:
+    """Whether Parquet export can run (pyarrow is optional: a training node or a slim viewer need not have it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def _cell(v: Any) -> str:
@@ -180,4 +189,42 @@ def export_store(store: RunStore, path: str) -> int:
                     w.writerow(row)
                     n += 1
     os.replace(tmp, path)
+    return n
+
+
+def export_store_parquet(store: RunStore, path: str) -> int:
+    """The live store's series as Parquet: `rank` (int32), `step` (int64), then one float64 column per metric,
+    null where not measured (NaN and ±Inf are values). Same rows and precision as `export_store` (CSV).
+    Written batch by batch to `path.part`, then renamed: a reader never sees half a file. Returns rows written.
+    Raises ImportError without pyarrow (`have_pyarrow()` tells first)."""
+    import pyarrow as pa  # type: ignore[import-not-found]
+    import pyarrow.parquet as pq  # type: ignore[import-not-found]
+
+    names = sorted({n for d in store.ranks.values() for n in d.columns})
+    schema = pa.schema([("rank", pa.int32()), ("step", pa.int64())] + [(n, pa.float64()) for n in names])
+    n = 0
+    tmp = path + ".part"
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for rank in sorted(store.ranks):
+                data = store.ranks[rank]
+                for r0 in range(0, data.axis.n, STORE_BATCH):
+                    r1 = min(data.axis.n, r0 + STORE_BATCH)
+                    m = r1 - r0
+                    arrays = [pa.array(np.full(m, rank, dtype=np.int32)),
+                              pa.array(data.axis.steps_at(np.arange(r0, r1)))]
+                    for name in names:
+                        col = data.columns.get(name)
+                        if col is None:
+                            arrays.append(pa.nulls(m, pa.float64()))
+                            continue
+                        v = col.values(r0, r1)
+                        # Columnar, no Python loop per value: "not measured" becomes null, NaN stays NaN.
+                        arrays.append(pa.array(v.astype(np.float64), mask=is_missing(v)))
+                    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                    n += m
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return n

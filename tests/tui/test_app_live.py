@@ -235,11 +235,14 @@ def test_other_ranks_can_be_shown():
         app, _ = live_app(frames)
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(app, pilot)
-            assert "ranks 0–1 (showing 0)" in app.screen_text()
+            assert "ranks 0–1 median" in app.screen_text()  # all ranks together by default
+            await pilot.press("r")
+            await settle(app, pilot)
+            assert app.rank == 0 and app.view().x1 == 599
             await pilot.press("r")
             await settle(app, pilot)
             assert app.rank == 1 and app.view().x1 == 299
-            assert "showing 1" in app.screen_text()
+            assert "rank 1 of 0–1" in app.screen_text()
     run(go())
 
 

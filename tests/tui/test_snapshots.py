@@ -75,3 +75,28 @@ def test_replay_at_an_alert(snap_compare, size, tmp_path):
         await ready(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+def ranks_app() -> AccmonApp:
+    """Four ranks of a DDP run: each its own loss and accuracy (a scale and noise per rank), rank 3 behind."""
+    from tests.tui.test_app_ranks import rank_frames
+
+    src = QueueSource()
+    src.push(*rank_frames(4, 1200, 200, lag=200))
+    app = AccmonApp(src, clock=lambda: T0 + 20.0, refresh_s=3600)
+    app.animation_level = "none"
+    return app
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_ranks_together(snap_compare, size):
+    assert snap_compare(ranks_app(), terminal_size=size, run_before=ready)
+
+
+def test_ranks_one_rank_shown(snap_compare):
+    async def before(pilot):
+        await ready(pilot)
+        await pilot.press("r", "r")  # all → rank 0 → rank 1
+        await ready(pilot)
+
+    assert snap_compare(ranks_app(), terminal_size=(160, 48), run_before=before)

@@ -3,7 +3,11 @@
 Each chart column of braille dots (two per terminal cell) draws the min–max span of the rows it covers, joined
 to its neighbours, so a spike in 10 M steps still shows as a spike. Smoothing is an exponential moving average
 over the column means, weighted by how many rows each column holds (per-step strength, as TensorBoard's
-slider), drawn bright over the faded raw span. Rendering is a pure function (`render_chart`) of the store, the
+slider), drawn bright over the faded raw span.
+
+Several ranks together (a `RankGroup`): the faded span is the spread across ranks (per column, the lowest and
+highest value any rank had), and the bright line the median across ranks of their column means (smoothed when
+smoothing is on). Each rank's columns are read from its own block summaries: ranks × the single-rank cost. Rendering is a pure function (`render_chart`) of the store, the
 view and the size, so it is tested without an app; `LineChart` caches its strips until one of those changes.
 """
 
@@ -19,7 +23,7 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..store import FLAG_NAN, FLAG_NEGINF, FLAG_POSINF, Buckets, RankData
+from ..store import FLAG_NAN, FLAG_NEGINF, FLAG_POSINF, Buckets, RankData, RankGroup
 from . import fmt
 from .palette import palette
 
@@ -68,6 +72,10 @@ class Rendered:
     y_range: tuple[float, float] | None = None
     empty: bool = True
     dots: dict[str, int] = field(default_factory=dict)  # lit dots per series label, for tests
+    # What was drawn, per series label, before the y scale: "lo"/"hi" (the span: raw min–max, or across ranks),
+    # "line" (the bright line: EMA, or the ranks' median; absent for one rank unsmoothed). For tests and tools.
+    series: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    column_steps: np.ndarray | None = None  # step edges of the dot columns: column i covers [e[i], e[i+1])
 
 
 def ema(means: np.ndarray, counts: np.ndarray, strength: float) -> np.ndarray:
@@ -133,7 +141,28 @@ def _dots_to_cells(top: np.ndarray, bot: np.ndarray, valid: np.ndarray, rows: in
     return (m * _DOT[None, :, None, :]).sum(axis=(1, 3)).astype(np.uint16)
 
 
-def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int, height: int) -> Rendered:
+class _SeriesReader:
+    """Buckets of a series over the chart's columns, for one rank or a group of ranks; row edges are computed
+    once per rank and reused by every series of the chart."""
+
+    def __init__(self, data: RankData | RankGroup, x0: float, x1: float, n: int, head: int | None) -> None:
+        self.data, self.x0, self.x1, self.n, self.head = data, x0, x1, n, head
+        self._edges: dict[int, np.ndarray] = {}
+
+    def edges(self, d: RankData) -> np.ndarray:
+        e = self._edges.get(d.rank)
+        if e is None:
+            e = self._edges[d.rank] = step_edges(d, self.x0, self.x1, self.n, self.head)
+        return e
+
+    def buckets(self, name: str) -> Buckets | None:
+        if isinstance(self.data, RankGroup):
+            return self.data.buckets(name, self.edges)
+        col = self.data.columns.get(name)
+        return None if col is None else col.buckets(self.edges(self.data))
+
+
+def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View, width: int, height: int) -> Rendered:
     """The chart as strips of `width` cells, `height` rows: plot, time axis with alert markers, step labels."""
     pal = palette(view.dark)
     base = Style(color=pal.text)
@@ -153,33 +182,33 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
     present: list[tuple[SeriesSpec, float | None]] = []
     dots: dict[str, int] = {}
     drawn: list[tuple[SeriesSpec, Buckets, np.ndarray | None]] = []
+    group = isinstance(data, RankGroup)
     if data is not None and data.axis.n:
-        edges = step_edges(data, x0, x1, wd, view.head)
+        reader = _SeriesReader(data, x0, x1, wd, view.head)
         strength = view.ema_strength if (view.ema and spec.smooth) else 0.0
-        pre_edges = None
+        pre = None
         if strength > 0 and data.axis.first is not None and x0 > data.axis.first:
             width_steps = (x1 - x0) / wd
             # Start the average earlier, so the first column is not just the raw value: 3 time constants.
             warm = min(x0 - data.axis.first, 3.0 / (1 - strength))
             n_pre = min(int(math.ceil(warm / max(width_steps, 1e-9))), 4 * wd)
             if n_pre:
-                pre_edges = step_edges(data, x0 - n_pre * width_steps, x0, n_pre, view.head)
+                pre = _SeriesReader(data, x0 - n_pre * width_steps, x0, n_pre, view.head)
         for s in spec.series:
-            col = data.columns.get(s.name)
-            if col is None:
-                continue
-            b = col.buckets(edges)
-            if not b.counts.any() and not b.flags.any():
+            b = reader.buckets(s.name)
+            if b is None or (not b.counts.any() and not b.flags.any()):
                 continue
             smooth = None
             if strength > 0:
-                if pre_edges is not None:
-                    pb = col.buckets(pre_edges)
+                pb = pre.buckets(s.name) if pre is not None else None
+                if pb is not None:
                     sm = ema(np.concatenate([pb.means, b.means]), np.concatenate([pb.counts, b.counts]), strength)
                     smooth = sm[len(pb.means):]
                 else:
                     smooth = ema(b.means, b.counts, strength)
                 smooth[b.counts == 0] = np.nan
+            elif group:
+                smooth = b.means.copy()  # the ranks' median, as the line over their spread
             drawn.append((s, b, smooth))
             f = b.flags.reshape(pw, 2)
             flags_any |= f[:, 0] | f[:, 1]
@@ -208,6 +237,7 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
     def to_dot(v: np.ndarray) -> np.ndarray:
         return np.rint((hi - v) / (hi - lo) * (hd - 1)).clip(0, hd - 1)
 
+    series_out: dict[str, dict[str, np.ndarray]] = {}
     owner = np.full((plot_rows, pw), -1, dtype=np.int64)
     codes = np.zeros((plot_rows, pw), dtype=np.uint16)
     styles: list[Style] = []
@@ -223,7 +253,9 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
             fill = np.isnan(mins) & ~np.isnan(mid)
             mins, maxs = np.where(fill, mid, mins), np.where(fill, mid, maxs)
             passes = [(maxs, mins, pal.series_style(s.color, faded=smooth is not None))]
+            series_out[s.label] = {"lo": b.mins.astype(np.float64), "hi": b.maxs.astype(np.float64)}
             if smooth is not None:
+                series_out[s.label]["line"] = smooth
                 sv = smooth
                 if log:
                     with np.errstate(divide="ignore", invalid="ignore"):
@@ -241,10 +273,9 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
                 lit = int(valid.sum())
             dots[s.label] = lit
     for s, b, smooth in drawn:
-        col = data.columns[s.name] if data is not None else None
         value: float | None
-        if view.head is None and col is not None:
-            value = col.last_value
+        if view.head is None and data is not None:
+            value = data.latest(s.name)  # a group: the ranks' median (a NaN or Inf on any rank wins)
         else:
             nz = np.flatnonzero((b.counts > 0) | (b.flags > 0))
             value = None
@@ -351,7 +382,8 @@ def render_chart(data: RankData | None, spec: ChartSpec, view: View, width: int,
                 continue
             lab[start : start + len(text)] = list(text)
         lines.append(Strip([Segment(" " * (LABEL_W + 1) + "".join(lab), dim)], width))
-    return Rendered(lines, legend, None if math.isnan(lo) else (lo, hi), empty=not drawn, dots=dots)
+    return Rendered(lines, legend, None if math.isnan(lo) else (lo, hi), empty=not drawn, dots=dots,
+                    series=series_out, column_steps=x0 + (x1 - x0) * np.arange(wd + 1) / wd)
 
 
 def _cursor_bg(dark: bool) -> str:
@@ -359,7 +391,8 @@ def _cursor_bg(dark: bool) -> str:
 
 
 class LineChart(Widget):
-    """A braille line chart of some series of one rank over the shared view (line API: one Strip a row)."""
+    """A braille line chart of some series of one rank, or of all ranks together, over the shared view
+    (line API: one Strip a row)."""
 
     DEFAULT_CSS = """
     LineChart {
@@ -376,13 +409,13 @@ class LineChart(Widget):
                  classes: str | None = None, disabled: bool = False) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.spec = spec
-        self.data: RankData | None = None
+        self.data: RankData | RankGroup | None = None
         self.view = View()
         self._key: tuple | None = None
         self._rendered: Rendered | None = None
         self._styled: list[Strip] = []
 
-    def show(self, data: RankData | None, view: View) -> None:
+    def show(self, data: RankData | RankGroup | None, view: View) -> None:
         """Point the chart at data and a view; redraws only when something it draws changed."""
         self.data, self.view = data, view
         if self._cache_key() != self._key:

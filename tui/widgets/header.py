@@ -30,7 +30,7 @@ class HeaderInfo:
     """What the header shows besides the store: the connection's side of things."""
 
     state: str = "connecting"
-    rank: int = 0
+    rank: int | None = None  # the rank shown; None: every rank together (median and spread)
     dropped_live: int = 0
     note: str | None = None  # a line of its own: why stalled, what crashed, replay position, file problems
     head: int | None = None  # replay: the playhead step
@@ -53,9 +53,17 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
         t.append(f"  {host or '?'}:{pid or '?'}", style=dim)
     ranks = sorted(store.ranks) or [0]
     if len(ranks) > 1:
-        t.append(f"  ranks {ranks[0]}–{ranks[-1]} (showing {info.rank})", style=dim)
-    data = store.ranks.get(info.rank)
-    step = info.head if info.head is not None else (data.axis.last if data is not None else None)
+        if info.rank is None:
+            t.append(f"  ranks {ranks[0]}–{ranks[-1]} median", style=Style(bold=True))
+            if not narrow:
+                t.append(" · band min–max", style=dim)
+        else:
+            t.append(f"  rank {info.rank}", style=Style(bold=True))
+            t.append(f" of {ranks[0]}–{ranks[-1]}", style=dim)
+    # Every rank together: speed, epoch and times from the lowest rank (rank 0: the one that paces the run).
+    data = store.ranks.get(info.rank if info.rank is not None else ranks[0])
+    last = store.last_step() if info.rank is None else (data.axis.last if data is not None else None)
+    step = info.head if info.head is not None else last
     t.append("  step ", style=dim)
     t.append(fmt.steps(step))
     epoch = data.latest("epoch") if data is not None else None

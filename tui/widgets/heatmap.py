@@ -5,6 +5,10 @@ the right — the "bars now" reading beside the history. Gradient norms are colo
 diverging ramp (blue: small, grey: middle, orange: large); fractions on a 0–1 viridis ramp. A cell whose rows
 hold NaN or Inf shows ✕. Like the line chart, a cell reads block summaries, never rows: the cost follows the
 screen.
+
+All ranks together (a `RankGroup`): a cell is the largest value any rank had there (norms: a spike on one rank
+must show), or the ranks' median of their means (fractions). A sharded run's gradient norms come combined from
+the ranks' partial sums of squares (`store.ShardCombiner`): the app passes that derived series in.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..store import RankData
+from ..store import RankData, RankGroup
 from . import fmt
-from .chart import SEVERITY_ORDER, View, step_edges
+from .chart import SEVERITY_ORDER, View, _SeriesReader
 from .palette import palette, ramp_colors
 
 VALUE_W = 8
@@ -47,16 +51,16 @@ class HeatRendered:
     values: np.ndarray  # layers × cells, what was coloured (log10 for log scale), NaN = no data
 
 
-def layer_order(data: RankData, prefix: str, model_layers: list[str] | None) -> list[str]:
+def layer_order(data: RankData | RankGroup, prefix: str, model_layers: list[str] | None) -> list[str]:
     """Layer names that have series under prefix, in model order when the model's layers are known."""
-    names = [n[len(prefix):] for n in data.columns if n.startswith(prefix)]
+    names = [n[len(prefix):] for n in data.names(prefix)]
     if model_layers:
         pos = {n: i for i, n in enumerate(model_layers)}
         names.sort(key=lambda n: (pos.get(n, len(pos)), n))
     return names
 
 
-def render_heatmap(data: RankData | None, spec: HeatSpec, view: View, width: int, model_layers: list[str] | None = None,
+def render_heatmap(data: RankData | RankGroup | None, spec: HeatSpec, view: View, width: int, model_layers: list[str] | None = None,
                    ) -> HeatRendered:
     pal = palette(view.dark)
     dim = Style(color=pal.dim)
@@ -70,11 +74,11 @@ def render_heatmap(data: RankData | None, spec: HeatSpec, view: View, width: int
         msg = f"no {spec.prefix.rstrip('/')} series yet"
         return HeatRendered([Strip([Segment(msg.center(width)[:width], dim)], width)], [], vals)
     x0, x1 = float(view.x0), float(max(view.x1, view.x0 + 1))
-    edges = step_edges(data, x0, x1, cells, view.head)
-    head_row = int(edges[-1])
+    reader = _SeriesReader(data, x0, x1, cells, view.head)
     for i, layer in enumerate(layers):
-        col = data.columns[spec.prefix + layer]
-        b = col.buckets(edges)
+        b = reader.buckets(spec.prefix + layer)
+        if b is None:
+            continue
         v = (b.maxs if spec.reduce == "max" else b.means).astype(np.float64)
         if spec.log:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -103,11 +107,17 @@ def render_heatmap(data: RankData | None, spec: HeatSpec, view: View, width: int
             run_style = st
         if run:
             segs.append(Segment("".join(run), run_style))
+        now: float | None
         if view.head is None:
-            now = col.last_value
-        else:
+            now = data.latest(spec.prefix + layer)
+        elif isinstance(data, RankData):
+            col = data.columns[spec.prefix + layer]
+            head_row = int(reader.edges(data)[-1])
             measured = col.values(max(0, head_row - 1), head_row)
             now = float(measured[-1]) if len(measured) and not np.isnan(measured[-1]) else None
+        else:  # replay, several ranks: the newest column drawn
+            nz = np.flatnonzero(b.counts > 0)
+            now = float((b.maxs if spec.reduce == "max" else b.means)[nz[-1]]) if len(nz) else None
         vstyle = Style(color=pal.severity["critical"], bold=True) if now is not None and not math.isfinite(now) else base
         segs.append(Segment(" " + fmt.num(now).rjust(VALUE_W - 1), vstyle))
         lines.append(Strip(segs, width))
@@ -167,22 +177,33 @@ class LayerHeatMap(ScrollView):
                  classes: str | None = None, disabled: bool = False) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.spec = spec
-        self.data: RankData | None = None
+        self.data: RankData | RankGroup | None = None
         self.view = View()
         self.model_layers: list[str] | None = None
+        self.note: str | None = None  # said after the title: where the values come from, when not plain
         self._key: tuple | None = None
         self._rendered: HeatRendered | None = None
 
     def on_mount(self) -> None:
         dark = self.app.current_theme.dark
-        self.border_title = Text(self.spec.title, style=Style(color=palette(dark).text, bold=True))  # type: ignore[assignment]
+        title = Text(self.spec.title, style=Style(color=palette(dark).text, bold=True))
+        if self.note:
+            title.append(f" · {self.note}", style=Style(color=palette(dark).dim))
+        self.border_title = title  # type: ignore[assignment]
         self.border_subtitle = scale_legend(self.spec, self.app.current_theme.dark)  # type: ignore[assignment]
 
-    def show(self, data: RankData | None, view: View, model_layers: list[str] | None = None) -> None:
+    def show(self, data: RankData | RankGroup | None, view: View, model_layers: list[str] | None = None) -> None:
         self.data, self.view, self.model_layers = data, view, model_layers
         if self._cache_key() != self._key:
             self.rendered()
             self.refresh()
+
+    def set_note(self, note: str | None) -> None:
+        """A few words after the title (e.g. that a sharded run's norms are combined across ranks)."""
+        if note != self.note:
+            self.note = note
+            if self.is_mounted:
+                self.on_mount()
 
     def _cache_key(self) -> tuple:
         d = self.data
