@@ -20,7 +20,8 @@ from collections import deque
 # 2%: the issue's tightest target is a small CNN at ≤ 1.02 × plain. The measured probe time includes the
 # flush but not the hooks' dispatch inside torch, which the benchmark (bench/probe_overhead.py) adds in.
 DEFAULT_BUDGET = 0.02
-# The first steps show the most (facts, the early shape of every curve): take everything.
+# The first steps show the most (facts, the early shape of every curve): take everything, and then at every
+# power of two (see Cadence.plan).
 WARMUP_STEPS = 8
 # However expensive, every statistic is taken at least this often.
 MAX_EVERY = 256
@@ -52,7 +53,9 @@ class Cadence:
 
     def plan(self, step: int) -> tuple[bool, bool]:
         """(grads, deep) for `step`."""
-        if step < WARMUP_STEPS and self.fixed is None:
+        if self.fixed is None and (step < WARMUP_STEPS or step & (step - 1) == 0):
+            # Every power of two as well: the rules get per-layer evidence at 16, 32, 64... steps, before a
+            # slow cadence's first interval ends, for log2(steps) extra samples in a whole run.
             return True, True
         deep = step % self.every["deep"] == 0
         return deep or step % self.every["grads"] == 0, deep

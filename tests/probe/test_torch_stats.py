@@ -265,6 +265,9 @@ def test_cadence_gives_up_sampling_where_even_the_base_is_over_budget():
         grads, deep = c.plan(step)
         c.observe(0.001, 50e-6, {"grads": 40e-6 if grads else 0.0, "deep": 1e-3 if deep else 0.0}, (grads, deep))
     assert c.every == {"grads": MAX_EVERY, "deep": MAX_EVERY}
+    # Even then, every power of two is sampled in full: early per-layer evidence for the rules.
+    sampled = [s for s in range(WARMUP_STEPS, 2000) if c.plan(s)[1]]
+    assert sampled == [8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536, 1792]
 
 
 def test_cadence_fixed_interval_and_argument_checks():
