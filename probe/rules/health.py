@@ -26,7 +26,8 @@ import numpy as np
 from . import losses as L
 from .series import median
 from .state import RunState
-from .thresholds import (CHANCE_ACC_MARGIN, CHANCE_LOSS_FACTOR, DIVERGE_FACTOR, MIN_PROGRESS, PATIENCE_DEFAULT,
+from .thresholds import (CHANCE_ACC_MARGIN, CHANCE_LOSS_FACTOR, DIVERGE_FACTOR, HANDLED_IMBALANCE_MARGIN,
+                         MIN_PROGRESS, PATIENCE_DEFAULT, SKEWED_MAJORITY,
                          PATIENCE_EPOCHS, PATIENCE_MAX, PATIENCE_MIN, START_STEPS, WINDOW_DEFAULT, WINDOW_MAX,
                          WINDOW_MIN)
 
@@ -54,6 +55,9 @@ class Health:
     loss_early: float | None = None  # median of the first three losses: the level before any divergence
     loss_first: float | None = None  # the lowest of the first three: back below it, a diverged run has recovered
     warming_up: bool = False  # the learning rate is still rising
+    # Skewed classes, and the model predicts its top class less often than the majority occurs (a class-weighted
+    # loss): accuracy at the majority's share is then no sign of a model that ignores its inputs.
+    handled_imbalance: bool = False
     not_learning: bool = False
     worse_than_chance: bool = False
     at_chance: bool = False
@@ -113,6 +117,7 @@ class HealthTracker:
         self._loss(st, h)
         self._accuracy(st, h)
         self._warmup(st, h)
+        self._imbalance(st, h)
         self._verdicts(h)
         self.was = {"not_learning": h.not_learning, "worse_than_chance": h.worse_than_chance, "at_chance": h.at_chance,
                     "val_at_chance": h.val_at_chance}
@@ -190,6 +195,16 @@ class HealthTracker:
         if first is not None and last is not None and first > 0 and last > first * 1.05:
             h.warming_up = True
 
+    def _imbalance(self, st: RunState, h: Health) -> None:
+        chance = h.acc_chance
+        if chance is None or chance < SKEWED_MAJORITY:
+            return
+        top = st.recent("pred_top_frac", h.now)
+        if top is None or top[2] < 3 or h.now - top[1] > max(h.window, 8):
+            return
+        se = math.sqrt(chance * (1 - chance) / max(h.batch * top[2], 1))
+        h.handled_imbalance = top[0] < chance - max(HANDLED_IMBALANCE_MARGIN, 2 * se)
+
     def _verdicts(self, h: Health) -> None:
         start, now = h.loss_start, h.loss_now
         # Most telling first: rules quote the first reason.
@@ -217,12 +232,14 @@ class HealthTracker:
                 h.reasons.append(f"the loss ({now:.4g}) is above that of a model that ignores its inputs ({h.chance_loss:.4g})")
         if h.acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
             margin = chance_margin(h.acc_chance, h.batch * h.window) * (ease if self.was.get("at_chance") else 1.0)
-            if h.acc_now <= h.acc_chance + margin:
+            handled = h.handled_imbalance and h.acc_now >= handled_floor(h.acc_chance)
+            if h.acc_now <= h.acc_chance + margin and not handled:
                 h.at_chance = True
                 h.reasons.append(f"accuracy ({h.acc_now:.3f}) is at chance ({h.acc_chance:.3f}) after {h.seen} steps")
         if h.val_acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
             margin = chance_margin(h.acc_chance, h.batch * 4) * (ease if self.was.get("val_at_chance") else 1.0)
-            if h.val_acc_now <= h.acc_chance + margin:
+            handled = h.handled_imbalance and h.val_acc_now >= handled_floor(h.acc_chance)
+            if h.val_acc_now <= h.acc_chance + margin and not handled:
                 h.val_at_chance = True
                 h.reasons.append(f"validation accuracy ({h.val_acc_now:.3f}) is at chance ({h.acc_chance:.3f})")
 
@@ -234,6 +251,12 @@ class HealthTracker:
                 break
             best = v
         return best if best is not None else (self.trace[0][1] if self.trace else None)
+
+
+def handled_floor(chance: float) -> float:
+    """The lowest accuracy of a model on skewed classes that trades majority accuracy for minority recall (a
+    class-weighted loss): it may lose as much as the minority's share; a model that guesses loses more."""
+    return chance - (1 - chance)
 
 
 def chance_margin(chance: float, samples: int) -> float:

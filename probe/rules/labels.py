@@ -13,7 +13,7 @@ from .health import Health
 from .series import median
 from .state import RunState
 from .thresholds import (IMBALANCE_MAJORITY_WARN, IMBALANCE_MIN_PER_CLASS, IMBALANCE_RATIO, UNSHUFFLED_EXCESS,
-                         UNSHUFFLED_MIN_SAMPLES)
+                         UNSHUFFLED_MIN_SAMPLES, UNSHUFFLED_SIGMAS, UNSHUFFLED_SLACK)
 
 ID = "label_issue"
 
@@ -148,6 +148,15 @@ class ClassImbalance(Rule):
                         self.FIX, score=ratio)]
 
 
+def _targets_per_batch(st: RunState) -> int | None:
+    """Samples per batch when each has one class id (targets of shape (N,)), else None."""
+    shape = st.fact("targets", "shape")
+    if isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] >= 8:
+        batch = st.facts.get("batch_size")
+        return batch if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 8 else shape[0]
+    return None
+
+
 class UnshuffledData(Rule):
     ids = ("unshuffled_data",)
     FIX = ("shuffle the training data: DataLoader(train_set, shuffle=True) (or a RandomSampler / "
@@ -171,6 +180,12 @@ class UnshuffledData(Rule):
         typical = median(v)
         was = st.is_active("unshuffled_data")
         bar = majority + UNSHUFFLED_EXCESS * (1 - majority)
+        # Many classes: halfway to 1.0 is far above what a shuffled batch can show (batches holding 2 of 10
+        # classes are 50% one class); compare with the spread of a class's share in a random batch instead.
+        per_batch = _targets_per_batch(st)
+        if per_batch and k and 2 <= k <= 100:
+            se = math.sqrt(majority * (1 - majority) / per_batch)
+            bar = min(bar, majority + UNSHUFFLED_SIGMAS * se + UNSHUFFLED_SLACK)
         if typical < bar - (0.1 * (1 - majority) if was else 0.0):
             return [ended("unshuffled_data")]
         evidence: dict[str, object] = {"typical_top_class_share": typical, "data_majority_share": majority,

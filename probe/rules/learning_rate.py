@@ -13,7 +13,7 @@ import numpy as np
 from .base import Finding, Rule, ended, num
 from .health import Health
 from .state import RunState
-from .thresholds import LR_HIGH_RATIO, LR_LOW_RATIO
+from .thresholds import FLAT_ACC_LOW, LR_HIGH_RATIO, LR_LOW_RATIO, LR_REGRESS_FACTOR, LR_REGRESS_RATIO
 
 SAMPLES = 5
 
@@ -68,8 +68,13 @@ class LrTooHigh(Rule):
             peak = _peak(st, h.now)
             ratio = peak if peak is not None else ratio
         high = ratio is not None and ratio >= LR_HIGH_RATIO
+        # Milder: the run learned, then lost it (the loss back above its start, well above its best) while the
+        # steps stay large: a rate a few times too high, with momentum, bounces out of what it learned.
+        regressed = (h.stuck and ratio is not None and ratio >= LR_REGRESS_RATIO and h.loss_now is not None
+                     and h.loss_best is not None and h.loss_start is not None and h.loss_now > h.loss_start
+                     and h.loss_now >= LR_REGRESS_FACTOR * h.loss_best and not st.is_active("unshuffled_data"))
         # A diverging loss with no update data to say otherwise is still most often the learning rate.
-        active = (h.diverging and (high or ratio is None)) or (h.stuck and high)
+        active = (h.diverging and (high or ratio is None)) or (h.stuck and high) or regressed
         if not active:
             if st.broken:
                 return []  # NaN weights: what they do now says nothing about the rate that broke them
@@ -79,7 +84,11 @@ class LrTooHigh(Rule):
                     "threshold": LR_HIGH_RATIO, **h.evidence()}
         if layers:
             evidence["layers"] = {k: num(v) for k, v in layers.items()}
-        if ratio is not None:
+        if regressed and not high and not h.diverging:
+            evidence.update(loss_best=num(h.loss_best), regress_factor=LR_REGRESS_FACTOR)
+            what = (f"the loss came down to {h.loss_best:.4g}, then climbed back to {h.loss_now:.4g}, with steps of "
+                    f"{ratio:.1%} of the weights")
+        elif ratio is not None:
             what = f"each step changes the weights by {ratio:.0%} of their size"
         else:
             what = "the loss is diverging"
@@ -99,6 +108,11 @@ class LrTooLow(Rule):
         if st.broken:
             return []
         if not h.stuck or h.warming_up:
+            return [ended("lr_too_low")]
+        # A model that is already good and learns little more (fine-tuning from a checkpoint, a converged run) is
+        # not stuck for want of a larger rate.
+        if not (h.at_chance or h.val_at_chance) and h.acc_now is not None and h.acc_chance is not None \
+                and h.acc_now >= h.acc_chance + FLAT_ACC_LOW * (1 - h.acc_chance):
             return [ended("lr_too_low")]
         overall, layers = update_ratios(st, h.now)
         # The layer that moves most: a dead or vanished layer elsewhere must not make the rate look low.

@@ -7,7 +7,7 @@ from typing import Iterable
 import numpy as np
 
 from .base import Finding, Rule, ended
-from .health import Health, chance_margin
+from .health import Health, chance_margin, handled_floor
 from .state import RunState
 from .thresholds import FLAT_ACC_DELTA, FLAT_ACC_LOW, SINGLE_CLASS_FRACTION, SKEWED_MAJORITY, ZERO_ACC
 
@@ -43,6 +43,10 @@ class AccuracyStuck(Rule):
             if acc <= zero_bar:
                 return "zero"
             if chance is not None and acc <= chance + margin:
+                # Skewed classes with predictions spread beyond the majority (a class-weighted loss): accuracy
+                # at the majority's share is the price of minority recall, not a model that ignores its inputs.
+                if h.handled_imbalance and acc >= handled_floor(chance):
+                    return None
                 return "chance"
             return None
 

@@ -33,7 +33,8 @@ class WeightsNotUpdating(Rule):
         if not covers or not all(isinstance(c, (int, float)) for c in covers):
             return None
         if max(covers) > 0:
-            return ended(ID, "optimizer_params")
+            partial = self._partial(st, opts)
+            return partial if partial is not None else ended(ID, "optimizer_params")
         trainable = st.model.get("trainable_params")
         return Finding(ID, True, "optimizer_params", "critical",
                        f"the optimizer holds none of the model's {trainable if trainable is not None else ''} "
@@ -42,6 +43,31 @@ class WeightsNotUpdating(Rule):
                         "model_trainable_params": trainable},
                        "build the optimizer from this model's parameters, e.g. torch.optim.Adam(model.parameters()), "
                        "after the model is final (moved to its device, layers replaced); not from another model or a copy")
+
+    def _partial(self, st: RunState, opts: list[dict]) -> Finding | None:
+        """An optimizer holds part of the model and parameters the model no longer has: a layer replaced after
+        the optimizer was built (a new head). The new layer never moves. (An optimizer over a subset alone,
+        such as the head of a model left trainable, is a choice and not flagged.)"""
+        trainable = st.model.get("trainable_params")
+        if not isinstance(trainable, int) or trainable <= 0:
+            return None
+        for o in opts:
+            c, held = o.get("covers_model"), o.get("params")
+            if not isinstance(c, (int, float)) or not isinstance(held, int) or not 0 < c < 1:
+                continue
+            missing = round((1 - c) * trainable)
+            stale = held - round(c * trainable)
+            if missing > 0 and stale > 0:
+                return Finding(ID, True, "optimizer_params", "warning",
+                               f"{missing} of the model's {trainable} trainable parameters ({1 - c:.0%}) are in no "
+                               f"optimizer, and the optimizer holds {stale} parameters the model no longer has: a "
+                               "layer replaced after the optimizer was built never changes",
+                               {"covers_model": num(c), "missing_params": missing, "stale_params": stale,
+                                "optimizer_params": held, "model_trainable_params": trainable},
+                               "build the optimizer after the model is final (layers replaced, moved to its device), "
+                               "or add the new layer: optimizer.add_param_group({'params': new_layer.parameters()})",
+                               score=1 - c)
+        return None
 
     def _frozen(self, st: RunState) -> Finding | None:
         params, trainable = st.model.get("params"), st.model.get("trainable_params")
