@@ -62,8 +62,9 @@ def mlp(dim: int = 20, hidden: int = 64, classes: int = 4, act: type[nn.Module] 
 
 
 def fit(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, train: DataLoader, val: DataLoader,
-        epochs: int, target=lambda y: y, step: bool = True) -> None:
-    """The usual loop: train an epoch, then evaluate under no_grad. `target` turns labels into what the loss takes."""
+        epochs: int, target=lambda y: y, step: bool = True, scheduler=None) -> None:
+    """The usual loop: train an epoch, then evaluate under no_grad. `target` turns labels into what the loss takes;
+    a `scheduler` (optional) is stepped after every optimizer step."""
     for epoch in range(epochs):
         model.train()
         for x, y in train:
@@ -72,6 +73,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, 
             loss.backward()
             if step:
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
         model.eval()
         correct = total = 0
         val_loss = 0.0

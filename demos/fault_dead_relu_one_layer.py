@@ -1,0 +1,13 @@
+"""Fault (dead_relu): the first hidden layer's biases start at -3 (a hand-rolled init): most of its ReLUs never fire; the second layer is fine."""
+
+import torch
+from torch import nn, optim
+
+from _common import args, blobs, fit, loaders, mlp
+
+a = args()
+train, val = loaders(*blobs())
+model = mlp(hidden=128)
+with torch.no_grad():
+    model[0].bias.fill_(-3.0)  # the bug: one layer only
+fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01), train, val, a.epochs)
