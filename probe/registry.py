@@ -2,21 +2,40 @@
 
 The same directory holds the runs' `ipc://` sockets, so file permissions keep other users out — which a TCP
 port on 127.0.0.1 would not on a shared GPU node. Entries of processes that died are ignored and removed.
+
+Many hosts. Each entry names its host (`host_name()`: `$ACCMON_HOST`, else the host name — the name a viewer
+gives ssh to reach it). `$ACCMON_REGISTRY` names a directory for the *entries* only, e.g. on a filesystem
+that every node mounts at the same path: then one listing shows the ranks of all hosts. Sockets always stay
+in the local runtime directory — an `ipc://` socket cannot be reached from another host, so a viewer reaches
+another host's ranks through ssh (tui/remote.py) and only this host's directly. A host judges (and cleans)
+only its own entries: it cannot see another host's processes.
+
+Run ids. The ranks of one job must share one id on every host, or a viewer could not put them together; two
+jobs must never share one. `run_id_from_env()` decides, in this order: `$ACCMON_RUN_ID` (set it alike on every
+node to name the job yourself), the id a torchrun job agrees on (`torchrun_run_id()`), the token of the
+`accmon run` that launched this process (`$ACCMON_LAUNCH`: its ranks on this host), else a new id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import socket
 import stat
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 ENV_DIR = "ACCMON_RUNTIME_DIR"
 ENV_REGISTRY = "ACCMON_REGISTRY"
+ENV_HOST = "ACCMON_HOST"
+ENV_RUN_ID = "ACCMON_RUN_ID"
+ENV_LAUNCH = "ACCMON_LAUNCH"  # set by `accmon run` for its command: which entries are its own
+STORE_TIMEOUT_S = 3.0  # connecting to torchrun's store on the master node; past this, the id comes from the env
 
 
 class RegistryError(Exception):
@@ -29,10 +48,41 @@ def runtime_dir(create: bool = True) -> str:
     `$ACCMON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/accmon`, else `/tmp/accmon-<uid>`. It must belong to
     this user and be 0700; one that does not is refused rather than used (another user could read the run).
     """
-    path = os.environ.get(ENV_DIR) or os.environ.get(ENV_REGISTRY)
+    path = os.environ.get(ENV_DIR)
     if not path:
         xdg = os.environ.get("XDG_RUNTIME_DIR")
         path = os.path.join(xdg, "accmon") if xdg and os.path.isdir(xdg) else os.path.join(tempfile.gettempdir(), f"accmon-{os.getuid()}")
+    return _private_dir(path, create)
+
+
+def registry_dir(create: bool = True) -> str:
+    """Where entries are written and listed: `$ACCMON_REGISTRY` (shared by several hosts), else runtime_dir()."""
+    shared = os.environ.get(ENV_REGISTRY)
+    return _private_dir(shared, create) if shared else runtime_dir(create)
+
+
+def host_name() -> str:
+    """This host as entries name it: `$ACCMON_HOST` (the name viewers reach it by with ssh), else its host name."""
+    return os.environ.get(ENV_HOST) or socket.gethostname()
+
+
+def is_local(entry: RunEntry) -> bool:
+    """True for an entry this host registered (by name): a viewer connects to it directly, not through ssh."""
+    return entry.host == host_name()
+
+
+def is_here(entry: RunEntry) -> bool:
+    """True for an entry of this host by name, or whose `ipc://` socket is on this machine's filesystem — an
+    ssh session on a node whose training set `$ACCMON_HOST` and which itself did not still finds its ranks."""
+    if is_local(entry):
+        return True
+    try:
+        return any(stat.S_ISSOCK(os.stat(p).st_mode) for p in _ipc_files(entry))
+    except OSError:
+        return False
+
+
+def _private_dir(path: str, create: bool) -> str:
     if create:
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
@@ -68,7 +118,7 @@ class RunEntry:
         return entry_path(self.run_id, self.rank)
 
     def alive(self) -> bool:
-        if self.host != socket.gethostname():
+        if not is_here(self):
             return True  # cannot tell from here; a remote host's own registry cleans its entries
         return _process_start(self.pid) == self.pid_start and self.pid_start != ""
 
@@ -78,8 +128,67 @@ def new_run_id() -> str:
     return time.strftime("%m%d%H%M%S") + "-" + secrets.token_hex(3)
 
 
+# -- run ids shared by the ranks of one job ----------------------------------------------------------------
+def run_id_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The run id of this process when none is given to `Run` (see the module docstring for the order)."""
+    env = os.environ if env is None else env
+    return env.get(ENV_RUN_ID) or torchrun_run_id(env) or env.get(ENV_LAUNCH) or new_run_id()
+
+
+def torchrun_run_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The id every rank of a torchrun (torchelastic) job gets, on every node; None outside torchrun.
+
+    What torch 2.13's torchrun gives all workers of all nodes alike: `TORCHELASTIC_RUN_ID` (the `--rdzv-id`;
+    a fresh uuid for a one-node job; but the constant "none" under static rendezvous, `--master-addr/port`),
+    `MASTER_ADDR`/`MASTER_PORT` (the store the agents share; a fixed port, 29500 by default, under static
+    rendezvous) and `TORCHELASTIC_RESTART_COUNT`. None of these alone tells two jobs apart: two jobs run one
+    after the other with the same master address and port, or with the same `--rdzv-id`, see the same values.
+    So the ranks agree through that store instead — the first to ask writes a fresh id under a key of this
+    attempt, the others read it (a few ms, once) — and only when the store cannot be reached (this process
+    has not imported torch, or the store does not answer within STORE_TIMEOUT_S) is the id a hash of those
+    values: still the same on every node, unique among jobs alive at the same time (a master port is held
+    by one job at a time), but an earlier job with the same master address and port had the same one.
+    A restart (`--max-restarts`) is a new attempt, and so a new run: the viewer re-attaches to it.
+    """
+    env = os.environ if env is None else env
+    rdzv = env.get("TORCHELASTIC_RUN_ID")
+    if rdzv is None:
+        return None
+    addr, port = env.get("MASTER_ADDR", ""), env.get("MASTER_PORT", "")
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    agreed = _agree_in_store(addr, port, attempt) if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" else None
+    if agreed:
+        return agreed
+    # A scheduler's job id, where there is one, is shared by the nodes and unique per job.
+    job = next((env[k] for k in ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID") if env.get(k)), "")
+    key = "\0".join((rdzv, addr, port, attempt, env.get("WORLD_SIZE", ""), job))
+    return "tr-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _agree_in_store(addr: str, port: str, attempt: str) -> str | None:
+    """Agree on a fresh id through the TCP store torchrun's agents host for their workers; None if unreachable."""
+    torch = sys.modules.get("torch")
+    if torch is None or not addr or not port.isdigit():
+        return None  # never import torch here: only a process that already did can use its store
+    try:
+        import datetime
+
+        from torch.distributed import TCPStore
+
+        # A client only (is_master=False), counted by nobody (no world size, no waiting for workers).
+        store = TCPStore(addr, int(port), None, False, datetime.timedelta(seconds=STORE_TIMEOUT_S),
+                         wait_for_workers=False)
+        # compare_set writes our candidate only if the key is absent, and returns what the key holds: the
+        # first rank's candidate, for every rank.
+        value = store.compare_set(f"accmon/run_id/{attempt}", "", new_run_id())
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return text if text and all(c.isalnum() or c == "-" for c in text) and len(text) <= 32 else None
+    except Exception:
+        return None
+
+
 def entry_path(run_id: str, rank: int) -> str:
-    return os.path.join(runtime_dir(), f"{run_id}.{rank}.json")
+    return os.path.join(registry_dir(), f"{run_id}.{rank}.json")
 
 
 def socket_paths(run_id: str, rank: int) -> tuple[str, str]:
@@ -108,6 +217,10 @@ def _process_start(pid: int) -> str:
 def register(entry: RunEntry) -> str:
     """Write the entry atomically (0600) and return its path."""
     entry.pid_start = _process_start(entry.pid)
+    entry.host = host_name()  # $ACCMON_HOST, when set, is how viewers reach this host: the entry must say it
+    launch = os.environ.get(ENV_LAUNCH)
+    if launch:
+        entry.extra = {**entry.extra, "launch": launch}  # lets `accmon run` find its own ranks, whatever their id
     path = entry.path
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -117,8 +230,8 @@ def register(entry: RunEntry) -> str:
     return path
 
 
-def unregister(entry: RunEntry) -> None:
-    for p in (entry.path, *_ipc_files(entry)):
+def unregister(entry: RunEntry, path: str | None = None) -> None:
+    for p in (path or entry.path, *_ipc_files(entry)):
         try:
             os.unlink(p)
         except FileNotFoundError:
@@ -127,6 +240,12 @@ def unregister(entry: RunEntry) -> None:
 
 def _ipc_files(entry: RunEntry) -> list[str]:
     return [ep[len("ipc://") :] for ep in (entry.pub, entry.ctl) if ep.startswith("ipc://")]
+
+
+def is_registered(entry: RunEntry) -> bool:
+    """True while the entry's file is still there: a run removes it when it ends (its process may linger)."""
+    name = f"{entry.run_id}.{entry.rank}.json"
+    return any(os.path.exists(os.path.join(d, name)) for d in {registry_dir(), runtime_dir()})
 
 
 def load_entry(path: str) -> RunEntry | None:
@@ -139,27 +258,37 @@ def load_entry(path: str) -> RunEntry | None:
         return None
 
 
-def list_runs(*, clean: bool = True) -> list[RunEntry]:
-    """Live runs on this host, newest first. Entries of dead processes are removed (with their sockets)."""
-    d = runtime_dir()
-    entries = []
-    for name in os.listdir(d):
-        if not name.endswith(".json"):
-            continue
-        entry = load_entry(os.path.join(d, name))
-        if entry is None:
-            continue
-        if entry.alive():
-            entries.append(entry)
-        elif clean:
-            unregister(entry)
+def list_runs(*, clean: bool = True, here: bool = False) -> list[RunEntry]:
+    """Live runs, newest first: this host's, and other hosts' in a shared `$ACCMON_REGISTRY` (unless `here`:
+    then only those reachable on this machine, see is_here). Entries of this host's dead processes are removed
+    (with their sockets)."""
+    dirs = [registry_dir()]
+    if dirs[0] != runtime_dir():
+        dirs.append(runtime_dir())  # runs started without $ACCMON_REGISTRY register in the runtime directory
+    entries: list[RunEntry] = []
+    seen: set[tuple[str, int, str]] = set()
+    for d in dirs:
+        for name in os.listdir(d):
+            if not name.endswith(".json"):
+                continue
+            entry = load_entry(os.path.join(d, name))
+            if entry is None or (entry.run_id, entry.rank, entry.host) in seen:
+                continue
+            if here and not is_here(entry):
+                continue
+            if entry.alive():
+                seen.add((entry.run_id, entry.rank, entry.host))
+                entries.append(entry)
+            elif clean:
+                unregister(entry, path=os.path.join(d, name))
     entries.sort(key=lambda e: (e.started, e.run_id, e.rank), reverse=True)
     return entries
 
 
-def find_run(spec: str | None = None) -> list[RunEntry]:
-    """The entries (all ranks) of the newest run, or of the run whose id or name starts with `spec`."""
-    runs = list_runs()
+def find_run(spec: str | None = None, *, here: bool = False) -> list[RunEntry]:
+    """The entries (all ranks, of every host unless `here`) of the newest run, or of the run whose id or name
+    starts with `spec`."""
+    runs = list_runs(here=here)
     if spec:
         runs = [e for e in runs if e.run_id.startswith(spec) or e.name == spec or e.name.startswith(spec)]
     if not runs:

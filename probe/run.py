@@ -64,7 +64,8 @@ class Run:
             from .security import check_bind
 
             check_bind(bind)  # refuses a wide bind without CurveZMQ keys, with a message saying what to do
-        self.run_id = run_id or os.environ.get(ENV_RUN_ID) or registry.new_run_id()
+        # One id for all ranks of a job on every host: $ACCMON_RUN_ID, torchrun's job, `accmon run`'s token, or new.
+        self.run_id = run_id or registry.run_id_from_env()
         self.rank = rank if rank is not None else _env_int("RANK", "LOCAL_RANK", default=0)
         self.world_size = world_size if world_size is not None else _env_int("WORLD_SIZE", default=1)
         self.name = name or os.environ.get(ENV_NAME) or _script_name()

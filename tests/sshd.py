@@ -130,6 +130,29 @@ class Sshd:
             "ACCMON_REMOTE_CMD": f"{shlex.quote(sys.executable)} -m accmon.tui.cli",
         }
 
+    def ssh_config(self, hosts: dict[str, dict[str, str]]) -> Path:
+        """An ssh_config in which each alias of `hosts` reaches this sshd, its session with the variables given
+        (`SetEnv`, passed by `AcceptEnv ACCMON_*`): several "hosts", each with its own runtime directory, to be
+        named by alias (`ssh://alias`) exactly as real hosts are — ssh resolves them, not accmon."""
+        blocks = []
+        for alias, env in hosts.items():
+            blocks.append(
+                f"Host {alias}\n  HostName 127.0.0.1\n  Port {self.port}\n  User {self.user}\n"
+                f"  IdentityFile {self.client_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile /dev/null\n"
+                f"  StrictHostKeyChecking no\n  LogLevel ERROR\n"
+                + (f"  SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}\n" if env else "")
+            )
+        path = self.dir / "ssh_config"
+        path.write_text("".join(blocks))
+        return path
+
+    def hosts_env(self, hosts: dict[str, dict[str, str]]) -> dict[str, str]:
+        """A viewer's environment for ssh_config(hosts): that file only (no user config), this interpreter there."""
+        return {
+            "ACCMON_SSH_OPTS": shlex.join(["-F", str(self.ssh_config(hosts))]),
+            "ACCMON_REMOTE_CMD": f"{shlex.quote(sys.executable)} -m accmon.tui.cli",
+        }
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -151,7 +151,7 @@ class LiveSource:
     def _same_name(self) -> list[registry.RunEntry]:
         if not self.name:
             return []
-        return registry.find_run(self.name)
+        return registry.find_run(self.name, here=True)  # another host's sockets are not reachable from here
 
     def start(self) -> None:
         self._thread.start()
@@ -239,7 +239,7 @@ class LiveSource:
         ended = all(getattr(c.status, "state", "") in ("ended", "closed") for _, c in self._clients) and self._clients
         if not (gone or ended):
             if self.run_id not in (None, "?"):
-                for e in registry.list_runs():
+                for e in registry.list_runs(here=True):  # another host's sockets are not reachable from here
                     if e.run_id == self.run_id and e.rank not in known:
                         self.entries.append(e)
                         client = self._factory(e)

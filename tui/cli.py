@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import replace
 from typing import Sequence
 
@@ -17,7 +16,8 @@ commands:
   accmon ls                    list live runs
   accmon attach RUN|ENDPOINT   attach to a run (id, name, or its ipc:// / tcp:// PUB endpoint)
   accmon attach ssh://[user@]host[:port][/run]   attach to a run on another machine through ssh
-  accmon ls ssh://host         list the live runs on another machine
+  accmon attach ssh://h1 ssh://h2   one run whose ranks are on several machines (a multi-node job)
+  accmon ls ssh://host [ssh://host2 ...]   list the live runs on other machines
   accmon keys                  CurveZMQ keys: binds beyond loopback that only your viewers can read
   accmon replay FILE           replay a recording
   accmon run -- CMD...         run an unmodified training command with the probe injected
@@ -35,12 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     ls = sub.add_parser("ls", help="list live runs on this host, or on another through ssh")
-    ls.add_argument("target", nargs="?", metavar="ssh://[user@]host[:port]", help="list the runs on that host")
+    ls.add_argument("target", nargs="*", metavar="ssh://[user@]host[:port]", help="list the runs on those hosts")
     ls.add_argument("--json", action="store_true", help="one line of JSON: the registry entries")
     ls.add_argument("--follow", metavar="RUN", help=argparse.SUPPRESS)  # the remote side of attach over ssh
+    # The remote side of a listing over ssh: only this host's ranks, not others' of a shared registry.
+    ls.add_argument("--here", action="store_true", help=argparse.SUPPRESS)
+    ls.add_argument("--registry", metavar="DIR", help="list the entries in DIR (a registry shared by several hosts)")
 
     a = sub.add_parser("attach", help="attach to a live run")
-    a.add_argument("target", nargs="?", help="run id or name (default: the newest), or the run's PUB endpoint")
+    a.add_argument("target", nargs="*", help="run id or name (default: the newest), or the run's PUB endpoint, "
+                                             "or ssh://host[/run] (several: one run's ranks on several hosts)")
     a.add_argument("--headless", action="store_true", help="no TUI: print alerts as lines, exit when the run ends")
     a.add_argument("--record", metavar="FILE", help="record every frame received (history first) to FILE")
 
@@ -101,9 +105,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         except RemoteError as exc:
             sys.stderr.write(f"accmon: {exc}\n")
             return 2
-        args.target = str(replace(host, run=getattr(args, "target", None) if cmd == "attach" else None))
+        run = (getattr(args, "target", None) or [None])[0] if cmd == "attach" else None
+        args.target = [str(replace(host, run=run))]
     if cmd == "ls":
-        return cmd_ls(args.target, as_json=args.json, follow=args.follow)
+        if args.registry:
+            os.environ[registry.ENV_REGISTRY] = args.registry  # this one invocation reads that registry
+        return cmd_ls(args.target, as_json=args.json, follow=args.follow, here=args.here)
     if cmd == "keys":
         from .keys import cmd_keys
 
@@ -126,7 +133,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 return 2
         return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind)
     if cmd == "attach":
-        return cmd_attach(args.target, headless=args.headless, record=args.record)
+        targets = args.target or [None]
+        if len(targets) > 1 and not all(t.startswith("ssh://") for t in targets):
+            sys.stderr.write("accmon attach: several targets must all be ssh://host (the hosts of one run)\n")
+            return 2
+        return cmd_attach(targets if len(targets) > 1 else targets[0], headless=args.headless, record=args.record)
     if cmd == "replay":
         return cmd_replay(args.file)
     if cmd == "export":
@@ -135,10 +146,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import cmd_demo
 
         return cmd_demo(args.name, list_only=args.list, headless=args.headless)
-    return cmd_attach(getattr(args, "target", None), headless=False, record=None)
+    target = getattr(args, "target", None)
+    return cmd_attach(target[0] if isinstance(target, list) else target, headless=False, record=None)
 
 
-def cmd_ls(target: str | None = None, *, as_json: bool = False, follow: str | None = None) -> int:
+def cmd_ls(target: str | list[str] | None = None, *, as_json: bool = False, follow: str | None = None,
+           here: bool = False) -> int:
+    """`accmon ls [ssh://host ...] [--json]`: this host's runs (and other hosts' in a shared $ACCMON_REGISTRY),
+    or the runs on the hosts named."""
     if follow:
         from .remote import follow_runs
 
@@ -147,19 +162,16 @@ def cmd_ls(target: str | None = None, *, as_json: bool = False, follow: str | No
         from .remote import cmd_ls_remote
 
         return cmd_ls_remote(target, as_json=as_json)
-    runs = registry.list_runs()
-    if as_json:
-        from .remote import entries_json
+    runs = registry.list_runs(here=here)
+    from .remote import entries_json, print_entries
 
+    if as_json:
         print(entries_json(runs))
         return 0
     if not runs:
         print("no live runs on this host")
         return 0
-    print(f"{'RUN':<20} {'RANK':>4} {'NAME':<20} {'PID':>7} {'STARTED':<19}  COMMAND")
-    for e in runs:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started))
-        print(f"{e.run_id:<20} {e.rank:>4} {e.name[:20]:<20} {e.pid:>7} {started:<19}  {' '.join(e.cmd)[:60]}")
+    print_entries(runs)
     return 0
 
 
@@ -178,8 +190,9 @@ def resolve_target(target: str | None) -> list[registry.RunEntry]:
     return registry.find_run(target)
 
 
-def cmd_attach(target: str | None, *, headless: bool, record: str | None) -> int:
-    if target and target.startswith("ssh://"):
+def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | None) -> int:
+    """`accmon attach [RUN|ENDPOINT|ssh://host[/run] ...]`."""
+    if isinstance(target, list) or target and target.startswith("ssh://"):
         from .remote import cmd_attach_remote
 
         return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty())
@@ -188,6 +201,12 @@ def cmd_attach(target: str | None, *, headless: bool, record: str | None) -> int
         which = f"matching {target!r} " if target else ""
         sys.stderr.write(f"accmon: no live run {which}on this host (see `accmon ls`; start one with `accmon run -- python train.py`)\n")
         return 1
+    if not all(registry.is_local(e) for e in entries if e.host != "?"):
+        # A shared $ACCMON_REGISTRY lists ranks of other hosts too: those are reached through ssh.
+        from .remote import cmd_attach_routed
+
+        return cmd_attach_routed(entries, headless=headless or bool(record and not sys.stdout.isatty()), record=record,
+                                 interactive=sys.stdout.isatty())
     if headless or record and not sys.stdout.isatty():
         from .headless import HeadlessViewer
 

@@ -50,7 +50,8 @@ class HeadlessViewer:
 
     def _discover(self) -> None:
         known = {e.rank for e in self.entries}
-        for e in registry.list_runs():
+        # Only this host's: another host's sockets (listed from a shared $ACCMON_REGISTRY) are not reachable here.
+        for e in registry.list_runs(here=True):
             if e.run_id == self.run_id and e.rank not in known:
                 self._add(e)
                 self.world_size = max(self.world_size, e.world_size)

@@ -12,6 +12,27 @@ nothing new listens on the remote host: OpenSSH forwards the run's Unix sockets 
 When the connection drops, the local socket paths stay where they are; ssh is started again with back-off, and
 ZeroMQ reconnects to the same paths by itself. The viewer's gap repair (history since its last seq) then fills
 what passed meanwhile, so the stream continues with no gap and no duplicate.
+
+Many hosts (a multi-node job). The ranks of one job carry one run id on every host (registry.run_id_from_env),
+so a run is simply the ranks that share an id, wherever they are listed. Every entry the viewer may attach to
+is *routed*: `extra["via"]` names the ssh target its sockets are reached through, or is absent for this
+host's, which are connected to directly. Two ways to list, one way to attach:
+
+    `accmon attach ssh://h1 ssh://h2`   gather(): `ls --json --here` on each host; an entry is routed through
+                                        the target that listed it (`--here`: a host lists only the ranks whose
+                                        sockets it has, not other hosts' entries of a registry it shares)
+    `$ACCMON_REGISTRY` shared by hosts  route_local(): this host's entries direct, another host's through
+                                        `ssh://<its host>` (the name in the entry: `$ACCMON_HOST` or the host
+                                        name); its `ls --follow` is told which registry to read
+    then                                open_routes(): one RemoteRun per remote host (each its own ssh process,
+                                        forwards, liveness and back-off), joined with this host's ranks in a
+                                        HostsRun; the viewer (LiveSource / HeadlessViewer) gets one list of
+                                        local endpoints, one per rank, and sees one run.
+
+Why not one registry the viewer reads over ssh and forwards through one connection? Because an `ipc://` socket
+exists only on its own host: only an ssh connection *to that host* can forward it, and only that host can
+tell whether its processes live. So each host keeps judging its own entries, and each gets its own connection,
+which also keeps a dropped link to one node from stalling the others.
 """
 
 from __future__ import annotations
@@ -195,20 +216,25 @@ def entries_json(entries: list[registry.RunEntry]) -> str:
 
 
 def list_remote(target: SshTarget | str, *, batch: bool = False, timeout: float = FIRST_CONNECT_TIMEOUT_S) -> list[registry.RunEntry]:
-    """The live runs registered on the remote host, newest first."""
+    """The live runs on the remote host, newest first: only those whose sockets are there (`ls --here`), not
+    other hosts' entries of a registry it shares with them — those cannot be forwarded from it."""
     t = parse_target(target) if isinstance(target, str) else target
-    cmd = _ssh_base(t, batch=batch, options=["-T"]) + [remote_command("ls", "--json")]
-    try:
-        # stdin stays closed: ssh asks for passwords and host keys on /dev/tty, never on stdin.
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-    except FileNotFoundError:
-        raise RemoteError(f"no ssh command ({cmd[0]}): install OpenSSH's client") from None
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"ssh to {t.destination} did not answer within {timeout:.0f} s") from None
-    stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise RemoteError(_explain_exit(t, proc.returncode, stderr))
-    return parse_listing(proc.stdout)
+    for args in (("ls", "--json", "--here"), ("ls", "--json")):  # the second for an accmon there without --here
+        cmd = _ssh_base(t, batch=batch, options=["-T"]) + [remote_command(*args)]
+        try:
+            # stdin stays closed: ssh asks for passwords and host keys on /dev/tty, never on stdin.
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except FileNotFoundError:
+            raise RemoteError(f"no ssh command ({cmd[0]}): install OpenSSH's client") from None
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"ssh to {t.destination} did not answer within {timeout:.0f} s") from None
+        stderr = proc.stderr.decode("utf-8", "replace")
+        if proc.returncode == 2 and "--here" in args and "unrecognized arguments" in stderr:
+            continue
+        if proc.returncode != 0:
+            raise RemoteError(_explain_exit(t, proc.returncode, stderr))
+        return parse_listing(proc.stdout)
+    raise AssertionError("unreachable")
 
 
 def pick_run(entries: list[registry.RunEntry], spec: str | None) -> list[registry.RunEntry]:
@@ -223,11 +249,12 @@ def pick_run(entries: list[registry.RunEntry], spec: str | None) -> list[registr
 
 
 def follow_runs(run_id: str, out: IO[str], *, interval: float = FOLLOW_POLL_S, stop: Callable[[], bool] | None = None) -> int:
-    """`accmon ls --json --follow RUN` (the remote side of an attach): print the run's live entries as one JSON
-    line now and again whenever they change; return when none is left. Only reads the local registry."""
+    """`accmon ls --json --follow RUN` (the remote side of an attach): print the run's live entries on this
+    host as one JSON line now and again whenever they change; return when none is left. Only reads the local
+    registry (or the shared one `--registry` names)."""
     last: str | None = None
     while True:
-        entries = sorted((e for e in registry.list_runs() if e.run_id == run_id), key=lambda e: e.rank)
+        entries = sorted((e for e in registry.list_runs(here=True) if e.run_id == run_id), key=lambda e: e.rank)
         line = entries_json(entries)
         if line != last:
             last = line
@@ -270,10 +297,14 @@ class RemoteRun:
     """
 
     def __init__(self, target: SshTarget, remote_entries: list[registry.RunEntry], *,
-                 on_event: Callable[[str], None] | None = None, reconnect: bool = True) -> None:
+                 on_event: Callable[[str], None] | None = None, reconnect: bool = True,
+                 registry_dir: str | None = None) -> None:
         if not remote_entries:
             raise ValueError("no entries to forward")
         self.target = target
+        # The entries came from a registry shared with that host: its `ls --follow` must read the same one
+        # (its ssh session need not have $ACCMON_REGISTRY set).
+        self.registry_dir = registry_dir
         self.run_id = remote_entries[0].run_id
         self.remote_entries = sorted(remote_entries, key=lambda e: e.rank)
         self.on_event = on_event
@@ -338,7 +369,8 @@ class RemoteRun:
 
     def _local_entry(self, e: registry.RunEntry) -> registry.RunEntry:
         base = os.path.join(self._dir, f"{e.run_id}.{e.rank}")
-        extra = {**e.extra, "remote": str(self.target), "remote_host": e.host, "remote_pub": e.pub, "remote_ctl": e.ctl}
+        extra = {k: v for k, v in e.extra.items() if k not in (VIA, VIA_REGISTRY)}  # forwarded: nothing left to route
+        extra.update(remote=str(self.target), remote_host=e.host, remote_pub=e.pub, remote_ctl=e.ctl)
         # Not the bare host name: two machines may share one (cloud images), and RunEntry.alive() would then
         # look for the remote pid among this machine's processes. Liveness comes from the remote side instead.
         return replace(e, host=f"{e.host} via ssh", pub=f"ipc://{base}.pub", ctl=f"ipc://{base}.ctl", extra=extra)
@@ -352,7 +384,10 @@ class RemoteRun:
         for local, remote in zip(self.entries, self.remote_entries):
             for lep, rep in ((local.pub, remote.pub), (local.ctl, remote.ctl)):
                 options += ["-L", f"{lep[len('ipc://'):]}:{_forward_target(rep)}"]
-        follow = remote_command("ls", "--json", "--follow", self.run_id)
+        args = ["ls", "--json", "--follow", self.run_id]
+        if self.registry_dir:
+            args += ["--registry", self.registry_dir]
+        follow = remote_command(*args)
         return _ssh_base(self.target, batch=batch, options=options) + [follow]
 
     def _connect(self, *, batch: bool, timeout: float) -> bool:
@@ -407,8 +442,11 @@ class RemoteRun:
                 line = proc.stdout.readline(MAX_LISTING_BYTES)
                 if not line:
                     break
+                mine = {e.rank for e in self.remote_entries}
                 try:
-                    ranks = {e.rank for e in parse_listing(line) if e.run_id == self.run_id}
+                    # Only the ranks this connection forwards: the others are another host's (or another
+                    # connection's) to report on.
+                    ranks = {e.rank for e in parse_listing(line) if e.run_id == self.run_id and e.rank in mine}
                 except RemoteError:
                     continue
                 with self._lock:
@@ -434,7 +472,9 @@ class RemoteRun:
     def _supervise(self) -> None:
         while not self._stop.is_set():
             proc = self.proc
-            if proc is not None and proc.poll() is None:
+            with self._lock:
+                gone = self._alive_ranks is not None and not self._alive_ranks
+            if proc is not None and proc.poll() is None and not gone:
                 self._stop.wait(0.1)
                 continue
             if self._stop.is_set():
@@ -442,6 +482,7 @@ class RemoteRun:
             with self._lock:
                 gone = self._alive_ranks is not None and not self._alive_ranks
             if gone:
+                self._kill()  # a follow that lists other hosts' ranks too (a shared registry) may not end by itself
                 self._event("gone", f"run {self.run_id} ended on {self.target.host}")
                 return
             code = proc.returncode if proc is not None else None
@@ -507,13 +548,7 @@ def open_remote(target: str | SshTarget, *, run: str | None = None, on_event: Ca
     if not chosen:
         which = f"matching {spec!r} " if spec else ""
         raise RemoteError(f"no live run {which}on {t.host}" + (f" (runs there: {_names(listing)})" if listing else ""))
-    deadline = time.monotonic() + RANKS_WAIT_S
-    while len(chosen) < max(e.world_size for e in chosen) and time.monotonic() < deadline:
-        time.sleep(0.5)  # ranks still registering
-        try:
-            chosen = [e for e in list_remote(t, batch=True) if e.run_id == chosen[0].run_id] or chosen
-        except RemoteError:
-            break  # e.g. a password is needed for each connection: attach to the ranks we know
+    chosen = wait_for_ranks(chosen, lambda: list_remote(t, batch=True))
     return RemoteRun(t, chosen, on_event=on_event, reconnect=reconnect).start()
 
 
@@ -524,23 +559,204 @@ def _names(entries: list[registry.RunEntry]) -> str:
     return ", ".join(f"{rid} ({name})" for rid, name in seen.items())
 
 
+# -- many hosts -----------------------------------------------------------------------------------------------
+VIA = "via"  # RunEntry.extra: the ssh target through which the entry's sockets are reached; absent: this host
+VIA_REGISTRY = "via_registry"  # RunEntry.extra: the shared registry the entry was listed from
+
+
+def gather(targets: list[SshTarget], *, batch: bool = False) -> list[registry.RunEntry]:
+    """The live runs on all `targets`, one `accmon ls` over ssh each, every entry marked with the target that
+    reaches it (`extra["via"]`), newest first. A rank listed twice (one host named twice) is kept once."""
+    out: list[registry.RunEntry] = []
+    seen: set[tuple[str, int]] = set()
+    for t in targets:
+        via = str(replace(t, run=None))
+        for e in list_remote(t, batch=batch):
+            if (e.run_id, e.rank) not in seen:
+                seen.add((e.run_id, e.rank))
+                out.append(replace(e, extra={**e.extra, VIA: via}))
+    out.sort(key=lambda e: (e.started, e.run_id, e.rank), reverse=True)
+    return out
+
+
+def route_local(entries: list[registry.RunEntry]) -> list[registry.RunEntry]:
+    """Entries of this machine's registry, routed: those another host registered in a shared `$ACCMON_REGISTRY`
+    are marked to be reached through ssh to the host they name (its `$ACCMON_HOST`, or its host name); this
+    host's stay as they are and are connected to directly."""
+    shared = os.environ.get(registry.ENV_REGISTRY)
+    out = []
+    for e in entries:
+        if registry.is_local(e) or e.extra.get(VIA):
+            out.append(e)
+            continue
+        try:
+            via = str(parse_target(e.host))
+        except RemoteError:
+            continue  # a host name ssh could not be given safely: such an entry cannot be reached
+        out.append(replace(e, extra={**e.extra, VIA: via, **({VIA_REGISTRY: registry.registry_dir()} if shared else {})}))
+    return out
+
+
+def needs_ssh(entries: list[registry.RunEntry]) -> bool:
+    return any(e.extra.get(VIA) for e in entries)
+
+
+class HostsRun:
+    """One run whose ranks are on several hosts, viewed as one: a RemoteRun per remote host — its own ssh
+    connection, forwarding only that host's sockets, reconnecting with back-off on its own — plus this host's
+    ranks, which need no ssh. It looks like a RemoteRun to the viewers: `entries` (local endpoints for every
+    rank), `state`, `message`, `reconnects`, `gone()`, `close()`.
+
+    `state` is the worst of the parts': "reconnecting" while any host is (the others go on streaming),
+    "gone" only when every host's ranks are. A host whose ranks had already ended when we connected is left
+    out, with a message.
+    """
+
+    def __init__(self, entries: list[registry.RunEntry], *, on_event: Callable[[str], None] | None = None,
+                 reconnect: bool = True) -> None:
+        if not entries:
+            raise ValueError("no entries to attach to")
+        self.run_id = entries[0].run_id
+        self.remote_entries = sorted(entries, key=lambda e: e.rank)
+        self.on_event = on_event
+        self._message: str | None = None
+        self._closed = False
+        by_host: dict[str, list[registry.RunEntry]] = {}
+        for e in self.remote_entries:
+            by_host.setdefault(e.extra.get(VIA) or "", []).append(e)
+        self.local_entries = by_host.pop("", [])
+        self.parts = [RemoteRun(parse_target(via), es, on_event=self._part_event, reconnect=reconnect,
+                                registry_dir=es[0].extra.get(VIA_REGISTRY)) for via, es in by_host.items()]
+        self._connected: list[RemoteRun] = []
+
+    def start(self, *, batch: bool = False) -> HostsRun:
+        """Connect to every host (in turn: ssh may ask for a password on the terminal). A host that cannot be
+        reached fails the whole attach, with its name; one where the run has already ended is left out."""
+        for part in self.parts:
+            try:
+                part.start(batch=batch)
+            except RemoteError as exc:
+                if part.state == "gone":
+                    self._part_event(str(exc))
+                    continue
+                self.close()
+                raise RemoteError(f"{part.target.destination}: {exc}") from None
+            self._connected.append(part)
+        if not self._connected and not self.local_entries:
+            raise RemoteError(f"run {self.run_id} is no longer running on any of its hosts")
+        return self
+
+    @property
+    def entries(self) -> list[registry.RunEntry]:
+        return sorted([*self.local_entries, *(e for p in self._connected for e in p.entries)], key=lambda e: e.rank)
+
+    @property
+    def hosts(self) -> list[str]:
+        return [p.target.destination for p in self.parts] + (["this host"] if self.local_entries else [])
+
+    @property
+    def state(self) -> str:
+        if self._closed:
+            return "closed"
+        states = [p.state for p in self._connected]
+        if "reconnecting" in states:
+            return "reconnecting"
+        if "connecting" in states:
+            return "connecting"
+        # This host's ranks: gone when their process is, or when they have left the registry (a run does at its end).
+        if all(s in ("gone", "closed") for s in states) and not any(
+                e.alive() and registry.is_registered(e) for e in self.local_entries):
+            return "gone"
+        return "connected"
+
+    @property
+    def message(self) -> str | None:
+        # While a host reconnects, its message says which one; otherwise the latest event of any host.
+        return next((p.message for p in self._connected if p.state == "reconnecting"), self._message)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(p.reconnects for p in self._connected)
+
+    def gone(self) -> bool:
+        return self.state in ("gone", "closed")
+
+    def close(self) -> None:
+        self._closed = True
+        for p in self.parts:
+            p.close()
+
+    def __enter__(self) -> HostsRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _part_event(self, message: str) -> None:
+        self._message = message
+        if self.on_event is not None:
+            try:
+                self.on_event(message)
+            except Exception:
+                pass
+
+
+def open_routes(entries: list[registry.RunEntry], *, on_event: Callable[[str], None] | None = None,
+                reconnect: bool = True) -> RemoteRun | HostsRun:
+    """A not yet started connection to routed entries (gather, route_local): a plain RemoteRun when they are all
+    behind one ssh target, a HostsRun otherwise."""
+    vias = {e.extra.get(VIA) or "" for e in entries}
+    if len(vias) == 1 and "" not in vias:
+        return RemoteRun(parse_target(vias.pop()), entries, on_event=on_event, reconnect=reconnect,
+                         registry_dir=entries[0].extra.get(VIA_REGISTRY))
+    return HostsRun(entries, on_event=on_event, reconnect=reconnect)
+
+
+def wait_for_ranks(chosen: list[registry.RunEntry], relist: Callable[[], list[registry.RunEntry]]) -> list[registry.RunEntry]:
+    """torchrun registers ranks one by one, on each host: give the run's ranks a few seconds to be all there."""
+    deadline = time.monotonic() + RANKS_WAIT_S
+    while len(chosen) < max(e.world_size for e in chosen) and time.monotonic() < deadline:
+        time.sleep(0.5)  # ranks still registering
+        try:
+            chosen = [e for e in relist() if e.run_id == chosen[0].run_id] or chosen
+        except RemoteError:
+            break  # e.g. a password is needed for each connection: attach to the ranks we know
+    return chosen
+
+
+def open_hosts(targets: list[SshTarget], *, run: str | None = None, on_event: Callable[[str], None] | None = None,
+               reconnect: bool = True, entries: list[registry.RunEntry] | None = None) -> RemoteRun | HostsRun:
+    """`open_remote` over several hosts: list the runs on all of them, pick one (by `run`, a target's /run, or
+    the newest), and attach to its ranks on every host, each host through its own ssh connection."""
+    spec = run or next((t.run for t in targets if t.run), None)
+    listing = entries if entries is not None else gather(targets)
+    chosen = pick_run(listing, spec)
+    if not chosen:
+        which = f"matching {spec!r} " if spec else ""
+        hosts = ", ".join(t.host for t in targets)
+        raise RemoteError(f"no live run {which}on {hosts}" + (f" (runs there: {_names(listing)})" if listing else ""))
+    chosen = wait_for_ranks(chosen, lambda: gather(targets, batch=True))
+    return open_routes(chosen, on_event=on_event, reconnect=reconnect).start()
+
+
 # -- the app's side -----------------------------------------------------------------------------------------
 RECONNECTED_NOTE_S = 10.0  # how long the header keeps saying "reconnected …" after a reconnection
 PICKER_LIST_EVERY_S = 5.0  # the picker rescans every second: one ssh login per second would flood auth logs
 
 
 class RemoteSource:
-    """The app's Source (tui/app_sources.py) for a run on another host.
+    """The app's Source (tui/app_sources.py) for a run on another host, or on several.
 
     It connects through ssh on its own thread — the UI never waits for ssh — then is a LiveSource on the
     forwarded sockets. The header shows the ssh side: "connecting", a lost connection and each retry (as
-    stalled), a reconnection, and the run being gone on the remote host.
+    stalled), a reconnection, and the run being gone on the remote host. With `target` None the entries are
+    routed ones (gather, route_local): each host's ranks through that host's own connection (HostsRun).
     """
 
     kind = "live"
 
-    def __init__(self, target: SshTarget, entries: list[registry.RunEntry], *, record: str | None = None,
-                 remote: RemoteRun | None = None) -> None:
+    def __init__(self, target: SshTarget | None, entries: list[registry.RunEntry], *, record: str | None = None,
+                 remote: RemoteRun | HostsRun | None = None) -> None:
         self.target = target
         self.remote_entries = entries
         self.record = record
@@ -564,7 +780,10 @@ class RemoteSource:
 
         try:
             if self.remote is None:
-                self.remote = RemoteRun(self.target, self.remote_entries, on_event=self._on_event).start(batch=True)
+                if self.target is not None:
+                    self.remote = RemoteRun(self.target, self.remote_entries, on_event=self._on_event).start(batch=True)
+                else:
+                    self.remote = open_routes(self.remote_entries, on_event=self._on_event).start(batch=True)
         except RemoteError as exc:
             self._error = f"{exc} (from inside the TUI ssh cannot ask for a password: use a key or an agent)"
             return
@@ -590,7 +809,9 @@ class RemoteSource:
         if self._error is not None:
             return SourceStatus(state="gone", message=self._error)
         if self._inner is None or self.remote is None:
-            return SourceStatus(state="connecting", message=f"connecting to {self.target.destination} through ssh…")
+            where = self.target.destination if self.target is not None else ", ".join(
+                sorted({str(e.extra.get(VIA) or "this host") for e in self.remote_entries}))
+            return SourceStatus(state="connecting", message=f"connecting to {where} through ssh…")
         st = self._inner.status
         r = self.remote
         if r.state == "reconnecting":
@@ -610,9 +831,10 @@ class RemoteSource:
 
 
 class RemoteLister:
-    """`list_runs` for the app's picker: the remote host's runs, re-listed at most every few seconds."""
+    """`list_runs` for the app's picker: the remote host's runs (or several hosts', gathered), re-listed at most
+    every few seconds."""
 
-    def __init__(self, target: SshTarget, listing: list[registry.RunEntry] | None = None) -> None:
+    def __init__(self, target: SshTarget | list[SshTarget], listing: list[registry.RunEntry] | None = None) -> None:
         self.target = target
         self._entries = listing or []
         self._at = time.monotonic() if listing is not None else 0.0
@@ -623,7 +845,10 @@ class RemoteLister:
             if time.monotonic() - self._at >= PICKER_LIST_EVERY_S:
                 self._at = time.monotonic()
                 try:
-                    self._entries = list_remote(self.target, batch=True)
+                    if isinstance(self.target, list):
+                        self._entries = gather(self.target, batch=True)
+                    else:
+                        self._entries = list_remote(self.target, batch=True)
                 except RemoteError:
                     pass  # keep showing the last listing; the picker retries
             return list(self._entries)
@@ -637,11 +862,20 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
-def cmd_ls_remote(target: str, *, as_json: bool = False) -> int:
-    """`accmon ls ssh://host`."""
+def print_entries(entries: list[registry.RunEntry]) -> None:
+    """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts)."""
+    print(f"{'RUN':<20} {'RANK':>4} {'HOST':<16} {'NAME':<20} {'PID':>7} {'STARTED':<19}  COMMAND")
+    for e in entries:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started))
+        print(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {started:<19}  "
+              f"{' '.join(e.cmd)[:60]}")
+
+
+def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:
+    """`accmon ls ssh://host [ssh://host2 ...]`."""
     try:
-        t = parse_target(target)
-        entries = list_remote(t)
+        ts = [parse_target(t) for t in ([targets] if isinstance(targets, str) else targets)]
+        entries = gather(ts)
     except RemoteError as exc:
         _say(str(exc))
         return 2
@@ -649,54 +883,76 @@ def cmd_ls_remote(target: str, *, as_json: bool = False) -> int:
         print(entries_json(entries))
         return 0
     if not entries:
-        print(f"no live runs on {t.host}")
+        print(f"no live runs on {', '.join(t.host for t in ts)}")
         return 0
-    print(f"{'RUN':<20} {'RANK':>4} {'NAME':<20} {'PID':>7} {'STARTED':<19}  COMMAND")
-    for e in entries:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started))
-        print(f"{e.run_id:<20} {e.rank:>4} {e.name[:20]:<20} {e.pid:>7} {started:<19}  {' '.join(e.cmd)[:60]}")
+    entries.sort(key=lambda e: (-e.started, e.run_id, e.rank))
+    print_entries(entries)
     return 0
 
 
-def cmd_attach_remote(target: str, *, headless: bool, record: str | None, interactive: bool) -> int:
-    """`accmon attach ssh://[user@]host[:port][/run] [--headless] [--record FILE]`."""
+def cmd_attach_remote(targets: str | list[str], *, headless: bool, record: str | None, interactive: bool) -> int:
+    """`accmon attach ssh://[user@]host[:port][/run] [ssh://host2 ...] [--headless] [--record FILE]`: the ranks
+    of one run, gathered from every host named."""
     tui = interactive and not headless
     try:
-        t = parse_target(target)
-        listing = list_remote(t)
-        chosen = pick_run(listing, t.run)
-        several = len({e.run_id for e in listing}) > 1 and not t.run
+        ts = [parse_target(t) for t in ([targets] if isinstance(targets, str) else targets)]
+        hosts = ", ".join(t.host for t in ts)
+        spec = next((t.run for t in ts if t.run), None)
+        listing = gather(ts)
+        chosen = pick_run(listing, spec)
+        several = len({e.run_id for e in listing}) > 1 and not spec
         if tui and several:
-            return _run_app(t, None, listing, record)  # the picker chooses
+            return _run_app(ts, None, listing, record)  # the picker chooses
         if chosen and several:
-            _say(f"{len({e.run_id for e in listing})} runs on {t.host}; attaching to the newest, {chosen[0].run_id} "
-                 f"({chosen[0].name}). Name another with ssh://{t.destination}/RUN (see `accmon ls {t}`)")
+            _say(f"{len({e.run_id for e in listing})} runs on {hosts}; attaching to the newest, {chosen[0].run_id} "
+                 f"({chosen[0].name}). Name another with ssh://{ts[0].destination}/RUN (see `accmon ls {' '.join(map(str, ts))}`)")
         # Connect before any TUI starts: ssh may need the terminal for a password or a host key.
-        remote = open_remote(t, on_event=_say, entries=listing)
+        remote = open_hosts(ts, on_event=_say, entries=listing)
     except RemoteError as exc:
         _say(str(exc))
         return 2
+    return _attached(remote, ts, listing, headless=not tui, record=record)
+
+
+def cmd_attach_routed(entries: list[registry.RunEntry], *, headless: bool, record: str | None, interactive: bool) -> int:
+    """`accmon attach [RUN]` when the run's ranks, listed in a shared `$ACCMON_REGISTRY`, are on other hosts
+    too: this host's directly, the others through ssh to the host each entry names."""
+    try:
+        routed = wait_for_ranks(route_local(entries), lambda: route_local(registry.find_run(entries[0].run_id)))
+        remote = open_routes(routed, on_event=_say).start()
+    except RemoteError as exc:
+        _say(str(exc))
+        return 2
+    return _attached(remote, None, routed, headless=headless or not interactive, record=record)
+
+
+def _attached(remote: RemoteRun | HostsRun, ts: list[SshTarget] | None, listing: list[registry.RunEntry], *,
+              headless: bool, record: str | None) -> int:
     with remote:
-        if tui:
-            return _run_app(t, remote, listing, record)
-        _say(f"attached to run {remote.run_id} ({remote.entries[0].name}) on {t.host} through ssh")
+        if not headless:
+            return _run_app(ts, remote, listing, record)
+        where = remote.target.host if isinstance(remote, RemoteRun) else ", ".join(remote.hosts)
+        _say(f"attached to run {remote.run_id} ({remote.entries[0].name}) on {where} through ssh"
+             + (f": ranks {', '.join(str(e.rank) for e in remote.entries)}" if isinstance(remote, HostsRun) else ""))
         from .headless import HeadlessViewer
 
         return HeadlessViewer(remote.entries, record=record, discover=False).run(until=remote.gone)
 
 
-def _run_app(t: SshTarget, remote: RemoteRun | None, listing: list[registry.RunEntry], record: str | None) -> int:
+def _run_app(ts: list[SshTarget] | None, remote: RemoteRun | HostsRun | None, listing: list[registry.RunEntry],
+             record: str | None) -> int:
     from .app import AccmonApp
 
     opened: list[RemoteSource] = []
 
     def attach(entries: list[registry.RunEntry]) -> RemoteSource:
-        source = RemoteSource(t, entries, record=record)
+        source = RemoteSource(None, entries, record=record)  # routed entries: each host through its own ssh
         opened.append(source)
         return source
 
-    first = RemoteSource(t, remote.remote_entries, record=record, remote=remote) if remote is not None else None
-    app = AccmonApp(first, attach=attach, list_runs=RemoteLister(t, listing), pick=first is None)
+    first = RemoteSource(None, remote.remote_entries, record=record, remote=remote) if remote is not None else None
+    lister = RemoteLister(ts, listing) if ts else (lambda: route_local(registry.list_runs()))
+    app = AccmonApp(first, attach=attach, list_runs=lister, pick=first is None)
     try:
         return app.run() or 0
     finally:

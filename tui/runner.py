@@ -4,6 +4,11 @@ The probe goes in through PYTHONPATH (probe/inject/sitecustomize.py) and starts 
 framework. This process watches: headless, it prints alerts as they come; otherwise it opens the TUI. When
 the command ends, the recording gets an `exit` frame with its exit code — the one thing the training process
 cannot write about itself when it is killed. The exit code of `accmon run` is the command's.
+
+The command's processes find their run id themselves (registry.run_id_from_env): under a multi-node torchrun
+it is the job's, the same on every node, which this process cannot know beforehand. So it hands them a
+launch token instead (`$ACCMON_LAUNCH`, the run id when nothing else decides), and watches the entries of
+this host that carry it. With `--record F` on each node, each node's F holds that node's ranks.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ from typing import Sequence
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
 from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter, merge_recordings
-from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD, ENV_RUN_ID
+from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD
 
 INJECT_DIR = os.path.join(os.path.dirname(os.path.abspath(registry.__file__)), "inject")
 
 
-def child_env(run_id: str, record: str | None, name: str | None, bind: str | None) -> dict[str, str]:
+def child_env(launch: str, record: str | None, name: str | None, bind: str | None) -> dict[str, str]:
+    """The command's environment: the probe injected, and this launch's token. A `$ACCMON_RUN_ID` of the
+    user's own is passed on: it names the run (the same value on every node joins their ranks)."""
     env = dict(os.environ)
     env[ENV_AUTO] = "1"
-    env[ENV_RUN_ID] = run_id
+    env[registry.ENV_LAUNCH] = launch
     env["PYTHONPATH"] = os.pathsep.join(p for p in (INJECT_DIR, env.get("PYTHONPATH", "")) if p)
     if record:
         env[ENV_RECORD] = os.path.abspath(record)
@@ -48,12 +55,21 @@ def run_name(cmd: Sequence[str]) -> str:
     return os.path.basename(cmd[0])
 
 
-def wait_for_entries(run_id: str, proc: subprocess.Popen, poll: float = 0.05) -> list[registry.RunEntry]:
+def launched(launch: str) -> list[registry.RunEntry]:
+    """The entries of this host that the command of launch token `launch` registered (newest run first)."""
+    mine = [e for e in registry.list_runs(here=True) if e.extra.get("launch") == launch]
+    if not mine:
+        return []
+    newest = max(mine, key=lambda e: e.started).run_id  # a torchrun restart registers a new run
+    return sorted((e for e in mine if e.run_id == newest), key=lambda e: e.rank)
+
+
+def wait_for_entries(launch: str, proc: subprocess.Popen, poll: float = 0.05) -> list[registry.RunEntry]:
     """The run's registry entries once it has registered; [] if the process ended first."""
     while True:
-        entries = [e for e in registry.list_runs() if e.run_id == run_id]
+        entries = launched(launch)
         if entries:
-            return sorted(entries, key=lambda e: e.rank)
+            return entries
         if proc.poll() is not None:
             return []
         time.sleep(poll)
@@ -110,7 +126,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     if not cmd:
         sys.stderr.write("accmon run: no command given (usage: accmon run [--headless] [--record FILE] -- CMD...)\n")
         return 2
-    run_id = registry.new_run_id()
+    run_id = registry.new_run_id()  # the launch token; also the run's id unless the command's ranks agree on one
     env = child_env(run_id, record, name or run_name(cmd), bind)
     log_path = None
     stdout = stderr = None
@@ -158,10 +174,13 @@ def _watch_headless(run_id: str, proc: subprocess.Popen) -> None:
     viewer.run(until=lambda: proc.poll() is not None)
 
 
-def _watch_tui(run_id: str, proc: subprocess.Popen) -> None:
-    from .app import run_live_for_process
+def _watch_tui(launch: str, proc: subprocess.Popen) -> None:
+    from .app import AccmonApp
+    from .app_sources import LiveSource
 
-    run_live_for_process(run_id, proc)
+    # As app.run_live_for_process, but the run is found by this launch's token, not by an id known beforehand.
+    source = LiveSource([], find_again=lambda: launched(launch), process=proc)
+    AccmonApp(source, pick=False).run()
 
 
 def _show_log_tail(path: str, lines: int = 20) -> None:
