@@ -6,7 +6,11 @@ screen, and has Textual compose the full screen into the segments it would write
 both parts: accmon's (decimate + draw) and Textual's (compose the screen), as wall time and as the CPU time of
 the UI thread (on a shared, loaded machine the CPU time is what the frame costs on an idle one).
 
-    .venv/bin/python bench/tui_frame.py [--steps 10000000]
+    .venv/bin/python bench/tui_frame.py [--steps 10000000] [--ranks 1]
+
+`--ranks N` (N > 1) fills N ranks with `--steps` steps each (per-rank offsets and noise, as DDP ranks differ) and
+times the default multi-rank view: every chart draws the median across ranks over their min–max band, each
+rank decimated from its own block summaries (`--steps 1000000 --ranks 8`: 8 M rows).
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ FRAMES = 40
 CHUNK_ROWS = 1_000_000
 
 
-def fill(app: AccmonApp, n: int) -> None:
-    data = app.store.rank(0)
-    rng = np.random.default_rng(0)
+def fill(app: AccmonApp, n: int, rank: int = 0) -> None:
+    data = app.store.rank(rank)
+    rng = np.random.default_rng(rank)
+    scale = 1.0 + 0.05 * rank  # ranks see different batches: their losses differ a little
     cols = {name: data.columns.setdefault(name, Column(name)) for name in ("loss", "acc", "grad_norm", "lr", "val_loss")}
     for start in range(0, n, CHUNK_ROWS):
         s = np.arange(start, min(n, start + CHUNK_ROWS), dtype=np.int64)
         data.axis.append(s)
-        loss = (2.3 * np.exp(-s / (n / 5)) + 0.05 * rng.normal(size=len(s))).astype(np.float32)
+        loss = (scale * 2.3 * np.exp(-s / (n / 5)) + 0.05 * rng.normal(size=len(s))).astype(np.float32)
         cols["loss"].append(loss)
         cols["acc"].append((1 - np.exp(-s / (n / 4))).astype(np.float32))
         cols["grad_norm"].append(np.abs(rng.normal(1, 0.3, len(s))).astype(np.float32))
@@ -51,16 +56,20 @@ def fill(app: AccmonApp, n: int) -> None:
     app.store.version += 1
 
 
-async def run(n: int) -> None:
+async def run(n: int, ranks: int = 1) -> None:
     src = QueueSource()
-    src.push(wire.envelope("meta", "bench", 0, 1, -1, name="bench", host="h", pid=1, started=0.0))
+    src.push(*(wire.envelope("meta", "bench", r, 1, -1, name="bench", host="h", pid=1, started=0.0,
+                             world_size=ranks) for r in range(ranks)))
     app = AccmonApp(src, refresh_s=3600)
     app.animation_level = "none"
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         t = time.perf_counter()
-        fill(app, n)
-        print(f"{n:,} steps × 5 series stored in {time.perf_counter() - t:.1f} s; load average "
+        for r in range(ranks):
+            fill(app, n, r)
+        shown = "all ranks together (median + min–max band)" if ranks > 1 else "one rank"
+        print(f"{ranks} rank{'s' if ranks > 1 else ''} × {n:,} steps × 5 series stored in "
+              f"{time.perf_counter() - t:.1f} s; view: {shown}; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         app.sync_now()
         await pilot.pause()
@@ -98,8 +107,10 @@ async def run(n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=10_000_000)
-    asyncio.run(run(ap.parse_args().steps))
+    ap.add_argument("--steps", type=int, default=10_000_000, help="steps per rank")
+    ap.add_argument("--ranks", type=int, default=1, help="ranks, each with --steps steps (default 1)")
+    args = ap.parse_args()
+    asyncio.run(run(args.steps, args.ranks))
 
 
 if __name__ == "__main__":

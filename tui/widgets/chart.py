@@ -147,12 +147,15 @@ class _SeriesReader:
 
     def __init__(self, data: RankData | RankGroup, x0: float, x1: float, n: int, head: int | None) -> None:
         self.data, self.x0, self.x1, self.n, self.head = data, x0, x1, n, head
-        self._edges: dict[int, np.ndarray] = {}
+        self._edges: dict[object, np.ndarray] = {}
 
     def edges(self, d: RankData) -> np.ndarray:
-        e = self._edges.get(d.rank)
+        ax = d.axis
+        # Ranks of one DDP run usually log the same steps: equal regular axes have equal edges, computed once.
+        key: object = (ax.first, ax.stride, ax.n) if ax.stride is not None and ax.stride > 0 else d.rank
+        e = self._edges.get(key)
         if e is None:
-            e = self._edges[d.rank] = step_edges(d, self.x0, self.x1, self.n, self.head)
+            e = self._edges[key] = step_edges(d, self.x0, self.x1, self.n, self.head)
         return e
 
     def buckets(self, name: str) -> Buckets | None:
@@ -253,7 +256,7 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
             fill = np.isnan(mins) & ~np.isnan(mid)
             mins, maxs = np.where(fill, mid, mins), np.where(fill, mid, maxs)
             passes = [(maxs, mins, pal.series_style(s.color, faded=smooth is not None))]
-            series_out[s.label] = {"lo": b.mins.astype(np.float64), "hi": b.maxs.astype(np.float64)}
+            series_out[s.label] = {"lo": b.mins, "hi": b.maxs}
             if smooth is not None:
                 series_out[s.label]["line"] = smooth
                 sv = smooth
