@@ -40,7 +40,7 @@ def install() -> None:
     _installed = True
     import multiprocessing
 
-    if multiprocessing.parent_process() is not None:
+    if multiprocessing.parent_process() is not None or _is_spawned():
         return  # a DataLoader or pool worker: its parent is the one training
     if _is_launcher():
         return  # torchrun's agent imports torch but trains nothing; its workers are the ranks
@@ -51,6 +51,14 @@ def install() -> None:
         if module_name in sys.modules:
             _instrument(module_name)
     sys.meta_path.insert(0, _PostImportFinder(set(FRAMEWORKS), _instrument))
+
+
+def _is_spawned() -> bool:
+    """A process started by multiprocessing's spawn or forkserver method. At interpreter start-up (when this
+    runs) `parent_process()` does not know it yet; the command line does. Such a process that trains — a
+    `ddp_spawn` rank — is given its run by the framework callback it receives from its parent."""
+    return "--multiprocessing-fork" in sys.argv[1:] or any(
+        a.startswith("from multiprocessing.") for a in getattr(sys, "orig_argv", ()))
 
 
 def _is_launcher() -> bool:

@@ -8,13 +8,18 @@ from .errors import report_once
 
 
 def run_and_probe(run: Any, *, name: str | None, record: str | None, hooks: bool, every: int | None,
-                  framework: str, fallback: str) -> tuple[Any, Any]:
+                  framework: str, fallback: str, rank: int | None = None,
+                  world_size: int | None = None) -> tuple[Any, Any]:
     """The run to report to (`run`, the current one, or a new one) and the PyTorch probe, or None when `hooks`
-    is off or the probe cannot start (then the callback records what `fallback` says it can)."""
+    is off or the probe cannot start (then the callback records what `fallback` says it can). `rank` and
+    `world_size`: where the framework knows them better than the environment (a spawned process)."""
     if run is None or getattr(run, "closed", False):
         from . import run as run_module
 
-        run = run_module.start(name, **({"record": record} if record is not None else {}))
+        kwargs: dict[str, Any] = {"record": record} if record is not None else {}
+        if rank is not None:
+            kwargs.update(rank=rank, world_size=world_size)
+        run = run_module.start(name, **kwargs)
     if not hooks:
         return run, None
     try:

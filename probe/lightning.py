@@ -121,6 +121,15 @@ class _Hooks:
         self._set_up = False
         self._framework_sent = False
 
+    # ---- processes -----------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # `strategy="ddp_spawn"` pickles the trainer, callbacks included, into processes it spawns. The run and
+        # the probe belong to this process (threads, sockets): each spawned rank starts its own in setup().
+        state = dict(self.__dict__)
+        state.update(run=None, probe=None, _set_up=False, _suspended=False, _framework_sent=False, _rows=[],
+                     _pending={}, _step_vals={}, _spawned=True)
+        return state
+
     # ---- set-up --------------------------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         try:
@@ -130,16 +139,19 @@ class _Hooks:
                         "training goes on without it")
 
     def _setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        rank, world = _rank_of(trainer)
         if self.probe is None or self.run is None or getattr(self.run, "closed", False):
+            # A spawned rank (ddp_spawn) knows its rank from Lightning alone: no RANK in its environment.
+            where = {"rank": rank, "world_size": world} if getattr(self, "_spawned", False) else {}
             self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
-                                                 every=self.every, framework="lightning", fallback="what self.log logs")
+                                                 every=self.every, framework="lightning", fallback="what self.log logs",
+                                                 **where)
         _patch_log(type(pl_module))
         with _lock:
             if self not in _active_callbacks:
                 _active_callbacks.append(self)
         self._set_up = True
         self.run.set_facts(framework="lightning", lightning=_trainer_facts(trainer))
-        rank, world = _rank_of(trainer)
         if world > 1 and (self.run.rank != rank or self.run.world_size != world):
             report_once("lightning-rank", f"Lightning says rank {rank} of {world} but the accmon run was started as "
                         f"rank {self.run.rank} of {self.run.world_size} (it started before Lightning launched its "

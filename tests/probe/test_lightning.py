@@ -262,3 +262,50 @@ def test_callback_checks_its_arguments() -> None:
         AccmonCallback(run="my-run")
     with pytest.raises(ValueError, match="positive"):
         AccmonCallback(every=0)
+
+
+SPAWN_SCRIPT = textwrap.dedent('''
+    import torch, lightning as L
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def training_step(self, batch, i):
+            x, y = batch
+            loss = nn.functional.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    if __name__ == "__main__":  # ddp_spawn's processes import this script again
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(256, 4, generator=g)
+        y = (x[:, 0] > 0).long()
+        trainer = L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            enable_checkpointing=False, accelerator="cpu", devices=2, strategy="ddp_spawn")
+        trainer.fit(Tiny(), DataLoader(TensorDataset(x, y), batch_size=16))
+''')
+
+
+def test_ddp_spawn_ranks_under_accmon_run(tmp_path: Path) -> None:
+    """strategy="ddp_spawn" pickles the trainer, accmon's callback included, into the processes it spawns:
+    training must go on (a run holds threads and sockets that cannot be pickled), and each spawned rank
+    records its own steps under its Lightning rank."""
+    script = tmp_path / "train_spawn.py"
+    script.write_text(SPAWN_SCRIPT)
+    out = run_accmon("run", "--headless", "--record", str(tmp_path / "run.accmon"), "--", sys.executable,
+                     str(script), env=env(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    frames = read_frames(tmp_path / "run.accmon")
+    for rank in (0, 1):
+        steps, cols = columns([f for f in frames if f["rank"] == rank and f["kind"] == "steps"])
+        assert steps == list(range(16))  # 256 samples, batch 16, split over 2 ranks, 2 epochs
+        assert all(v is not None for v in cols["loss"])
+    report = json.loads(run_accmon("check", str(tmp_path / "run.accmon"), "--json").stdout)
+    assert report["run"]["ranks"] == [0, 1] and report["run"]["problems"] == []

@@ -20,14 +20,15 @@ TRAIN = textwrap.dedent(
     x = torch.randn(512, 20)
     y = (x[:, 0] + x[:, 1] > 0).long()
     train = DataLoader(TensorDataset(x[:384], y[:384]), batch_size=32, shuffle=True,
-                       num_workers=int(os.environ.get("WORKERS", "0")))
+                       num_workers=int(os.environ.get("WORKERS", "0")),
+                       multiprocessing_context=os.environ.get("MP_CONTEXT") or None)
     val = DataLoader(TensorDataset(x[384:], y[384:]), batch_size=64)
     model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     stop = os.environ.get("STOP")
     step = 0
-    for epoch in range(3):
+    for epoch in range(3) if __name__ == "__main__" else ():  # spawned workers import this script
         model.train()
         for xb, yb in train:
             opt.zero_grad()
@@ -43,7 +44,8 @@ TRAIN = textwrap.dedent(
         with torch.no_grad():
             for xb, yb in val:
                 criterion(model(xb), yb)
-    print("trained", step)
+    if __name__ == "__main__":
+        print("trained", step)
     """
 )
 
@@ -109,3 +111,17 @@ def test_dataloader_worker_processes(tmp_path):
     assert sorted(metrics["loss"]) == list(range(36))
     assert [metrics["epoch"][s] for s in (0, 12, 35)] == [0, 1, 2]
     assert "internal error" not in out.stderr and "could not" not in out.stderr  # no probe complaint
+
+
+def test_spawned_dataloader_workers_start_no_run_of_their_own(tmp_path):
+    """Workers started by the spawn method import torch in a fresh interpreter: they must not each start a
+    run (which would write into the same recording)."""
+    import json
+
+    out, metrics, facts, end = record(tmp_path, WORKERS="2", MP_CONTEXT="spawn")
+    assert out.returncode == 0, out.stderr
+    assert sorted(metrics["loss"]) == list(range(36))
+    frames = read_frames(tmp_path / "run.accmon")
+    assert sum(1 for f in frames if f["kind"] == "meta") == 1
+    report = json.loads(run_accmon("check", str(tmp_path / "run.accmon"), "--json").stdout)
+    assert report["run"]["problems"] == [] and report["run"]["ranks"] == [0]
