@@ -865,8 +865,10 @@ class ShardCombiner:
     squares is partial and only the squares add up (docs/frames.md; probe/torch/layers.py).
 
     The probe publishes no global `grad_norm` for sharded parameters (a shard's would be partial); for
-    parameters it did not shard it publishes `grad_norm` over those alone, replicated on every rank. So the
-    global norm here is √(Σ_layers combined squares + the ranks' mean of that published `grad_norm`²).
+    parameters it did not shard it publishes `grad_norm/<layer>` and a `grad_norm` over those alone, the same
+    on every rank (replicated). Those count once (the ranks' mean of their squares): a layer's norm here is
+    √(Σ_ranks grad_sq/<layer> + mean_ranks grad_norm/<layer>²), and the global norm
+    √(Σ_layers Σ_ranks grad_sq/<layer> + mean_ranks grad_norm²).
     `nonfinite_grads` (NaN/Inf elements of each rank's local shards) adds up across ranks the same way.
 
     Incremental: each rank's rows are read once, as they arrive. A step is combined when every rank that
@@ -903,7 +905,7 @@ class ShardCombiner:
         if not parts:
             return False
         names = [n for d in parts for n in d.columns if n.startswith(SHARD_PREFIX)]
-        names += [n for n in ("nonfinite_grads", "grad_norm") if any(n in d.columns for d in parts)]
+        names += [n for d in parts for n in d.columns if n == "nonfinite_grads" or n.startswith("grad_norm")]
         self._grow_inputs(list(dict.fromkeys(names)))
         all_final = store.exit is not None
         world = max((m.get("world_size") for m in store.meta.values() if isinstance(m.get("world_size"), int)),
@@ -927,7 +929,8 @@ class ShardCombiner:
                     v = col.values(r0, upto)
                     m = ~is_missing(v)
                     v = v.astype(np.float64)
-                    vals[:, j] = np.where(m, v * v if name == "grad_norm" else v, 0.0)
+                    # Norms (of what the probe did not shard) are combined as squares, like the shards' sums.
+                    vals[:, j] = np.where(m, v * v if name.startswith("grad_norm") else v, 0.0)
                     mask[:, j] = m
                 new_steps.append(steps)
                 new_vals.append(vals)
@@ -974,29 +977,31 @@ class ShardCombiner:
     def _commit(self, n: int) -> None:
         steps, sums, cnts = self._p_steps[:n], self._p_sum[:n], self._p_cnt[:n]
         self._p_steps, self._p_sum, self._p_cnt = self._p_steps[n:], self._p_sum[n:], self._p_cnt[n:]
+        sq: dict[str, np.ndarray] = {}  # output name → sum of squares
         out: dict[str, np.ndarray] = {}
-        layer_sq = np.zeros(n)
-        any_layer = np.zeros(n, dtype=bool)
+        reported: dict[str, np.ndarray] = {}  # output name → rows some rank reported a part of (measured)
         for j, name in enumerate(self.inputs):
             has = cnts[:, j] > 0
-            if name.startswith(SHARD_PREFIX):
-                with np.errstate(invalid="ignore"):
-                    out["grad_norm/" + name[len(SHARD_PREFIX):]] = np.where(has, np.sqrt(sums[:, j]), np.nan)
-                layer_sq += np.where(has, sums[:, j], 0.0)
-                any_layer |= has
+            if name.startswith(SHARD_PREFIX) or name.startswith("grad_norm"):
+                if name.startswith(SHARD_PREFIX):
+                    part = np.where(has, sums[:, j], 0.0)  # shards: their squares add up
+                    targets = ["grad_norm/" + name[len(SHARD_PREFIX):], "grad_norm"]
+                else:
+                    # Not sharded, so the same on every rank (replicated): the ranks' mean, counted once.
+                    part = np.where(has, sums[:, j] / np.maximum(cnts[:, j], 1), 0.0)
+                    targets = [name]  # a published global norm covers the unsharded layers: added once
+                for t in targets:
+                    sq[t] = sq[t] + part if t in sq else part.copy()
+                    reported[t] = reported[t] | has if t in reported else has.copy()
             elif name == "nonfinite_grads":
                 out[name] = np.where(has, sums[:, j], np.nan)
-        total = layer_sq.copy()
-        if "grad_norm" in self.inputs:
-            j = self.inputs.index("grad_norm")
-            has = cnts[:, j] > 0
-            total += np.where(has, sums[:, j] / np.maximum(cnts[:, j], 1), 0.0)
-            any_layer |= has
-        with np.errstate(invalid="ignore"):
-            out["grad_norm"] = np.where(any_layer, np.sqrt(total), np.nan)
+                reported[name] = has
+        for t, v in sq.items():
+            with np.errstate(invalid="ignore"):
+                out[t] = np.where(reported[t], np.sqrt(v), np.nan)
         d = self.data
         for name, v in out.items():
-            measured = self._reported(name, cnts)
+            measured = reported[name]
             col = d.columns.get(name)
             if col is None:
                 if not measured.any():
@@ -1019,13 +1024,3 @@ class ShardCombiner:
                 col.append_missing(d.axis.n + n - col.n)
         d.axis.append(steps)
         d.version += 1
-
-    def _reported(self, name: str, cnts: np.ndarray) -> np.ndarray:
-        """Rows where some rank reported what `name` is made of: measured (a NaN there is a real NaN)."""
-        if name == "grad_norm":
-            idx = [j for j, n in enumerate(self.inputs) if n.startswith(SHARD_PREFIX) or n == "grad_norm"]
-        elif name.startswith("grad_norm/"):
-            idx = [self.inputs.index(SHARD_PREFIX + name[len("grad_norm/"):])]
-        else:
-            idx = [self.inputs.index(name)]
-        return (cnts[:, idx] > 0).any(axis=1)

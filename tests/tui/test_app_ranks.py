@@ -283,6 +283,23 @@ def test_a_rank_that_never_catches_up_does_not_hold_the_norms_for_ever():
     assert combined.axis.n == n and store.shards is not None and store.shards.late == 1  # rank 1's step 1
 
 
+def test_layers_the_probe_did_not_shard_count_once_in_the_global_norm():
+    """FSDP over part of the model: the unsharded layers' norms (and a global norm over them alone) are the same
+    on every rank; the sharded layers' squares add up across ranks."""
+    store = RunStore()
+    store.ingest([meta(rank=r, world_size=2) for r in range(2)])
+    for r, shard in ((0, 9.0), (1, 16.0)):
+        store.ingest([frame("steps", 10, 9, rank=r, steps=list(range(10)),
+                           cols={"grad_sq/body": [shard] * 10, "grad_norm/head": [12.0] * 10,
+                                 "grad_norm": [12.0] * 10})])
+    store.ingest([frame("end", 99, 9, rank=r, status="finished", error=None, total_steps=10) for r in range(2)])
+    combined = store.sharded()
+    assert combined is not None and combined.axis.n == 10
+    assert (combined.columns["grad_norm/body"].values() == 5.0).all()  # √(9 + 16)
+    assert (combined.columns["grad_norm/head"].values() == 12.0).all()  # replicated: once, not √2 × 12
+    assert (combined.columns["grad_norm"].values() == 13.0).all()  # √(9 + 16 + 12²)
+
+
 # -- Parquet export ---------------------------------------------------------------------------------------------
 def test_parquet_key_exports_the_live_store_of_every_rank(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
