@@ -650,9 +650,14 @@ class HostsRun:
     def entries(self) -> list[registry.RunEntry]:
         return sorted([*self.local_entries, *(e for p in self._connected for e in p.entries)], key=lambda e: e.rank)
 
-    @property
-    def hosts(self) -> list[str]:
-        return [p.target.destination for p in self.parts] + (["this host"] if self.local_entries else [])
+    def describe(self) -> str:
+        """Which ranks are where: "ranks 0, 1 on this host; ranks 2, 3 on hostb through ssh"."""
+        def ranks(es: list[registry.RunEntry]) -> str:
+            return ", ".join(str(e.rank) for e in es)
+
+        where = ([f"ranks {ranks(self.local_entries)} on this host"] if self.local_entries else []) + [
+            f"ranks {ranks(p.remote_entries)} on {p.target.destination} through ssh" for p in self._connected]
+        return "; ".join(where)
 
     @property
     def state(self) -> str:
@@ -931,9 +936,10 @@ def _attached(remote: RemoteRun | HostsRun, ts: list[SshTarget] | None, listing:
     with remote:
         if not headless:
             return _run_app(ts, remote, listing, record)
-        where = remote.target.host if isinstance(remote, RemoteRun) else ", ".join(remote.hosts)
-        _say(f"attached to run {remote.run_id} ({remote.entries[0].name}) on {where} through ssh"
-             + (f": ranks {', '.join(str(e.rank) for e in remote.entries)}" if isinstance(remote, HostsRun) else ""))
+        if isinstance(remote, RemoteRun):
+            _say(f"attached to run {remote.run_id} ({remote.entries[0].name}) on {remote.target.host} through ssh")
+        else:
+            _say(f"attached to run {remote.run_id} ({remote.entries[0].name}): {remote.describe()}")
         from .headless import HeadlessViewer
 
         return HeadlessViewer(remote.entries, record=record, discover=False).run(until=remote.gone)

@@ -231,7 +231,7 @@ def test_a_two_node_torchrun_job_is_one_run_gathered_from_both_hosts_over_ssh(ss
         stop.touch()
         _, err = viewer.communicate(timeout=WAIT_S)
         assert viewer.returncode == 0, err
-        assert "hosta" in err and "hostb" in err and "ranks 0, 1, 2, 3" in err
+        assert "ranks 0, 1 on hosta through ssh; ranks 2, 3 on hostb through ssh" in err
         node_errs = [n.finish() for n in nodes]
         assert [n.proc.returncode for n in nodes] == [0, 0], node_errs
     finally:
@@ -294,6 +294,7 @@ def test_a_shared_registry_attaches_this_hosts_ranks_directly_and_the_others_thr
     there = subprocess.Popen([sys.executable, script, str(stop), "2", run_id], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "ACCMON_RUNTIME_DIR": dir_b, "ACCMON_HOST": "hostb"})
     out = tmp_path / "viewer.accmon"
+    cli = None
     try:
         for p in (here, there):
             assert p.stdout.readline().strip() == "up"
@@ -304,6 +305,10 @@ def test_a_shared_registry_attaches_this_hosts_ranks_directly_and_the_others_thr
         listed = run_accmon("ls")
         assert listed.returncode == 0 and "hostb" in listed.stdout and listed.stdout.count(run_id) == 4
 
+        # The command: `accmon attach RUN` finds the run in the shared registry and routes it by itself.
+        cli_out = tmp_path / "cli.accmon"
+        cli = subprocess.Popen([*ACCMON, "attach", run_id, "--headless", "--record", str(cli_out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         routed = remote.route_local(entries)
         assert [e.extra.get("via") for e in routed] == [None, None, "ssh://hostb", "ssh://hostb"]
         hr = remote.open_routes(routed)
@@ -323,9 +328,14 @@ def test_a_shared_registry_attaches_this_hosts_ranks_directly_and_the_others_thr
             t = threading.Thread(target=lambda: result.append(viewer.run(until=hr.gone)), daemon=True)
             t.start()
             wait_until(lambda: viewer.steps > 400, "steps from all four ranks")
+            wait_until(lambda: cli_out.exists() and all(all_steps(read_frames(cli_out), r) for r in range(4)),
+                       "the command's recording to hold all four ranks")
             stop.touch()
             t.join(WAIT_S)
             assert result == [0]
+            _, err = cli.communicate(timeout=WAIT_S)
+            assert cli.returncode == 0, err
+            assert "ranks 0, 1 on this host; ranks 2, 3 on hostb through ssh" in err
             # hostb's ranks left its registry: its connection says so, and with this host's ranks ended, the run is gone.
             wait_until(lambda: hr.parts[0].state == "gone", "hostb's connection to see its ranks gone")
             wait_until(hr.gone, "the run to be gone on every host")
@@ -333,6 +343,9 @@ def test_a_shared_registry_attaches_this_hosts_ranks_directly_and_the_others_thr
             hr.close()
     finally:
         stop.touch()
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.wait()
         for p in (here, there):
             try:
                 p.wait(WAIT_S)
@@ -344,5 +357,107 @@ def test_a_shared_registry_attaches_this_hosts_ranks_directly_and_the_others_thr
     for r in range(4):
         steps = all_steps(frames, r)
         assert steps and steps == list(range(len(steps))), f"rank {r}"
-    report = json.loads(run_accmon("check", str(out), "--json").stdout)["run"]
-    assert report["ranks"] == [0, 1, 2, 3]
+    for path in (out, cli_out):
+        report = json.loads(run_accmon("check", str(path), "--json").stdout)["run"]
+        assert report["ranks"] == [0, 1, 2, 3] and report["status"] == "finished", path
+
+
+# -- two hosts, each with its own connection -------------------------------------------------------------------
+class TwoHosts:
+    """Ranks 0-1 of one run on "hosta", ranks 2-3 on "hostb" (explicit API, the same run id: as the ranks of
+    one job are), each "host" a runtime directory reached only through its own ssh alias."""
+
+    def __init__(self, sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.dirs = {"hosta": short_dir("ha"), "hostb": short_dir("hb")}
+        self.stop_file = tmp_path / "stop"
+        self.run_id = "0101000000-twohosts"
+        script = write_script(tmp_path, "ranks.py", RANKS)
+        for k, v in sshd.hosts_env({h: {"ACCMON_RUNTIME_DIR": d} for h, d in self.dirs.items()}).items():
+            monkeypatch.setenv(k, v)
+        self.procs = [subprocess.Popen([sys.executable, script, str(self.stop_file), str(first), self.run_id],
+                                       stdout=subprocess.PIPE, text=True, env={**os.environ, "ACCMON_RUNTIME_DIR": d})
+                      for first, d in ((0, self.dirs["hosta"]), (2, self.dirs["hostb"]))]
+        for p in self.procs:
+            assert p.stdout.readline().strip() == "up"
+        self.targets = [remote.parse_target("ssh://hosta"), remote.parse_target("ssh://hostb")]
+
+    def stop(self) -> list[int]:
+        self.stop_file.touch()
+        return [p.wait(WAIT_S) for p in self.procs]
+
+    def close(self) -> None:
+        self.stop_file.touch()
+        for p in self.procs:
+            try:
+                p.wait(WAIT_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for d in self.dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def two_hosts(sshd, tmp_path, monkeypatch):
+    hosts = TwoHosts(sshd, tmp_path, monkeypatch)
+    yield hosts
+    hosts.close()
+
+
+def test_one_hosts_connection_drops_and_reconnects_while_the_other_streams_on(two_hosts, tmp_path):
+    import signal
+
+    from accmon.tui.headless import HeadlessViewer
+
+    events: list[str] = []
+    hr = remote.open_hosts(two_hosts.targets, on_event=events.append)
+    out = tmp_path / "viewer.accmon"
+    try:
+        assert isinstance(hr, remote.HostsRun) and [e.rank for e in hr.entries] == [0, 1, 2, 3]
+        a, b = hr.parts
+        assert a.ssh_pid != b.ssh_pid, "one ssh connection per host"
+        viewer = HeadlessViewer(hr.entries, record=str(out), discover=False, quiet=True)
+        result: list[int] = []
+        t = threading.Thread(target=lambda: result.append(viewer.run(until=hr.gone)), daemon=True)
+        t.start()
+        wait_until(lambda: viewer.steps > 400, "steps before the cut")
+        os.kill(b.ssh_pid, signal.SIGKILL)  # hostb's link drops; hosta's stays
+        wait_until(lambda: b.reconnects == 1 and b.state == "connected", "hostb's reconnection")
+        assert a.reconnects == 0 and hr.reconnects == 1
+        assert any("hostb" in e and "lost" in e for e in events) and not any("hosta" in e and "lost" in e for e in events)
+        at = viewer.steps
+        wait_until(lambda: viewer.steps > at + 400, "steps after the reconnection")
+        assert two_hosts.stop() == [0, 0]
+        t.join(WAIT_S)
+        assert result == [0]
+    finally:
+        hr.close()
+    frames = read_frames(out)
+    for r in range(4):
+        steps = all_steps(frames, r)
+        assert steps == list(range(len(steps))) and len(steps) > 100, f"rank {r}: a gap or a duplicate"
+        seqs = [f["seq"] for f in frames if f["rank"] == r]
+        assert seqs == list(range(1, len(seqs) + 1)), f"rank {r}: frames missing or repeated across the cut"
+
+
+def test_the_app_shows_the_ranks_of_two_hosts_as_one_run(two_hosts, tmp_path):
+    import asyncio
+
+    from accmon.tui.app import AccmonApp
+
+    listing = remote.gather(two_hosts.targets)
+    source = remote.RemoteSource(None, remote.pick_run(listing, None), record=str(tmp_path / "app.accmon"))
+    app = AccmonApp(source)
+    app.animation_level = "none"
+
+    async def go() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            deadline = time.monotonic() + WAIT_S
+            while not (sorted(app.store.ranks) == [0, 1, 2, 3] and (app.head_step() or 0) > 100):
+                assert time.monotonic() < deadline, "gave up waiting for the four ranks in the app"
+                app.sync_now()
+                await pilot.pause(0.05)
+            assert isinstance(source.remote, remote.HostsRun) and len(source.remote.parts) == 2
+
+    asyncio.run(go())
+    assert source.remote.state == "closed" and all(p.proc.poll() is not None for p in source.remote.parts)
