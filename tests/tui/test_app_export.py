@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import math
+import sys
 
 import pytest
 
@@ -53,8 +54,10 @@ def test_export_refuses_what_is_not_a_recording(tmp_path):
     assert "not an accmon recording" in err.getvalue()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
-def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path):
+def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m == "pyarrow" or m.startswith("pyarrow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what `import pyarrow` meets where it is not installed
     rec = write_recording(tmp_path / "run.accmon", run_frames(100))
     err = io.StringIO()
     assert export_recording(rec, parquet=str(tmp_path / "o.parquet"), err=err) == 2
