@@ -200,7 +200,8 @@ class HealthTracker:
         if chance is None or chance < SKEWED_MAJORITY:
             return
         top = st.recent("pred_top_frac", h.now)
-        if top is None or top[2] < 3 or h.now - top[1] > max(h.window, 8):
+        # Sampled sparsely (every 64 steps late in a run): the last looks, however old, but not a fresh model's.
+        if top is None or top[2] < 3 or top[1] < 2 * h.window:
             return
         se = math.sqrt(chance * (1 - chance) / max(h.batch * top[2], 1))
         h.handled_imbalance = top[0] < chance - max(HANDLED_IMBALANCE_MARGIN, 2 * se)

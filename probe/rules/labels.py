@@ -13,7 +13,7 @@ from .health import Health
 from .series import median
 from .state import RunState
 from .thresholds import (IMBALANCE_MAJORITY_WARN, IMBALANCE_MIN_PER_CLASS, IMBALANCE_RATIO, UNSHUFFLED_EXCESS,
-                         UNSHUFFLED_MIN_SAMPLES, UNSHUFFLED_SIGMAS, UNSHUFFLED_SLACK)
+                         UNSHUFFLED_DISTINCT_FRACTION, UNSHUFFLED_MIN_SAMPLES, UNSHUFFLED_SIGMAS, UNSHUFFLED_SLACK)
 
 ID = "label_issue"
 
@@ -157,6 +157,21 @@ def _targets_per_batch(st: RunState) -> int | None:
     return None
 
 
+def _few_classes(st: RunState, h: Health, shares: Any, per_batch: int | None) -> tuple[float, float] | None:
+    """(typical distinct classes per batch, expected in a random batch) when batches hold far fewer, else None."""
+    col = st.col("batch_classes")
+    if col is None or shares is None or not per_batch:
+        return None
+    v = [x for x in col.window(h.now, 16)[1] if math.isfinite(x)]
+    if len(v) < UNSHUFFLED_MIN_SAMPLES:
+        return None
+    expected = float(np.sum(1.0 - (1.0 - np.asarray(shares, dtype=float)) ** per_batch))
+    typical = median(v)
+    if expected >= 3 and typical <= UNSHUFFLED_DISTINCT_FRACTION * expected:
+        return typical, expected
+    return None
+
+
 class UnshuffledData(Rule):
     ids = ("unshuffled_data",)
     FIX = ("shuffle the training data: DataLoader(train_set, shuffle=True) (or a RandomSampler / "
@@ -186,10 +201,13 @@ class UnshuffledData(Rule):
         if per_batch and k and 2 <= k <= 100:
             se = math.sqrt(majority * (1 - majority) / per_batch)
             bar = min(bar, majority + UNSHUFFLED_SIGMAS * se + UNSHUFFLED_SLACK)
-        if typical < bar - (0.1 * (1 - majority) if was else 0.0):
+        few = _few_classes(st, h, shares, per_batch)
+        if typical < bar - (0.1 * (1 - majority) if was else 0.0) and few is None:
             return [ended("unshuffled_data")]
         evidence: dict[str, object] = {"typical_top_class_share": typical, "data_majority_share": majority,
                                        "batches_sampled": len(v), "shuffled": st.facts.get("shuffled")}
+        if few is not None:
+            evidence.update(typical_classes_per_batch=few[0], expected_classes_per_batch=num(few[1], 3))
         runs = ""
         cls = st.col("batch_top_class")
         if cls is not None:
@@ -199,5 +217,7 @@ class UnshuffledData(Rule):
             runs = f"; top class by batch from step {int(s_[0])}: {' '.join(map(str, seq[:12]))}" if seq else ""
         return [Finding("unshuffled_data", True, None, "warning",
                         f"batches are not shuffled: a typical batch is {typical:.0%} one class (the data overall: "
-                        f"{majority:.0%}){runs}",
+                        f"{majority:.0%})"
+                        + (f" and holds {few[0]:g} classes where a shuffled one would hold {few[1]:.1f}" if few else "")
+                        + runs,
                         evidence, self.FIX, score=typical)]

@@ -135,6 +135,10 @@ UNSHUFFLED_MIN_SAMPLES = 4
 # shuffled batch of 64 is about 2 standard errors above 0.1; batches holding 2 of 10 classes show 0.5).
 UNSHUFFLED_SIGMAS = 4.0
 UNSHUFFLED_SLACK = 0.05
+# ... or the typical batch holds at most this fraction of the distinct classes a random batch of its size would
+# (expected from the class counts seen, at least 3). Own: class counts of unshuffled data are skewed toward the
+# first classes, which lowers the expectation, so this errs quiet; batches of 2 of 10 classes expect about 6.
+UNSHUFFLED_DISTINCT_FRACTION = 0.5
 # Single class: the model's top predicted class takes at least this share of the batch (own), and at least
 # halfway from the majority share to 1.0.
 SINGLE_CLASS_FRACTION = 0.95

@@ -128,3 +128,21 @@ def test_spread_predictions_that_lose_accuracy_are_not_a_handled_imbalance():
     sim = skewed(0.5).with_(overrides={"pred_top_frac": lambda s, v: None if v is None else 0.5,
                                        "acc": lambda s, v: 0.5, "val_acc": lambda s, v: None if v is None else 0.5})
     assert "accuracy_stuck" in loud(sim)
+
+
+def test_few_classes_per_batch_are_unshuffled_even_when_the_counts_seen_are_skewed():
+    # Unshuffled pairs: the class counts seen so far are those of the first classes (here 35/35/10/10/10), which
+    # hides the top share (0.5 is under the bar for a "majority" of 0.35); each batch holding 2 classes where a
+    # random one would hold 5 does not.
+    sim = Sim(classes=10, shuffled=False, steps=200, class_shares=(0.35, 0.35, 0.1, 0.1, 0.1) + (0.0,) * 5,
+              overrides={"batch_top_frac": pairs, "batch_classes": lambda s, v: None if v is None else 2,
+                         "acc": lambda s, v: 0.5})
+    a = alerts(sim)["unshuffled_data"]
+    assert a["evidence"]["typical_classes_per_batch"] == 2 and a["evidence"]["expected_classes_per_batch"] >= 3
+
+
+def test_batches_holding_every_class_are_not():
+    sim = Sim(classes=10, shuffled=None, steps=200, class_shares=(0.35, 0.35, 0.1, 0.1, 0.1) + (0.0,) * 5,
+              overrides={"batch_top_frac": pairs, "batch_classes": lambda s, v: None if v is None else 5,
+                         "acc": lambda s, v: 0.5})
+    assert "unshuffled_data" not in alerts(sim)
