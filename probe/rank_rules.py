@@ -15,6 +15,9 @@ from typing import Any
 # NVIDIA Resiliency Extension's straggler detection scores each rank against the fastest one (relative
 # performance score, 1.0 = as fast as the best); NeMo's example configuration flags ranks below 0.7.
 STRAGGLER_SCORE = 0.7
+# ...and at least this much slower per step, in seconds: ranks whose steps take microseconds (a shared CPU,
+# the OS scheduling one process later than another) differ by large ratios that cost nothing.
+STRAGGLER_MIN_GAP_S = 0.005
 # Step times are compared over this many recent steps per rank, so one slow step (a checkpoint, a GC pause)
 # does not make a straggler.
 STEP_TIME_WINDOW = 50
@@ -94,11 +97,12 @@ class RankDiagnoser:
         changed = []
         for rank, mean in means.items():
             score = best / mean if mean > 0 else 1.0
-            active = score < STRAGGLER_SCORE
+            active = score < STRAGGLER_SCORE and mean - best >= STRAGGLER_MIN_GAP_S
             changed += self._update("straggler_rank", rank, active, "warning",
                                     f"rank {rank} runs at {score:.0%} of the fastest rank's speed",
                                     {"rank": rank, "relative_speed": round(score, 3), "step_time_s": mean,
-                                     "fastest_step_time_s": best, "threshold": STRAGGLER_SCORE},
+                                     "fastest_step_time_s": best, "threshold": STRAGGLER_SCORE,
+                                     "min_gap_s": STRAGGLER_MIN_GAP_S},
                                     "every step waits for the slowest rank: look for a slow data loader on that rank "
                                     "(more workers, pinned memory), a throttled or shared GPU, or a failing node")
         return changed

@@ -38,6 +38,13 @@ def test_a_straggler_is_named_and_clears_when_it_catches_up():
     assert any(a["id"] == "straggler_rank" and a["state"] == "cleared" for a in changed)
 
 
+def test_microsecond_steps_that_differ_by_a_large_ratio_make_no_straggler():
+    # Steps of 0.2 ms and 0.6 ms (processes sharing a CPU): three times slower, and 0.4 ms a step lost.
+    d = RankDiagnoser()
+    frames = [stream(r, i * 50, 50, 0.0006 if r == 1 else 0.0002, 1.0, i + 1) for i in range(4) for r in range(2)]
+    assert [a for a in feed(d, frames) if a["id"] == "straggler_rank"] == []
+
+
 def test_a_diverging_rank_and_a_nan_rank():
     d = RankDiagnoser()
     frames = [stream(r, i * 50, 50, 0.1, 5.0 if r == 1 else 1.0, i + 1) for i in range(3) for r in range(3)]

@@ -70,7 +70,11 @@ def test_torchrun_two_ranks_are_one_run(tmp_path):
     assert losses[0] != losses[1], "each rank reports the loss of its own batches"
     grad0 = [v for f in frames if f["kind"] == "steps" and f["rank"] == 0 for v in f["cols"]["grad_norm"]]
     grad1 = [v for f in frames if f["kind"] == "steps" and f["rank"] == 1 for v in f["cols"]["grad_norm"]]
-    assert grad0 == pytest.approx(grad1, rel=1e-5), "after DDP's all-reduce every rank holds the same gradients"
+    # Each rank's cadence picks its own sampled steps (it follows that rank's timing): compare where both measured.
+    both = [(a, b) for a, b in zip(grad0, grad1) if a is not None and b is not None]
+    assert len(both) >= 8  # at least the first steps, which every rank samples
+    assert [a for a, _ in both] == pytest.approx([b for _, b in both], rel=1e-5), \
+        "after DDP's all-reduce every rank holds the same gradients"
     assert [a for a in report["alerts"] if a["severity"] != "info"] == []
 
 
