@@ -34,12 +34,14 @@ FRAGILE = textwrap.dedent(
 # Accuracy drops to exactly 0 for steps 100-119: the rule breaks there, at an evaluation point near step 104.
 TRAIN = FRAGILE + textwrap.dedent(
     """
+    import time
     import accmon.probe as accmon
     import accmon.probe.rules.catalogue as catalogue
     catalogue.RULES = catalogue.RULES + (LossPerAccuracy,)  # the probe's Diagnoser runs every rule in RULES
 
     for step in range(300):
         accmon.log(step, loss=1.0 / (step + 1), acc=0.0 if 100 <= step < 120 else 0.6)
+        time.sleep(0.005)  # a training loop takes time: the viewer attaches while it runs
     """
 )
 
