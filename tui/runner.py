@@ -143,9 +143,10 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     # Ctrl-C reaches the command through the terminal's process group; we only wait for it to finish.
     previous = signal.signal(signal.SIGINT, lambda *_: None)
     forward = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
+    watched = True
     try:
         if headless:
-            _watch_headless(run_id, proc)
+            watched = _watch_headless(run_id, proc)
         else:
             _watch_tui(run_id, proc)
         returncode = proc.wait()
@@ -156,6 +157,8 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
             stdout.close()
     if record:
         finish_recording(record, returncode)
+    if not watched:
+        _say_what_was_recorded(record)
     if log_path:
         _show_log_tail(log_path)
     if returncode < 0:
@@ -164,14 +167,37 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     return returncode
 
 
-def _watch_headless(run_id: str, proc: subprocess.Popen) -> None:
+def _watch_headless(run_id: str, proc: subprocess.Popen) -> bool:
+    """Follow the run on stderr; False when the command ended before its run could be attached to."""
     from .headless import HeadlessViewer
 
     entries = wait_for_entries(run_id, proc)
     if not entries:
-        return  # the command never imported a framework nor called accmon: nothing to watch
+        return False
     viewer = HeadlessViewer(entries)
     viewer.run(until=lambda: proc.poll() is not None)
+    return True
+
+
+def _say_what_was_recorded(record: str | None) -> None:
+    """A run over before the viewer found it (a few fast steps), or none at all: say which, from the recording
+    when there is one, so a headless log never ends in silence."""
+    from .check import format_alert, summarize
+
+    if record is None or not os.path.exists(record):
+        why = "" if record is None else f" and {record} was not written"
+        sys.stderr.write(f"accmon: the command ended before a run could be watched{why} (did it import PyTorch or "
+                         "Keras, or call accmon.probe?)\n")
+        return
+    try:
+        summary, alerts = summarize(RecordingReader(record).frames())
+    except (OSError, RecordingError) as exc:
+        sys.stderr.write(f"accmon: the run ended before it could be watched; its recording cannot be read: {exc}\n")
+        return
+    sys.stderr.write(f"accmon: run {summary.status}: {summary.steps} steps recorded, last step {summary.last_step} "
+                     f"(it ended before the viewer attached)\n")
+    for a in alerts:
+        sys.stderr.write(f"accmon: {format_alert(a)}\n")
 
 
 def _watch_tui(launch: str, proc: subprocess.Popen) -> None:

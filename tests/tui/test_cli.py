@@ -206,3 +206,25 @@ def test_ls_lists_live_runs_and_attach_says_when_there_is_none(tmp_path):
 def test_run_with_a_missing_command(tmp_path):
     out = run_accmon("run", "--headless", "--", "/nonexistent/program")
     assert out.returncode == 127 and "cannot start" in out.stderr
+
+
+def test_a_command_that_starts_no_run_says_so(tmp_path):
+    out = run_accmon("run", "--headless", "--record", str(tmp_path / "r.accmon"), "--", sys.executable, "-c", "pass")
+    assert out.returncode == 0
+    assert "ended before a run could be watched" in out.stderr and "r.accmon was not written" in out.stderr
+
+
+def test_a_run_over_before_the_viewer_attached_is_reported_from_its_recording(tmp_path, capsys):
+    # The viewer polls for the run's registry entry; a run of a few fast steps can register and finish in
+    # between. Its summary then comes from what it recorded (a real run, closed before anyone looked).
+    from accmon.probe.run import Run
+    from accmon.tui.runner import _say_what_was_recorded
+
+    rec = tmp_path / "fast.accmon"
+    run = Run("fast", record=str(rec))
+    for step in range(10):
+        run.log(step, loss=1.0 / (step + 1))
+    run.close()
+    _say_what_was_recorded(str(rec))
+    err = capsys.readouterr().err
+    assert "run finished: 10 steps recorded, last step 9" in err and "before the viewer attached" in err
