@@ -234,13 +234,15 @@ class LiveSource:
             self._writer = None
 
     def _look_around(self) -> None:
-        known = {e.rank for e in self.entries}
+        # By process, not rank alone: under Lightning's ddp_spawn the launching process registered rank 0
+        # before it spawned the real rank 0.
+        known = {(e.rank, e.pid) for e in self.entries}
         gone = all(not e.alive() for e in self.entries) if self.entries else True
         ended = all(getattr(c.status, "state", "") in ("ended", "closed") for _, c in self._clients) and self._clients
         if not (gone or ended):
             if self.run_id not in (None, "?"):
                 for e in registry.list_runs(here=True):  # another host's sockets are not reachable from here
-                    if e.run_id == self.run_id and e.rank not in known:
+                    if e.run_id == self.run_id and (e.rank, e.pid) not in known:
                         self.entries.append(e)
                         client = self._factory(e)
                         client.start()

@@ -49,10 +49,12 @@ class HeadlessViewer:
         self.clients.append(RunClient(entry.pub, entry.ctl, curve=security.curve_for(entry.pub, entry.extra)).start())
 
     def _discover(self) -> None:
-        known = {e.rank for e in self.entries}
-        # Only this host's: another host's sockets (listed from a shared $ACCMON_REGISTRY) are not reachable here.
+        # By process, not rank alone: under Lightning's ddp_spawn the launching process registered rank 0 before
+        # it spawned the real rank 0. Only this host's: another host's sockets (listed from a shared
+        # $ACCMON_REGISTRY) are not reachable here.
+        known = {(e.rank, e.pid) for e in self.entries}
         for e in registry.list_runs(here=True):
-            if e.run_id == self.run_id and e.rank not in known:
+            if e.run_id == self.run_id and (e.rank, e.pid) not in known:
                 self._add(e)
                 self.world_size = max(self.world_size, e.world_size)
                 self.say(f"rank {e.rank} joined (pid {e.pid})")

@@ -265,6 +265,7 @@ def test_callback_checks_its_arguments() -> None:
 
 
 SPAWN_SCRIPT = textwrap.dedent('''
+    import time
     import torch, lightning as L
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
@@ -275,6 +276,7 @@ SPAWN_SCRIPT = textwrap.dedent('''
             self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
         def training_step(self, batch, i):
+            time.sleep(0.1)  # steps that take time, as real ones do: the live viewer looks for ranks twice a second
             x, y = batch
             loss = nn.functional.cross_entropy(self.net(x), y)
             self.log("train_loss", loss)
@@ -309,3 +311,5 @@ def test_ddp_spawn_ranks_under_accmon_run(tmp_path: Path) -> None:
         assert all(v is not None for v in cols["loss"])
     report = json.loads(run_accmon("check", str(tmp_path / "run.accmon"), "--json").stdout)
     assert report["run"]["ranks"] == [0, 1] and report["run"]["problems"] == []
+    # Live too: the launching process registered rank 0 first; the viewer follows the spawned rank 0 as well.
+    assert "rank 0 joined" in out.stderr and "rank 1 joined" in out.stderr
