@@ -79,23 +79,27 @@ class HeadlessViewer:
                     self.say(f"recording to {self.writer.path} stopped: {exc.strerror or exc}; frames so far are kept")
                     self.writer = None
             for frame, _ in batch:
-                kind = frame["kind"]
-                for alert in self.rank_rules.observe(frame):
-                    self.alerts.append(alert)
-                    self.say(format_alert(alert))
-                if kind == "steps":
-                    self.steps += len(frame["steps"])
-                    self.last_step = max(self.last_step, frame["steps"][-1] if frame["steps"] else -1)
-                elif kind == "alert" and isinstance(frame.get("alert"), dict):
-                    self.alerts.append(frame["alert"])
-                    if frame["alert"].get("id") == RULE_ERROR_ID:
-                        self._rule_error(frame["alert"], frame["rank"])
-                    else:
-                        self.say(format_alert(frame["alert"]))
-                elif kind == "end":
-                    self.ended[entry.rank] = str(frame.get("status"))
+                self.handle(frame, entry.rank)
         self.frames += n
         return n
+
+    def handle(self, frame: dict, rank: int) -> None:
+        """One frame of `rank`: count its steps, say its alerts, note its end."""
+        kind = frame["kind"]
+        for alert in self.rank_rules.observe(frame):
+            self.alerts.append(alert)
+            self.say(format_alert(alert))
+        if kind == "steps":
+            self.steps += len(frame["steps"])
+            self.last_step = max(self.last_step, frame["steps"][-1] if frame["steps"] else -1)
+        elif kind == "alert" and isinstance(frame.get("alert"), dict):
+            self.alerts.append(frame["alert"])
+            if frame["alert"].get("id") == RULE_ERROR_ID:
+                self._rule_error(frame["alert"], frame["rank"])
+            else:
+                self.say(format_alert(frame["alert"]))
+        elif kind == "end":
+            self.ended[rank] = str(frame.get("status"))
 
     def _rule_error(self, alert: dict, rank: int) -> None:
         """A rule the probe disabled after it raised: one line per rule, whichever rank said it first."""
@@ -160,3 +164,21 @@ class HeadlessViewer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def say_recorded(path: str, out: TextIO = sys.stderr) -> None:
+    """What a headless viewer would have said of a run that ended before it attached (a few fast steps), read
+    from the run's recording: its alerts as they were raised, then how it ended."""
+    from accmon.probe.recording import RecordingError, RecordingReader
+
+    viewer = HeadlessViewer([], out=out, discover=False)
+    try:
+        for frame in RecordingReader(path).frames():
+            viewer.handle(frame, frame.get("rank", 0))
+    except (OSError, RecordingError) as exc:
+        viewer.say(f"the run ended before it could be watched; its recording cannot be read: {exc}")
+        return
+    crashed = [s for s in viewer.ended.values() if s != "finished"]
+    state = "crashed" if crashed else "finished" if viewer.ended else "ended without an end frame"
+    viewer.say(f"run {state}: {viewer.steps} steps recorded, last step {viewer.last_step} (it ended before the "
+               "viewer attached)")

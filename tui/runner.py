@@ -182,22 +182,14 @@ def _watch_headless(run_id: str, proc: subprocess.Popen) -> bool:
 def _say_what_was_recorded(record: str | None) -> None:
     """A run over before the viewer found it (a few fast steps), or none at all: say which, from the recording
     when there is one, so a headless log never ends in silence."""
-    from .check import format_alert, summarize
+    from .headless import say_recorded
 
     if record is None or not os.path.exists(record):
         why = "" if record is None else f" and {record} was not written"
         sys.stderr.write(f"accmon: the command ended before a run could be watched{why} (did it import PyTorch or "
                          "Keras, or call accmon.probe?)\n")
         return
-    try:
-        summary, alerts = summarize(RecordingReader(record).frames())
-    except (OSError, RecordingError) as exc:
-        sys.stderr.write(f"accmon: the run ended before it could be watched; its recording cannot be read: {exc}\n")
-        return
-    sys.stderr.write(f"accmon: run {summary.status}: {summary.steps} steps recorded, last step {summary.last_step} "
-                     f"(it ended before the viewer attached)\n")
-    for a in alerts:
-        sys.stderr.write(f"accmon: {format_alert(a)}\n")
+    say_recorded(record)
 
 
 def _watch_tui(launch: str, proc: subprocess.Popen) -> None:

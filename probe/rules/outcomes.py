@@ -116,7 +116,7 @@ class SingleClassPrediction(Rule):
                             {"top_prediction_share": share, "predicted_class": predicted, "majority_share": majority,
                              "acc_now": h.acc_now, "measured_at": newest, "samples": samples},
                             self.FIX, score=share)]
-        if majority >= SKEWED_MAJORITY:
+        if majority >= SKEWED_MAJORITY and h.acc_now is not None:
             # With skewed classes, accuracy at the majority's share means answering the majority class.
             cls = int(np.argmax(shares)) if shares is not None else None
             return [Finding("single_class_prediction", True, None, "warning",
