@@ -166,12 +166,12 @@ class HeadlessViewer:
             self.writer = None
 
 
-def say_recorded(path: str, out: TextIO = sys.stderr) -> None:
+def say_recorded(path: str, out: TextIO | None = None) -> None:
     """What a headless viewer would have said of a run that ended before it attached (a few fast steps), read
     from the run's recording: its alerts as they were raised, then how it ended."""
     from accmon.probe.recording import RecordingError, RecordingReader
 
-    viewer = HeadlessViewer([], out=out, discover=False)
+    viewer = HeadlessViewer([], out=out or sys.stderr, discover=False)
     try:
         for frame in RecordingReader(path).frames():
             viewer.handle(frame, frame.get("rank", 0))
