@@ -261,6 +261,7 @@ class AccmonApp(App[int]):
         self.speed_i = 1
         self._last_tick = time.monotonic()
         self._budget = INGEST_BUDGET_S
+        self._catching_up = False
         self._drawn: dict[str, Any] = {}
         self._status = SourceStatus()
         self.notes: list[str] = []  # what was said in notifications (tests read it)
@@ -330,6 +331,16 @@ class AccmonApp(App[int]):
             self._advance(dt)
         self._sync(changes)
         self._first_drawn()
+        if self._budget == CATCH_UP_BUDGET_S and not self._catching_up and not self.replay:
+            # Live frames are left over: ingest again as soon as this frame is drawn, not a timer period later,
+            # so a backlog drains at full speed; keys and resizes are still handled between the passes. (A
+            # replay paces itself: its frames wait for the playback position.)
+            self._catching_up = True
+            self.call_after_refresh(self._catch_up)
+
+    def _catch_up(self) -> None:
+        self._catching_up = False
+        self.tick()
 
     def _first_drawn(self) -> None:
         event = getattr(self.source, "first_drawn", None)
