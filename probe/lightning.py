@@ -120,6 +120,7 @@ class _Hooks:
         self._suspended = False
         self._set_up = False
         self._framework_sent = False
+        self._spawned = False  # unpickled in a process that ddp_spawn started (see __getstate__)
 
     # ---- processes -----------------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -142,7 +143,7 @@ class _Hooks:
         rank, world = _rank_of(trainer)
         if self.probe is None or self.run is None or getattr(self.run, "closed", False):
             # A spawned rank (ddp_spawn) knows its rank from Lightning alone: no RANK in its environment.
-            where = {"rank": rank, "world_size": world} if getattr(self, "_spawned", False) else {}
+            where = {"rank": rank, "world_size": world} if self._spawned else {}
             self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
                                                  every=self.every, framework="lightning", fallback="what self.log logs",
                                                  **where)
