@@ -58,4 +58,5 @@ def family(loss: Any) -> str | None:
 
 
 def kind(loss: Any) -> str:
-    return loss.get("kind", "?") if isinstance(loss, dict) else "?"
+    k = loss.get("kind") if isinstance(loss, dict) else None
+    return k if isinstance(k, str) else "?"  # a malformed fact must not reach the set lookups of the rules
