@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import losses as L
-from .ledger import Columns, Decoder, Sums
+from .ledger import Batched, Columns, Decoder, Sums
 
 # Above this many classes (a language model's vocabulary) per-class histograms cost more than they tell.
 MAX_HIST_CLASSES = 4096
@@ -59,6 +59,38 @@ def accuracy_part(rule: str, pred: torch.Tensor, true: torch.Tensor, ignore_inde
         counted = (true != ignore_index).sum()
         return torch.stack([correct, counted]), None
     return correct, true.numel()
+
+
+class BatchedAccuracy(Batched):
+    """[correct, counted] of many steps' (output, target) pairs of one layout, computed in one go.
+
+    The pairs are concatenated along the batch dimension: `classes` works per sample, so each step's
+    predictions stay a contiguous block of the result.
+    """
+
+    def __init__(self, rule: str, ignore_index: int | None) -> None:
+        self.rule = rule
+        self.ignore_index = ignore_index
+
+    @staticmethod
+    def takes(rule: str, output: torch.Tensor, target: torch.Tensor) -> bool:
+        """Whether a pair can be deferred: one with a batch dimension, that `classes` reads per sample."""
+        return output.dim() >= (2 if rule == L.ARGMAX else 1) and target.dim() >= 1
+
+    def compute(self, inputs: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        n = len(inputs)
+        output = torch.cat([i[0] for i in inputs])
+        target = torch.cat([i[1] for i in inputs])
+        got = classes(self.rule, output, target)
+        if got is None:
+            raise ValueError(f"outputs {tuple(output.shape)} and targets {tuple(target.shape)} are not classes")
+        pred, true = got
+        correct = (pred == true).reshape(n, -1).sum(1)
+        if self.rule == L.ARGMAX and self.ignore_index is not None and true.dim() > 1 and not true.is_floating_point():
+            counted = (true != self.ignore_index).reshape(n, -1).sum(1)
+        else:
+            counted = torch.full_like(correct, true.numel() // n)
+        return torch.stack([correct, counted], 1)
 
 
 def hist_part(rule: str, pred: torch.Tensor, true: torch.Tensor, num_classes: int, multilabel: bool) -> tuple[torch.Tensor, Any] | None:

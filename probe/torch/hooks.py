@@ -127,16 +127,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _call(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
     original = _original_call
     probe = _probe
-    if probe is None or probe.off or _compiling() or original is None:
+    if probe is None or probe.off or original is None or _compiling():
         return (original or torch.nn.Module._wrapped_call_impl)(self, *args, **kwargs)
-    probe.on_module_pre(self, args)
-    try:
-        out = original(self, *args, **kwargs)
-    except BaseException:
-        probe.on_module_post(self, args, None)  # keeps the call depth right; sees no output
-        raise
-    probe.on_module_post(self, args, kwargs, out)
-    return out
+    return probe.call_module(original, self, args, kwargs)
 
 
 _compiling = torch.compiler.is_compiling

@@ -9,6 +9,12 @@ and decodes it vectorised: rows whose parts have the same layout are decoded as 
 Decoders *accumulate*: a module called three times in one step (a shared ReLU), or a loss computed on four
 micro-batches before one optimizer step, adds three or four parts to the row, and the decoder sums them
 before `finish()` turns the sums into the published metrics.
+
+A part can also be *deferred*: the row keeps the (small) tensors it is computed from, and the flush computes
+it for every row at once (`Batched`). On a fast step three tiny kernels cost more than the step can spare;
+one kernel over a few hundred steps' outputs costs almost nothing. A deferred part whose inputs were changed
+in place since (a reused buffer) is dropped, and counted in `Ledger.stale`, rather than computed from
+values that are no longer the step's.
 """
 
 from __future__ import annotations
@@ -116,6 +122,14 @@ class Decoder:
         """Turn what `decode` summed into metrics. Called once per flush per decoder that saw a part."""
 
 
+class Batched:
+    """How to compute one kind of deferred part for many rows in one go."""
+
+    def compute(self, inputs: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """One row of the result ([rows, width]) per entry of `inputs`, each the tensors one row deferred."""
+        raise NotImplementedError
+
+
 @dataclass
 class Row:
     """One finished (or in-progress) training step."""
@@ -124,18 +138,36 @@ class Row:
     time: float = 0.0
     scalars: dict[str, Any] = field(default_factory=dict)
     parts: list[tuple[Decoder, torch.Tensor, Any]] = field(default_factory=list)
+    # (decoder, batched, input tensors, their version counters when deferred)
+    deferred: list[tuple[Decoder, Batched, tuple[torch.Tensor, ...], tuple[int, ...]]] = field(default_factory=list)
+    held: int = 0  # bytes of the tensors `deferred` keeps alive
 
     def add(self, decoder: Decoder, tensor: torch.Tensor, meta: Any = None) -> None:
         self.parts.append((decoder, tensor, meta))
+
+    def defer(self, decoder: Decoder, batched: Batched, inputs: tuple[torch.Tensor, ...], nbytes: int) -> None:
+        """Add a part that the flush computes with `batched` from `inputs`, kept by reference until then
+        (`nbytes`: their size, which the caller has weighed against what it may keep alive)."""
+        self.deferred.append((decoder, batched, inputs, tuple([t._version for t in inputs])))
+        self.held += nbytes
+
+
+# Parts are gathered in chunks of one device, dtype and rank (0-d scalars are stacked, vectors
+# concatenated): torch joins tensors of one dtype fast, and converts each chunk to float64 once. A
+# placed part is (decoder, its chunk, width, meta, offset in the chunk); the chunk's base offset in its
+# device's flat tensor is known once every chunk is complete.
+Chunk = tuple[int, torch.dtype, bool]
+Placed = tuple[Decoder, Chunk, int, Any, int]
 
 
 class Transfer:
     """One flush in flight: the flat tensor(s) on their way to the host."""
 
-    def __init__(self, rows: list[Row], layouts: list[list[tuple[Decoder, int, int, Any]]],
+    def __init__(self, rows: list[Row], layouts: list[list[Placed]], bases: dict[Chunk, tuple[int, int]],
                  flats: dict[int, torch.Tensor], pinned: dict[int, Any]) -> None:
         self.rows = rows
         self.layouts = layouts
+        self.bases = bases
         self.flats = flats
         self.pinned = pinned  # device → (pinned host tensor, event) for CUDA, None for host-resident data
         self.started = time.perf_counter()
@@ -174,10 +206,13 @@ class Ledger:
         self.in_flight: Transfer | None = None
         self._pinned_cache: dict[torch.device, torch.Tensor] = {}
         self.flushes = 0
+        self.held = 0  # bytes kept alive by the deferred parts of waiting rows
+        self.stale = 0  # deferred parts dropped because their inputs changed in place before the flush
 
     # -- training-thread side: nothing here waits for the device --------------------------------------------
     def append(self, row: Row) -> None:
         self.rows.append(row)
+        self.held += row.held
 
     def start_flush(self, keep_last: int = 0) -> bool:
         """Start moving all but the newest `keep_last` rows to the host. False when a transfer is still in flight."""
@@ -213,47 +248,100 @@ class Ledger:
             self._publish(tr)
 
     # -- internals ------------------------------------------------------------------------------------------
+    def _resolve(self, rows: list[Row]) -> list[tuple[torch.Tensor, list[tuple[int, Decoder]]]]:
+        """Compute the rows' deferred parts: one `Batched.compute` per kind and input layout. Each result is
+        a [rows, width] block, with the (row index, decoder) that each of its rows belongs to."""
+        groups: dict[tuple, tuple[Batched, list[tuple[int, Decoder, tuple[torch.Tensor, ...]]]]] = {}
+        for i, row in enumerate(rows):
+            if not row.deferred:
+                continue
+            for dec, batched, inputs, versions in row.deferred:
+                key: tuple = (id(batched),)
+                for t, v in zip(inputs, versions):
+                    if t._version != v:
+                        self.stale += 1
+                        break
+                    key += (t.shape, t.dtype, t.get_device())
+                else:
+                    groups.setdefault(key, (batched, []))[1].append((i, dec, inputs))
+            self.held -= row.held
+            row.deferred = []
+            row.held = 0
+        blocks = []
+        for batched, items in groups.values():
+            try:
+                block = batched.compute([inputs for _, _, inputs in items])
+            except Exception as exc:  # a bug here costs those parts, never the flush
+                report_once("torch-deferred", f"could not compute deferred statistics ({exc!r}); some metrics will be missing")
+                continue
+            blocks.append((block, [(i, dec) for i, dec, _ in items]))
+        return blocks
+
     def _launch(self, rows: list[Row]) -> Transfer:
-        # One pass over the parts: group tensors by device (get_device(): an int, much cheaper than .device)
-        # and note each part's (decoder, device, width, meta) for decoding.
-        by_dev: dict[int, list[torch.Tensor]] = {}
+        blocks = self._resolve(rows)
+        chunks: dict[Chunk, list[torch.Tensor]] = {}
+        sizes: dict[Chunk, int] = {}
         devices: dict[int, torch.device] = {}
-        layouts: list[list[tuple[Decoder, int, int, Any]]] = []
+        layouts: list[list[Placed]] = []
         for row in rows:
             lay = []
             for dec, t, meta in row.parts:
                 if t.is_meta:  # no values to bring home (a shape-only pass slipped through)
                     continue
-                key = t.get_device()
-                group = by_dev.get(key)
+                scalar = t.dim() == 0
+                key = (t.get_device(), t.dtype, scalar)
+                group = chunks.get(key)
                 if group is None:
-                    group = by_dev[key] = []
-                    devices[key] = t.device
-                group.append(t if t.dim() <= 1 else t.reshape(-1))
-                lay.append((dec, key, t.numel(), meta))
+                    group = chunks[key] = []
+                    sizes[key] = 0
+                    devices.setdefault(key[0], t.device)
+                w = 1 if scalar else t.numel()
+                group.append(t if scalar or t.dim() == 1 else t.reshape(-1))
+                lay.append((dec, key, w, meta, sizes[key]))
+                sizes[key] += w
             layouts.append(lay)
+        for block, owners in blocks:
+            key = (block.get_device(), block.dtype, False)
+            if key not in chunks:
+                chunks[key] = []
+                sizes[key] = 0
+                devices.setdefault(key[0], block.device)
+            w = block.shape[1] if block.dim() == 2 else 1
+            base = sizes[key]
+            chunks[key].append(block.reshape(-1))
+            for j, (i, dec) in enumerate(owners):
+                layouts[i].append((dec, key, w, None, base + j * w))
+            sizes[key] += w * len(owners)
         flats: dict[int, torch.Tensor] = {}
         pinned: dict[int, Any] = {}
-        for key, tensors in by_dev.items():
-            dev = devices[key]
+        bases: dict[Chunk, tuple[int, int]] = {}
+        for dev_key, dev in devices.items():
             # float64 holds every count and float32 exactly; MPS has no float64.
             dtype = torch.float32 if dev.type == "mps" else torch.float64
-            head = torch.empty(0, dtype=dtype, device=dev)
-            flat = torch.cat([head, *torch.atleast_1d(tensors)])
-            flats[key] = flat
+            pieces = []
+            at = 0
+            for key, group in chunks.items():
+                if key[0] != dev_key or not group:
+                    continue
+                joined = torch.stack(group) if key[2] else torch.cat(group)
+                pieces.append(joined.to(dtype))
+                bases[key] = (dev_key, at)
+                at += sizes[key]
+            flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0] if pieces else torch.empty(0, dtype=dtype, device=dev)
+            flats[dev_key] = flat
             if dev.type == "cpu":
-                pinned[key] = None
+                pinned[dev_key] = None
             elif dev.type == "cuda":
                 buf = self._pinned(dev, flat.numel(), dtype)
                 buf.copy_(flat, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(dev))
-                pinned[key] = (buf, event)
+                pinned[dev_key] = (buf, event)
             else:
                 # Other accelerators: an ordinary copy (it waits), once per flush.
-                flats[key] = flat.to("cpu")
-                pinned[key] = None
-        return Transfer(rows, layouts, flats, pinned)
+                flats[dev_key] = flat.to("cpu")
+                pinned[dev_key] = None
+        return Transfer(rows, layouts, bases, flats, pinned)
 
     def _pinned(self, dev: torch.device, n: int, dtype: torch.dtype) -> torch.Tensor:
         buf = self._pinned_cache.get(dev)
@@ -266,7 +354,7 @@ class Ledger:
 
     def _publish(self, tr: Transfer) -> None:
         try:
-            steps, cols, hists, times = decode_rows(tr.rows, tr.layouts, tr.host_arrays())
+            steps, cols, hists, times = decode_rows(tr.rows, tr.layouts, tr.bases, tr.host_arrays())
         except Exception as exc:  # a decoder bug must cost this flush, never the training run
             report_once("torch-decode", f"could not decode statistics ({exc!r}); some metrics will be missing")
             steps = [r.step for r in tr.rows]
@@ -288,24 +376,22 @@ def _scalar_columns(rows: list[Row]) -> Columns:
     return cols
 
 
-def decode_rows(rows: list[Row], layouts: list[list[tuple[Decoder, int, int, Any]]],
+def decode_rows(rows: list[Row], layouts: list[list[Placed]], bases: dict[Chunk, tuple[int, int]],
                 hosts: dict[int, np.ndarray]) -> tuple[list[int], dict[str, list], dict[str, list] | None, list[float]]:
     """Turn rows and the host copies of their parts into `log_columns` arguments."""
     n = len(rows)
     cols = _scalar_columns(rows)
     sums = Sums(n)
-    cursor = dict.fromkeys(hosts, 0)
-    # Group rows by layout: (decoder, device, width) of each part in order. Steps between samples share one
+    # Group rows by layout: (decoder, chunk, width) of each part in order. Steps between samples share one
     # layout, sampled steps another: a flush decodes a handful of 2-D blocks, not thousands of rows.
     groups: dict[tuple, tuple[list[int], list[list[int]], list[list[Any]], list[Decoder]]] = {}
     for i, lay in enumerate(layouts):
         sig = []
         starts = []
         metas = []
-        for dec, key, w, meta in lay:
+        for dec, key, w, meta, off in lay:
             sig.append((id(dec), key, w))
-            starts.append(cursor[key])
-            cursor[key] += w
+            starts.append(bases[key][1] + off)
             metas.append(meta)
         k = tuple(sig)
         g = groups.get(k)
@@ -322,7 +408,7 @@ def decode_rows(rows: list[Row], layouts: list[list[tuple[Decoder, int, int, Any
         start_arr = np.asarray(starts)  # rows × parts
         for j, (dec_id, key, w) in enumerate(k):
             idx = start_arr[:, j : j + 1] + np.arange(w)
-            block = hosts[key][idx]
+            block = hosts[bases[key][0]][idx]
             decoders[j].decode(block, [m[j] for m in metas], rows_arr, sums)
             seen[dec_id] = decoders[j]
     for dec in seen.values():

@@ -51,6 +51,9 @@ MAX_PENDING_ROWS = 2048
 LOSS_STEPS_AFTER = 32
 # Validation parts held before they are folded together on the device (a long evaluation pass).
 VAL_COMPACT = 512
+# Bytes of outputs and targets kept for accuracy computed at the flush (ledger.py: deferred parts); beyond
+# it accuracy is computed in the step, as on a deep step.
+DEFER_BYTES = 8 * 1024 * 1024
 # Weights copied per deep step to measure ‖Δw‖ (the copy lives across optimizer.step()). Larger models
 # are covered a slice of layers at a time, round robin: the copy never costs more than this in memory.
 UPDATE_BYTES = 64 * 1024 * 1024
@@ -58,6 +61,7 @@ UPDATE_BYTES = 64 * 1024 * 1024
 _perf = time.perf_counter
 _compiling = torch.compiler.is_compiling
 _tracing = torch._C._get_tracing_state
+_thread_id = threading.get_ident
 
 
 def _scalar(t: torch.Tensor) -> torch.Tensor:
@@ -179,6 +183,10 @@ class TorchProbe:
         self.d_input = I.InputDecoder()
         self.d_hist: dict[tuple[int, str], C.HistDecoder] = {}
         self.d_custom: dict[str, _MeanDecoder] = {}
+        self.loss_specs: dict[type, L.LossSpec] = {}
+        self.lr_names: dict[tuple[int, bool, int], list[str]] = {}
+        self.d_batched_acc: dict[tuple[str, int | None], C.BatchedAccuracy] = {}
+        self.last_target: weakref.ref | None = None  # the last training step's target tensor
 
     # ==== guards ==============================================================================================
     def _fail(self, part: str, exc: BaseException) -> None:
@@ -192,62 +200,104 @@ class TorchProbe:
             return False
         return threading.get_ident() == self.tid or self._adopt()
 
-    # ==== module hooks ========================================================================================
-    # The two module hooks run for every module call in the process: they do as little as they can, and
-    # time only the calls that do real work (the root model, activations, losses).
-    def on_module_pre(self, module: nn.Module, args: tuple) -> None:
-        if self.off or _compiling() or threading.get_ident() != self.tid and not self._adopt():
-            return None
+    # ==== module calls ========================================================================================
+    # Every module call in the process comes through here (hooks._call, which has already checked that the
+    # probe is on and dynamo is not tracing). Most are inner modules on steps that sample nothing per layer:
+    # they only count the call depth and note the last leaf. Losses, the root model, and activations on
+    # sampled steps do real work, timed.
+    def call_module(self, original: Any, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if self.tid != _thread_id() and not self._adopt():
+            return original(module, *args, **kwargs)  # another thread (a data loader's pin thread, ...)
+        if isinstance(module, _Loss):
+            return self._call_loss(original, module, args, kwargs)
+        d = self.depth
+        if d and not self.deep_now and self.fmode is None:
+            self.depth = d + 1
+            try:
+                out = original(module, *args, **kwargs)
+            finally:
+                self.depth = d
+            if not module._modules:
+                self.last_leaf = module
+                self.last_leaf_out = id(out)
+            return out
+        return self._call_observed(original, module, args, kwargs)
+
+    def _call_loss(self, original: Any, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        d = self.depth
+        self.depth = d + 1
+        self.in_loss_module += 1  # the F.cross_entropy inside nn.CrossEntropyLoss is this call, not another
+        fmode = self.fmode
+        if fmode is not None:
+            self.mod_stack.append(module)
+        try:
+            out = original(module, *args, **kwargs)
+        finally:
+            self.depth = d
+            self.in_loss_module -= 1
+            if fmode is not None and self.mod_stack:
+                self.mod_stack.pop()
+        self.last_leaf = module
+        self.last_leaf_out = id(out)
+        if "loss" in self.broken or self.watch_loss is not None and module is not self.watch_loss or _tracing():
+            return out  # _tracing: torch.jit.trace records every op it sees; the probe's must not enter the graph
+        t0 = _perf()
+        if fmode is not None:
+            fmode.paused = True
+        try:
+            self._loss_module_call(module, args, kwargs, out)
+        except Exception as exc:
+            self._fail("loss", exc)
+        if fmode is not None:
+            fmode.paused = False
+        self.spent += _perf() - t0
+        return out
+
+    def _call_observed(self, original: Any, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        """The root model's call (its input batch, the step's start, functional activations on sampled
+        steps), and any module's call on a sampled step (activation statistics)."""
         d = self.depth
         self.depth = d + 1
         if self.fmode is not None:
             self.mod_stack.append(module)
-        if (d == 0 or isinstance(module, _Loss)) and not _tracing():
+        tracing = _tracing()
+        if d == 0 and not tracing and "modules" not in self.broken:
             try:
-                if isinstance(module, _Loss):
-                    self.in_loss_module += 1
-                elif "modules" not in self.broken:
-                    self._root_enter(module)
+                self._root_enter(module)
             except Exception as exc:
                 self._fail("modules", exc)
-        return None
+        out = None
+        try:
+            out = original(module, *args, **kwargs)
+        finally:
+            self.depth = d
+            if self.fmode is not None and self.mod_stack:
+                self.mod_stack.pop()
+            if not module._modules:
+                self.last_leaf = module
+                self.last_leaf_out = id(out)
+            if not tracing and "modules" not in self.broken:
+                self._observed(module, d, args, kwargs, out)
+        return out
 
-    def on_module_post(self, module: nn.Module, args: tuple, *rest: Any) -> None:
-        # (kwargs, output) normally; (output,) when torch calls an always_call hook after forward() raised.
-        if self.off or _compiling() or threading.get_ident() != self.tid:
-            return None
-        d = self.depth = self.depth - 1 if self.depth > 0 else 0
-        output = rest[-1] if rest else None
-        if self.fmode is not None and self.mod_stack:
-            self.mod_stack.pop()
-        if not module._modules:
-            self.last_leaf = module
-            self.last_leaf_out = id(output)
-        if d and not self.deep_now and not isinstance(module, _Loss) or _tracing():
-            return None  # torch.jit.trace records every op it sees: the probe's must not enter the graph
+    def _observed(self, module: nn.Module, depth: int, args: tuple, kwargs: dict, output: Any) -> None:
+        """After an observed call (or its exception: then `output` is None, and the depth is kept right)."""
         t0 = _perf()
         fmode = self.fmode
         if fmode is not None:
             fmode.paused = True
         try:
-            kwargs = rest[0] if len(rest) == 2 else {}
-            if isinstance(module, _Loss):
-                self.in_loss_module = max(self.in_loss_module - 1, 0)
-                if "loss" not in self.broken and (self.watch_loss is None or module is self.watch_loss):
-                    self._loss_module_call(module, args, kwargs, output)
-            elif "modules" not in self.broken:
-                if self.deep_now and self.cur_root is not None:
-                    kind = A.KINDS.get(type(module))
-                    if kind is not None and isinstance(output, torch.Tensor) and not output.is_meta:
-                        self._activation(module, kind, output)
-                if d == 0:
-                    self._root_done(module, args, kwargs, output)
+            if self.deep_now and self.cur_root is not None:
+                kind = A.KINDS.get(type(module))
+                if kind is not None and isinstance(output, torch.Tensor) and not output.is_meta:
+                    self._activation(module, kind, output)
+            if depth == 0:
+                self._root_done(module, args, kwargs, output)
         except Exception as exc:
-            self._fail("loss" if isinstance(module, _Loss) else "modules", exc)
+            self._fail("modules", exc)
         if fmode is not None:
             fmode.paused = False
         self.spent += _perf() - t0
-        return None
 
     def _adopt(self) -> bool:
         """The first thread to call a module (or step an optimizer) is the training thread."""
@@ -366,7 +416,9 @@ class TorchProbe:
 
     # ==== losses ==============================================================================================
     def _loss_module_call(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        spec = L.spec_for(type(module).__name__)
+        spec = self.loss_specs.get(type(module))
+        if spec is None:
+            spec = self.loss_specs[type(module)] = L.spec_for(type(module).__name__)
         inp, target = _loss_args(args, kwargs)
         ignore = getattr(module, "ignore_index", None)
         # Keyed by kind, not by module: scripts that build `nn.CrossEntropyLoss()` afresh every step are common.
@@ -462,6 +514,12 @@ class TorchProbe:
         rule = self.rule
         if rule is None:
             return
+        # A script that refills one target buffer in place passes the same tensor every step: its values
+        # must be read in the step. A weak reference: a segmentation mask must not outlive its step here.
+        refilled = self.last_target is not None and self.last_target() is target
+        self.last_target = weakref.ref(target)
+        if not (self.deep_now or refilled) and self._defer_accuracy(rule, out, target, ignore, row):
+            return
         got = C.classes(rule, out, target)
         if got is None:
             return
@@ -472,6 +530,24 @@ class TorchProbe:
             t0 = _perf()
             self._hist(rule, out, pred, true, row)
             self.spent_tiers["deep"] += _perf() - t0
+
+    def _defer_accuracy(self, rule: str, out: torch.Tensor, target: torch.Tensor, ignore: Any, row: Row) -> bool:
+        """Leave a CPU step's accuracy to the flush, which takes a few hundred steps in one kernel each.
+
+        Not on other devices (there a kernel launch is cheap and the step's stream is the one to use), not
+        once a deferred target was found changed at a flush (buffers refilled in place), and not beyond
+        DEFER_BYTES of kept tensors."""
+        if not (out.is_cpu and target.is_cpu) or self.ledger.stale or not C.BatchedAccuracy.takes(rule, out, target):
+            return False
+        nbytes = out.numel() * out.element_size() + target.numel() * target.element_size()
+        if self.ledger.held + row.held + nbytes > DEFER_BYTES:
+            return False
+        key = (rule, ignore if isinstance(ignore, int) else None)
+        batched = self.d_batched_acc.get(key)
+        if batched is None:
+            batched = self.d_batched_acc[key] = C.BatchedAccuracy(*key)
+        row.defer(self.d_acc, batched, (out, target), nbytes)
+        return True
 
     def _report_missing_step(self) -> None:
         """An optimizer exists (among the script's variables) but never stepped: the pending_loss_calls fact
@@ -595,6 +671,11 @@ class TorchProbe:
     def on_opt_pre(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self.off or _compiling() or "optimizer" in self.broken or not self._watching(opt):
             return None
+        primary = self.primary_opt
+        if (not (self.grads_now or self.deep_now or self.val_parts) and primary is not None
+                and primary() is not None and opt in self.opt_states):
+            self.tid = _thread_id()
+            return None  # a known optimizer on a step that samples nothing: nothing to do before it steps
         t0 = _perf()
         self.tid = threading.get_ident()
         try:
@@ -733,9 +814,19 @@ class TorchProbe:
 
     def _lrs(self, opt: torch.optim.Optimizer, index: int, primary: bool) -> None:
         s = self.cur.scalars
-        for g, group in enumerate(opt.param_groups):
+        groups = opt.param_groups
+        names = self.lr_names.get((index, primary, len(groups)))
+        if names is None:
+            names = [f"lr/{g}" if primary else f"lr/opt{index}.{g}" for g in range(len(groups))]
+            self.lr_names[(index, primary, len(groups))] = names
+        for g, group in enumerate(groups):
             lr = group.get("lr")
-            name = f"lr/{g}" if primary else f"lr/opt{index}.{g}"
+            name = names[g]
+            if type(lr) is float:  # the common case first: a plain float learning rate
+                s[name] = lr
+                if primary and g == 0:
+                    s["lr"] = lr
+                continue
             if not isinstance(lr, (torch.Tensor, int, float)):
                 lr = getattr(lr, "value", None)  # a Keras Variable holds a torch tensor on the torch backend
             if isinstance(lr, torch.Tensor):

@@ -436,6 +436,53 @@ def test_gradient_accumulation_counts_one_step_per_optimizer_step(rec):
     assert sorted(rec.metrics["loss"]) == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("targets", ["fresh", "one buffer refilled", "changed after the step"])
+def test_accuracy_of_steps_that_sample_nothing_else_is_each_steps_own(rec, targets):
+    """Between sampled steps a CPU step's accuracy is computed at the flush, for hundreds of steps at once
+    (fast steps can't spare three small kernels each). Whatever the script does with its target tensors,
+    a reported accuracy is the step's own: a target refilled in place is read in its step, and one changed
+    after its step, before the flush could read it, leaves that step's accuracy out (never a wrong value)."""
+    from accmon.probe.torch import hooks
+    from accmon.probe.torch.probe import TorchProbe
+
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = hooks.attach(TorchProbe(rec.run, every=1000, flush_s=0.05))  # step 0 sampled, then none
+    buffer = torch.empty(32, dtype=torch.long)
+    expected = []
+    for step in range(48):
+        i = step % 8 * 32
+        if targets == "one buffer refilled":
+            yb = buffer.copy_(y[i : i + 32])
+        else:
+            yb = y[i : i + 32].clone()
+        out = model(x[i : i + 32])
+        loss = F.cross_entropy(out, yb)
+        expected.append((out.argmax(1) == yb).float().mean().item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if targets == "changed after the step":
+            yb.fill_(-5)
+        if step == 23:
+            import time
+            time.sleep(0.06)  # a flush happens within the next steps
+    rec.close()
+    got = rec.metrics["acc"]
+    assert got and all(v == pytest.approx(expected[s]) for s, v in got.items())
+    assert sorted(rec.metrics["loss"]) == list(range(48))
+    if targets == "fresh":
+        assert sorted(got) == list(range(48)) and probe.d_batched_acc and probe.ledger.stale == 0
+    elif targets == "one buffer refilled":
+        assert sorted(got) == list(range(48)) and probe.ledger.stale == 0
+    else:
+        # Deferred steps up to the first flush lose their accuracy; from then on it is read in the step.
+        assert probe.ledger.stale > 0
+        assert 0 in got and 47 in got and len(got) < 48
+        assert sorted(got)[-20:] == list(range(28, 48))
+
+
 def test_uninstalled_probe_leaves_torch_as_it_was():
     from torch.nn.modules import module as M
     from torch.optim import optimizer as O

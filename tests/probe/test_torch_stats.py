@@ -77,6 +77,46 @@ def test_multilabel_accuracy_is_per_label():
     assert acc_of(L.LOGIT, z, y) == pytest.approx(((z > 0) == (y > 0.5)).float().mean().item())
 
 
+@pytest.mark.parametrize("rule, make, ignore", [
+    (L.ARGMAX, lambda n: (torch.randn(n, 7, generator=g), torch.randint(0, 7, (n,), generator=g)), None),
+    (L.ARGMAX, lambda n: (torch.randn(n, 5, generator=g), torch.softmax(torch.randn(n, 5, generator=g), 1)), None),
+    (L.ARGMAX, lambda n: (torch.randn(n, 9, 6, generator=g), torch.randint(-1, 9, (n, 6), generator=g)), -1),
+    (L.ARGMAX, lambda n: (torch.randn(n, 4, generator=g), torch.randint(0, 4, (n, 1), generator=g)), None),
+    (L.PROB, lambda n: (torch.rand(n, 1, generator=g), (torch.rand(n, 1, generator=g) > 0.5).float()), None),
+    (L.LOGIT, lambda n: (torch.randn(n, generator=g), (torch.rand(n, generator=g) > 0.5).float()), None),
+    (L.LOGIT, lambda n: (torch.randn(n, 5, generator=g), (torch.rand(n, 5, generator=g) > 0.7).float()), None),
+])
+def test_accuracy_batched_over_steps_is_each_steps_own(rule, make, ignore):
+    # What the flush computes for many steps at once (deferred parts) against each step computed alone.
+    pairs = [make(n) for n in (16, 16, 16, 3, 16)]
+    batched = C.BatchedAccuracy(rule, ignore)
+    da = C.AccuracyDecoder()
+    deferred, eager = [], []
+    for i, (out, y) in enumerate(pairs):
+        r = Row(i)
+        r.defer(da, batched, (out, y), 0)
+        deferred.append(r)
+        eager.append(acc_of(rule, out, y, ignore))
+    assert flush(deferred)[1]["acc"] == pytest.approx(eager)
+
+
+def test_a_deferred_part_whose_inputs_changed_in_place_is_dropped_not_misread():
+    out, y = torch.randn(8, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
+    kept = [Row(0), Row(1)]
+    batched, da = C.BatchedAccuracy(L.ARGMAX, None), C.AccuracyDecoder()
+    kept[0].defer(da, batched, (out, y), 100)
+    kept[1].defer(da, batched, (out.clone(), y.clone()), 100)
+    y.add_(1)  # a buffer refilled before the flush
+    led = Ledger(lambda *a: got.append(a))
+    got = []
+    for r in kept:
+        led.append(r)
+    assert led.held == 200
+    led.drain()
+    assert got[0][1]["acc"][0] is None and got[0][1]["acc"][1] is not None
+    assert led.stale == 1 and led.held == 0
+
+
 def test_shapes_that_cannot_be_classes_give_none():
     assert C.classes(L.ARGMAX, torch.randn(8, 3), torch.rand(8, 4)) is None
     assert C.classes(L.PROB, torch.rand(8, 2), torch.rand(8)) is None
@@ -241,8 +281,9 @@ def test_decode_is_pure_numpy_on_host_arrays():
     # decode_rows works on what the transfer brought back; it never touches a device tensor's values.
     r = Row(3, time=1.0)
     r.add(C.LossDecoder(), torch.tensor(0.25), 2)
-    lay = [[(p[0], -1, 1, p[2]) for p in r.parts]]
-    steps, cols, hists, times = decode_rows([r], lay, {-1: np.array([0.25])})
+    chunk = (-1, torch.float32, True)
+    lay = [[(p[0], chunk, 1, p[2], 0) for p in r.parts]]
+    steps, cols, hists, times = decode_rows([r], lay, {chunk: (-1, 0)}, {-1: np.array([0.25])})
     assert steps == [3] and cols["loss"] == [0.25] and times == [1.0] and hists is None
 
 
