@@ -115,7 +115,7 @@ def watch(
 
     `run`: the run to report to; the current one, or a new one (`name`, `record`) when None.
     `every`: take per-layer statistics every N steps instead of the adaptive cadence.
-    `budget`: the adaptive cadence's share of step time (default 0.02, or ACCMON_BUDGET).
+    `budget`: the adaptive cadence's share of step time (default 0.01, or ACCMON_BUDGET).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() needs the torch.nn.Module being trained; got {type(model).__name__}")

@@ -17,9 +17,10 @@ import math
 import statistics
 from collections import deque
 
-# 2%: the issue's tightest target is a small CNN at ≤ 1.02 × plain. The measured probe time includes the
-# flush but not the hooks' dispatch inside torch, which the benchmark (bench/probe_overhead.py) adds in.
-DEFAULT_BUDGET = 0.02
+# 1%, half the tightest cost target (a small CNN at ≤ 1.02 × plain). The timers see the probe's own work,
+# not the dispatch into its hooks or what its Python does to the caches of torch's: measured against a plain
+# loop (bench/probe_overhead.py) the whole cost is about twice what they see.
+DEFAULT_BUDGET = 0.01
 # The first steps show the most (facts, the early shape of every curve): take everything, and then at every
 # power of two (see Cadence.plan).
 WARMUP_STEPS = 8
