@@ -3,8 +3,9 @@
 The app runs headless at 160×48 with its normal timer (redraws 5 times a second, overview tab: four charts, the
 alert list, the header). A source hands it decoded `steps` frames of 2,000 steps × 20 series as fast as it takes
 them — what the live client delivers after decoding. We time from the first frame queued to the last ingested.
-A second figure adds msgpack decoding (wire.decode) on a producer thread, as the live client does it, sharing the
-same 2 cores and the GIL. Rates per CPU second are printed beside the wall-clock rates: on a shared, loaded
+Two more figures add decoding (wire.decode) on a producer thread, as the live client does it, sharing the same
+2 cores and the GIL: of frames packed as the probe sends them (float columns as raw float64, decoded into numpy
+arrays), and of frames with columns as msgpack lists of floats (imported logs, recordings made before packing). Rates per CPU second are printed beside the wall-clock rates: on a shared, loaded
 machine they are what the same work does on an idle one.
 
     .venv/bin/python bench/tui_ingest.py [--steps 2000000]
@@ -38,7 +39,7 @@ def make_frames(total: int) -> list[dict]:
             for k in range(total // PER_FRAME)]
 
 
-async def through_app(frames: list[dict], payloads: list[bytes] | None) -> tuple[float, int]:
+async def through_app(frames: list[dict], payloads: list[bytes] | None, arrays: bool = False) -> tuple[float, int, float]:
     src = QueueSource()
     app = AccmonApp(src, refresh_s=0.2)
     app.animation_level = "none"
@@ -62,7 +63,7 @@ async def through_app(frames: list[dict], payloads: list[bytes] | None) -> tuple
             def produce() -> None:
                 batch = []
                 for p in payloads:
-                    batch.append(wire.decode(p))
+                    batch.append(wire.decode(p, arrays=arrays))
                     if len(batch) == 16:
                         src.push(*batch)
                         batch = []
@@ -99,9 +100,13 @@ def main() -> None:
     rate, redraws, per_cpu = max(asyncio.run(through_app(frames, None)) for _ in range(args.rounds))
     print(f"  app, rendering at 5 Hz, decoded frames:     {rate / 1e6:5.2f} M step-rows/s"
           f"  ({per_cpu / 1e6:5.2f} M per CPU second, {redraws} redraws)")
-    payloads = [wire.encode(f) for f in frames]
-    rate, redraws, per_cpu = max(asyncio.run(through_app(frames, payloads)) for _ in range(args.rounds))
-    print(f"  app + msgpack decode on a producer thread:  {rate / 1e6:5.2f} M step-rows/s"
+    packed = [wire.encode(wire.pack_steps(f)) for f in frames]
+    rate, redraws, per_cpu = max(asyncio.run(through_app(frames, packed, arrays=True)) for _ in range(args.rounds))
+    print(f"  app + decode of packed frames (the probe's): {rate / 1e6:5.2f} M step-rows/s"
+          f"  ({per_cpu / 1e6:5.2f} M per CPU second, {redraws} redraws)")
+    lists = [wire.encode(f) for f in frames]
+    rate, redraws, per_cpu = max(asyncio.run(through_app(frames, lists)) for _ in range(args.rounds))
+    print(f"  app + decode of frames of float lists:      {rate / 1e6:5.2f} M step-rows/s"
           f"  ({per_cpu / 1e6:5.2f} M per CPU second, {redraws} redraws)")
 
 

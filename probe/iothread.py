@@ -279,11 +279,13 @@ class IOThread(threading.Thread):
     def _emit(self, kind: str, **body: Any) -> None:
         self.seq += 1
         frame = wire.envelope(kind, self.run_.run_id, self.run_.rank, self.seq, self.step, **body)
+        # Steps frames go out packed (float columns as raw float64: a viewer reads them without a Python float
+        # per value); the rules here read the same frame as lists.
         try:
-            payload = wire.encode(frame)
+            payload = wire.encode(wire.pack_steps(frame) if kind == "steps" else frame)
         except (TypeError, ValueError, OverflowError):
             frame = _sanitized(frame)
-            payload = wire.encode(frame)
+            payload = wire.encode(wire.pack_steps(frame) if kind == "steps" else frame)
         offset = None
         if self.writer is not None:
             try:

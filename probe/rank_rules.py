@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import wire
+
 # NVIDIA Resiliency Extension's straggler detection scores each rank against the fastest one (relative
 # performance score, 1.0 = as fast as the best); NeMo's example configuration flags ranks below 0.7.
 STRAGGLER_SCORE = 0.7
@@ -55,8 +57,9 @@ class RankDiagnoser:
         st = self.ranks.setdefault(rank, _RankState())
         kind = frame.get("kind")
         if kind == "steps":
-            steps, times = frame.get("steps", []), frame.get("times") or []
-            losses = frame.get("cols", {}).get("loss") or []
+            # as_list: a viewer may have decoded the frame's packed columns as arrays.
+            steps, times = wire.as_list(frame.get("steps")), wire.as_list(frame.get("times"))
+            losses = wire.as_list(frame.get("cols", {}).get("loss"))
             for i, step in enumerate(steps):
                 t = times[i] if i < len(times) else None
                 if t is not None and st.last_time is not None and step > st.last_step >= 0:

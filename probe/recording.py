@@ -151,12 +151,13 @@ class RecordingReader:
             return "corrupt", "checksum mismatch"
         return None
 
-    def frames(self) -> Iterator[dict[str, Any]]:
-        """Every valid frame, decoded. A record whose checksum holds but whose frame is invalid is reported."""
+    def frames(self, *, arrays: bool = False) -> Iterator[dict[str, Any]]:
+        """Every valid frame, decoded (`arrays`: see wire.decode). A record whose checksum holds but whose
+        frame is invalid is reported."""
         self.saw_end = False
         for offset, payload in self.payloads():
             try:
-                frame = wire.decode(payload)
+                frame = wire.decode(payload, arrays=arrays)
             except wire.FrameError as exc:
                 self.problems.append(Problem(offset, "invalid_frame", str(exc)))
                 continue

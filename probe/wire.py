@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import msgpack
+import numpy as np
 
 SCHEMA_VERSION = 1
 KINDS = frozenset({"meta", "facts", "steps", "alert", "end", "exit", "hb"})
@@ -59,8 +60,11 @@ def _depth(obj: Any, limit: int) -> int:
     return deepest
 
 
-def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Decode and validate one frame, or raise FrameError saying what is wrong with it."""
+def decode(data: bytes | bytearray | memoryview, *, arrays: bool = False) -> dict[str, Any]:
+    """Decode and validate one frame, or raise FrameError saying what is wrong with it.
+
+    A steps frame's packed fields (see `pack_steps`) come back as lists, as if they had been sent as lists;
+    with `arrays`, as numpy arrays (`steps`, `times`) and `Floats` (columns), read with no copy."""
     if len(data) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
@@ -93,7 +97,7 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
         if not isinstance(frame.get(key), typ) or isinstance(frame.get(key), bool):
             raise FrameError(f"{kind} frame has no valid {key!r} field")
     if kind == "steps":
-        _check_steps(frame)
+        _check_steps(frame, arrays)
     return frame
 
 
@@ -107,18 +111,34 @@ _STEP_TYPES = {int}
 _NUMBER_TYPES = {int, float, type(None)}
 
 
-def _check_steps(frame: dict[str, Any]) -> None:
+def _check_steps(frame: dict[str, Any], arrays: bool) -> None:
     steps = frame.get("steps")
-    if not isinstance(steps, list) or not set(map(type, steps)) <= _STEP_TYPES:
+    if isinstance(steps, bytes):
+        if len(steps) % 8:
+            raise FrameError("steps frame: packed 'steps' is not a whole number of int64 values")
+        packed = np.frombuffer(steps, dtype=_I8)
+        frame["steps"] = steps = packed if arrays else packed.tolist()
+    elif not isinstance(steps, list) or not set(map(type, steps)) <= _STEP_TYPES:
         raise FrameError("steps frame has no valid 'steps' list")
     n = len(steps)
     times = frame.get("times")
-    if times is not None and (not isinstance(times, list) or len(times) != n or not set(map(type, times)) <= _NUMBER_TYPES):
+    if isinstance(times, bytes):
+        if len(times) != 8 * n:
+            raise FrameError("steps frame: 'times' does not match 'steps'")
+        packed = np.frombuffer(times, dtype=_F8)
+        frame["times"] = packed if arrays else packed.tolist()
+    elif times is not None and (not isinstance(times, list) or len(times) != n or not set(map(type, times)) <= _NUMBER_TYPES):
         raise FrameError("steps frame: 'times' does not match 'steps'")
     cols = frame.get("cols", {})
     if not isinstance(cols, dict):
         raise FrameError("steps frame: 'cols' is not a map")
     for name, values in cols.items():
+        if isinstance(values, bytes):
+            if len(values) != 8 * n:
+                raise FrameError(f"steps frame: column {name!r} does not have {n} values")
+            col = _unpack_floats(values)
+            cols[name] = col if arrays else col.tolist()
+            continue
         if not isinstance(values, list) or len(values) != n:
             raise FrameError(f"steps frame: column {name!r} does not have {n} values")
         odd = set(map(type, values)) - _NUMBER_TYPES
@@ -129,3 +149,101 @@ def _check_steps(frame: dict[str, Any]) -> None:
         isinstance(h, list) and set(map(type, h)) <= _NUMBER_TYPES for h in hists.values()
     ):
         raise FrameError("steps frame: 'hists' is not a map of number lists")
+
+
+# ---- packed columns -------------------------------------------------------------------------------------------
+# A steps frame's `steps`, `times` and float columns may travel as msgpack `bin`: little-endian int64 (steps)
+# or float64 (the rest), 8 bytes a row. A viewer then reads a column with one np.frombuffer instead of building
+# a Python float per value (the live view's limit). A row where the metric was not measured holds MISSING_BITS,
+# a NaN payload no arithmetic produces; a measured NaN that happens to carry it is sent as the ordinary NaN.
+MISSING_BITS = 0x7FF8_ACC0_0000_0001
+_F8 = np.dtype("<f8")
+_I8 = np.dtype("<i8")
+_U8 = np.dtype("<u8")
+
+
+class Floats:
+    """A decoded packed column: float64 values, and which rows were not measured (None: every row was)."""
+
+    __slots__ = ("values", "missing")
+
+    def __init__(self, values: np.ndarray, missing: np.ndarray | None = None) -> None:
+        self.values = values
+        self.missing = missing
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def tolist(self) -> list[float | None]:
+        """As a frame column of lists has it: floats, None where not measured."""
+        out = self.values.tolist()
+        if self.missing is not None:
+            for i in np.flatnonzero(self.missing).tolist():
+                out[i] = None
+        return out
+
+
+def pack_floats(values: "Floats | list | np.ndarray") -> bytes:
+    """A column (Floats, or a list of numbers and None) as packed bytes."""
+    if isinstance(values, Floats):
+        arr, missing = np.asarray(values.values, dtype=_F8), values.missing
+    else:
+        arr, missing = _floats_of_list(values)
+    bits = arr.view(_U8)
+    clash = bits == MISSING_BITS
+    if missing is not None or clash.any():
+        bits = bits.copy()
+        bits[clash] = np.float64("nan").view(_U8)
+        if missing is not None:
+            bits[missing] = MISSING_BITS
+    return bits.tobytes()
+
+
+def _floats_of_list(values: list) -> tuple[np.ndarray, np.ndarray | None]:
+    # numpy reads None as NaN: tell the two apart at the NaNs only (few, but for sparse columns).
+    arr = np.array(values, dtype=_F8)
+    nan_at = np.flatnonzero(np.isnan(arr))
+    if not len(nan_at):
+        return arr, None
+    none_at = [i for i in nan_at.tolist() if values[i] is None]
+    if not none_at:
+        return arr, None
+    missing = np.zeros(len(arr), dtype=bool)
+    missing[none_at] = True
+    return arr, missing
+
+
+def packable(values: Any) -> bool:
+    """Whether a column is floats (packed), rather than ints or booleans (kept as a list, exactly)."""
+    if isinstance(values, Floats):
+        return True
+    kinds = set(map(type, values))
+    return float in kinds and kinds <= _NUMBER_TYPES
+
+
+def pack_steps(frame: dict[str, Any]) -> dict[str, Any]:
+    """A steps frame with `steps`, `times` and its float columns packed (a new map; the input is unchanged)."""
+    out = dict(frame)
+    out["steps"] = np.asarray(frame["steps"], dtype=_I8).tobytes()
+    times = frame.get("times")
+    if times is not None:
+        out["times"] = np.asarray(times, dtype=_F8).tobytes()
+    out["cols"] = {name: pack_floats(vals) if packable(vals) else _listed(vals) for name, vals in frame.get("cols", {}).items()}
+    return out
+
+
+def _listed(values: Any) -> list:
+    return values.tolist() if isinstance(values, Floats) else values
+
+
+def _unpack_floats(data: bytes) -> Floats:
+    values = np.frombuffer(data, dtype=_F8)
+    missing = values.view(_U8) == MISSING_BITS
+    return Floats(values, missing if missing.any() else None)
+
+
+def as_list(values: Any) -> list:
+    """A steps frame's field as a list, however it was decoded (list, numpy array, Floats)."""
+    if values is None:
+        return []
+    return values if isinstance(values, list) else values.tolist()

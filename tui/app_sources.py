@@ -295,7 +295,8 @@ def _client_for(entry: registry.RunEntry) -> Any:
 
     from .subscriber import RunClient
 
-    return RunClient(entry.pub, entry.ctl, curve=security.curve_for(entry.pub, entry.extra))
+    # arrays: the app's store takes packed columns as they arrive (np.frombuffer), no Python float per value.
+    return RunClient(entry.pub, entry.ctl, curve=security.curve_for(entry.pub, entry.extra), arrays=True)
 
 
 class ReplaySource:
@@ -353,7 +354,7 @@ class ReplaySource:
         batch: list[dict[str, Any]] = []
         size = 4  # the first few frames at once: the first screen needs only them
         try:
-            for frame in self.reader.frames():
+            for frame in self.reader.frames(arrays=True):
                 if self._stop.is_set():
                     return
                 batch.append(frame)

@@ -26,6 +26,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from accmon.probe import wire
+
 CHUNK = 1 << 15  # rows per chunk: the unsealed tail costs at most 128 KiB per series
 BLOCK = 256  # rows per block summary: 9 bytes of summary per 256 rows (0.035 B/row)
 BLOCKS_PER_CHUNK = CHUNK // BLOCK
@@ -405,38 +407,41 @@ class StepAxis:
         return out
 
 
-def _to_float32(values: list) -> tuple[np.ndarray, np.ndarray | None, float | None, float | None, int]:
-    """A frame column (floats, ints, None) as float32 with MISSING for None, without a Python loop per value.
+def _to_float32(values: list | wire.Floats) -> tuple[np.ndarray, np.ndarray | None, float | None, float | None, int]:
+    """A frame column (floats, ints, None; or a packed column) as float32 with MISSING where not measured,
+    without a Python loop per value.
 
     Returns (values, measured mask or None when every row is measured, newest measured value and newest
     finite value, exact, and the number of measured values that are NaN or ±Inf).
     """
-    try:
-        arr = np.fromiter(values, dtype=np.float64, count=len(values))  # the common case: every row measured
-    except TypeError:
-        arr = np.array(values, dtype=np.float64)  # None becomes NaN here: tell them apart below, at NaNs only
-    isnan = np.isnan(arr)
-    nan_at = np.flatnonzero(isnan) if isnan.any() else ()
     measured = None
-    none_count = 0
-    if len(nan_at):
-        none_at = [i for i in nan_at.tolist() if values[i] is None]
-        if none_at:
-            none_count = len(none_at)
-            measured = np.ones(len(arr), dtype=bool)
-            measured[none_at] = False
-    with np.errstate(over="ignore"):
+    if isinstance(values, wire.Floats):
+        arr = values.values
+        if values.missing is not None:
+            measured = ~values.missing
+    else:
+        arr = np.array(values, dtype=np.float64)  # None becomes NaN here: tell them apart below, at NaNs only
+        nan_at = np.flatnonzero(np.isnan(arr))
+        if len(nan_at):
+            none_at = [i for i in nan_at.tolist() if values[i] is None]
+            if none_at:
+                measured = np.ones(len(arr), dtype=bool)
+                measured[none_at] = False
+    with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(np.float32)
+    finite = np.isfinite(arr)
     if measured is not None:
         out.view(np.uint32)[~measured] = MISSING_BITS
         idx = np.flatnonzero(measured)
         last = float(arr[idx[-1]]) if len(idx) else None
+        finite &= measured
+        nonfinite = len(idx) - int(finite.sum())
     else:
         last = float(arr[-1]) if len(arr) else None
-    nonfinite = len(nan_at) - none_count + int(np.isinf(arr).sum())
+        nonfinite = len(arr) - int(finite.sum())
     last_finite = last
     if nonfinite or measured is not None:
-        fin = np.flatnonzero(np.isfinite(arr))
+        fin = np.flatnonzero(finite)
         last_finite = float(arr[fin[-1]]) if len(fin) else None
     return out, measured, last, last_finite, nonfinite
 
@@ -467,9 +472,9 @@ class RankData:
     def add_steps(self, frame: dict[str, Any]) -> int:
         """Ingest one `steps` frame; return the number of new rows."""
         steps = frame["steps"]
-        if not steps:
+        if not len(steps):
             return 0
-        cols: dict[str, list] = frame.get("cols") or {}
+        cols: dict[str, list | wire.Floats] = frame.get("cols") or {}
         sarr = np.asarray(steps, dtype=np.int64)
         order = None
         if len(sarr) > 1 and (np.diff(sarr) < 0).any():
@@ -478,7 +483,7 @@ class RankData:
         # Convert every column before changing anything: a bad column leaves no half-applied frame behind.
         converted = []
         for name, values in cols.items():
-            if not isinstance(name, str) or not isinstance(values, list) or len(values) != len(steps):
+            if not isinstance(name, str) or not isinstance(values, (list, wire.Floats)) or len(values) != len(steps):
                 raise ValueError(f"column {name!r} does not hold one value per step")
             converted.append((name, *_to_float32(values)))
         last = self.axis.last
@@ -530,7 +535,9 @@ class RankData:
                     self.hists_total[name] = tot
         times = frame.get("times")
         t_first = t_last = frame.get("t")
-        if isinstance(times, list) and times and isinstance(times[0], (int, float)) and isinstance(times[-1], (int, float)):
+        if isinstance(times, np.ndarray) and len(times):
+            t_first, t_last = float(times[0]), float(times[-1])
+        elif isinstance(times, list) and times and isinstance(times[0], (int, float)) and isinstance(times[-1], (int, float)):
             t_first, t_last = times[0], times[-1]
         if isinstance(t_last, (int, float)) and math.isfinite(t_last) and new:
             t_first = t_first if isinstance(t_first, (int, float)) and math.isfinite(t_first) else t_last
@@ -691,7 +698,7 @@ class RunStore:
         if self.run_id is None and isinstance(frame.get("run"), str):
             self.run_id = frame["run"]
         if kind == "steps":
-            if not isinstance(frame.get("steps"), list) or not isinstance(frame.get("cols", {}), dict):
+            if not isinstance(frame.get("steps"), (list, np.ndarray)) or not isinstance(frame.get("cols", {}), dict):
                 raise TypeError("steps frame without a steps list and a cols map")
             self.rank(rank).add_steps(frame)
             ch.steps.add(rank)

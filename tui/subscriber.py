@@ -44,8 +44,12 @@ class ClientStatus:
 class RunClient:
     """Receives one rank of one run. Thread-safe `drain()`; never blocks the caller."""
 
-    def __init__(self, pub: str, ctl: str, *, since: int = 1, curve: dict[str, bytes] | None = None) -> None:
+    def __init__(self, pub: str, ctl: str, *, since: int = 1, curve: dict[str, bytes] | None = None,
+                 arrays: bool = False) -> None:
+        """`arrays`: steps frames' packed columns as numpy arrays (wire.decode), for a viewer that stores them
+        so; by default lists, as every other reader of frames takes them."""
         self.pub_endpoint = pub
+        self.arrays = arrays
         self.ctl_endpoint = ctl
         self.curve = curve
         self.wake = threading.Event()
@@ -202,7 +206,7 @@ class RunClient:
                 break
             self._heard()
             try:
-                frame = wire.decode(payload)
+                frame = wire.decode(payload, arrays=self.arrays)
             except wire.FrameError as exc:
                 self._set(malformed=self._status.malformed + 1, message=f"ignored a malformed frame: {exc}")
                 continue
@@ -228,7 +232,7 @@ class RunClient:
 
     def _accept(self, payload: bytes, *, from_history: bool) -> None:
         try:
-            frame = wire.decode(payload)
+            frame = wire.decode(payload, arrays=self.arrays)
         except wire.FrameError as exc:
             self._set(malformed=self._status.malformed + 1, message=f"ignored a malformed frame: {exc}")
             return

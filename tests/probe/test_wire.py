@@ -83,3 +83,57 @@ def test_a_bool_is_no_version_and_timestamps_are_plain_numbers():
     when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     frame = {"v": 1, "kind": "facts", "run": "r", "rank": 0, "seq": 1, "step": 0, "facts": {"at": when}}
     assert wire.decode(msgpack.packb(frame, datetime=True))["facts"]["at"] == when.timestamp()
+
+
+# ---- packed steps frames ------------------------------------------------------------------------------------
+def _same(a, b):
+    return all((x is None and y is None) or (x is not None and y is not None and (x == y or (x != x and y != y)))
+               for x, y in zip(a, b, strict=True))
+
+
+def test_packed_frames_decode_to_what_was_sent_and_as_arrays():
+    import numpy as np
+
+    frame = steps_frame(loss=[1.5, float("nan"), float("inf"), None, -0.0], epoch=[0, 0, 1, 1, None],
+                        flag=[1, 2, 3, 4, 5])
+    packed = wire.pack_steps(frame)
+    assert isinstance(packed["steps"], bytes) and isinstance(packed["cols"]["loss"], bytes)
+    assert packed["cols"]["epoch"] == [0, 0, 1, 1, None]  # integer columns stay exact lists
+    back = wire.decode(wire.encode(packed))
+    assert back["steps"] == [0, 1, 2, 3, 4] and back["times"] == [0.0] * 5
+    assert _same(back["cols"]["loss"], frame["cols"]["loss"]) and back["cols"]["loss"][3] is None
+    arrays = wire.decode(wire.encode(packed), arrays=True)
+    assert arrays["steps"].dtype == np.int64 and arrays["steps"].tolist() == [0, 1, 2, 3, 4]
+    loss = arrays["cols"]["loss"]
+    assert isinstance(loss, wire.Floats) and loss.missing.tolist() == [False, False, False, True, False]
+    assert math.isnan(loss.values[1]) and loss.values[2] == math.inf and _same(loss.tolist(), frame["cols"]["loss"])
+    full = wire.decode(wire.encode(wire.pack_steps(steps_frame(acc=[0.5, 0.25]))), arrays=True)["cols"]["acc"]
+    assert full.missing is None  # every row measured: no mask to carry
+
+
+def test_a_measured_nan_that_looks_like_missing_is_still_a_measured_nan():
+    import numpy as np
+
+    x = np.array([1.0, 2.0])
+    x.view("<u8")[1] = wire.MISSING_BITS
+    back = wire.decode(wire.encode(wire.pack_steps(steps_frame(x=x.tolist()))))
+    assert back["cols"]["x"][0] == 1.0 and back["cols"]["x"][1] is not None and math.isnan(back["cols"]["x"][1])
+
+
+def test_packed_fields_of_the_wrong_size_are_refused():
+    ok = wire.pack_steps(steps_frame(loss=[1.0, 2.0]))
+    for key, bad in (("steps", ok["steps"][:-1]), ("times", ok["times"][:8])):
+        with pytest.raises(wire.FrameError, match="steps"):
+            wire.decode(wire.encode({**ok, key: bad}))
+    with pytest.raises(wire.FrameError, match="does not have 2 values"):
+        wire.decode(wire.encode({**ok, "cols": {"loss": ok["cols"]["loss"][:8]}}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**40, 2**40)),
+                min_size=1, max_size=40))
+def test_packed_and_unpacked_frames_decode_alike(values):
+    frame = steps_frame(v=values)
+    plain = wire.decode(wire.encode(frame))["cols"]["v"]
+    packed = wire.decode(wire.encode(wire.pack_steps(frame)))["cols"]["v"]
+    assert _same([None if x is None else float(x) for x in plain], [None if x is None else float(x) for x in packed])

@@ -216,3 +216,30 @@ def test_speed_and_replay_clock_come_from_the_runs_own_times():
     assert data.step_at_time(1000.0 + 5.0) == pytest.approx(500)  # interpolated within and between frames
     assert data.step_at_time(1000.0 + 2.505) == pytest.approx(250.5)
     assert data.time_at_step(499) == pytest.approx(1004.99)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32)),
+                         min_size=3, max_size=3), min_size=1, max_size=30))
+def test_packed_columns_decoded_as_arrays_ingest_as_lists_do(rows):
+    # What the live app receives (wire.decode(arrays=True) of a packed frame) against the list form.
+    def frames(arrays):
+        out = []
+        for k in range(0, len(rows), 7):
+            chunk = rows[k:k + 7]
+            steps = list(range(k, k + len(chunk)))
+            frame = wire.envelope("steps", "r1", 0, 2 + k, steps[-1], steps=steps, times=[1.0 + s for s in steps],
+                                  cols={name: [r[j] for r in chunk] for j, name in enumerate(("loss", "acc", "gn"))})
+            payload = wire.encode(wire.pack_steps(frame) if arrays else frame)
+            out.append(wire.decode(payload, arrays=arrays))
+        return out
+
+    got = {}
+    for arrays in (False, True):
+        store = RunStore()
+        store.ingest(frames(arrays))
+        data = store.rank(0)
+        got[arrays] = {n: (c.values().view(np.uint32).tolist(), c.measured, c.nonfinite, c.last_value, c.last_finite)
+                       for n, c in data.columns.items()}
+        got[arrays]["axis"] = data.axis.rows(np.arange(len(rows))).tolist()
+    assert repr(got[False]) == repr(got[True])  # repr: NaN last values compare equal as text
