@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -283,9 +284,9 @@ class IOThread(threading.Thread):
         # per value); the rules here read the same frame as lists.
         try:
             payload = wire.encode(wire.pack_steps(frame) if kind == "steps" else frame)
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, struct.error):
             frame = _sanitized(frame)
-            payload = wire.encode(wire.pack_steps(frame) if kind == "steps" else frame)
+            payload = wire.encode(frame)  # unpacked: what could not be packed goes as plain numbers
         offset = None
         if self.writer is not None:
             try:
