@@ -59,7 +59,7 @@ def render_timeline(state: TimelineState, width: int) -> list[Strip]:
     line2 = [Segment(status, base)]
     if state.note:
         line2.append(Segment(" " + state.note, Style(color=pal.severity["warning"])))
-    return [Strip(Segment.simplify(track), width).crop(0, width), Strip(line2, width).crop_extend(0, width, None)]
+    return [Strip(Segment.simplify(track), width).crop(0, width), Strip(line2).crop_extend(0, width, None)]
 
 
 class Timeline(Widget):
