@@ -180,8 +180,9 @@ def test_evaluation_points_are_bounded_per_frame():
     assert evaluation_points(-1, 40) == [0, 8, 16, 24, 32, 40]
     assert evaluation_points(250, 300) == [256, 272, 288]
     assert evaluation_points(5000, 5200) == [5056, 5120, 5184]
+    assert evaluation_points(100_000, 100_600) == [100_096, 100_352]  # every 256 steps past 65,536
     many = evaluation_points(-1, 10**6)
-    assert len(many) == MAX_EVALS_PER_FRAME and many[-1] == 10**6 - 10**6 % 64
+    assert len(many) == MAX_EVALS_PER_FRAME and many[-1] == 10**6 - 10**6 % 256
 
 
 def test_importing_the_rules_imports_neither_torch_nor_textual():
