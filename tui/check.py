@@ -67,6 +67,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     steps_per_rank: dict[int, int] = {}
     last_per_rank: dict[int, int] = {}
     last_time: dict[int, float] = {}
+    last_heard: dict[int, float] = {}
     ends: list[dict[str, Any]] = []
     exits: list[dict[str, Any]] = []
     recorded_alerts: dict[tuple, dict[str, Any]] = {}
@@ -95,6 +96,11 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             ends.append(frame)
         elif kind == "exit":
             exits.append(frame)
+            heard = frame.get("last_heard")
+            if isinstance(heard, (int, float)) and not isinstance(heard, bool):
+                # When the viewer last heard the rank (heartbeats included): it tells which rank fell silent
+                # first better than the rank's last recorded frame, which is only its last flush.
+                last_heard[rank] = float(heard)
         elif kind == "alert":
             a = clean_alert(frame.get("alert"), rank)
             if a is not None:
@@ -114,7 +120,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary.steps = max(steps_per_rank.values(), default=0)
     summary.last_step = max(last_per_rank.values(), default=-1)
     summary.status = _status(summary, ends, exits)
-    _rank_status(summary, ends, last_time, last_per_rank)
+    _rank_status(summary, ends, {**last_time, **last_heard}, last_per_rank)
     if diagnoser_cls is not None:
         # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
         # are kept as recorded.

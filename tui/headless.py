@@ -59,6 +59,15 @@ class HeadlessViewer:
                 self.world_size = max(self.world_size, e.world_size)
                 self.say(f"rank {e.rank} joined (pid {e.pid})")
 
+    def last_heard(self) -> dict[int, float]:
+        """Per rank, the wall time of its last frame or heartbeat: a rank killed in a collective falls silent
+        before the ranks waiting on it, which keep heartbeating until their launcher stops them."""
+        out: dict[int, float] = {}
+        for entry, client in zip(self.entries, self.clients):
+            if client.heard_at is not None:
+                out[entry.rank] = max(out.get(entry.rank, 0.0), client.heard_at)
+        return out
+
     def say(self, line: str) -> None:
         if not self.quiet:
             self.out.write(f"accmon: {line}\n")

@@ -81,7 +81,7 @@ def rank_files(record: str) -> list[str]:
     return sorted(glob.glob(glob.escape(root) + ".rank*" + (ext or ".accmon")))
 
 
-def finish_recording(record: str, returncode: int) -> None:
+def finish_recording(record: str, returncode: int, heard: dict[int, float] | None = None) -> None:
     """Note the exit in the recording(s); merge a multi-rank run's per-rank files into `record`."""
     parts = rank_files(record)
     if parts and os.path.exists(record):
@@ -90,7 +90,7 @@ def finish_recording(record: str, returncode: int) -> None:
         plain = record + ".rank-unknown"
         os.replace(record, plain)
         parts.append(plain)
-    append_exit(parts or ([record] if os.path.exists(record) else []), returncode)
+    append_exit(parts or ([record] if os.path.exists(record) else []), returncode, heard)
     if parts:
         try:
             merge_recordings(parts, record)
@@ -101,8 +101,9 @@ def finish_recording(record: str, returncode: int) -> None:
             os.unlink(p)
 
 
-def append_exit(paths: list[str], returncode: int) -> None:
-    """Append the `exit` frame (exit code or signal) after each file's last frame."""
+def append_exit(paths: list[str], returncode: int, heard: dict[int, float] | None = None) -> None:
+    """Append the `exit` frame (exit code or signal) after each file's last frame; with `heard`, when a viewer
+    last heard from that file's rank (`last_heard`)."""
     for path in paths:
         try:
             reader = RecordingReader(path)
@@ -114,6 +115,8 @@ def append_exit(paths: list[str], returncode: int) -> None:
             sig = signal.Signals(-returncode).name if returncode < 0 else None
             frame = wire.envelope("exit", last["run"], last["rank"], last["seq"] + 1, last["step"],
                                   exit_code=None if sig else returncode, signal=sig)
+            if heard and last["rank"] in heard:
+                frame["last_heard"] = heard[last["rank"]]
             writer = RecordingWriter(path, append=True)
             writer.write([wire.encode(frame)])
             writer.close()
@@ -144,9 +147,10 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     previous = signal.signal(signal.SIGINT, lambda *_: None)
     forward = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
     watched = True
+    heard: dict[int, float] = {}
     try:
         if headless:
-            watched = _watch_headless(run_id, proc)
+            watched = _watch_headless(run_id, proc, heard)
         else:
             _watch_tui(run_id, proc)
         returncode = proc.wait()
@@ -156,7 +160,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
         if stdout is not None:
             stdout.close()
     if record:
-        finish_recording(record, returncode)
+        finish_recording(record, returncode, heard)
     if not watched:
         _say_what_was_recorded(record)
     if log_path:
@@ -167,8 +171,9 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     return returncode
 
 
-def _watch_headless(run_id: str, proc: subprocess.Popen) -> bool:
-    """Follow the run on stderr; False when the command ended before its run could be attached to."""
+def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float]) -> bool:
+    """Follow the run on stderr; False when the command ended before its run could be attached to. `heard`
+    gets each rank's last frame or heartbeat time, for the exit frames."""
     from .headless import HeadlessViewer
 
     entries = wait_for_entries(run_id, proc)
@@ -176,6 +181,7 @@ def _watch_headless(run_id: str, proc: subprocess.Popen) -> bool:
         return False
     viewer = HeadlessViewer(entries)
     viewer.run(until=lambda: proc.poll() is not None)
+    heard.update(viewer.last_heard())
     return True
 
 

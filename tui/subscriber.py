@@ -50,6 +50,7 @@ class RunClient:
         so; by default lists, as every other reader of frames takes them."""
         self.pub_endpoint = pub
         self.arrays = arrays
+        self.heard_at: float | None = None  # wall time of the last frame or heartbeat from the rank
         self.ctl_endpoint = ctl
         self.curve = curve
         self.wake = threading.Event()
@@ -261,5 +262,6 @@ class RunClient:
 
     def _heard(self) -> None:
         self._last_heard = time.monotonic()
+        self.heard_at = time.time()
         if self._status.state == "stalled":
             self._set(state="live", message=None)
