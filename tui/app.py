@@ -805,8 +805,9 @@ class AccmonApp(App[int]):
         table = event.data_table
         if isinstance(table, AlertTable):
             detail = "#alert-detail" if table.id == "alert-table" else "#side-detail"
-            self._main.query_one(detail, Static).update(alert_detail(table.alerts.get(str(event.row_key.value)),
-                                                               self.current_theme.dark))
+            # A highlight queued while the app closes can arrive after the detail pane is gone: nothing to show.
+            for pane in self._main.query(detail).results(Static):
+                pane.update(alert_detail(table.alerts.get(str(event.row_key.value)), self.current_theme.dark))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         table = event.data_table
