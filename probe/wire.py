@@ -191,7 +191,7 @@ def pack_floats(values: "Floats | list | np.ndarray") -> bytes:
     try:
         data = struct.pack(f"<{len(values)}d", *values)  # the fastest way from Python floats to bytes
     except struct.error:  # None (not measured) among them, or something that is no number
-        return _pack_array(*_floats_of_list(values))
+        return _pack_array(*floats_of_list(values))
     if (np.frombuffer(data, dtype=_U8) == MISSING_BITS).any():
         return _pack_array(np.frombuffer(data, dtype=_F8), None)
     return data
@@ -208,7 +208,8 @@ def _pack_array(arr: np.ndarray, missing: np.ndarray | None) -> bytes:
     return bits.tobytes()
 
 
-def _floats_of_list(values: list) -> tuple[np.ndarray, np.ndarray | None]:
+def floats_of_list(values: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """A list column (numbers, None) as float64 values and the rows not measured (None: every row was)."""
     # numpy reads None as NaN: tell the two apart at the NaNs only (few, but for sparse columns).
     arr = np.array(values, dtype=_F8)
     nan_at = np.flatnonzero(np.isnan(arr))
@@ -243,12 +244,8 @@ def pack_steps(frame: dict[str, Any]) -> dict[str, Any]:
     times = frame.get("times")
     if times is not None:
         out["times"] = struct.pack(f"<{len(times)}d", *times)
-    out["cols"] = {name: pack_floats(vals) if packable(vals) else _listed(vals) for name, vals in frame.get("cols", {}).items()}
+    out["cols"] = {name: pack_floats(vals) if packable(vals) else vals for name, vals in frame.get("cols", {}).items()}
     return out
-
-
-def _listed(values: Any) -> list:
-    return values.tolist() if isinstance(values, Floats) else values
 
 
 def _unpack_floats(data: bytes) -> Floats:

@@ -414,19 +414,8 @@ def _to_float32(values: list | wire.Floats) -> tuple[np.ndarray, np.ndarray | No
     Returns (values, measured mask or None when every row is measured, newest measured value and newest
     finite value, exact, and the number of measured values that are NaN or ±Inf).
     """
-    measured = None
-    if isinstance(values, wire.Floats):
-        arr = values.values
-        if values.missing is not None:
-            measured = ~values.missing
-    else:
-        arr = np.array(values, dtype=np.float64)  # None becomes NaN here: tell them apart below, at NaNs only
-        nan_at = np.flatnonzero(np.isnan(arr))
-        if len(nan_at):
-            none_at = [i for i in nan_at.tolist() if values[i] is None]
-            if none_at:
-                measured = np.ones(len(arr), dtype=bool)
-                measured[none_at] = False
+    arr, missing = (values.values, values.missing) if isinstance(values, wire.Floats) else wire.floats_of_list(values)
+    measured = None if missing is None else ~missing
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(np.float32)
     finite = np.isfinite(arr)

@@ -283,6 +283,15 @@ class Ledger:
         sizes: dict[Chunk, int] = {}
         devices: dict[int, torch.device] = {}
         layouts: list[list[Placed]] = []
+
+        def chunk(key: Chunk, t: torch.Tensor) -> list[torch.Tensor]:
+            group = chunks.get(key)
+            if group is None:
+                group = chunks[key] = []
+                sizes[key] = 0
+                devices.setdefault(key[0], t.device)  # .device is slow: read once per chunk
+            return group
+
         for row in rows:
             lay = []
             for dec, t, meta in row.parts:
@@ -290,11 +299,7 @@ class Ledger:
                     continue
                 scalar = t.dim() == 0
                 key = (t.get_device(), t.dtype, scalar)
-                group = chunks.get(key)
-                if group is None:
-                    group = chunks[key] = []
-                    sizes[key] = 0
-                    devices.setdefault(key[0], t.device)
+                group = chunk(key, t)
                 w = 1 if scalar else t.numel()
                 group.append(t if scalar or t.dim() == 1 else t.reshape(-1))
                 lay.append((dec, key, w, meta, sizes[key]))
@@ -302,13 +307,10 @@ class Ledger:
             layouts.append(lay)
         for block, owners in blocks:
             key = (block.get_device(), block.dtype, False)
-            if key not in chunks:
-                chunks[key] = []
-                sizes[key] = 0
-                devices.setdefault(key[0], block.device)
+            group = chunk(key, block)
             w = block.shape[1] if block.dim() == 2 else 1
             base = sizes[key]
-            chunks[key].append(block.reshape(-1))
+            group.append(block.reshape(-1))
             for j, (i, dec) in enumerate(owners):
                 layouts[i].append((dec, key, w, None, base + j * w))
             sizes[key] += w * len(owners)

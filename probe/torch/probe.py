@@ -241,16 +241,7 @@ class TorchProbe:
         self.last_leaf_out = id(out)
         if "loss" in self.broken or self.watch_loss is not None and module is not self.watch_loss or _tracing():
             return out  # _tracing: torch.jit.trace records every op it sees; the probe's must not enter the graph
-        t0 = _perf()
-        if fmode is not None:
-            fmode.paused = True
-        try:
-            self._loss_module_call(module, args, kwargs, out)
-        except Exception as exc:
-            self._fail("loss", exc)
-        if fmode is not None:
-            fmode.paused = False
-        self.spent += _perf() - t0
+        self._timed("loss", self._loss_module_call, module, args, kwargs, out)
         return out
 
     def _call_observed(self, original: Any, module: nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -277,24 +268,29 @@ class TorchProbe:
                 self.last_leaf = module
                 self.last_leaf_out = id(out)
             if not tracing and "modules" not in self.broken:
-                self._observed(module, d, args, kwargs, out)
+                self._timed("modules", self._observed, module, d, args, kwargs, out)
         return out
 
     def _observed(self, module: nn.Module, depth: int, args: tuple, kwargs: dict, output: Any) -> None:
         """After an observed call (or its exception: then `output` is None, and the depth is kept right)."""
+        if self.deep_now and self.cur_root is not None:
+            kind = A.KINDS.get(type(module))
+            if kind is not None and isinstance(output, torch.Tensor) and not output.is_meta:
+                self._activation(module, kind, output)
+        if depth == 0:
+            self._root_done(module, args, kwargs, output)
+
+    def _timed(self, part: str, work: Any, *args: Any) -> None:
+        """Run the probe's own work after a module call: timed, guarded (an error switches `part` off), and
+        unseen by the functional-activation mode, whose statistics are of the model's ops only."""
         t0 = _perf()
         fmode = self.fmode
         if fmode is not None:
             fmode.paused = True
         try:
-            if self.deep_now and self.cur_root is not None:
-                kind = A.KINDS.get(type(module))
-                if kind is not None and isinstance(output, torch.Tensor) and not output.is_meta:
-                    self._activation(module, kind, output)
-            if depth == 0:
-                self._root_done(module, args, kwargs, output)
+            work(*args)
         except Exception as exc:
-            self._fail("modules", exc)
+            self._fail(part, exc)
         if fmode is not None:
             fmode.paused = False
         self.spent += _perf() - t0
@@ -671,13 +667,12 @@ class TorchProbe:
     def on_opt_pre(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self.off or _compiling() or "optimizer" in self.broken or not self._watching(opt):
             return None
+        self.tid = _thread_id()
         primary = self.primary_opt
         if (not (self.grads_now or self.deep_now or self.val_parts) and primary is not None
                 and primary() is not None and opt in self.opt_states):
-            self.tid = _thread_id()
             return None  # a known optimizer on a step that samples nothing: nothing to do before it steps
         t0 = _perf()
-        self.tid = threading.get_ident()
         try:
             if self.val_parts:
                 self._end_val()
