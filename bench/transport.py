@@ -1,4 +1,5 @@
-"""Issue 2 figures: cost of log() on the training thread, throughput to a viewer and to disk, late-join time.
+"""Issue 2 figures: cost of log() on the training thread, throughput to a viewer and to disk, what an idle run
+costs, late-join time.
 
     .venv/bin/python bench/transport.py
 
@@ -112,6 +113,26 @@ def bench_late_join(steps: int = 1_000_000, record: bool = True) -> float:
     return elapsed
 
 
+def bench_idle(seconds: float = 5.0) -> float:
+    """CPU milliseconds per second that the I/O thread of a recording run with nothing to send spends waking up
+    (Linux: the thread's own on-CPU time from /proc). A training process using every core pays this too."""
+    rec = os.path.join(tempfile.mkdtemp(), "idle.accmon")
+    run = accmon.start("bench-idle", record=rec)
+    path = f"/proc/self/task/{run._io.native_id}/schedstat"
+
+    def on_cpu_ns() -> int:
+        with open(path) as f:
+            return int(f.read().split()[0])
+
+    time.sleep(1.0)  # set-up (rules, sockets, registry) is not idling
+    c0, t0 = on_cpu_ns(), time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = on_cpu_ns(), time.perf_counter()
+    run.close()
+    os.unlink(rec)
+    return (c1 - c0) / 1e6 / (t1 - t0)
+
+
 def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
     log_ns, noop_ns = bench_log_call()
@@ -124,6 +145,7 @@ def main() -> None:
     print(f"  the same with a viewer in another process: {tp['steps_per_s'] / 1e6:.2f} M steps/s end to end; the viewer "
           f"decoded {tp['received']:,} steps at {tp['viewer_steps_per_s'] / 1e6:.2f} M steps/s; "
           f"{tp['bytes_per_step']:.0f} bytes/step on disk")
+    print(f"an idle run's I/O thread: {bench_idle():.2f} ms of CPU per second")
     for rec in (True, False):
         t = statistics.median(bench_late_join(record=rec) for _ in range(3))
         print(f"late join, 1 M steps of 10 scalars, history from {'the recording' if rec else 'memory'}: "

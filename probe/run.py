@@ -119,16 +119,19 @@ class Run:
             self.step = max(self.step, steps[-1])
         if len(self._inbox) < INBOX_LIMIT:
             self._inbox.append((COLUMNS, steps, cols, hists, times))
+            self._io.wake()  # a batch is worth a frame now (per-step `log()` rows wait for the I/O thread's tick)
         else:
             self.dropped += len(steps)
 
     def set_facts(self, **facts: Any) -> None:
         """Static facts about the run (model, loss, optimizer, data); merged into what is known."""
         self._inbox.append((FACTS, facts))
+        self._io.wake()
 
     def alert(self, alert: dict[str, Any]) -> None:
         """Publish an alert made outside the rules engine (a framework integration's own finding)."""
         self._inbox.append((ALERT, alert))
+        self._io.wake()
 
     def close(self, status: str = "finished", error: str | None = None, timeout: float = 10.0) -> None:
         """End the run: the end frame is sent and recorded, the sockets and registry entry go. Idempotent."""
@@ -139,6 +142,7 @@ class Run:
             return  # a forked child: the I/O thread belongs to the parent
         self._inbox.append((END, status, error))
         self._io.stop_requested.set()
+        self._io.wake()
         self._io.join(timeout)
         if self._io.is_alive():
             report_once("close-timeout", f"the I/O thread did not finish within {timeout:.0f} s; the recording may lack its end")
