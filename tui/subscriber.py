@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from accmon.probe import wire
 
@@ -50,7 +51,9 @@ class RunClient:
         so; by default lists, as every other reader of frames takes them."""
         self.pub_endpoint = pub
         self.arrays = arrays
-        self.heard_at: float | None = None  # wall time of the last frame or heartbeat from the rank
+        # Wall time of the last frame or heartbeat from the rank, or of its connection closing (a killed process's
+        # socket closes at its death: between heartbeats, that is the moment it fell silent).
+        self.heard_at: float | None = None
         self.ctl_endpoint = ctl
         self.curve = curve
         self.wake = threading.Event()
@@ -104,6 +107,7 @@ class RunClient:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         dealer = ctx.socket(zmq.DEALER)
+        monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         try:
             for s in (sub, dealer):
                 s.setsockopt(zmq.LINGER, 0)
@@ -116,19 +120,22 @@ class RunClient:
             sub.setsockopt(zmq.SUBSCRIBE, b"")
             sub.connect(self.pub_endpoint)
             dealer.connect(self.ctl_endpoint)
-            self._loop(sub, dealer)
+            self._loop(sub, dealer, monitor)
         except Exception as exc:  # never let the viewer die with its reader
             self._set(state="closed", message=f"receiver stopped: {exc}")
             self.wake.set()
         finally:
+            sub.disable_monitor()
+            monitor.close(0)
             sub.close(0)
             dealer.close(0)
             ctx.term()
 
-    def _loop(self, sub: zmq.Socket, dealer: zmq.Socket) -> None:
+    def _loop(self, sub: zmq.Socket, dealer: zmq.Socket, monitor: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(dealer, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         self._buffer: dict[int, tuple[dict, bytes]] = {}
         self._history_sent_at: float | None = None
         self._last_heard = time.monotonic()
@@ -140,6 +147,8 @@ class RunClient:
                 self._on_history(dealer)
             if sub in events:
                 self._on_live(sub, dealer)
+            if monitor in events:
+                self._on_disconnect(monitor)
             now = time.monotonic()
             st = self._status
             if self._history_sent_at is not None and now - self._history_sent_at > HISTORY_RETRY_S:
@@ -150,6 +159,15 @@ class RunClient:
             if st.state == "live" and now - self._last_heard > STALL_AFTER_S:
                 self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s")
                 self.wake.set()
+
+    def _on_disconnect(self, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED and self.heard_at is not None:
+                self.heard_at = time.time()
 
     def _request_history(self, dealer: zmq.Socket) -> None:
         self._history_sent_at = time.monotonic()
