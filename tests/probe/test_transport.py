@@ -32,9 +32,18 @@ def receive_all(client: RunClient, timeout: float = 30.0) -> list[dict]:
     raise AssertionError(f"run did not end within {timeout}s: {client.status}")
 
 
+def connected(run: accmon.Run, client: RunClient) -> RunClient:
+    """Wait until the run has the client's subscription: a run that ends before that has no viewer to wait for."""
+    deadline = time.monotonic() + 20
+    while run._io.subscribers < 1:
+        assert time.monotonic() < deadline, "the viewer's subscription never reached the run"
+        time.sleep(0.01)
+    return client
+
+
 def test_round_trip_in_order_from_meta_to_end():
     run = accmon.start("rt")
-    client = RunClient(*run.endpoints).start()
+    client = connected(run, RunClient(*run.endpoints).start())
     for i in range(1000):
         run.log(loss=1.0 / (i + 1), acc=i / 1000)
     run.close()
@@ -45,6 +54,52 @@ def test_round_trip_in_order_from_meta_to_end():
     assert all_steps(frames) == list(range(1000))
     loss = [v for f in frames if f["kind"] == "steps" for v in f["cols"]["loss"]]
     assert loss == [1.0 / (i + 1) for i in range(1000)]
+
+
+def test_batches_facts_and_the_end_wake_the_io_thread_at_once(monkeypatch):
+    # With a poll timeout far beyond the test's own timeouts, each frame below can only arrive because
+    # the training thread rang the doorbell: batched columns, facts, and close() (which must not wait a minute).
+    monkeypatch.setattr(iothread, "POLL_MS", 60_000)
+    monkeypatch.setattr(iothread, "HEARTBEAT_S", 60.0)
+    run = accmon.start("bell")
+    client = connected(run, RunClient(*run.endpoints).start())  # a subscription is a socket event: it wakes the loop
+    got: list[dict] = []
+
+    def wait_for(kind: str) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            client.wake.wait(0.2)
+            got.extend(client.drain())
+            if any(f["kind"] == kind for f in got):
+                return
+        raise AssertionError(f"no {kind} frame within 20 s: {[f['kind'] for f in got]}")
+
+    run.log_columns([0, 1, 2], {"loss": [3.0, 2.0, 1.0]})
+    wait_for("steps")
+    run.set_facts(model="mlp")
+    wait_for("facts")
+    closer = threading.Thread(target=run.close, kwargs={"timeout": 30.0})
+    closer.start()
+    closer.join(20)
+    assert not closer.is_alive(), "close() waited for the poll timeout instead of waking the I/O thread"
+    got.extend(receive_all(client, timeout=20))
+    client.close()
+    assert all_steps(got) == [0, 1, 2] and got[-1]["kind"] == "end"
+
+
+def test_an_idle_run_wakes_rarely(monkeypatch):
+    # Each wake of the I/O thread costs CPU that a training process using every core feels.
+    wakes = []
+    sleep = iothread.IOThread._sleep
+    # Counted for this run only: runs of other tests may still be winding down in this process.
+    monkeypatch.setattr(iothread.IOThread, "_sleep",
+                        lambda self, *a: (self.run_.name == "idle-wakes" and wakes.append(1)) or sleep(self, *a))
+    run = accmon.start("idle-wakes")
+    time.sleep(2.0)
+    n = len(wakes)
+    run.close()
+    # One per POLL_MS (250 ms) and the heartbeats: about 8-10 in 2 s; it was 40 with a 50 ms poll.
+    assert 2 <= n <= 2.0 / (iothread.POLL_MS / 1000) + 2.0 / iothread.HEARTBEAT_S + 3, n
 
 
 def test_late_joiner_gets_history_then_live_with_no_gap_and_no_duplicate():
@@ -202,6 +257,30 @@ def test_registry_cleans_up_after_a_crashed_run(runtime_dir):
     proc.wait()
     assert [e for e in registry.list_runs() if e.run_id == run_id] == []
     assert not [f for f in os.listdir(runtime_dir) if f.startswith(run_id)], "entry and sockets removed"
+
+
+def test_a_viewer_hears_a_killed_rank_fall_silent_at_its_death(runtime_dir):
+    # Heartbeats come once a second; which of two ranks died first (check's "rank N stopped first") needs the
+    # moment the connection closed, which for a killed process is its death.
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = proc.stdout.readline().strip()
+        (entry,) = [e for e in registry.list_runs() if e.run_id == run_id]
+        client = RunClient(entry.pub, entry.ctl).start()
+        deadline = time.monotonic() + 20
+        while client.heard_at is None:
+            assert time.monotonic() < deadline, "the run was never heard"
+            time.sleep(0.01)
+        time.sleep(0.3)
+        killed_at = time.time()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        while client.heard_at < killed_at:
+            assert time.monotonic() < deadline, f"heard last {killed_at - client.heard_at:.2f} s before the kill"
+            time.sleep(0.01)
+        client.close()
+    finally:
+        proc.kill()
 
 
 def test_runtime_dir_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
