@@ -8,7 +8,9 @@ accmon (and a bare ZeroMQ send) against the plain loop; phase 2 adds the peers, 
 (wandb's service process, TensorBoard's writer thread) then weighs on every variant. Every step is
 timed on its own (`time.perf_counter` around zero_grad → forward → loss → backward → step); the table gives
 median step time, the ratio to plain, and the added time per step, plus the mean (which includes the rare
-flush steps that the median leaves out).
+flush steps that the median leaves out), and the paired ratio: the median, over rounds, of a variant's block
+against the plain block of the same round, which cancels the machine's drift between rounds (short blocks,
+`--block-steps 25`, pair closest).
 
 Variants:
 - `accmon`: `accmon.probe.torch.install()` on a real run (I/O thread, recording file, rules), default budget;
@@ -200,19 +202,30 @@ def measure(loop: Loop, variants: list[Variant], blocks: int, block_steps: int) 
     return times, cpu
 
 
-def report(model: str, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+def paired_ratio(times: dict[str, list[float]], name: str, block_steps: int) -> float:
+    """Median over rounds of (this variant's block median / the plain block's median in the same round).
+
+    Each round's blocks run seconds apart, so the machine's drift over minutes (other tenants, clocks) cancels
+    within a pair; the pooled medians of the table do not cancel it."""
+    def blocks(ts: list[float]) -> list[float]:
+        return [statistics.median(ts[i:i + block_steps]) for i in range(0, len(ts), block_steps)]
+    return statistics.median(v / p for v, p in zip(blocks(times[name]), blocks(times["plain"])))
+
+
+def report(model: str, times: dict[str, list[float]], cpu: dict[str, list[float]], block_steps: int) -> None:
     base = statistics.median(times["plain"])
     base_mean = statistics.fmean(times["plain"])
     base_cpu = statistics.median(cpu["plain"])
     print(f"\n{model}: {len(times['plain'])} steps per variant, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'variant':<12} {'median ms':>10} {'ratio':>7} {'added ms':>9} {'mean ms':>9} {'mean ratio':>10} "
-          f"{'cpu ms':>8} {'cpu ratio':>9}")
+          f"{'cpu ms':>8} {'cpu ratio':>9} {'paired':>7}")
     for name, ts in times.items():
         med = statistics.median(ts)
         mean = statistics.fmean(ts)
         c = statistics.median(cpu[name])
         print(f"{name:<12} {med * 1e3:>10.3f} {med / base:>7.3f} {(med - base) * 1e3:>+9.3f} {mean * 1e3:>9.3f} "
-              f"{mean / base_mean:>10.3f} {c * 1e3:>8.3f} {c / base_cpu:>9.3f}")
+              f"{mean / base_mean:>10.3f} {c * 1e3:>8.3f} {c / base_cpu:>9.3f} "
+              f"{paired_ratio(times, name, block_steps):>7.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 # Phase 1: accmon against the plain loop, nobody else's threads or processes loaded.
                 variants = [Variant(), probed] + ([zmq_send] if zmq_send else [])
                 times, cpu = measure(loop, variants, args.blocks, args.block_steps)
-                report(f"{model} (phase 1: accmon alone)", times, cpu)
+                report(f"{model} (phase 1: accmon alone)", times, cpu, args.block_steps)
                 c = probed.probe.cadence
                 print(f"accmon cadence: grads every {c.every['grads']}, deep every {c.every['deep']}, "
                       f"estimated probe share {c.overhead():.2%}")
@@ -243,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     if peers:
                         times, cpu = measure(loop, [Variant(), probed, *peers], args.blocks, args.block_steps)
-                        report(f"{model} (phase 2: with the peers)", times, cpu)
+                        report(f"{model} (phase 2: with the peers)", times, cpu, args.block_steps)
                 finally:
                     for v in peers:
                         v.close()
