@@ -2,9 +2,10 @@
 
 The training thread only appends to the run's inbox (a deque). Here the inbox becomes columnar `steps` frames;
 each frame gets the next sequence number, goes through the rules, into the recording, into the log (history for
-late joiners) and out on the XPUB socket. The loop sleeps in one poll until a viewer asks for something, the
-training thread rings the doorbell (batched columns, facts, alerts, the run's end), or POLL_MS passes (rows
-from per-step `log()` calls, which never ring: one wake per row would make one frame per row).
+late joiners) and out on the XPUB socket. An idle loop sleeps in one poll until a viewer asks for something,
+the training thread rings the doorbell (anything appended to the inbox), or POLL_MS passes. A tick that found
+work is followed by a short nap with the doorbell off, so that a busy training thread's items go out in
+batches, as one frame per tick.
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ if TYPE_CHECKING:
 # How long the loop sleeps with nothing to do. A wake costs ~0.17 ms of CPU (pyzmq's poll of two sockets), time
 # that a training process using every core feels: at 50 ms, an idle probe spent 3.4 ms of CPU a second.
 POLL_MS = 250
-# After a tick that found work, a nap without the doorbell: a producer faster than this thread (batched logging
-# in a tight loop) fills the inbox for the next tick instead of ringing for each item, a GIL hand-off each
-# (ringing at once cost 10-15% of bench/transport.py's batched throughput).
-BUSY_POLL_MS = 20
+# After a tick that found work, a nap without the doorbell: a training thread that logs every step fills the
+# inbox for one frame per tick instead of ringing for each row (a wake, a GIL hand-off and a frame each).
+BUSY_POLL_MS = 50
 LINGER_POLL_MS = 50  # at the end of a run, while viewers catch up: the process's exit waits on this loop
 HEARTBEAT_S = 1.0
 SYNC_S = 1.0  # fdatasync cadence: survive power loss with at most ~1 s lost (design.md)

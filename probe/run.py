@@ -101,6 +101,8 @@ class Run:
         inbox = self._inbox
         if len(inbox) < INBOX_LIMIT:
             inbox.append((ROW, step, time.time(), scalars))
+            if self._io.asleep:  # only the first row after a quiet spell rings; the I/O thread then batches
+                self._io.wake()
         else:
             self.dropped += 1
 
@@ -119,7 +121,7 @@ class Run:
             self.step = max(self.step, steps[-1])
         if len(self._inbox) < INBOX_LIMIT:
             self._inbox.append((COLUMNS, steps, cols, hists, times))
-            self._io.wake()  # a batch is worth a frame now (per-step `log()` rows wait for the I/O thread's tick)
+            self._io.wake()
         else:
             self.dropped += len(steps)
 
