@@ -231,14 +231,17 @@ class IOThread(threading.Thread):
                 return
 
     def _linger(self, pub: zmq.Socket, ctl: zmq.Socket) -> None:
-        """Serve viewers still catching up (history, gap repair) until each has the end frame, or time is up."""
+        """Serve viewers still catching up (history, gap repair) until each has the end frame, or time is up;
+        under `accmon run`, first wait for its viewer to subscribe."""
         deadline = time.monotonic() + CLOSE_LINGER_S
         self._heartbeat()  # tells a viewer that missed the end frame that there is more to fetch
         last_hb = time.monotonic()
         poller = zmq.Poller()
         poller.register(ctl, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)
-        while time.monotonic() < deadline and self.viewers_done < self.subscribers:
+        # Under `accmon run` a viewer is on its way: a run over in a blink must not end before it subscribes.
+        expected = 1 if os.environ.get(registry.ENV_LAUNCH) else 0
+        while time.monotonic() < deadline and (self.viewers_done < self.subscribers or self.subscribers < expected):
             events = dict(poller.poll(LINGER_POLL_MS))
             if ctl in events:
                 self._serve(ctl)
