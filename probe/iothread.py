@@ -10,6 +10,7 @@ batches, as one frame per tick.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
@@ -208,8 +209,9 @@ class IOThread(threading.Thread):
         while True:
             stopping = self.stop_requested.is_set()
             # Wake for the next heartbeat on time: a viewer calls a run stalled after three missed ones.
-            until_hb = (last_hb + HEARTBEAT_S - time.monotonic()) * 1000 if pub is not None else POLL_MS
-            events = self._sleep(poller, 0 if stopping else max(0.0, min(POLL_MS, until_hb)), busy)
+            # Rounded up: poll() truncates to whole milliseconds, and 0 would spin until the heartbeat is due.
+            until_hb = math.ceil((last_hb + HEARTBEAT_S - time.monotonic()) * 1000) if pub is not None else POLL_MS
+            events = self._sleep(poller, 0 if stopping else max(0, min(POLL_MS, until_hb)), busy)
             if ctl is not None and ctl in events:
                 self._serve(ctl)
             if pub is not None and pub in events:
