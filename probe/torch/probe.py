@@ -54,6 +54,9 @@ VAL_COMPACT = 512
 # Bytes of outputs and targets kept for accuracy computed at the flush (ledger.py: deferred parts); beyond
 # it accuracy is computed in the step, as on a deep step.
 DEFER_BYTES = 8 * 1024 * 1024
+# Deferral pays on short steps only: it saves three small kernels a step (~0.07 ms on a 2-ms MLP step), while on
+# a 20-ms CNN step keeping the outputs cost more than that (~0.2 ms, measured: BENCHMARKS.md, third session).
+DEFER_STEP_S = 0.005
 # Weights copied per deep step to measure ‖Δw‖ (the copy lives across optimizer.step()). Larger models
 # are covered a slice of layers at a time, round robin: the copy never costs more than this in memory.
 UPDATE_BYTES = 64 * 1024 * 1024
@@ -531,9 +534,10 @@ class TorchProbe:
         """Leave a CPU step's accuracy to the flush, which takes a few hundred steps in one kernel each.
 
         Not on other devices (there a kernel launch is cheap and the step's stream is the one to use), not
-        once a deferred target was found changed at a flush (buffers refilled in place), and not beyond
-        DEFER_BYTES of kept tensors."""
-        if not (out.is_cpu and target.is_cpu) or self.ledger.stale or not C.BatchedAccuracy.takes(rule, out, target):
+        once a deferred target was found changed at a flush (buffers refilled in place), not on steps longer
+        than DEFER_STEP_S, and not beyond DEFER_BYTES of kept tensors."""
+        if (not (out.is_cpu and target.is_cpu) or self.ledger.stale or self.cadence.step_time > DEFER_STEP_S
+                or not C.BatchedAccuracy.takes(rule, out, target)):
             return False
         nbytes = out.numel() * out.element_size() + target.numel() * target.element_size()
         if self.ledger.held + row.held + nbytes > DEFER_BYTES:

@@ -483,6 +483,33 @@ def test_accuracy_of_steps_that_sample_nothing_else_is_each_steps_own(rec, targe
         assert sorted(got)[-20:] == list(range(28, 48))
 
 
+def test_slow_steps_compute_accuracy_in_the_step(rec):
+    """Keeping outputs for the flush pays on short steps only: on long ones accuracy is computed in the step."""
+    import time
+
+    from accmon.probe.torch import hooks
+    from accmon.probe.torch.probe import DEFER_STEP_S, TorchProbe
+
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = hooks.attach(TorchProbe(rec.run, flush_s=0.05))
+    expected = []
+    for step in range(24):
+        i = step % 8 * 32
+        out = model(x[i : i + 32])
+        loss = F.cross_entropy(out, y[i : i + 32])
+        expected.append((out.argmax(1) == y[i : i + 32]).float().mean().item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        time.sleep(2 * DEFER_STEP_S)
+    rec.close()
+    got = rec.metrics["acc"]
+    assert sorted(got) == list(range(24)) and all(v == pytest.approx(expected[s]) for s, v in got.items())
+    assert not probe.d_batched_acc, "a slow step's accuracy was deferred"
+
+
 def test_uninstalled_probe_leaves_torch_as_it_was():
     from torch.nn.modules import module as M
     from torch.optim import optimizer as O
