@@ -181,14 +181,16 @@ class IOThread(threading.Thread):
 
     def _sleep(self, poller: zmq.Poller, timeout_ms: float, busy: bool) -> dict:
         if busy:
-            return dict(poller.poll(min(timeout_ms, BUSY_POLL_MS)))
-        # Asleep is said before the inbox is looked at: an item appended after that look finds it set and
-        # rings (the GIL orders the two threads' steps), so nothing waits for the timeout unseen.
-        self.asleep = True
-        if self.run_._inbox:
-            timeout_ms = 0
+            timeout_ms = min(timeout_ms, BUSY_POLL_MS)
+        else:
+            # Asleep is said before the inbox is looked at: an item appended after that look finds it set and
+            # rings (the GIL orders the two threads' steps), so nothing waits for the timeout unseen.
+            self.asleep = True
+            if self.run_._inbox:
+                timeout_ms = 0
         events = dict(poller.poll(timeout_ms))
         self.asleep = False
+        # Emptied in either mode: a ring that raced this thread's waking would otherwise end every busy nap at once.
         if self._bell_r in events:
             try:
                 while os.read(self._bell_r, 4096):

@@ -98,8 +98,8 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             exits.append(frame)
             heard = frame.get("last_heard")
             if isinstance(heard, (int, float)) and not isinstance(heard, bool):
-                # When the viewer last heard the rank (heartbeats included): it tells which rank fell silent
-                # first better than the rank's last recorded frame, which is only its last flush.
+                # When the viewer last heard the rank (heartbeats and its connection closing included): it tells
+                # which rank fell silent first better than the rank's last recorded frame, its last flush.
                 last_heard[rank] = float(heard)
         elif kind == "alert":
             a = clean_alert(frame.get("alert"), rank)

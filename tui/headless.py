@@ -60,8 +60,9 @@ class HeadlessViewer:
                 self.say(f"rank {e.rank} joined (pid {e.pid})")
 
     def last_heard(self) -> dict[int, float]:
-        """Per rank, the wall time of its last frame or heartbeat: a rank killed in a collective falls silent
-        before the ranks waiting on it, which keep heartbeating until their launcher stops them."""
+        """Per rank, the wall time of its last frame or heartbeat, or of its connection closing: a rank killed in a
+        collective falls silent before the ranks waiting on it, which keep heartbeating until their launcher stops
+        them."""
         out: dict[int, float] = {}
         for entry, client in zip(self.entries, self.clients):
             if client.heard_at is not None:

@@ -173,7 +173,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
 
 def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float]) -> bool:
     """Follow the run on stderr; False when the command ended before its run could be attached to. `heard`
-    gets each rank's last frame or heartbeat time, for the exit frames."""
+    gets when each rank was last heard (RunClient.heard_at), for the exit frames."""
     from .headless import HeadlessViewer
 
     entries = wait_for_entries(run_id, proc)
