@@ -98,14 +98,21 @@ def test_a_recording_without_an_end_is_truncated(tmp_path):
 def test_ctrl_c_stops_both_cleanly(tmp_path):
     rec = tmp_path / "r.accmon"
     forever = script(tmp_path, tail="while True: time.sleep(0.05)")
+    # PYTHONFAULTHANDLER: should a process hang, SIGABRT makes both print every thread's stack.
     proc = subprocess.Popen([*ACCMON, "run", "--headless", "--record", str(rec), "--", sys.executable, forever],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (rec.exists() and all_steps(read_frames(rec))[-1:] == [299]):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-    proc.wait(timeout=30)
-    assert proc.returncode == 130
+    try:
+        _, err = proc.communicate(timeout=30)  # reads stderr meanwhile: a full pipe must not be what hangs
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"accmon run and its command did not stop within 30 s of Ctrl-C; their stacks:\n{err[-8000:]}")
+    assert proc.returncode == 130, err
     _, report = check_json(rec)
     assert report["run"]["status"] == "crashed" and "KeyboardInterrupt" in report["run"]["error"]
 
