@@ -98,6 +98,15 @@ class IOThread(threading.Thread):
         ctx = self.ctx
         pub = ctx.socket(zmq.XPUB)
         ctl = ctx.socket(zmq.ROUTER)
+        try:
+            return self._bind(pub, ctl)
+        except BaseException:
+            # An open socket keeps ctx.term() waiting forever: this thread would never finish closing the run.
+            pub.close(0)
+            ctl.close(0)
+            raise
+
+    def _bind(self, pub: zmq.Socket, ctl: zmq.Socket) -> tuple[zmq.Socket, zmq.Socket]:
         for s in (pub, ctl):
             s.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, SNDHWM)
@@ -161,6 +170,9 @@ class IOThread(threading.Thread):
                 self._register()
             except Exception as exc:  # no live view, but recording and rules go on
                 report_once("sockets", f"live view disabled: {exc}")
+                for s in (pub, ctl):
+                    if s is not None:
+                        s.close(0)  # as in _open_sockets: ctx.term() must not wait on them
                 pub = ctl = None
             self.ready.set()
             self._emit("meta", **self.run_.meta())

@@ -316,3 +316,25 @@ def test_two_runs_never_collide():
     finally:
         a.close()
         b.close()
+
+
+def test_a_port_in_use_costs_the_live_view_only(tmp_path):
+    """The bind fails: the run records on, and closing it finishes (a socket left open would keep the I/O
+    thread's ctx.term() waiting forever)."""
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.PUB)
+    taken.setsockopt(zmq.LINGER, 0)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        rec = tmp_path / "r.accmon"
+        run = accmon.Run("busy-port", record=str(rec), bind=f"tcp://127.0.0.1:{port}")
+        for i in range(10):
+            run.log(i, loss=1.0)
+        assert run.endpoints is None
+        run.close(timeout=10)
+        assert not run._io.is_alive()
+        frames = read_frames(rec)
+        assert all_steps(frames) == list(range(10)) and frames[-1]["kind"] == "end"
+    finally:
+        taken.close(0)
+        ctx.term()
