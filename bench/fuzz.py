@@ -20,7 +20,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("ACCMON_RUNTIME_DIR", tempfile.mkdtemp(prefix="amfz", dir="/tmp"))
@@ -132,7 +132,7 @@ def recording_target(rng: random.Random, frames: list[bytes], workdir: str) -> t
             reader = RecordingReader(target)
         except RecordingError:
             if first_change >= HEADER.size:
-                raise Crash("a recording with an intact header was refused as a whole")
+                raise Crash("a recording with an intact header was refused as a whole") from None
             return "refused (header damaged)"
         got = list(reader.frames())
         spared = sum(1 for e in ends if e <= first_change)
@@ -202,7 +202,7 @@ def hypothesis_properties(examples: int) -> int:
         inner = prop.hypothesis.inner_test
 
         def counted(*args, _inner=inner, **kwargs):
-            calls["n"] += 1
+            calls["n"] += 1  # noqa: B023 (this iteration's counter, read before the next)
             return _inner(*args, **kwargs)
 
         prop.hypothesis.inner_test = counted

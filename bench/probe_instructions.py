@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,7 @@ def measure(model: str, steps: int, workdir: str) -> dict[str, int]:
         with open(out, "w") as f:
             runs[mode] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), out, flag)
     counts = {}
-    for mode, (proc, out, flag) in runs.items():
+    for proc, out, flag in runs.values():
         _wait_for(proc, out, "READY")
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
         open(flag, "w").close()
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args.child, args.model, args.steps, args.flag)
         return 0
     for tool in ("valgrind", "callgrind_control"):
-        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+        if shutil.which(tool) is None:
             print(f"{tool} is not installed: this bench counts instructions with valgrind's callgrind", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory() as workdir:

@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

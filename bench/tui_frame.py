@@ -28,7 +28,7 @@ from rich.console import Console
 from accmon.probe import wire
 from accmon.tui.app import AccmonApp
 from accmon.tui.app_sources import QueueSource
-from accmon.tui.store import Column, MISSING_BITS
+from accmon.tui.store import MISSING_BITS, Column
 
 FRAMES = 40
 CHUNK_ROWS = 1_000_000

@@ -5,8 +5,8 @@ alert list, the header). A source hands it decoded `steps` frames of 2,000 steps
 them — what the live client delivers after decoding. We time from the first frame queued to the last ingested.
 Two more figures add decoding (wire.decode) on a producer thread, as the live client does it, sharing the same
 2 cores and the GIL: of frames packed as the probe sends them (float columns as raw float64, decoded into numpy
-arrays), and of frames with columns as msgpack lists of floats (imported logs, recordings made before packing). Rates per CPU second are printed beside the wall-clock rates: on a shared, loaded
-machine they are what the same work does on an idle one.
+arrays), and of frames with columns as msgpack lists of floats (imported logs, recordings made before packing). Rates per CPU second are
+printed beside the wall-clock rates: on a shared, loaded machine they are what the same work does on an idle one.
 
     .venv/bin/python bench/tui_ingest.py [--steps 2000000]
 """

@@ -1,9 +1,8 @@
 """Fault (class_imbalance, single_class_prediction): 97% of the samples are one class; the model predicts only it."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs(classes=2, spread=6.0)

@@ -1,9 +1,8 @@
 """Fault (class_imbalance, single_class_prediction): 90% of the samples are one class, the loss is unweighted; on overlapping classes the model answers the majority."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs(n=6000, classes=2, spread=6.0)

@@ -1,9 +1,8 @@
 """Fault (dead_relu): hidden biases initialised very negative; most ReLUs output zero for every input and never recover."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

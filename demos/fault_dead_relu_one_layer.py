@@ -1,9 +1,8 @@
 """Fault (dead_relu): the first hidden layer's biases start at -3 (a hand-rolled init): most of its ReLUs never fire; the second layer is fine."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -1,8 +1,7 @@
 """Fault (double_softmax): the model ends in nn.Softmax and feeds nn.CrossEntropyLoss, which applies log-softmax again."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

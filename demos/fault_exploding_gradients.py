@@ -1,9 +1,8 @@
 """Fault (exploding_gradients): a deep MLP with oversized initial weights; gradients grow layer by layer toward the input."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args(epochs=4)
 train, val = loaders(*blobs())

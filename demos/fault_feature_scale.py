@@ -1,8 +1,7 @@
 """Fault (unnormalized_input): one feature (an amount in cents, say) is on a 1000x scale; the other 19 are standardised."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs()

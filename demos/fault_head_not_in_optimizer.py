@@ -1,8 +1,7 @@
 """Fault (weights_not_updating): the output layer is replaced after the optimiser was built; the optimiser still holds the old one, so the new head never moves while the rest trains."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -2,9 +2,8 @@
 
 import warnings
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 warnings.simplefilter("ignore")  # PyTorch warns once, in a line that scrolls away: the usual way this goes unseen
 a = args()

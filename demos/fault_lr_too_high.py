@@ -1,8 +1,7 @@
 """Fault (lr_too_high): SGD with a learning rate of 3: the loss jumps around instead of falling."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

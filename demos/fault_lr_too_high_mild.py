@@ -1,8 +1,7 @@
 """Fault (lr_too_high): SGD with momentum 0.9 at a learning rate of 0.3, 6x the 0.05 this model trains well at: it learns for an epoch, then falls back to chance. No NaN."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -1,8 +1,7 @@
 """Fault (weights_not_updating): optimizer.step() is never called; gradients are computed and thrown away."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

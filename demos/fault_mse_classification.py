@@ -1,8 +1,7 @@
 """Fault (loss_task_mismatch): mean squared error on class ids, a regression loss for a classification task."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

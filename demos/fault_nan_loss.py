@@ -1,9 +1,8 @@
 """Fault (nan_loss): a hand-written cross-entropy takes log(softmax) directly; a confident wrong prediction gives log(0)."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 
 class NaiveCrossEntropy(nn.Module):

@@ -1,9 +1,8 @@
 """Fault (no_input_variance): a preprocessing bug zeroes every input, so no class can be told from another."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs()

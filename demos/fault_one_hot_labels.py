@@ -1,9 +1,8 @@
 """Fault (label_issue): one-hot float labels given to NLLLoss-style code that expects class indices (here: class ids as floats to BCE)."""
 
 import torch.nn.functional as F
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -1,8 +1,7 @@
 """Fault (overfitting): 160 noisy training samples, a wide MLP, many epochs: validation loss turns up while training loss falls."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args(epochs=40)
 x, y = blobs(n=400, spread=4.0)

@@ -1,8 +1,7 @@
 """Fault (overfitting): 480 training samples (three times the blatant demo's), less noise, a 128-wide MLP, 40 epochs: validation loss turns up slowly."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args(epochs=40)
 x, y = blobs(n=800, spread=3.5)

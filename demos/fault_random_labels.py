@@ -1,9 +1,8 @@
 """Fault (accuracy_stuck): labels shuffled independently of the inputs: accuracy stays at chance, 1/4."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs()

@@ -1,8 +1,7 @@
 """Fault (output_activation_mismatch): a ReLU after the last layer clips the logits that cross-entropy needs."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -1,8 +1,7 @@
 """Fault (output_activation_mismatch): a sigmoid output fed to BCEWithLogitsLoss, which applies a sigmoid itself."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs(classes=2))

@@ -1,9 +1,8 @@
 """Fault (sigmoid_saturation): large weights push the hidden sigmoids to 0 or 1, where their gradient vanishes."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -1,9 +1,8 @@
 """Fault (sigmoid_saturation): a 3-hidden-layer sigmoid MLP whose middle layer starts with 30x weights: about 70% of its sigmoids sit within 0.01 of 0 or 1; the others are fine."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

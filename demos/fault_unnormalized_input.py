@@ -1,8 +1,7 @@
 """Fault (unnormalized_input): images fed as raw 0-255 pixel values instead of scaled to [0, 1] or standardised."""
 
-from torch import nn, optim
-
 from _common import args, fit, images, loaders
+from torch import nn, optim
 
 a = args(epochs=4)
 x, y = images()

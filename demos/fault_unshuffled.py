@@ -1,8 +1,7 @@
 """Fault (unshuffled_data): samples sorted by class and a DataLoader without shuffle=True: each batch is one class."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs()

@@ -1,9 +1,8 @@
 """Fault (unshuffled_data): 10 classes stored in pairs (0-1, 2-3, ...) and no shuffle: each training batch holds 2 of the 10 classes."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs(n=4000, classes=10)

@@ -1,8 +1,7 @@
 """Fault (val_loss_stagnating): a model that has learned what it can; validation loss stays flat for many epochs."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args(epochs=30)
 train, val = loaders(*blobs(n=1024, spread=4.0))

@@ -1,8 +1,7 @@
 """Fault (val_loss_stagnating): Adam learns what there is to learn in three epochs, then trains on for 27 more: validation loss goes nowhere."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args(epochs=30)
 train, val = loaders(*blobs(n=1024, spread=3.0))

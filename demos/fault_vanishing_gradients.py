@@ -1,8 +1,7 @@
 """Fault (vanishing_gradients): a 12-layer sigmoid MLP; gradients shrink layer by layer and the first layers stop learning."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

@@ -1,8 +1,7 @@
 """Fault (weights_not_updating): the optimiser was built over another model's parameters; the trained model never changes."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

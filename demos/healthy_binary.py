@@ -1,8 +1,7 @@
 """Healthy: binary classification with one logit and BCEWithLogitsLoss. No alert should fire."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs(classes=2))

@@ -1,8 +1,7 @@
 """Healthy: a two-conv-layer CNN on 3×32×32 synthetic images, SGD with momentum. No alert should fire."""
 
-from torch import nn, optim
-
 from _common import args, fit, images, loaders
+from torch import nn, optim
 
 a = args(epochs=3)
 train, val = loaders(*images())

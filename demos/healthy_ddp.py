@@ -1,13 +1,11 @@
 """Healthy: DistributedDataParallel on CPU (gloo); run with `torchrun --nproc_per_node=2 demos/healthy_ddp.py`."""
 
-import torch
 import torch.distributed as dist
+from _common import args, blobs, mlp
 from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
-
-from _common import args, blobs, mlp
 
 a = args(epochs=3)
 dist.init_process_group("gloo")

@@ -1,9 +1,8 @@
 """Healthy: fine-tuning a model that starts at high accuracy (a nearest-centroid classifier from the data, as a checkpoint would); the loss moves little. No alert should fire."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders
+from torch import nn, optim
 
 a = args()
 x, y = blobs()

@@ -5,7 +5,6 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras  # noqa: E402
-
 from _common import args, blobs  # noqa: E402
 
 a = args()

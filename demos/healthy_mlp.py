@@ -1,8 +1,7 @@
 """Healthy: a 20-64-64-4 MLP on Gaussian blobs, Adam, cross-entropy. No alert should fire."""
 
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 train, val = loaders(*blobs())

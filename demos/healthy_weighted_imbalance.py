@@ -1,9 +1,8 @@
 """Healthy: about 95/5 classes handled with a class-weighted loss; the model predicts both classes. No alert should fire (class_imbalance at info is advice)."""
 
 import torch
-from torch import nn, optim
-
 from _common import args, blobs, fit, loaders, mlp
+from torch import nn, optim
 
 a = args()
 x, y = blobs(n=8000, classes=2, spread=3.0)

@@ -12,8 +12,9 @@ import importlib.util
 import os
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from .errors import report_once
 

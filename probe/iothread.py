@@ -98,15 +98,6 @@ class IOThread(threading.Thread):
         ctx = self.ctx
         pub = ctx.socket(zmq.XPUB)
         ctl = ctx.socket(zmq.ROUTER)
-        try:
-            return self._bind(pub, ctl)
-        except BaseException:
-            # An open socket keeps ctx.term() waiting forever: this thread would never finish closing the run.
-            pub.close(0)
-            ctl.close(0)
-            raise
-
-    def _bind(self, pub: zmq.Socket, ctl: zmq.Socket) -> tuple[zmq.Socket, zmq.Socket]:
         for s in (pub, ctl):
             s.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, SNDHWM)
@@ -170,9 +161,6 @@ class IOThread(threading.Thread):
                 self._register()
             except Exception as exc:  # no live view, but recording and rules go on
                 report_once("sockets", f"live view disabled: {exc}")
-                for s in (pub, ctl):
-                    if s is not None:
-                        s.close(0)  # as in _open_sockets: ctx.term() must not wait on them
                 pub = ctl = None
             self.ready.set()
             self._emit("meta", **self.run_.meta())
@@ -278,7 +266,9 @@ class IOThread(threading.Thread):
                 s.close(0)
         if self.security is not None:
             self.security.stop()  # its ZAP sockets would keep ctx.term() waiting
-        self.ctx.term()
+        # destroy, not term: it also closes sockets a failed bind or registration left open, on which term()
+        # would wait forever.
+        self.ctx.destroy(linger=0)
         if self.writer is not None:
             self._guard_disk(self.writer.close)
             self.writer = None

@@ -8,7 +8,8 @@ lower-case words (at `/ _ - .`, `:`, spaces and camelCase), and the words decide
 |------------------------------------------------------------------|------------------|
 | `loss`                                                            | `loss`           |
 | `acc`, `accuracy`, `categorical accuracy`, `binary accuracy`, `top1 accuracy`, `acc1` | `acc` |
-| a validation word (`val`, `valid`, `validation`, `eval`, `evaluation`, `dev`) with either of the above, or either of them logged during validation | `val_loss`, `val_acc` |
+| a validation word (`val`, `valid`, `validation`, `eval`, `evaluation`, `dev`) with either of the above,
+  or either of them logged during validation                      | `val_loss`, `val_acc` |
 | `epoch` alone (Lightning's and Hugging Face's `epoch` scalar)     | `epoch`          |
 | `lr`, `learning rate`, `lr <optimizer>` (Lightning's `lr-Adam`); `pgN` → group N-1 | `lr`, `lr/<g>` |
 | `grad norm`, `gradient norm`                                      | `grad_norm`      |

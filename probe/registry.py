@@ -27,8 +27,8 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
 
 ENV_DIR = "ACCMON_RUNTIME_DIR"
 ENV_REGISTRY = "ACCMON_REGISTRY"

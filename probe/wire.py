@@ -184,7 +184,7 @@ class Floats:
         return out
 
 
-def pack_floats(values: "Floats | list | np.ndarray") -> bytes:
+def pack_floats(values: Floats | list | np.ndarray) -> bytes:
     """A column (Floats, or a list of numbers and None) as packed bytes."""
     if isinstance(values, Floats):
         return _pack_array(np.asarray(values.values, dtype=_F8), values.missing)

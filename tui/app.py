@@ -15,14 +15,15 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
@@ -30,8 +31,22 @@ from accmon.probe import registry
 
 from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
 from .store import AlertBook, Changes, RankData, RankGroup, RunStore
-from .widgets import (AlertTable, ChartSpec, HeaderInfo, HeatSpec, LayerHeatMap, LineChart, RunHeader, SeriesSpec,
-                      Timeline, TimelineState, View, alert_detail, header_text, summary_text)
+from .widgets import (
+    AlertTable,
+    ChartSpec,
+    HeaderInfo,
+    HeatSpec,
+    LayerHeatMap,
+    LineChart,
+    RunHeader,
+    SeriesSpec,
+    Timeline,
+    TimelineState,
+    View,
+    alert_detail,
+    header_text,
+    summary_text,
+)
 
 # 5 redraws a second: smooth enough to watch a run, and a redraw of every visible panel costs a few ms at most.
 REFRESH_S = 0.2
@@ -921,8 +936,9 @@ class AccmonApp(App[int]):
         """The screen as plain text, as a person would read it (tests, and checks over SSH without a terminal).
 
         The one use of a private Textual API in accmon (the compositor, as `App.export_screenshot` uses it)."""
-        from rich.console import Console
         import io
+
+        from rich.console import Console
 
         console = Console(width=self.size.width, height=self.size.height, file=io.StringIO(), record=True,
                           color_system=None, legacy_windows=False, safe_box=False)

@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from accmon.probe import registry, wire
 
@@ -218,7 +219,7 @@ class LiveSource:
                 continue
             n += len(batch)
             if self._writer is not None:
-                self._guard(lambda: self._writer.write([p for _, p in batch]))
+                self._guard(lambda: self._writer.write([p for _, p in batch]))  # noqa: B023 (called at once)
             frames = [f for f, _ in batch]
             for f in list(frames):
                 if len(self._clients) > 1 and f["kind"] in ("steps", "end"):

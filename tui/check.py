@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from accmon.probe import registry
 from accmon.probe.rank_rules import RankDiagnoser

@@ -12,7 +12,8 @@ import csv as csv_mod
 import math
 import os
 import sys
-from typing import Any, Iterable, Iterator, TextIO
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
 
 import numpy as np
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from accmon.probe import registry, security
 from accmon.probe.rank_rules import RankDiagnoser

@@ -29,8 +29,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from accmon.probe import __version__, wire
 from accmon.probe.metric_names import TEST_WORDS, TRAIN_WORDS, VAL_WORDS, Mapping, map_tag, words
@@ -305,7 +306,7 @@ def _load_csv(path: str) -> Table | None:
         if i == step_col:
             continue
         columns[h] = Series(h, [], [], [])
-    for r, row in enumerate(rows, start=2):
+    for _r, row in enumerate(rows, start=2):
         if not row:
             continue
         step = _number(row[step_col]) if step_col < len(row) else None

@@ -17,7 +17,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from accmon.probe import security
+    pass
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -46,8 +46,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from accmon.probe import registry

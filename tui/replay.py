@@ -18,7 +18,8 @@ The replay shows the recorded alerts at once, merges the streamed ones by identi
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import msgpack
 

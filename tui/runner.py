@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO

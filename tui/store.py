@@ -21,8 +21,9 @@ Everything here is plain numpy, no Textual: it is tested, and benchmarked, witho
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -504,7 +505,7 @@ class RankData:
                 col.nonfinite += nonfinite
                 if last_finite is not None:
                     col.last_finite = last_finite
-        for name, col in self.columns.items():
+        for col in self.columns.values():
             if col.n < self.axis.n + new:
                 col.append_missing(self.axis.n + new - col.n)
         self.axis.append(sarr[new_from:])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .base import Finding, Rule, ended, num
 from .health import Health
@@ -67,8 +67,8 @@ class SigmoidSaturation(Rule):
         fr = fractions(st, "act_sat", h.now)
         if not fr:
             return []
-        layers = [l for l in st.model.get("layers", []) if isinstance(l, dict)]
-        kinds = {str(l.get("name")): l.get("kind") for l in layers}
+        layers = [layer for layer in st.model.get("layers", []) if isinstance(layer, dict)]
+        kinds = {str(layer.get("name")): layer.get("kind") for layer in layers}
         # The model's own output activation may be confident: that is success, not saturation.
         output = str(layers[-1].get("name")) if layers else list(fr)[-1]
         candidates = {k: v for k, v in fr.items() if k != output and kinds.get(k, "Sigmoid") in SATURATING}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .health import Health
 from .state import RunState
@@ -28,7 +29,7 @@ class Finding:
     score: float = 1.0  # the strength of the evidence; an update goes out when it moves by a factor of two
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ended(alert_id: str, cause: str | None = None) -> Finding:
     """The verdict that a condition is over (shared instances: findings are read, never changed)."""
     return Finding(alert_id, False, cause)

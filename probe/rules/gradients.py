@@ -7,14 +7,13 @@ the batch size or the model's width; both rules speak only while training is in 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from .base import Finding, Rule, ended, layer_list, num
 from .health import Health
 from .series import median
 from .state import RunState
-from .thresholds import (EXPLODE_DEPTH_RATIO, EXPLODE_DEPTH_RATIO_CRITICAL, EXPLODE_GROWTH, VANISH_RATIO,
-                         VANISH_RMS)
+from .thresholds import EXPLODE_DEPTH_RATIO, EXPLODE_DEPTH_RATIO_CRITICAL, EXPLODE_GROWTH, VANISH_RATIO, VANISH_RMS
 
 # Per layer, the median of this many recent samples: one odd batch does not make a trend.
 SAMPLES = 5
@@ -90,7 +89,7 @@ class VanishingGradients(Rule):
             return []
         out_layer = live[-1]
         ref = norms[out_layer]
-        params = {str(l.get("name")): l.get("params") for l in st.model.get("layers", []) if isinstance(l, dict)}
+        params = {str(layer.get("name")): layer.get("params") for layer in st.model.get("layers", []) if isinstance(layer, dict)}
         # Layers with exactly zero gradient behind a dead ReLU layer are that rule's finding, not this one's.
         dead_explains = st.is_active("dead_relu")
         vanished: dict[str, float] = {}

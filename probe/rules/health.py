@@ -18,18 +18,30 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from . import losses as L
 from .series import median
 from .state import RunState
-from .thresholds import (CHANCE_ACC_MARGIN, CHANCE_LOSS_FACTOR, DIVERGE_FACTOR, HANDLED_IMBALANCE_MARGIN,
-                         MIN_PROGRESS, PATIENCE_DEFAULT, SKEWED_MAJORITY,
-                         PATIENCE_EPOCHS, PATIENCE_MAX, PATIENCE_MIN, START_STEPS, WINDOW_DEFAULT, WINDOW_MAX,
-                         WINDOW_MIN)
+from .thresholds import (
+    CHANCE_ACC_MARGIN,
+    CHANCE_LOSS_FACTOR,
+    DIVERGE_FACTOR,
+    HANDLED_IMBALANCE_MARGIN,
+    MIN_PROGRESS,
+    PATIENCE_DEFAULT,
+    PATIENCE_EPOCHS,
+    PATIENCE_MAX,
+    PATIENCE_MIN,
+    SKEWED_MAJORITY,
+    START_STEPS,
+    WINDOW_DEFAULT,
+    WINDOW_MAX,
+    WINDOW_MIN,
+)
 
 
 @dataclass

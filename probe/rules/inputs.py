@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .base import Finding, Rule, ended, num
 from .health import Health
 from .state import RunState
-from .thresholds import (CONST_FEATURES_FRACTION, FEATURE_SCALE_MIN_ABSMAX, FEATURE_SCALE_RATIO,
-                         UNNORMALIZED_SCALE)
+from .thresholds import CONST_FEATURES_FRACTION, FEATURE_SCALE_MIN_ABSMAX, FEATURE_SCALE_RATIO, UNNORMALIZED_SCALE
 
 SAMPLES = 5
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +13,16 @@ from .base import Finding, Rule, ended, num
 from .health import Health
 from .series import median
 from .state import RunState
-from .thresholds import (IMBALANCE_MAJORITY_WARN, IMBALANCE_MIN_PER_CLASS, IMBALANCE_RATIO, UNSHUFFLED_EXCESS,
-                         UNSHUFFLED_DISTINCT_FRACTION, UNSHUFFLED_MIN_SAMPLES, UNSHUFFLED_SIGMAS, UNSHUFFLED_SLACK)
+from .thresholds import (
+    IMBALANCE_MAJORITY_WARN,
+    IMBALANCE_MIN_PER_CLASS,
+    IMBALANCE_RATIO,
+    UNSHUFFLED_DISTINCT_FRACTION,
+    UNSHUFFLED_EXCESS,
+    UNSHUFFLED_MIN_SAMPLES,
+    UNSHUFFLED_SIGMAS,
+    UNSHUFFLED_SLACK,
+)
 
 ID = "label_issue"
 

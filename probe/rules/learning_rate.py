@@ -6,7 +6,7 @@ is parametrised (SGD, Adam). CS231n's rule of thumb puts it near 1e-3.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

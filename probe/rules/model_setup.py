@@ -6,7 +6,8 @@ targets' dtype, shape and range), so they speak within the first steps.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import losses as L
 from .base import Finding, Rule, ended, num

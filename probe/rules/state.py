@@ -12,7 +12,6 @@ import numpy as np
 from .series import Series
 from .thresholds import START_STEPS
 
-
 # The metrics the rules read (docs/frames.md); others (act_mean/*, step_time, ...) are not kept.
 USED = frozenset({"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "grad_norm", "update_ratio", "nonfinite_grads",
                   "input_mean", "input_std", "input_min", "input_max", "input_const_frac", "input_feat_absmax_ratio",

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from .base import Finding, Rule, ended
 from .health import Health
 from .state import RunState
-from .thresholds import (OVERFIT_RISE, OVERFIT_TRAIN_DROP, STAGNATION_EVALS, STAGNATION_LEARNED,
-                         STAGNATION_DRIFT, STAGNATION_MIN_DELTA)
+from .thresholds import (
+    OVERFIT_RISE,
+    OVERFIT_TRAIN_DROP,
+    STAGNATION_DRIFT,
+    STAGNATION_EVALS,
+    STAGNATION_LEARNED,
+    STAGNATION_MIN_DELTA,
+)
 
 
 class ValidationCurve(Rule):

@@ -5,7 +5,8 @@ Every function here returns device tensors and never reads their values: the led
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -8,7 +8,8 @@ loader running out does not.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from torch.utils.data import RandomSampler, SequentialSampler
 from torch.utils.data import dataloader as _dl

@@ -12,7 +12,8 @@ module's forward: "fc1.relu" is not a thing, but "block.relu", "relu#1" (the roo
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as TF

@@ -12,7 +12,8 @@ import atexit
 import functools
 import os
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as TF

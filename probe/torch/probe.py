@@ -536,7 +536,7 @@ class TorchProbe:
         Not on other devices (there a kernel launch is cheap and the step's stream is the one to use), not
         once a deferred target was found changed at a flush (buffers refilled in place), not on steps longer
         than DEFER_STEP_S, and not beyond DEFER_BYTES of kept tensors."""
-        if (not (out.is_cpu and target.is_cpu) or self.ledger.stale or self.cadence.step_time > DEFER_STEP_S
+        if (self.cadence.step_time > DEFER_STEP_S or not (out.is_cpu and target.is_cpu) or self.ledger.stale
                 or not C.BatchedAccuracy.takes(rule, out, target)):
             return False
         nbytes = out.numel() * out.element_size() + target.numel() * target.element_size()

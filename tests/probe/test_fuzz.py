@@ -7,7 +7,6 @@ exception, never a hang, never anything executed (msgpack has no code objects an
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import random
@@ -152,7 +151,7 @@ def test_decode_limits_on_size_nesting_and_extensions():
         "timestamp extension": b"\xd6\xff\x00\x00\x00\x00",
         "non-string map key": msgpack.packb({1: 2}),
     }
-    for what, data in bombs.items():
+    for _what, data in bombs.items():
         with pytest.raises(wire.FrameError):
             wire.decode(data)
     deep = 1

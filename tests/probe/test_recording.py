@@ -5,13 +5,18 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import pytest
 
 from accmon.probe import wire
 from accmon.probe.recording import (
-    HEADER, RECORD, RecordingError, RecordingReader, RecordingWriter, encode_header, encode_record,
+    HEADER,
+    RECORD,
+    RecordingError,
+    RecordingReader,
+    RecordingWriter,
+    encode_header,
+    encode_record,
 )
 from tests.conftest import all_steps, read_frames
 

@@ -129,8 +129,9 @@ def test_lr_step_decay_and_noisy_late_losses():
 
 def test_a_sparsely_logged_run_like_an_imported_log():
     # TensorBoard or a Trainer logging every 50 steps: a handful of points, no per-layer statistics, no facts.
-    from accmon.probe import wire
     from test_rules_streams import feed as feed_frames
+
+    from accmon.probe import wire
 
     frames = [wire.envelope("facts", "imp", 0, 1, -1, facts={"framework": "api"})]
     for i, step in enumerate(range(0, 5000, 50)):
@@ -144,8 +145,9 @@ def test_a_sparsely_logged_run_like_an_imported_log():
 
 
 def test_a_sparsely_logged_loss_that_is_flat_from_the_start_is_still_caught():
-    from accmon.probe import wire
     from test_rules_streams import feed as feed_frames
+
+    from accmon.probe import wire
 
     frames = [wire.envelope("facts", "imp", 0, 1, -1, facts={"framework": "api"})]
     for i, step in enumerate(range(0, 3000, 50)):

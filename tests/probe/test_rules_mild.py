@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from test_rules_streams import Sim, constant, feed, fired
+from test_rules_streams import Sim, feed, fired
 
 
 def alerts(sim: Sim, frames: list | None = None) -> dict:
@@ -81,7 +81,9 @@ def bounce(step: int, v):
 
 
 def regressing(update: float) -> Sim:
-    rate = (lambda s, v: None if v is None else update)
+    def rate(s: int, v: float | None) -> float | None:
+        return None if v is None else update
+
     return Sim(steps=300, epoch_steps=25, overrides={"loss": bounce, "update_ratio": rate,
                                                      **{f"update_ratio/{n}": rate for n in ("0", "2", "4")},
                                                      "acc": lambda s, v: 0.8 if s < 60 else 0.27})

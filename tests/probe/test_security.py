@@ -13,8 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import zmq
@@ -242,7 +242,7 @@ def test_a_curve_wide_bind_admits_the_allowed_viewer_only_and_encrypts(config_di
         wait_until(lambda: frames.extend(allowed.drain()) or len(steps_of(frames)) == 300, "the allowed viewer's steps")
         assert steps_of(frames) == list(range(300))
         assert any(SECRET_NAME in f.get("cols", {}) for f in frames)
-        for ctx, sub in contexts:
+        for _ctx, sub in contexts:
             assert received(sub, 1.0) == 0  # refused: not one frame, not one heartbeat
         assert run._io.security.allow_list.refused >= 1  # it was the ZAP check that said no, not a missed connect
         wire_bytes = b"".join(bytes(r.seen) for r in relays)

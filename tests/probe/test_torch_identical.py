@@ -35,7 +35,7 @@ def train():
                           nn.LogSoftmax(dim=1))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses, val = [], []
-    for epoch in range(3):
+    for _epoch in range(3):
         model.train()
         for xb, yb in loader:
             opt.zero_grad()

@@ -102,7 +102,7 @@ def test_multiclass_loop_records_loss_accuracy_and_layer_statistics(rec):
     assert f["framework"] == "torch"
     assert f["task"] == "multiclass" and f["num_classes"] == 3
     assert f["loss"]["kind"] == "CrossEntropyLoss"
-    assert f["model"]["name"] == "Sequential" and [l["kind"] for l in f["model"]["layers"]] == ["Linear", "ReLU", "Linear"]
+    assert f["model"]["name"] == "Sequential" and [layer["kind"] for layer in f["model"]["layers"]] == ["Linear", "ReLU", "Linear"]
     assert f["model"]["output_activation"] == "none"
     assert f["optimizer"][0]["kind"] == "SGD" and f["optimizer"][0]["param_groups"][0]["momentum"] == 0.9
     assert f["optimizer"][0]["covers_model"] == 1.0
@@ -117,7 +117,7 @@ def test_validation_under_no_grad_and_eval_is_val_not_train(rec):
     loss_fn = nn.CrossEntropyLoss()
     apt.install(rec.run, every=1)
     val_expected = []
-    for epoch in range(3):
+    for _epoch in range(3):
         model.train()
         for i in range(0, 192, 32):
             opt.zero_grad()
@@ -146,7 +146,7 @@ def test_epochs_from_dataloader_exhaustion_and_shuffle_fact(rec):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     loss_fn = nn.CrossEntropyLoss()
     apt.install(rec.run)
-    for epoch in range(3):
+    for _epoch in range(3):
         for xb, yb in train:
             opt.zero_grad()
             loss_fn(model(xb), yb).backward()
@@ -276,7 +276,7 @@ def test_mse_on_one_hot_targets_is_scored_as_classification(rec):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     loss_fn = nn.MSELoss()
     apt.install(rec.run, every=1)
-    for epoch in range(2):
+    for _epoch in range(2):
         for i in range(0, 256, 32):
             opt.zero_grad()
             loss_fn(model(x[i : i + 32]), onehot[i : i + 32]).backward()
@@ -730,7 +730,7 @@ def test_slow_steps_leave_when_the_next_step_begins_and_validation_keeps_its_ste
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     probe = hooks.attach(TorchProbe(rec.run, every=1, flush_s=0.02))
     handed = []
-    for step in range(6):
+    for _step in range(6):
         model.train()
         out = model(x[:32])
         handed.append(rec.run.step)  # the last step the run has, while this one is under way

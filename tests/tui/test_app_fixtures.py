@@ -40,7 +40,6 @@ def facts(seq: int = 2, *, run: str = "run1") -> dict:
 def steps(seq: int, first: int, n: int, *, rank: int = 0, run: str = "run1", vanishing: bool = False,
           nan_at: int | None = None, val_every: int = 100, seed: int = 0) -> dict:
     """n training steps of a run that learns: loss falls, accuracy rises, per-layer gradients and activations."""
-    rng = np.random.default_rng(seed + first)
     s = np.arange(first, first + n)
     loss = 2.3 * np.exp(-s / 400.0) + 0.08 + 0.03 * np.sin(s / 7.0)
     acc = 1.0 - 0.9 * np.exp(-s / 300.0) - 0.02 * np.cos(s / 5.0)

@@ -8,8 +8,20 @@ import numpy as np
 import pytest
 
 from accmon.tui.store import Column, RunStore
-from accmon.tui.widgets import (ChartSpec, HeaderInfo, HeatSpec, SeriesSpec, TimelineState, View, alert_detail,
-                                header_text, render_chart, render_heatmap, render_timeline, summary_text)
+from accmon.tui.widgets import (
+    ChartSpec,
+    HeaderInfo,
+    HeatSpec,
+    SeriesSpec,
+    TimelineState,
+    View,
+    alert_detail,
+    header_text,
+    render_chart,
+    render_heatmap,
+    render_timeline,
+    summary_text,
+)
 from accmon.tui.widgets.chart import LABEL_W, ema
 from tests.tui.test_app_fixtures import LAYERS, alert, end, facts, meta, run_frames, steps
 

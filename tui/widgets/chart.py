@@ -7,8 +7,9 @@ slider), drawn bright over the faded raw span.
 
 Several ranks together (a `RankGroup`): the faded span is the spread across ranks (per column, the lowest and
 highest value any rank had), and the bright line the median across ranks of their column means (smoothed when
-smoothing is on). Each rank's columns are read from its own block summaries: ranks × the single-rank cost. Rendering is a pure function (`render_chart`) of the store, the
-view and the size, so it is tested without an app; `LineChart` caches its strips until one of those changes.
+smoothing is on). Each rank's columns are read from its own block summaries: ranks × the single-rank cost.
+Rendering is a pure function (`render_chart`) of the store, the view and the size, so it is tested without an
+app; `LineChart` caches its strips until one of those changes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..store import FLAG_NAN, FLAG_NEGINF, FLAG_POSINF, Buckets, RankData, RankGroup
+from ..store import FLAG_NAN, FLAG_POSINF, Buckets, RankData, RankGroup
 from . import fmt
 from .palette import palette
 
@@ -179,7 +180,6 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
     wd = 2 * pw
     x0, x1 = float(view.x0), float(max(view.x1, view.x0 + 1))
     log = view.log_y if spec.log is None else spec.log
-    layers: list[tuple[np.ndarray, Style]] = []
     flags_any = np.zeros(pw, dtype=np.uint8)
     lo = hi = math.nan
     present: list[tuple[SeriesSpec, float | None]] = []
@@ -215,7 +215,7 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
             drawn.append((s, b, smooth))
             f = b.flags.reshape(pw, 2)
             flags_any |= f[:, 0] | f[:, 1]
-    for s, b, smooth in drawn:
+    for _s, b, _smooth in drawn:
         mins, maxs = b.mins.astype(np.float64), b.maxs.astype(np.float64)
         if log:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -275,7 +275,7 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
                 owner[cells > 0] = layer
                 lit = int(valid.sum())
             dots[s.label] = lit
-    for s, b, smooth in drawn:
+    for s, b, _smooth in drawn:
         value: float | None
         if view.head is None and data is not None:
             value = data.latest(s.name)  # a group: the ranks' median (a NaN or Inf on any rank wins)

@@ -150,7 +150,7 @@ def scale_legend(spec: HeatSpec, dark: bool) -> Text:
     n = 9
     t = np.linspace(0, 1, n)
     if spec.log:
-        lo, hi = spec.centre - spec.half, spec.centre + spec.half
+        lo = spec.centre - spec.half
         text.append(f"≤1e{lo:.0f} ", style=palette(dark).dim)
     else:
         text.append("0 ", style=palette(dark).dim)
