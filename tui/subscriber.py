@@ -129,7 +129,9 @@ class RunClient:
             monitor.close(0)
             sub.close(0)
             dealer.close(0)
-            ctx.term()
+            # destroy, not term: any socket still open (a set-up that failed half way) is closed with linger 0
+            # instead of making term() wait for ever.
+            ctx.destroy(linger=0)
 
     def _loop(self, sub: zmq.Socket, dealer: zmq.Socket, monitor: zmq.Socket) -> None:
         poller = zmq.Poller()
