@@ -42,9 +42,12 @@ class ExplodingGradients(Rule):
             (first, g_in), (last, g_out) = live[0], live[-1]
             ratio = g_in / g_out
         growth = None
-        recent = st.recent("grad_norm", h.now, SAMPLES)
+        # Under clip_grad_norm_ the optimizer sees clipped gradients (their norm is max_norm at every step): the
+        # norm before clipping, which clip_grad_norm_ returns, is the one that can tell growth.
+        norm_name = "grad_norm_preclip" if st.col("grad_norm_preclip") is not None else "grad_norm"
+        recent = st.recent(norm_name, h.now, SAMPLES)
         if recent is not None:
-            start = [v for s, v in st.first.get("grad_norm", []) if s <= h.now and math.isfinite(v)]
+            start = [v for s, v in st.first.get(norm_name, []) if s <= h.now and math.isfinite(v)]
             if len(start) >= 3 and median(start) > 0:
                 growth = recent[0] / median(start)
         if ratio is None and growth is None:
@@ -63,6 +66,11 @@ class ExplodingGradients(Rule):
         fix = self.FIX
         if growth is not None and growth >= EXPLODE_GROWTH / 2:
             evidence["growth_since_start"] = growth
+            if norm_name == "grad_norm_preclip":
+                evidence["measured"] = "norm before clipping (what clip_grad_norm_ returned)"
+                clip = st.recent("clip_frac", h.now, 20)
+                if clip is not None:
+                    evidence["clipping_engaged"] = clip[0]
             parts.append(f"the gradient norm grew {growth:.0f}x since the first steps")
             fix = ("check that optimizer.zero_grad() runs every step (without it gradients add up step after "
                    "step); " + self.FIX)

@@ -15,7 +15,8 @@ from .thresholds import START_STEPS
 # The metrics the rules read (docs/frames.md); others (act_mean/*, step_time, ...) are not kept.
 USED = frozenset({"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "grad_norm", "update_ratio", "nonfinite_grads",
                   "input_mean", "input_std", "input_min", "input_max", "input_const_frac", "input_feat_absmax_ratio",
-                  "batch_top_frac", "batch_top_class", "batch_classes", "pred_top_frac"})
+                  "batch_top_frac", "batch_top_class", "batch_classes", "pred_top_frac",
+                  "grad_norm_preclip", "clip_frac", "train_eval_loss", "train_eval_acc"})
 USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "act_sat/")
 NUMBERS = {int, float}
 # Metrics whose first non-finite value is remembered (the step a NaN loss began).
@@ -43,7 +44,7 @@ class RunState:
         self.first_step: int | None = None
         self.last_step = -1
         # The first finite losses and accuracies, kept for good: the start of the curve the run is judged against.
-        self.first: dict[str, list[tuple[int, float]]] = {"loss": [], "acc": [], "grad_norm": []}
+        self.first: dict[str, list[tuple[int, float]]] = {"loss": [], "acc": [], "grad_norm": [], "grad_norm_preclip": []}
         # First step at which a metric was non-finite (NaN or Inf), by metric name.
         self.first_nonfinite: dict[str, int] = {}
         self.target_hist: np.ndarray | None = None  # class counts of the training targets, all frames so far

@@ -66,6 +66,7 @@ def suspend() -> None:
         _handles.pop().remove()
     _unpatch_call()
     data.unpatch()
+    _unpatch_clip()
     _unpatch_functional()
 
 
@@ -83,6 +84,7 @@ def _hook(probe: TorchProbe) -> None:
         _handles.append(_optimizer.register_optimizer_step_pre_hook(probe.on_opt_pre))
         _handles.append(_optimizer.register_optimizer_step_post_hook(probe.on_opt_post))
         data.patch(probe)
+        _patch_clip()
         if os.environ.get(ENV_FUNCTIONAL, "1") != "0":
             _patch_functional()
     except Exception as exc:  # an unknown torch version: no monitoring beats a broken training script
@@ -191,3 +193,45 @@ def _unpatch_functional() -> None:
     for name, original in _functional_originals.items():
         setattr(TF, name, original)
     _functional_originals.clear()
+
+
+# ---- gradient clipping ---------------------------------------------------------------------------------------
+# Under clip_grad_norm_ the gradients the optimizer hook sees are already clipped: their norm reads max_norm at
+# every step and hides exploding gradients. The wrapper records what clip_grad_norm_ returns (the total norm
+# before clipping) and whether clipping engaged, as device tensors of the step (no host sync).
+_clip_originals: dict[tuple[Any, str], Callable[..., Any]] = {}
+
+
+def _clip_targets() -> list[tuple[Any, str]]:
+    import torch.nn.utils as U
+    import torch.nn.utils.clip_grad as CG
+
+    return [(U, "clip_grad_norm_"), (CG, "clip_grad_norm_")]
+
+
+def _make_clip_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def clip_grad_norm_(parameters: Any, max_norm: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(parameters, max_norm, *args, **kwargs)
+        probe = _probe
+        if probe is not None and not probe.off and not _compiling():
+            probe.on_clip(out, max_norm)
+        return out
+
+    clip_grad_norm_.__accmon_wrapper__ = True  # type: ignore[attr-defined]
+    return clip_grad_norm_
+
+
+def _patch_clip() -> None:
+    for mod, name in _clip_targets():
+        current = getattr(mod, name, None)
+        if current is None or getattr(current, "__accmon_wrapper__", False):
+            continue
+        _clip_originals[(mod, name)] = current
+        setattr(mod, name, _make_clip_wrapper(current))
+
+
+def _unpatch_clip() -> None:
+    for (mod, name), original in _clip_originals.items():
+        setattr(mod, name, original)
+    _clip_originals.clear()

@@ -183,6 +183,13 @@ class TorchProbe:
         self.d_acc = C.AccuracyDecoder()
         self.d_val_loss = C.LossDecoder("val_")
         self.d_val_acc = C.AccuracyDecoder("val_")
+        # Evaluation passes are told apart by the loader their batches come from: a pass over the training
+        # data under no_grad is train_eval_*, a second held-out loader test_*; only the first held-out loader
+        # (or batches from no loader) is val_*. Never averaged together.
+        self.d_eval: dict[str, tuple[C.LossDecoder, C.AccuracyDecoder]] = {
+            p: (C.LossDecoder(p), C.AccuracyDecoder(p)) for p in ("train_eval_", "test_")}
+        self.batch_fresh = False  # a DataLoader batch came since the last loss call (last_iter is its source)
+        self.val_loader: int | None = None
         self.d_input = I.InputDecoder()
         self.d_hist: dict[tuple[int, str], C.HistDecoder] = {}
         self.d_custom: dict[str, _MeanDecoder] = {}
@@ -481,8 +488,9 @@ class TorchProbe:
             target = None
         n = int(inp.shape[0]) if inp.dim() > 0 else 1
         out = inp.detach()
+        fresh, self.batch_fresh = self.batch_fresh, False
         if not (self._is_train() if train is None else train):
-            self._val_loss(key, out, target, loss, ignore, n)
+            self._val_loss(key, out, target, loss, ignore, n, self._eval_source() if fresh else "val_")
             return
         if self.val_parts:
             self._end_val()
@@ -549,6 +557,29 @@ class TorchProbe:
         row.defer(self.d_acc, batched, (out, target), nbytes)
         return True
 
+    def on_clip(self, total_norm: Any, max_norm: Any) -> None:
+        """clip_grad_norm_ returned `total_norm`, the gradients' norm before clipping: record it and whether
+        clipping engaged (both stay on the device until the flush)."""
+        if self.off or "clip" in self.broken or not isinstance(total_norm, torch.Tensor):
+            return
+        t0 = _perf()
+        try:
+            norm = total_norm.detach().reshape(()).float()
+            row = self.cur
+            dec = self.d_custom.get("grad_norm_preclip") or self.d_custom.setdefault(
+                "grad_norm_preclip", _MeanDecoder("grad_norm_preclip"))
+            row.add(dec, norm, 1)
+            if isinstance(max_norm, (int, float)) and not isinstance(max_norm, bool):
+                clipped = norm > float(max_norm)
+                dec = self.d_custom.get("clip_frac") or self.d_custom.setdefault("clip_frac", _MeanDecoder("clip_frac"))
+                row.add(dec, clipped.float(), 1)
+                if "clip_max_norm" not in self.facts:
+                    self.facts["clip_max_norm"] = float(max_norm)
+                    self.run.set_facts(clip_max_norm=float(max_norm))
+        except Exception as exc:
+            self._fail("clip", exc)
+        self.spent += _perf() - t0
+
     def _report_missing_step(self) -> None:
         """An optimizer exists (among the script's variables) but never stepped: the pending_loss_calls fact
         (docs/frames.md) lets the rules say so. A loop with no optimizer at all updates weights by hand."""
@@ -558,13 +589,27 @@ class TorchProbe:
             self.facts["pending_loss_calls"] = self.loss_calls
             self.run.set_facts(pending_loss_calls=self.loss_calls)
 
-    def _val_loss(self, key: Any, out: torch.Tensor, target: Any, loss: torch.Tensor, ignore: Any, n: int) -> None:
-        self.val_parts.append((self.d_val_loss, _scalar(loss), n))
+    def _eval_source(self) -> str:
+        """Which evaluation an evaluation batch belongs to, from the loader it came from."""
+        it = self.last_iter() if self.last_iter is not None else None
+        if it is None:
+            return "val_"
+        key = data.loader_key(it)
+        if key in self.train_loaders:
+            return "train_eval_"
+        if self.val_loader is None:
+            self.val_loader = key
+        return "val_" if key == self.val_loader else "test_"
+
+    def _val_loss(self, key: Any, out: torch.Tensor, target: Any, loss: torch.Tensor, ignore: Any, n: int,
+                  source: str = "val_") -> None:
+        d_loss, d_acc = (self.d_val_loss, self.d_val_acc) if source == "val_" else self.d_eval[source]
+        self.val_parts.append((d_loss, _scalar(loss), n))
         if target is not None and key == self.primary_loss and self.rule is not None:
             got = C.classes(self.rule, out, target)
             if got is not None:
                 part, total = C.accuracy_part(self.rule, got[0], got[1], ignore if isinstance(ignore, int) else None)
-                self.val_parts.append((self.d_val_acc, part, total))
+                self.val_parts.append((d_acc, part, total))
         if len(self.val_parts) >= VAL_COMPACT:
             self._compact_val()
         # A long evaluation pass must not hold back the training steps before it.
@@ -581,7 +626,7 @@ class TorchProbe:
         out: list[tuple[Decoder, torch.Tensor, Any]] = []
         for parts in by_dec.values():
             dec = parts[0][0]
-            if dec is self.d_val_loss:
+            if isinstance(dec, C.LossDecoder):
                 total = float(sum(p[2] for p in parts))
                 # Python-number weights go to the kernels as arguments: no host-to-device copy.
                 mean = torch.stack([p[1].float() * (p[2] / total) for p in parts]).sum()
@@ -901,6 +946,7 @@ class TorchProbe:
         if self.off:
             return
         self.last_iter = weakref.ref(it)
+        self.batch_fresh = True
 
     def on_exhausted(self, it: Any) -> None:
         if self.off or self.epochs_from_framework:

@@ -1,0 +1,87 @@
+"""Issue 15, measured wrong: gradient norms before clipping, and evaluation passes that are told apart."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import accmon.probe.torch as apt  # noqa: E402
+from tests.probe.test_torch_probe import Recorded, blobs, mlp  # noqa: E402
+
+
+@pytest.fixture
+def rec(tmp_path):
+    r = Recorded(tmp_path / "run.accmon")
+    yield r
+    apt.uninstall()
+    if not r.run.closed:
+        r.run.close()
+
+
+def test_clip_grad_norm_records_the_norm_before_clipping_and_how_often_it_engages(rec):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    returned = []
+    for i in range(0, 256, 32):
+        opt.zero_grad()
+        loss = loss_fn(model(x[i:i + 32]) * 50, y[i:i + 32])  # large logits: large gradients
+        loss.backward()
+        returned.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)))
+        opt.step()
+    rec.close()
+    pre = rec.series("grad_norm_preclip")
+    assert pre == pytest.approx(returned, rel=1e-5)
+    assert all(g <= 0.5 + 1e-4 for g in rec.series("grad_norm"))  # what the optimizer saw: clipped
+    assert rec.series("clip_frac") == [1.0 if r > 0.5 else 0.0 for r in returned]
+    assert rec.facts["clip_max_norm"] == 0.5
+
+
+def test_train_split_evaluation_is_not_averaged_into_val_loss(rec):
+    x, y = blobs(n=384)
+    train_ds, val_ds = TensorDataset(x[:256], y[:256]), TensorDataset(x[256:], y[256:])
+    train = DataLoader(train_ds, batch_size=32, shuffle=True)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    own = []
+    for _ in range(2):
+        for xb, yb in train:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+        with torch.no_grad():  # estimate_loss: the training split, then the validation split
+            means = {}
+            for name, ds in (("train", train_ds), ("val", val_ds)):
+                tot = n = 0.0
+                for xb, yb in DataLoader(ds, batch_size=64):
+                    tot += float(loss_fn(model(xb), yb)) * len(yb)
+                    n += len(yb)
+                means[name] = tot / n
+            own.append(means)
+    rec.close()
+    assert rec.series("val_loss") == pytest.approx([m["val"] for m in own], rel=1e-5)
+    assert rec.series("train_eval_loss") == pytest.approx([m["train"] for m in own], rel=1e-5)
+    assert len(rec.series("train_eval_acc")) == 2
+
+
+def test_evaluation_from_tensors_after_a_loader_epoch_is_validation(rec):
+    x, y = blobs(n=320)
+    train = DataLoader(TensorDataset(x[:256], y[:256]), batch_size=32, shuffle=True)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    for xb, yb in train:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    with torch.no_grad():
+        own = float(loss_fn(model(x[256:]), y[256:]))
+    rec.close()
+    assert rec.series("val_loss") == pytest.approx([own], rel=1e-5)
+    assert "train_eval_loss" not in rec.metrics
