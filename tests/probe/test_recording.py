@@ -168,11 +168,23 @@ WRITER_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("attempt", range(5))
 def test_kill_9_at_a_random_moment_keeps_every_flushed_frame(tmp_path, attempt):
     path = tmp_path / f"k{attempt}.accmon"
+    # Seeded, and the seed printed: a failure names the moment that broke it (ACCMON_TEST_SEED=N reruns it).
+    seed = int(os.environ.get("ACCMON_TEST_SEED", random.randrange(2**32)))
+    print(f"kill moment seed: {seed} (ACCMON_TEST_SEED={seed} repeats it)")
+    delay = random.Random(seed).uniform(0.0, 1.3)
     proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(random.uniform(0.2, 1.5))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        # The random moment is counted from the first steps on disk, not from a start a loaded machine may delay.
+        deadline = time.monotonic() + 60
+        while not any(f["kind"] == "steps" for f in RecordingReader(path).frames()):
+            assert time.monotonic() < deadline, "the writer recorded no step in 60 s"
+            time.sleep(0.01)
+        time.sleep(delay)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
     reader = RecordingReader(path)
     frames = list(reader.frames())
     # Whatever the kill interrupted can only be the tail: nothing before it is corrupt.
