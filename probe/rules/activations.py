@@ -15,6 +15,18 @@ SAMPLES = 5
 SATURATING = frozenset({"Sigmoid", "Hardsigmoid", "LogSigmoid", "Tanh", "Hardtanh", "Softsign"})
 
 
+# A functional activation is named `<module>.<function>` (accmon.probe.torch.functional): a Keras
+# Dense(activation="softmax") shows as `dense_1.softmax`, never a saturated sigmoid.
+_FN_KINDS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax", "log_softmax": "LogSoftmax"}
+
+
+def _kind(layer: str, kinds: dict[str, object]) -> object:
+    kind = kinds.get(layer)
+    if kind is not None:
+        return kind
+    return _FN_KINDS.get(layer.rsplit(".", 1)[-1].lower(), "Sigmoid")
+
+
 def fractions(st: RunState, prefix: str, now: int) -> dict[str, tuple[float, int]]:
     """Per layer: median of the recent samples of `prefix/<layer>` and the step of the newest one."""
     return {layer: (m, step) for layer, (m, step, _) in st.layer_recent(prefix, now, SAMPLES).items()}
@@ -71,7 +83,8 @@ class SigmoidSaturation(Rule):
         kinds = {str(layer.get("name")): layer.get("kind") for layer in layers}
         # The model's own output activation may be confident: that is success, not saturation.
         output = str(layers[-1].get("name")) if layers else list(fr)[-1]
-        candidates = {k: v for k, v in fr.items() if k != output and kinds.get(k, "Sigmoid") in SATURATING}
+        candidates = {k: v for k, v in fr.items()
+                      if k != output and not k.startswith(output + ".") and _kind(k, kinds) in SATURATING}
         sat = {k: v for k, (v, _) in candidates.items() if v >= SATURATION_FRACTION}
         if not sat and st.is_active("sigmoid_saturation"):
             sat = {k: v for k, (v, _) in candidates.items() if v >= SATURATION_FRACTION - 0.1}

@@ -61,11 +61,9 @@ class Diagnoser:
             hists = frame.get("hists")
             hists = hists if isinstance(hists, dict) else None
             last = steps[-1]
+            # Rules run at fixed steps only, never where a frame happens to end: frames are cut by wall time,
+            # and a verdict must not depend on how fast the machine was (issue 15). The end frame adds a last look.
             points = evaluation_points(st.last_step, last)
-            # A frame with no evaluation point in it still gets a look at its end (live runs with slow steps),
-            # unless the last look was only a few steps ago.
-            if not points and last - self._last_eval >= max(1, interval(last) // 4):
-                points.append(last)
             # Steps go in up to each evaluation point, then the rules run: every verdict sees the run as it
             # was at that step, however many steps the frame holds (a recording's frame can hold thousands).
             intake = st.prepare(steps, cols, hists)

@@ -77,6 +77,8 @@ class Health:
     diverging: bool = False
     batch: int = 32  # samples per step, for the noise of a mean accuracy
     reasons: list[str] = field(default_factory=list)
+    phase_start: int = 0  # first step of the current phase of training (0: the run's first phase)
+    phase_why: str | None = None
     # The smoothed training loss at an earlier step (from the evaluations so far), for comparisons over time.
     loss_near: Callable[[int], float | None] | None = None
 
@@ -98,6 +100,9 @@ class Health:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.phase_start:
+            out["phase_start"] = self.phase_start
+            out["phase_why"] = self.phase_why or "a new phase"
         return out
 
 
@@ -114,6 +119,7 @@ class HealthTracker:
         self._starts: dict[str, tuple[float, float, float, int]] = {}
         self._chance_key: tuple[int, float] | None = None
         self._chance_val: tuple[float | None, float | None] = (None, None)
+        self._phase = 0
 
     def at(self, st: RunState, now: int) -> Health:
         epoch = st.epoch_steps
@@ -122,7 +128,16 @@ class HealthTracker:
             patience = min(PATIENCE_MAX, max(PATIENCE_MIN, PATIENCE_EPOCHS * epoch))
         else:
             window, patience = WINDOW_DEFAULT, PATIENCE_DEFAULT
-        h = Health(now=now, seen=st.seen(now), window=window, patience=patience, loss_near=self.loss_near)
+        phase, why = st.phase_at(now)
+        if phase != self._phase:
+            # A new phase (a new optimizer, new data): where the loss started and its best start again.
+            self._phase = phase
+            self.loss_best = None
+            self._starts.clear()
+            self.was = {}
+        seen = st.seen(now) if not phase else max(0, now - phase + 1)
+        h = Health(now=now, seen=seen, window=window, patience=patience, loss_near=self.loss_near)
+        h.phase_start, h.phase_why = phase, why
         batch = st.facts.get("batch_size")
         if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
             h.batch = batch
@@ -163,7 +178,15 @@ class HealthTracker:
         cached = self._starts.get(name)
         if cached is not None:
             return cached
-        first = [(s, v) for s, v in st.first[name] if s <= now]
+        if self._phase:
+            series = st.col(name)
+            if series is None:
+                return None
+            steps, vals = series.upto(now)
+            keep = (steps >= self._phase) & np.isfinite(vals)
+            first = list(zip(steps[keep][:START_STEPS].tolist(), vals[keep][:START_STEPS].tolist()))
+        else:
+            first = [(s, v) for s, v in st.first[name] if s <= now]
         if not first:
             return None
         vals = [v for _, v in first]
@@ -191,7 +214,7 @@ class HealthTracker:
         start = self._start(st, "acc", h.now)
         if start is not None:
             first = [v for s, v in st.first["acc"] if s <= h.now]
-            h.acc_start = sum(first) / len(first)
+            h.acc_start = start[0] if self._phase or not first else sum(first) / len(first)
         h.acc_chance = self._chance(st)[1]
         val = st.col("val_acc")
         if val is not None:

@@ -56,6 +56,9 @@ class LrTooHigh(Rule):
     ids = ("lr_too_high",)
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if st.is_active("weights_not_updating", "symmetric"):
+            # Zero (or constant) weights: an update ratio against a zero weight means nothing, and the cause is named.
+            return [ended("lr_too_high")]
         if not (h.diverging or h.stuck):
             # The rate does not fix itself: the alert holds until the loss is back below where it started.
             recovered = h.loss_now is not None and h.loss_first is not None and h.loss_now < h.loss_first

@@ -218,6 +218,18 @@ class RunState:
     def hist_samples(self) -> float:
         return float(self.target_hist.sum()) if self.target_hist is not None else 0.0
 
+    def phase_at(self, now: int) -> tuple[int, str | None]:
+        """(first step, why) of the phase of training that `now` is in: a new optimizer, a new data source
+        (the `phases` fact) start a new one. (0, None) for the first phase."""
+        phases = self.facts.get("phases")
+        out: tuple[int, str | None] = (0, None)
+        if isinstance(phases, list):
+            for p in phases:
+                if isinstance(p, dict) and isinstance(p.get("start"), int) and 0 < p["start"] <= now:
+                    if p["start"] > out[0]:
+                        out = (p["start"], str(p.get("why")))
+        return out
+
     def is_active(self, alert_id: str, cause: str | None = None) -> bool:
         causes = self.active.get(alert_id)
         return bool(causes) and (cause is None or cause in causes)

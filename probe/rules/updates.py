@@ -19,7 +19,8 @@ class WeightsNotUpdating(Rule):
     ids = (ID,)
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        out = [self._optimizer_params(st), self._frozen(st), self._lr_zero(st, h), self._no_step(st, h)]
+        out = [self._optimizer_params(st), self._frozen(st), self._lr_zero(st, h), self._no_step(st, h),
+               self._symmetric(st)]
         # Weights also stop moving in a network a too-high rate has broken (dead units, NaN): that is the
         # finding, not this one.
         explained = any(f is not None and f.active for f in out) or st.explained_by_lr or st.broken \
@@ -68,6 +69,25 @@ class WeightsNotUpdating(Rule):
                                "or add the new layer: optimizer.add_param_group({'params': new_layer.parameters()})",
                                score=1 - c)
         return None
+
+    def _symmetric(self, st: RunState) -> Finding | None:
+        """Hidden layers whose weights are all one value (all zeros, a constant init): every unit of such a layer
+        computes the same output and gets the same gradient (exactly zero behind a zero layer with tanh), so the
+        units never differ and the layer learns as one unit, or not at all."""
+        layers = [x for x in st.model.get("layers", []) if isinstance(x, dict)]
+        weighted = [x for x in layers if "constant_weight" in x]
+        if len(weighted) < 2:
+            return None
+        hidden = [str(x.get("name")) for x in weighted[:-1] if x.get("constant_weight") is True]
+        if not hidden:
+            return ended(ID, "symmetric")
+        return Finding(ID, True, "symmetric", "critical",
+                       f"the weights of {', '.join(hidden[:4])} are all one value (all zeros or a constant "
+                       "initialisation): every unit of such a layer computes the same thing and gets the same "
+                       "update, so the symmetry never breaks and the layer does not learn",
+                       {"layers": hidden, "constant_weight": True},
+                       "initialise weights randomly (PyTorch's default, nn.init.kaiming_normal_ or xavier_uniform_); "
+                       "only biases may start at zero")
 
     def _frozen(self, st: RunState) -> Finding | None:
         params, trainable = st.model.get("params"), st.model.get("trainable_params")
@@ -125,7 +145,8 @@ class WeightsNotUpdating(Rule):
             first_step, v = s.window(h.now, UNCHANGED_SAMPLES)
             if len(v) < UNCHANGED_SAMPLES:
                 return None
-            unchanged = not any(v)
+            # 0/0 (a zero weight that did not move) is NaN: no update, as is an exact zero.
+            unchanged = not any(x == x and x != 0 for x in v)
             steps = [first_step]
         else:
             norms = [series.last(h.now, UNCHANGED_SAMPLES) for _, series in st.layers("weight_norm")]

@@ -105,9 +105,11 @@ def hist_part(rule: str, pred: torch.Tensor, true: torch.Tensor, num_classes: in
         # index_add_ instead of bincount: CUDA's bincount reads the maximum back to size its output (a sync).
         valid = ((t >= 0) & (t < num_classes)).long()
         tc = t.clamp(0, num_classes - 1)
-        both = torch.zeros(2, num_classes, dtype=torch.long, device=t.device)
+        # Rows: targets, predictions, and correct predictions per target class (per-class recall).
+        both = torch.zeros(3, num_classes, dtype=torch.long, device=t.device)
         both[0].index_add_(0, tc, valid)
         both[1].index_add_(0, p, valid)
+        both[2].index_add_(0, tc, valid * (p == t).long())
         return both, None
     if multilabel:
         k = num_classes
@@ -174,10 +176,13 @@ class HistDecoder(Decoder):
             p = np.stack([n - block[:, 1], block[:, 1]], axis=1)
             sums.add(self.key + ":n", rows, n)
         else:
-            w = block.shape[1] // 2
-            t, p = block[:, :w], block[:, w:]
+            parts = 3 if self.mode == "classes" else 2
+            w = block.shape[1] // parts
+            t, p = block[:, :w], block[:, w:2 * w]
             n = np.asarray(metas, dtype=np.float64) if self.mode == "multilabel" else t.sum(1)
             sums.add(self.key + ":n", rows, n)
+            if parts == 3:
+                sums.add(self.key + ":c", rows, block[:, 2 * w:])
         sums.add(self.key + ":t", rows, t)
         sums.add(self.key + ":p", rows, p)
 
@@ -201,6 +206,14 @@ class HistDecoder(Decoder):
             cols.put("batch_top_class", rows, tv.argmax(1), integer=True)
             cols.put("batch_top_frac", rows, tv.max(1) / nv)
             cols.put("pred_top_frac", rows, pv.max(1) / nv)
+            c = sums.get(self.key + ":c")
+            if c is not None:
+                # Balanced accuracy of the batch: the mean recall over the classes it holds. A model that ignores
+                # its inputs scores 1/K whatever the class shares; accuracy scores the majority's share.
+                cv = c[0][mask][nz]
+                present = tv > 0
+                recall = np.where(present, cv / np.where(present, tv, 1), 0.0)
+                cols.put("batch_bal_acc", rows, recall.sum(1) / np.maximum(present.sum(1), 1))
 
 
 class FactsDecoder(Decoder):

@@ -197,6 +197,8 @@ class TorchProbe:
         self.lr_names: dict[tuple[int, bool, int], list[str]] = {}
         self.d_batched_acc: dict[tuple[str, int | None], C.BatchedAccuracy] = {}
         self.last_target: weakref.ref | None = None  # the last training step's target tensor
+        self.others_since_primary: dict[int, int] = {}  # id(optimizer) -> its steps since the primary's last
+        self.loss_module: nn.Module | None = None  # the loss module of the first training loss call, for its facts
 
     # ==== guards ==============================================================================================
     def _fail(self, part: str, exc: BaseException) -> None:
@@ -427,8 +429,10 @@ class TorchProbe:
             spec = self.loss_specs[type(module)] = L.spec_for(type(module).__name__)
         inp, target = _loss_args(args, kwargs)
         ignore = getattr(module, "ignore_index", None)
+        self.loss_module = module if not self.first_train_loss_seen else None
         # Keyed by kind, not by module: scripts that build `nn.CrossEntropyLoss()` afresh every step are common.
         self._loss(spec, spec.kind, inp, target, output, ignore, getattr(module, "reduction", None), "module")
+        self.loss_module = None
 
     def on_functional_loss(self, spec: L.LossSpec, args: tuple, kwargs: dict, output: Any) -> None:
         """A `torch.nn.functional` loss was called outside any loss module."""
@@ -663,6 +667,7 @@ class TorchProbe:
             f["loss"] = {"kind": spec.kind, "reduction": reduction if isinstance(reduction, str) else None, "via": via}
             if isinstance(ignore, int) and spec.rule == L.ARGMAX:
                 f["loss"]["ignore_index"] = ignore
+            f["loss"].update(_loss_options(self.loss_module))
         task = L.task_of(spec, tuple(inp.shape), tuple(target.shape))
         if task is not None:
             f["task"] = task
@@ -718,6 +723,18 @@ class TorchProbe:
             return None
         self.tid = _thread_id()
         primary = self.primary_opt
+        if primary is not None:
+            if primary() is opt:
+                if self.others_since_primary:
+                    self.others_since_primary.clear()
+            else:
+                # Another optimizer steps. Twice with no step of the primary between: the primary was left behind
+                # (a new optimizer for a fine-tuning phase, the old one still referenced). It counts the steps now.
+                n = self.others_since_primary[id(opt)] = self.others_since_primary.get(id(opt), 0) + 1
+                if n >= 2 and self.step >= 0:
+                    self.primary_opt = primary = weakref.ref(opt)
+                    self.others_since_primary.clear()
+                    self._new_phase("a new optimizer took over")
         if (not (self.grads_now or self.deep_now or self.val_parts) and primary is not None
                 and primary() is not None and opt in self.opt_states):
             return None  # a known optimizer on a step that samples nothing: nothing to do before it steps
@@ -725,6 +742,9 @@ class TorchProbe:
         try:
             if self.val_parts:
                 self._end_val()
+            if self.primary_opt is not None and self.primary_opt() is None and self.step >= 0:
+                # The optimizer that counted the steps is gone (the script built a new one for a new phase).
+                self._new_phase("a new optimizer replaced the old one")
             if self.primary_opt is None or self.primary_opt() is None:
                 self.primary_opt = weakref.ref(opt)
                 if self.facts.get("pending_loss_calls"):
@@ -970,10 +990,22 @@ class TorchProbe:
         if key not in self.train_loaders:
             self.train_loaders.add(key)
             self.epoch_known = True
+            if len(self.train_loaders) > 1:
+                self._new_phase("training batches come from a new data source")
             if len(self.train_loaders) == 1:
                 self.facts.update(data.describe(it))
                 if self.sent_host_facts:
                     self.run.set_facts(**data.describe(it))
+
+    def _new_phase(self, why: str) -> None:
+        """A new phase of training begins with the next step: rules that compare with the run's history
+        (best losses, where the loss started) start that history again from here."""
+        start = self.step + 1
+        phases = self.facts.setdefault("phases", [])
+        if phases and phases[-1]["start"] >= start:
+            return
+        phases.append({"start": start, "why": why})
+        self.run.set_facts(phases=list(phases))
 
     def set_epoch(self, epoch: int) -> None:
         """Give the epoch number when no DataLoader tells it (0-based)."""
@@ -1175,6 +1207,22 @@ class _MeanDecoder(Decoder):
         n = sums.get(f"mean:{self.name}:n")
         if s is not None and n is not None:
             cols.put_where(self.name, s[0] / np.maximum(n[0], 1), s[1])
+
+
+def _loss_options(module: nn.Module | None) -> dict[str, Any]:
+    """Class weights (`weight`, `pos_weight`) and label smoothing of a loss module: the loss a model that ignores
+    its inputs scores depends on them. Read once, with the first training loss (a single small host copy)."""
+    out: dict[str, Any] = {}
+    if module is None:
+        return out
+    for attr in ("weight", "pos_weight"):
+        w = getattr(module, attr, None)
+        if isinstance(w, torch.Tensor) and 0 < w.numel() <= 1000:
+            out["class_weights" if attr == "weight" else "pos_weight"] = w.detach().float().reshape(-1).cpu().tolist()
+    ls = getattr(module, "label_smoothing", None)
+    if isinstance(ls, float) and ls > 0:
+        out["label_smoothing"] = ls
+    return out
 
 
 def _loss_args(args: tuple, kwargs: dict) -> tuple[Any, Any]:

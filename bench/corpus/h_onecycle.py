@@ -1,0 +1,9 @@
+"""Healthy: OneCycleLR with SGD (the validation loss bumps when the rate peaks)."""
+
+from _kit import *
+x, y = blobs(spread=2.0)
+tr, va = split(x, y, batch=32)
+m = mlp(hidden=128)
+opt = torch.optim.SGD(m.parameters(), 0.1, momentum=0.9)
+ep = 8
+fit(m, nn.CrossEntropyLoss(), opt, tr, va, ep, sched=torch.optim.lr_scheduler.OneCycleLR(opt, 0.5, total_steps=ep * len(tr)))
