@@ -211,7 +211,7 @@ class AccmonCallback(keras.callbacks.Callback):
             view = callback._view(trainable_variables)
             if view is not None:
                 view.refresh_lr()
-                probe.on_opt_pre(view, (), {})
+                probe.on_opt_pre(view, (), {})  # type: ignore[arg-type]
             out = original_apply(grads, trainable_variables)
             if view is not None:
                 probe.on_opt_post_keras(view)
@@ -346,8 +346,8 @@ def _leaf_layers(model: Any) -> list[Any]:
 
 def _layer_of(variable: Any, model: Any) -> str:
     """The layer part of a variable's path ("sequential/dense_1/kernel" → "dense_1")."""
-    path = getattr(variable, "path", None) or getattr(variable, "name", "")
-    parts = path.split("/")
+    path = getattr(variable, "path", None) or getattr(variable, "name", None) or ""
+    parts = str(path).split("/")
     if len(parts) > 1 and parts[0] == getattr(model, "name", None):
         parts = parts[1:]
     return "/".join(parts[:-1]) or parts[0]

@@ -73,7 +73,7 @@ def _import_default_package() -> Any:
         import lightning.pytorch as pl
     except ImportError:
         try:
-            import pytorch_lightning as pl
+            import pytorch_lightning as pl  # type: ignore[no-redef]
         except ImportError:
             raise ImportError("accmon.probe.lightning needs PyTorch Lightning: pip install 'accmon[lightning]'") from None
     return pl
@@ -411,7 +411,7 @@ def _trainer_facts(trainer: Any) -> dict[str, Any]:
 # ---- self.log ------------------------------------------------------------------------------------------------
 def _patch_log(module_cls: type) -> None:
     """Wrap `LightningModule.log` once, so that what the script logs reaches the fitting trainer's callback."""
-    base = next((c for c in module_cls.__mro__ if c.__name__ == "LightningModule" and "log" in c.__dict__), None)
+    base: Any = next((c for c in module_cls.__mro__ if c.__name__ == "LightningModule" and "log" in c.__dict__), None)
     if base is None or getattr(base.log, "__accmon_wrapper__", False):
         return
     original = base.log
@@ -461,7 +461,7 @@ def install(run: Any) -> None:
         _wrap_trainer_init(trainer_cls, callback_class(package), run)
 
 
-def _wrap_trainer_init(trainer_cls: type, cb_cls: type, run: Any) -> None:
+def _wrap_trainer_init(trainer_cls: Any, cb_cls: type, run: Any) -> None:
     original = trainer_cls.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:

@@ -75,7 +75,7 @@ class RankDiagnoser:
             return []
         if len(self.ranks) < 2:
             return []
-        return [a for a in (self._straggler(), self._divergence(), self._stopped()) for a in a]
+        return [alert for found in (self._straggler(), self._divergence(), self._stopped()) for alert in found]
 
     def alerts(self) -> list[dict[str, Any]]:
         return list(self._alerts.values())

@@ -189,8 +189,8 @@ class HealthTracker:
             first = [(s, v) for s, v in st.first[name] if s <= now]
         if not first:
             return None
-        vals = [v for _, v in first]
-        out = (median(vals), median(vals[:3]), min(vals[:3]), first[-1][0])
+        firsts = [v for _, v in first]
+        out = (median(firsts), median(firsts[:3]), min(firsts[:3]), first[-1][0])
         if len(first) == START_STEPS:
             self._starts[name] = out
         return out

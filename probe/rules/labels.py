@@ -66,8 +66,8 @@ class LabelIssue(Rule):
             out.append(Finding(ID, True, "broadcast", "critical",
                                f"targets of shape {tshape} against predictions of shape {pshape}: {kind} broadcasts "
                                f"them to {broadcast} and compares every prediction with every target",
-                               {"target_shape": list(tshape), "prediction_shape": list(pshape),
-                                "broadcast_shape": list(broadcast), "loss": kind},
+                               {"target_shape": list(tshape or ()), "prediction_shape": list(pshape or ()),
+                                "broadcast_shape": list(broadcast or ()), "loss": kind},
                                "give the targets the predictions' shape: target.view_as(output) (or "
                                "output.squeeze(1) against (N,) targets)"))
         elif tshape is not None and pshape is not None:

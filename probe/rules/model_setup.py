@@ -42,7 +42,7 @@ class LossTaskMismatch(Rule):
             if class_ids:
                 return [Finding("loss_task_mismatch", True, "regression_on_classes", "warning",
                                 f"{kind}, a regression loss, on targets that look like class ids (integers "
-                                f"0..{int(tmax)}): it treats classes as numbers, so class 2 lies between 1 and 3 "
+                                f"0..{int(tmax or 0)}): it treats classes as numbers, so class 2 lies between 1 and 3 "
                                 "and a prediction of 1.5 counts as half right",
                                 {"loss": kind, "target_min": tmin, "target_max": tmax, "distinct_targets": distinct,
                                  "target_dtype": t.get("dtype")},
@@ -110,7 +110,8 @@ class OutputActivationMismatch(Rule):
         act, fam, kind = output_activation(st), L.family(st.loss), L.kind(st.loss)
         if act is None or fam is None:
             return []
-        t = st.facts.get("targets") if isinstance(st.facts.get("targets"), dict) else {}
+        t_fact = st.facts.get("targets")
+        t: dict = t_fact if isinstance(t_fact, dict) else {}
         tmin, tmax = _num(t.get("min")), _num(t.get("max"))
         found: dict[str, Finding] = {}
 

@@ -111,7 +111,7 @@ class NanLoss(Rule):
         if not (weights_bad or (streak >= NONFINITE_GRAD_STREAK and (not loss_known or h.in_trouble))):
             return []
         first = int(steps[len(steps) - streak])
-        evidence = {"first_step": first, "nonfinite_samples": streak, "weights_nonfinite": weights_bad}
+        evidence: dict[str, object] = {"first_step": first, "nonfinite_samples": streak, "weights_nonfinite": weights_bad}
         if count is not None and count.n:
             evidence["nonfinite_elements"] = float(count.last(h.now, 1)[1][-1])
         layers = {}

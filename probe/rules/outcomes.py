@@ -56,7 +56,7 @@ class AccuracyStuck(Rule):
         # With the class count unknown (an imported log) chance is taken as 0: only the lower half counts as low.
         floor = chance or 0.0
         low = h.acc_now is not None and h.acc_now <= floor + FLAT_ACC_LOW * (1 - floor)
-        if cause is None and low and h.acc_start is not None \
+        if cause is None and low and h.acc_start is not None and h.acc_now is not None \
                 and abs(h.acc_now - h.acc_start) < FLAT_ACC_DELTA and h.not_learning:
             cause = "flat"
         if cause is None and verdict(h.val_acc_now) is not None:
@@ -70,7 +70,7 @@ class AccuracyStuck(Rule):
         if cause == "zero":
             message = f"{which} is {acc:.1%} after {h.seen} steps{train}: predictions never match the targets"
         elif cause == "chance":
-            balanced = k and chance < 1.5 / k
+            balanced = k and chance is not None and chance < 1.5 / k
             what = f"guessing among {k} classes" if balanced else "always answering the majority class"
             message = (f"{which} is stuck at chance: {acc:.1%} after {h.seen} steps{train}, no better than {what} "
                        f"({chance:.1%})")

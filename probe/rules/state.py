@@ -232,7 +232,7 @@ class RunState:
 
     def is_active(self, alert_id: str, cause: str | None = None) -> bool:
         causes = self.active.get(alert_id)
-        return bool(causes) and (cause is None or cause in causes)
+        return bool(causes) and (cause is None or cause in (causes or ()))
 
     @property
     def explained_by_lr(self) -> bool:

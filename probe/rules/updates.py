@@ -30,8 +30,8 @@ class WeightsNotUpdating(Rule):
 
     def _optimizer_params(self, st: RunState) -> Finding | None:
         opts = st.optimizers
-        covers = [o.get("covers_model") for o in opts]
-        if not covers or not all(isinstance(c, (int, float)) for c in covers):
+        covers = [c for c in (o.get("covers_model") for o in opts) if isinstance(c, (int, float))]
+        if not covers or len(covers) < len(opts):
             return None
         if max(covers) > 0:
             partial = self._partial(st, opts)

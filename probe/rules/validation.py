@@ -74,7 +74,7 @@ class ValidationCurve(Rule):
         classifies = st.task in ("binary", "multiclass")
         if classifies and (v[-1] - best) < OVERFIT_ABS_FLOOR:
             return None
-        evidence = {"best_val_loss": best, "best_step": best_step, "val_loss": float(v[-1]), "rise": rise,
+        evidence: dict[str, object] = {"best_val_loss": best, "best_step": best_step, "val_loss": float(v[-1]), "rise": rise,
                     "evaluations_since_best": after, "train_loss_at_best": train_then, "train_loss_now": h.loss_now,
                     "val_loss_noise": noise}
         val_acc, acc = st.col("val_acc"), h.acc_now
@@ -88,7 +88,7 @@ class ValidationCurve(Rule):
                 evidence.update(train_acc=acc, val_acc=float(va[-1]), acc_gap=gap)
         phase, why = st.phase_at(h.now)
         if phase:
-            evidence.update(phase_start=phase, phase_why=why)
+            evidence.update({"phase_start": phase, "phase_why": why or ""})
         return Finding("overfitting", True, None, "warning",
                        f"validation loss has risen {rise:.0%} since its best ({best:.4g} at step {best_step}, now "
                        f"{v[-1]:.4g}) while the training loss fell {drop:.0%}: the model is memorising the training set",
@@ -111,11 +111,11 @@ class ValidationCurve(Rule):
         drift = float(v[-1] / best - 1) if best > 0 else 0.0
         worse = drift >= STAGNATION_DRIFT
         trend = f", {drift:.0%} above its best and rising" if worse else ""
-        evidence = {"best_val_loss": best, "best_step": best_step, "val_loss": float(v[-1]), "drift": drift,
+        evidence: dict[str, object] = {"best_val_loss": best, "best_step": best_step, "val_loss": float(v[-1]), "drift": drift,
                     "evaluations": STAGNATION_EVALS, "min_delta": STAGNATION_MIN_DELTA}
         phase, why = st.phase_at(now)
         if phase:
-            evidence.update(phase_start=phase, phase_why=why)
+            evidence.update({"phase_start": phase, "phase_why": why or ""})
         return Finding("val_loss_stagnating", True, None, "warning" if worse else "info",
                        f"validation loss has not improved in {STAGNATION_EVALS} evaluations (best {best:.4g} at step "
                        f"{best_step}, last {v[-1]:.4g}{trend})",

@@ -53,7 +53,7 @@ def unpatch() -> None:
     global _listener, _original_next
     _listener = None
     if _original_next is not None:
-        _Iter.__next__ = _original_next  # type: ignore[method-assign]
+        _Iter.__next__ = _original_next  # type: ignore[method-assign,assignment]
         _original_next = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ def unwrap(module: nn.Module) -> nn.Module:
 def objects_on_stack(kind: type, max_frames: int = 32) -> list[Any]:
     """Instances of `kind` among the local variables of the calling frames and the globals of __main__."""
     found: dict[int, Any] = {}
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(max_frames):
         if frame is None:
             break
@@ -59,7 +60,7 @@ def modules_on_stack(params: list[torch.Tensor], max_frames: int = 32) -> list[n
             if any(id(p) in wanted for p in obj.parameters()):
                 found.append(obj)
 
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(max_frames):
         if frame is None:
             break

@@ -390,19 +390,19 @@ def decode_rows(rows: list[Row], layouts: list[list[Placed]], bases: dict[Chunk,
     groups: dict[tuple, tuple[list[int], list[list[int]], list[list[Any]], list[Decoder]]] = {}
     for i, lay in enumerate(layouts):
         sig = []
-        starts = []
-        metas = []
+        row_starts: list[int] = []
+        row_metas: list[Any] = []
         for dec, key, w, meta, off in lay:
             sig.append((id(dec), key, w))
-            starts.append(bases[key][1] + off)
-            metas.append(meta)
+            row_starts.append(bases[key][1] + off)
+            row_metas.append(meta)
         k = tuple(sig)
         g = groups.get(k)
         if g is None:
             g = groups[k] = ([], [], [], [p[0] for p in lay])
         g[0].append(i)
-        g[1].append(starts)
-        g[2].append(metas)
+        g[1].append(row_starts)
+        g[2].append(row_metas)
     seen: dict[int, Decoder] = {}
     for k, (row_idx, starts, metas, decoders) in groups.items():
         if not k:

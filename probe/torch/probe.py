@@ -823,7 +823,7 @@ class TorchProbe:
         self.spent_tiers["grads"] += t1 - t0
         if not self.deep_now:
             return
-        snapshot = []
+        snapshot: list[tuple[list[torch.Tensor], list[torch.Tensor], Decoder]] = []
         for g in groups:
             grads = [_local(p.grad) for p in g["params"]]
             row.add(g["nonfinite"], Ly.nonfinite_counts(grads))
@@ -838,7 +838,7 @@ class TorchProbe:
             if sl[2] is not None:
                 row.add(sl[2], Ly.norms(chosen))
             # The weights before the step, copied: ‖Δw‖ needs them after optimizer.step() has changed them.
-            snapshot.append((chosen, torch._foreach_mul(chosen, 1.0), sl[1]))
+            snapshot.append((chosen, list(torch._foreach_mul(chosen, 1.0)), sl[1]))
         st.snapshot = snapshot or None
         self.spent_tiers["deep"] += _perf() - t1
 
@@ -861,7 +861,7 @@ class TorchProbe:
                 torch.set_grad_enabled(False)
                 try:
                     for chosen, before, dec in snapshot:
-                        self.cur.add(dec, Ly.norms(torch._foreach_sub(before, chosen)))
+                        self.cur.add(dec, Ly.norms(list(torch._foreach_sub(before, chosen))))
                 finally:
                     torch.set_grad_enabled(prev)
                 self.spent_tiers["deep"] += _perf() - t0
