@@ -84,6 +84,9 @@ if ! "$PY" -c "import pytest" 2>/dev/null; then
     echo "gpu_check: installing pytest from $WHEELS into $SCRATCH/pytest (for the CUDA test only)" >&2
     if install_missing "$SCRATCH/pytest" pytest pluggy iniconfig packaging pygments; then
         export GPU_CHECK_PYTEST_PATH="$SCRATCH/pytest"
+        PYTHONPATH="$PYTHONPATH:$GPU_CHECK_PYTEST_PATH" "$PY" -m pytest --version >&2 \
+            || { echo "gpu_check: the pytest from $WHEELS does not run: the CUDA test function will be called directly" >&2
+                 unset GPU_CHECK_PYTEST_PATH; }
     else
         echo "gpu_check: no pytest: the CUDA test function will be called directly" >&2
     fi
