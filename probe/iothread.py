@@ -45,6 +45,17 @@ HISTORY_MAX_FRAMES = 1000
 HISTORY_MAX_BYTES = 8 * 1024 * 1024
 MAX_REQUESTS_PER_TICK = 64  # a flood of requests must not starve the data path
 MAX_REQUEST_BYTES = 4096
+# What replies a peer that asks and never reads can make the training process hold (issue 16: 8 such sockets
+# grew it to 13 GB, each ROUTER pipe queueing up to 1,000 replies of 8 MiB). Each peer's pipe holds one reply
+# (SNDHWM counts whole multipart messages), and a reply is only started when that pipe is empty: the peer took
+# the last one. Across peers, replies not known to be taken are bounded in bytes; past the bound, a request
+# gets a small "busy" answer and the viewer asks again.
+CTL_SNDHWM = 1
+CTL_RCVHWM = 64  # queued requests per peer; beyond, ZeroMQ stops reading that peer's socket
+HISTORY_INFLIGHT_BYTES = 24 * 1024 * 1024
+OWED_SWEEP_S = 1.0  # how often, at most, peers owing a reply are checked for having taken it or gone
+_PING = msgpack.packb({"op": "ping"})
+_BUSY = msgpack.packb({"op": "busy"})
 # At the end of a run, connected viewers may still be repairing gaps from the log: wait for them to say they
 # have the end frame, but never hold the process's exit longer than this.
 CLOSE_LINGER_S = 3.0
@@ -80,7 +91,13 @@ class IOThread(threading.Thread):
         self.endpoints: tuple[str, str] | None = None
         self.subscribers = 0
         self.viewers_done = 0
+        self.pub: zmq.Socket | None = None
         self.security: Any = None  # security.ServerSecurity of a tcp:// bind with CurveZMQ keys
+        # Bytes of the last reply to each peer, until it is known to have left its pipe (see HISTORY_INFLIGHT_BYTES).
+        self._owed: dict[bytes, int] = {}
+        self._owed_swept = 0.0
+        self.requests_answered = 0
+        self.requests_refused = 0  # requests from a peer still holding its last reply, or over the byte bound
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _open_recording(self) -> None:
@@ -104,6 +121,11 @@ class IOThread(threading.Thread):
         pub.setsockopt(zmq.XPUB_NODROP, 1)
         pub.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription is reported: count viewers
         ctl.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        ctl.setsockopt(zmq.SNDHWM, CTL_SNDHWM)
+        ctl.setsockopt(zmq.RCVHWM, CTL_RCVHWM)
+        # A full pipe is EAGAIN and a gone peer EHOSTUNREACH, instead of a silent drop: how _serve knows
+        # whether a peer has taken its last reply.
+        ctl.setsockopt(zmq.ROUTER_MANDATORY, 1)
         run = self.run_
         if run.bind:
             from .security import configure_server
@@ -188,7 +210,7 @@ class IOThread(threading.Thread):
             self.asleep = True
             if self.run_._inbox:
                 timeout_ms = 0
-        events = dict(poller.poll(timeout_ms))
+        events = dict(poller.poll(int(timeout_ms)))
         self.asleep = False
         # Emptied in either mode: a ring that raced this thread's waking would otherwise end every busy nap at once.
         if self._bell_r in events:
@@ -399,6 +421,8 @@ class IOThread(threading.Thread):
     def _heartbeat(self) -> None:
         hb = wire.envelope("hb", self.run_.run_id, self.run_.rank, self.seq, self.step, dropped=self.dropped_live,
                            dropped_steps=self.run_.dropped)
+        if self.pub is None:
+            return
         try:
             self.pub.send(wire.encode(hb), zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -425,14 +449,50 @@ class IOThread(threading.Thread):
             if len(parts) < 2:
                 continue
             ident, body = parts[0], parts[-1]
+            owed_elsewhere = sum(self._owed.values()) - self._owed.get(ident, 0)
+            if owed_elsewhere >= HISTORY_INFLIGHT_BYTES:
+                self._sweep_owed(ctl)
+                owed_elsewhere = sum(self._owed.values()) - self._owed.get(ident, 0)
+            # Start the reply only if the peer's pipe is empty: the identity part is refused (EAGAIN) while the
+            # last reply still waits there, and (EHOSTUNREACH) when the peer is gone. Nothing is built for it.
             try:
-                reply = self._answer(body)
-            except Exception as exc:  # a malformed request gets an error reply, never a crash
-                reply = [wire.encode({"op": "error", "message": f"bad request: {exc}"})]
+                ctl.send(ident, zmq.SNDMORE | zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.requests_refused += 1
+                continue
+            self._owed.pop(ident, None)
+            if owed_elsewhere >= HISTORY_INFLIGHT_BYTES:
+                self.requests_refused += 1
+                reply = [_BUSY]
+            else:
+                try:
+                    reply = self._answer(body)
+                except Exception as exc:  # a malformed request gets an error reply, never a crash
+                    reply = [wire.encode({"op": "error", "message": f"bad request: {exc}"[:200]})]
+            # The rest of a message whose first part was taken is always taken (a message is queued whole).
             try:
-                ctl.send_multipart([ident, *reply], zmq.NOBLOCK)
+                ctl.send_multipart(reply, zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
+            self.requests_answered += 1
+            size = sum(len(p) for p in reply)
+            if size > 4096:
+                self._owed[ident] = size
+
+    def _sweep_owed(self, ctl: zmq.Socket) -> None:
+        """Forget the replies that peers took, or that ZeroMQ freed with a peer that left (at most once a second)."""
+        now = time.monotonic()
+        if now - self._owed_swept < OWED_SWEEP_S:
+            return
+        self._owed_swept = now
+        for ident in list(self._owed):
+            try:
+                ctl.send_multipart([ident, _PING], zmq.NOBLOCK)  # taken only if the pipe is empty
+            except zmq.Again:
+                continue  # still holding its reply
+            except zmq.ZMQError:
+                pass  # gone: its pipe, and the reply in it, were freed
+            del self._owed[ident]
 
     def _answer(self, body: bytes) -> list[bytes]:
         req = msgpack.unpackb(body, raw=False, strict_map_key=True)

@@ -78,7 +78,7 @@ class RunClient:
 
     def drain_with_bytes(self, max_frames: int | None = None) -> list[tuple[dict[str, Any], bytes]]:
         """(frame, the exact bytes received) pairs, for recorders that must write the very same frames."""
-        out = []
+        out: list[tuple[dict[str, Any], bytes]] = []
         q = self._queue
         while q and (max_frames is None or len(out) < max_frames):
             out.append(q.popleft())
@@ -192,7 +192,9 @@ class RunClient:
                 return
             try:
                 header = msgpack.unpackb(parts[0], raw=False)
-                if isinstance(header, dict) and header.get("op") == "done":
+                # "busy": the probe holds too many unread replies now; the retry timer asks again. "ping": it
+                # checks whether we took our last reply.
+                if isinstance(header, dict) and header.get("op") in ("done", "busy", "ping"):
                     continue
                 if not isinstance(header, dict) or header.get("op") != "history":
                     raise ValueError(f"unexpected reply {header!r:.80}")

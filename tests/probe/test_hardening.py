@@ -1,0 +1,105 @@
+"""Hostile peers against a live probe (issue 16): what a peer can make the training process hold is bounded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgpack
+import zmq
+
+import accmon.probe as accmon
+from accmon.probe import iothread
+from accmon.tui.subscriber import RunClient
+from tests.probe.test_transport import connected, receive_all
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@contextmanager
+def zmq_context() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.destroy(linger=0)
+
+
+def big_history(run: accmon.Run, frames: int = 12) -> None:
+    """About 330 KB a frame: a history reply of several MB, well over any socket buffer."""
+    cols = [f"layer{i}" for i in range(20)]
+    for f in range(frames):
+        steps = list(range(f * 2048, (f + 1) * 2048))
+        run.log_columns(steps, {c: [float(s) for s in steps] for c in cols})
+    wait_until(lambda: run._io.step >= frames * 2048 - 1, "the frames to be logged")
+
+
+def hostile_dealer(ctx: zmq.Context, ctl: str) -> zmq.Socket:
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 1)  # its ZeroMQ stops reading the socket too: the replies stay with the probe
+    s.connect(ctl)
+    return s
+
+
+def test_a_peer_that_asks_for_history_and_never_reads_gets_one_reply_at_a_time():
+    run = accmon.start("flood")
+    try:
+        big_history(run)
+        io = run._io
+        with zmq_context() as ctx:
+            peer = hostile_dealer(ctx, run.endpoints[1])
+            for _ in range(200):
+                peer.send(msgpack.packb({"op": "history", "since": 1}))
+            wait_until(lambda: io.requests_answered + io.requests_refused >= 200, "the probe to see every request")
+            # Before: all 200 replies of ~4 MB were queued for the peer (ZeroMQ's default: 1,000 a peer).
+            assert io.requests_answered <= 4, io.requests_answered
+            # A viewer that reads still gets the whole run, with the flood going on.
+            client = connected(run, RunClient(*run.endpoints).start())
+            try:
+                for _ in range(50):
+                    peer.send(msgpack.packb({"op": "history", "since": 1}))
+                run.close()
+                frames = receive_all(client)
+            finally:
+                client.close()
+            steps = [s for f in frames if f["kind"] == "steps" for s in f["steps"]]
+            assert steps == list(range(12 * 2048))
+    finally:
+        run.close()
+
+
+def test_replies_held_for_many_peers_are_bounded_in_bytes_and_freed_when_they_leave(monkeypatch):
+    monkeypatch.setattr(iothread, "HISTORY_MAX_BYTES", 1024 * 1024)
+    monkeypatch.setattr(iothread, "HISTORY_INFLIGHT_BYTES", 3 * 1024 * 1024)
+    monkeypatch.setattr(iothread, "OWED_SWEEP_S", 0.0)
+    run = accmon.start("many")
+    try:
+        big_history(run)
+        io = run._io
+        with zmq_context() as ctx:
+            peers = [hostile_dealer(ctx, run.endpoints[1]) for _ in range(12)]
+            for p in peers:
+                p.send(msgpack.packb({"op": "history", "since": 1}))
+            wait_until(lambda: io.requests_answered >= 12, "every peer to be answered")
+            # Each answer is a history reply (~1 MB, until the bound) or a small "busy".
+            assert sum(io._owed.values()) <= 3 * 1024 * 1024 + 1024 * 1024 + 400_000, io._owed
+            assert len(io._owed) < 12
+            for p in peers:
+                p.close(0)
+        # The peers left: what they held is freed, and a new viewer is served in full.
+        client = connected(run, RunClient(*run.endpoints).start())
+        try:
+            run.close()
+            frames = receive_all(client)
+        finally:
+            client.close()
+        assert [s for f in frames if f["kind"] == "steps" for s in f["steps"]] == list(range(12 * 2048))
+    finally:
+        run.close()
