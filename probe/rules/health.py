@@ -30,6 +30,7 @@ from .thresholds import (
     CHANCE_ACC_MARGIN,
     CHANCE_LOSS_FACTOR,
     DIVERGE_FACTOR,
+    DIVERGE_MIN_RISE,
     HANDLED_IMBALANCE_MARGIN,
     MIN_PROGRESS,
     PATIENCE_DEFAULT,
@@ -249,8 +250,15 @@ class HealthTracker:
             h.reasons.append("the loss is NaN/Inf")
         elif now is not None:
             # Against the best smoothed loss so far, or against the first steps for a loss that explodes at once.
-            refs = [r for r in (h.loss_best if h.seen >= 2 * h.window else None, h.loss_early) if r is not None and r > 0]
-            if refs and h.seen >= START_STEPS and now > DIVERGE_FACTOR * min(refs):
+            # The first steps' lowest loss too: a loss that explodes at its second step has a median of the first
+            # three that is already exploded.
+            refs = [r for r in (h.loss_best if h.seen >= 2 * h.window else None, h.loss_early, h.loss_first)
+                    if r is not None and r > 0]
+            # An absolute scale too: the rise must be a real share of where the loss started (or of the chance
+            # loss), not a near-zero loss that doubles.
+            scale = h.chance_loss or h.loss_first or h.loss_early or 0.0
+            if refs and h.seen >= START_STEPS and now > DIVERGE_FACTOR * min(refs) \
+                    and now - min(refs) >= DIVERGE_MIN_RISE * scale:
                 h.diverging = True
                 h.reasons.append(f"the loss rose from {min(refs):.4g} to {now:.4g}")
         # Thresholds to leave a verdict sit beyond those to enter it (hysteresis).

@@ -26,13 +26,17 @@ def update_ratios(st: RunState, now: int) -> tuple[float | None, dict[str, float
 
 
 def _peak(st: RunState, now: int, k: int = 10) -> float | None:
-    """Largest finite overall update ratio among the last `k` samples."""
+    """Largest finite overall update ratio among the last `k` samples and the run's first steps (kept for good:
+    a diverging run's damage is often done in its first steps, and by the time the loss counts as diverging
+    the large updates are no longer among the recent samples; the first steps are sampled at any cadence)."""
     s = st.col("update_ratio")
     if s is None:
         return None
     v = s.last(now, k)[1]
     v = v[np.isfinite(v)]
-    return float(v.max()) if len(v) else None
+    first = [x for step, x in st.first.get("update_ratio", []) if step <= now and np.isfinite(x)]
+    peaks = ([float(v.max())] if len(v) else []) + ([max(first)] if first else [])
+    return max(peaks) if peaks else None
 
 
 def current_lr(st: RunState, now: int) -> float | None:

@@ -44,7 +44,8 @@ class RunState:
         self.first_step: int | None = None
         self.last_step = -1
         # The first finite losses and accuracies, kept for good: the start of the curve the run is judged against.
-        self.first: dict[str, list[tuple[int, float]]] = {"loss": [], "acc": [], "grad_norm": [], "grad_norm_preclip": []}
+        self.first: dict[str, list[tuple[int, float]]] = {"loss": [], "acc": [], "grad_norm": [], "grad_norm_preclip": [],
+                                                       "update_ratio": []}
         # First step at which a metric was non-finite (NaN or Inf), by metric name.
         self.first_nonfinite: dict[str, int] = {}
         self.target_hist: np.ndarray | None = None  # class counts of the training targets, all frames so far

@@ -53,6 +53,9 @@ HANDLED_IMBALANCE_MARGIN = 0.02
 # Diverging: the smoothed loss is this multiple of its best so far (own: warm restarts and noisy batches raise
 # the loss by tens of percent, never a factor of two).
 DIVERGE_FACTOR = 2.0
+# ...and it rose by at least this share of where it started (issue 15: a GRU at 95% accuracy whose loss went
+# 0.02 -> 0.09 is four times its best and not diverging; a rise is measured on the scale of the task's loss).
+DIVERGE_MIN_RISE = 0.25
 
 # ---- numerics ----------------------------------------------------------------------------------------
 # Non-finite gradients in this many consecutive samples (with a finite, improving loss) before they count.
