@@ -381,8 +381,9 @@ class ReplaySource:
         import msgpack
 
         try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "accmon.tui.replay", self.path],
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            from accmon.tui.replay import child_command
+
+            self._proc = subprocess.Popen(child_command(self.path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=wire.MAX_FRAME_BYTES)
             assert self._proc.stdout is not None
             while not self._stop.is_set():

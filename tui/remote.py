@@ -56,10 +56,12 @@ from accmon.probe import registry
 ENV_SSH_OPTS = "ACCMON_SSH_OPTS"
 ENV_REMOTE_CMD = "ACCMON_REMOTE_CMD"
 ENV_SSH = "ACCMON_SSH"  # another ssh binary (e.g. a wrapper); the default is `ssh` on PATH
-# If `accmon` is not on the non-interactive PATH (a venv not activated by ~/.bashrc), try the module.
+# If `accmon` is not on the non-interactive PATH (a venv not activated by ~/.bashrc), try the module, from /
+# and with PYTHONSAFEPATH: `python3 -m` puts the current directory first on the path, and a `msgpack.py` in the
+# remote home directory would be run.
 DEFAULT_REMOTE_CMD = (
     "sh -c 'if command -v accmon >/dev/null 2>&1; then exec accmon \"$@\"; "
-    "else exec python3 -m accmon.tui.cli \"$@\"; fi' accmon"
+    "else cd / && exec env PYTHONSAFEPATH=1 python3 -m accmon.tui.cli \"$@\"; fi' accmon"
 )
 CONNECT_TIMEOUT_S = 15  # ssh's own ConnectTimeout: a host that does not answer the TCP handshake
 # ssh's keep-alive: a silent network (laptop suspended, VPN gone) is declared dead after 3 × 5 s,

@@ -48,6 +48,15 @@ def diagnose(path: str) -> Iterator[dict[str, Any]]:
     yield {"final": [a for d in diagnosers.values() for a in d.alerts()] + ranks.alerts()}
 
 
+def child_command(path: str) -> list[str]:
+    """The command that starts this module on `path`, with the current directory never on the child's import
+    path: `python -m` puts it first, and a `msgpack.py` lying beside a downloaded recording would be run."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "accmon.tui.replay", path]
+    code = "import sys; del sys.path[0]; import runpy; runpy.run_module('accmon.tui.replay', run_name='__main__')"
+    return [sys.executable, "-c", code, path]
+
+
 def main(argv: list[str] | None = None, out: BinaryIO | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = out or sys.stdout.buffer
