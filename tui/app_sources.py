@@ -9,7 +9,6 @@ starts a fresh store.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
