@@ -347,7 +347,9 @@ def child(args: argparse.Namespace) -> int:
                     "cadence_every": dict(getattr(probe.cadence, "every", {}) or {})}
     if cuda:
         res["cuda"] = {"max_memory_allocated": torch.cuda.max_memory_allocated(),
-                       "device": torch.cuda.get_device_name()}
+                       "device": torch.cuda.get_device_name(),
+                       "capability": ".".join(map(str, torch.cuda.get_device_capability())),
+                       "bf16": torch.cuda.is_bf16_supported()}
     _write(args.result, res)
     return 0
 
@@ -455,12 +457,13 @@ def device_info() -> dict[str, Any]:
         import torch
 
         info["torch"] = torch.__version__
+        # is_available() counts devices without a CUDA context: this process holds none, so that the training
+        # processes get the GPU to themselves (and a GPU in exclusive-process mode works). The device's name and
+        # capability come from the first training process (and NVML where it is installed).
         info["cuda"] = torch.cuda.is_available()
         if info["cuda"]:
-            info["gpu"] = torch.cuda.get_device_name()
-            info["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
             info["cuda_runtime"] = torch.version.cuda
-            info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+            info.update(nvml_info())
     except ImportError as exc:
         info["torch"] = None
         info["cuda"] = False
@@ -479,6 +482,26 @@ def device_info() -> dict[str, Any]:
         info["accmon_probe"] = None
         info["accmon_error"] = str(exc)
     return info
+
+
+def nvml_info() -> dict[str, Any]:
+    """GPU 0's name, memory and driver from NVML (nvidia-ml-py), if installed; no CUDA context is made."""
+    try:
+        import pynvml  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return {}
+    try:
+        pynvml.nvmlInit()
+        try:
+            h = pynvml.nvmlDeviceGetHandleByIndex(0)
+            name = pynvml.nvmlDeviceGetName(h)
+            return {"gpu": name.decode() if isinstance(name, bytes) else name,
+                    "gpu_memory_gib": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1),
+                    "driver": str(pynvml.nvmlSystemGetDriverVersion()), "gpus": pynvml.nvmlDeviceGetCount()}
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # NVML missing or refusing: the training process still says which GPU it used
+        return {"nvml_error": repr(exc)}
 
 
 def read_recording(path: str) -> dict[str, Any]:
@@ -580,6 +603,9 @@ def part_model(ck: Check, env: dict[str, str], m: str, gpu: bool, size: str, arg
     probe_lines = [ln for ln in text.splitlines() if ln.startswith("accmon:")]
     sync_lines = [ln for ln in probe_lines if "synchroniz" in ln.lower()]
     res["probe_stderr"] = probe_lines[:20]
+    if res.get("cuda"):
+        ck.info.setdefault("gpu", res["cuda"]["device"])
+        ck.info.setdefault("capability", res["cuda"]["capability"])
 
     # The recording and `accmon check --json`: every probed step recorded, the run finished.
     summary: dict[str, Any] = {}

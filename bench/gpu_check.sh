@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh --fetch-wheels    # once, on a machine with a package index (this dev machine):
 #                                             #   pyzmq, msgpack and pytest wheels for CPython 3.12 into bench/wheels/
 #   bash bench/gpu_check.sh [--quick|--full] [--models cnn,gpt] [--out DIR]
+#   bash bench/gpu_check.sh --setup-only      # the set-up and its import checks, nothing run
 #
 # The same download by hand:
 #   python3 -m pip download pyzmq msgpack pytest --only-binary=:all: --python-version 3.12 \
@@ -11,21 +12,29 @@
 #
 # On a bare GPU machine (Python 3.12, torch with CUDA, numpy; no pyzmq, no textual, no network) bench/wheels/
 # must travel with the working tree: it is ignored by git, so name it in the device tool's `carry`
-# (["bench/wheels"], ~3 MB), e.g.  run(command="OUT=$OUT bash bench/gpu_check.sh", carry=["bench/wheels"],
-# timeout_s=480). The script installs only what is missing into a scratch directory (never into the system),
+# (["bench/wheels"], ~3 MB), e.g.  run(command="bash bench/gpu_check.sh", carry=["bench/wheels"], timeout_s=480)
+# ($OUT is set there; the script keeps itself within 7 minutes, --deadline). The script installs only what is missing into a scratch directory (never into the system),
 # maps this checkout to the `accmon` package with a symlink tree there (pyproject maps probe/ -> accmon.probe,
 # tui/ -> accmon.tui), checks that the probe and the headless commands import without textual, and runs
 # bench/gpu_check.py. Output: $OUT (default ./gpu_check_out): summary.json, gpu_check.log, logs/, recordings.
 # The summary is printed last; exit 1 when a claim fails, 2 when the set-up fails.
 #
-# PYTHON=... picks the interpreter (default python3). Without a GPU it runs the quick CPU mode (~20-50 s) and
-# reports every GPU claim as "skipped: no GPU".
+# PYTHON=... picks the interpreter (default: the first of python3, python, python3.12 that imports torch).
+# Without a GPU it runs the quick CPU mode (~20-50 s) and reports every GPU claim as "skipped: no GPU".
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HERE")"
 WHEELS="$HERE/wheels"
-PY="${PYTHON:-python3}"
+# The interpreter: $PYTHON, else the first of python3, python, python3.12 that has torch, else python3.
+if [ -n "${PYTHON:-}" ]; then
+    PY="$PYTHON"
+else
+    PY=python3
+    for cand in python3 python python3.12; do
+        if command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import torch" >/dev/null 2>&1; then PY="$cand"; break; fi
+    done
+fi
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
     mkdir -p "$WHEELS"
