@@ -251,7 +251,8 @@ class IOThread(threading.Thread):
                 self._guard_disk(self.writer.sync)
             if ended or (stopping and not self.run_._inbox):
                 if not ended:
-                    self._emit("end", status="finished", error=None, total_steps=self.run_.steps_logged)
+                    self._emit("end", status="finished", error=None, total_steps=self.run_.steps_logged,
+                               dropped_steps=self.run_.dropped)
                 if pub is not None and ctl is not None:
                     self._linger(pub, ctl)
                 return
@@ -321,7 +322,8 @@ class IOThread(threading.Thread):
             elif tag == ALERT:
                 self._emit("alert", alert=item[1])
             elif tag == END:
-                self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged)
+                self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged,
+                           dropped_steps=self.run_.dropped)
                 ended = True
         if rows:
             self._emit_rows(rows)

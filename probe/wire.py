@@ -130,7 +130,7 @@ def _check_steps(frame: dict[str, Any], arrays: bool) -> None:
         frame["times"] = packed if arrays else packed.tolist()
     elif times is not None and (not isinstance(times, list) or len(times) != n or not set(map(type, times)) <= _NUMBER_TYPES):
         raise FrameError("steps frame: 'times' does not match 'steps'")
-    cols = frame.get("cols", {})
+    cols = frame.setdefault("cols", {})  # readers may count on it: a frame of steps with no values has {}
     if not isinstance(cols, dict):
         raise FrameError("steps frame: 'cols' is not a map")
     for name, values in cols.items():

@@ -27,6 +27,7 @@ from . import losses as L
 from .series import median
 from .state import RunState
 from .thresholds import (
+    BALANCED_MARGIN,
     CHANCE_ACC_MARGIN,
     CHANCE_LOSS_FACTOR,
     DIVERGE_FACTOR,
@@ -71,6 +72,10 @@ class Health:
     # Skewed classes, and the model predicts its top class less often than the majority occurs (a class-weighted
     # loss): accuracy at the majority's share is then no sign of a model that ignores its inputs.
     handled_imbalance: bool = False
+    # Balanced accuracy (mean per-class recall) of the recent sampled batches: a model that ignores its inputs
+    # scores 1/K however skewed the classes; None when not measured.
+    balanced_acc: float | None = None
+    uses_inputs: bool = False  # balanced accuracy clearly above 1/K: the model tells classes apart
     not_learning: bool = False
     worse_than_chance: bool = False
     at_chance: bool = False
@@ -233,6 +238,14 @@ class HealthTracker:
 
     def _imbalance(self, st: RunState, h: Health) -> None:
         chance = h.acc_chance
+        k = st.num_classes or (2 if st.task == "binary" else None)
+        bal = st.col("batch_bal_acc")
+        if bal is not None and k:
+            # The last sampled batches, as many as make a window's worth of samples at any cadence (at least 5).
+            vals = [v for v in bal.last(h.now, 9)[1].tolist() if math.isfinite(v)]
+            if len(vals) >= 5:
+                h.balanced_acc = sum(vals) / len(vals)
+                h.uses_inputs = h.balanced_acc >= 1 / k + BALANCED_MARGIN * (1 - 1 / k)
         if chance is None or chance < SKEWED_MAJORITY:
             return
         top = st.recent("pred_top_frac", h.now)
@@ -276,13 +289,15 @@ class HealthTracker:
                 h.reasons.append(f"the loss ({now:.4g}) is above that of a model that ignores its inputs ({h.chance_loss:.4g})")
         if h.acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
             margin = chance_margin(h.acc_chance, h.batch * h.window) * (ease if self.was.get("at_chance") else 1.0)
-            handled = h.handled_imbalance and h.acc_now >= handled_floor(h.acc_chance)
+            handled = (h.handled_imbalance and h.acc_now >= handled_floor(h.acc_chance)) \
+                or (h.uses_inputs and h.acc_chance >= SKEWED_MAJORITY)
             if h.acc_now <= h.acc_chance + margin and not handled:
                 h.at_chance = True
                 h.reasons.append(f"accuracy ({h.acc_now:.3f}) is at chance ({h.acc_chance:.3f}) after {h.seen} steps")
         if h.val_acc_now is not None and h.acc_chance is not None and h.seen >= h.patience:
             margin = chance_margin(h.acc_chance, h.batch * 4) * (ease if self.was.get("val_at_chance") else 1.0)
-            handled = h.handled_imbalance and h.val_acc_now >= handled_floor(h.acc_chance)
+            handled = (h.handled_imbalance and h.val_acc_now >= handled_floor(h.acc_chance)) \
+                or (h.uses_inputs and h.acc_chance >= SKEWED_MAJORITY and h.val_acc_now >= h.acc_chance)
             if h.val_acc_now <= h.acc_chance + margin and not handled:
                 h.val_at_chance = True
                 h.reasons.append(f"validation accuracy ({h.val_acc_now:.3f}) is at chance ({h.acc_chance:.3f})")
@@ -321,11 +336,36 @@ def chance_loss(st: RunState) -> float | None:
     shares = st.class_shares()
     k = st.num_classes
     if shares is not None and st.hist_samples() >= 100:
-        p = shares[shares > 0]
-        return float(-(p * np.log(p)).sum())
+        return _prior_loss(st, shares)
     if k:
         return math.log(k) if st.task == "multiclass" else math.log(2)
     return None
+
+
+def _prior_loss(st: RunState, shares: np.ndarray) -> float:
+    """The loss of the best constant prediction, with the loss's own class weights (issue 15): a weighted
+    cross-entropy's mean divides by the weights of the batch's targets, so the best constant answer is the
+    reweighted prior r_c ∝ p_c w_c and scores its entropy; BCE's pos_weight scales the positives' term; label
+    smoothing ε moves the targets to (1-ε)p + ε/K."""
+    loss = st.loss
+    weights = loss.get("class_weights")
+    pos_weight = loss.get("pos_weight")
+    smoothing = loss.get("label_smoothing")
+    p = shares.astype(np.float64)
+    if isinstance(pos_weight, list) and len(pos_weight) == 1 and len(p) == 2 and isinstance(pos_weight[0], (int, float)):
+        pw = float(pos_weight[0])
+        p0, p1 = float(p[0]), float(p[1])
+        q = p1 * pw / (p1 * pw + p0) if p1 * pw + p0 > 0 else 0.5
+        q = min(max(q, 1e-12), 1 - 1e-12)
+        return float(-(p1 * pw * math.log(q) + p0 * math.log(1 - q)))
+    if isinstance(weights, list) and len(weights) == len(p) and all(isinstance(w, (int, float)) for w in weights):
+        r = p * np.asarray(weights, dtype=np.float64)
+        if r.sum() > 0:
+            p = r / r.sum()
+    if isinstance(smoothing, (int, float)) and 0 < smoothing < 1 and len(p) >= 2:
+        p = (1 - smoothing) * p + smoothing / len(p)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
 
 
 def chance_accuracy(st: RunState) -> float | None:

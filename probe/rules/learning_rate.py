@@ -60,6 +60,10 @@ class LrTooHigh(Rule):
     ids = ("lr_too_high",)
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
+        if not st.first.get("loss") and st.col("loss") is not None:
+            # Not one finite loss since the first step: NaN inputs or a NaN-producing loss, not a rate that broke
+            # a model that worked (nan_loss says so).
+            return [ended("lr_too_high")]
         if st.is_active("weights_not_updating", "symmetric"):
             # Zero (or constant) weights: an update ratio against a zero weight means nothing, and the cause is named.
             return [ended("lr_too_high")]
@@ -85,6 +89,11 @@ class LrTooHigh(Rule):
         if not active:
             if st.broken:
                 return []  # NaN weights: what they do now says nothing about the rate that broke them
+            recovered = h.loss_now is not None and h.loss_first is not None and h.loss_now < h.loss_first
+            if st.is_active("lr_too_high") and h.stuck and not recovered:
+                # A run the rate broke early (dead units, a collapsed output) stays stuck with small updates: the
+                # cause seen then still explains the symptom now. Held until the loss is back below its start.
+                return []
             return [ended("lr_too_high")] if (ratio is not None or st.col("loss") is not None) else []
         lr = current_lr(st, h.now)
         evidence = {"lr": lr, "optimizer": optimizer_kind(st), "update_ratio": ratio,
@@ -127,7 +136,8 @@ class LrTooLow(Rule):
         if top is None:
             return []
         # Dead or vanished layers make every update small whatever the rate: their rules say so instead.
-        explained = st.is_active("dead_relu") or st.is_active("vanishing_gradients")
+        explained = st.is_active("dead_relu") or st.is_active("vanishing_gradients") or st.is_active("lr_too_high") \
+            or st.is_active("weights_not_updating", "symmetric")
         if not (0 < top < LR_LOW_RATIO and h.stuck and not h.warming_up) or explained:
             return [ended("lr_too_low")]
         lr = current_lr(st, h.now)

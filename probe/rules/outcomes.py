@@ -9,7 +9,7 @@ import numpy as np
 from .base import Finding, Rule, ended
 from .health import Health, chance_margin, handled_floor
 from .state import RunState
-from .thresholds import FLAT_ACC_DELTA, FLAT_ACC_LOW, SINGLE_CLASS_FRACTION, SKEWED_MAJORITY, ZERO_ACC
+from .thresholds import FLAT_ACC_DELTA, FLAT_ACC_LOW, SINGLE_CLASS_FRACTION, SKEWED_MAJORITY, START_STEPS, ZERO_ACC
 
 ID = "accuracy_stuck"
 FIXES = {
@@ -94,6 +94,11 @@ class SingleClassPrediction(Rule):
         # Untrained models often answer one class for their first batches: only a model that stays there
         # (accuracy still at chance after the patience) has collapsed.
         stuck = h.at_chance or (h.acc_now is None and h.seen >= h.patience and h.stuck)
+        short = False
+        if not stuck and st.ended is not None and h.seen < h.patience:
+            # A run too short for the patience is judged at its end (issue 15: 75 steps that learned only the
+            # prior): accuracy at the majority's share and predictions of one class say so, however short.
+            stuck = short = self._short_run_at_prior(st, h)
         if not stuck:
             return [ended("single_class_prediction")] if h.seen >= h.patience else []
         shares = st.class_shares()
@@ -101,6 +106,8 @@ class SingleClassPrediction(Rule):
         # With accuracy already no better than the majority's share, a top class taking that share (or 95%)
         # of the answers is a collapse onto it.
         bar = max(SINGLE_CLASS_FRACTION, majority)
+        if short:
+            bar = max(majority, 0.5)  # small batches at the end of a short run: 15 of 16 is one class too
         direct = self._measured(st, h)
         # Predictions are sampled sparsely. An old look still describes a model whose loss has not moved since.
         if direct is not None and (direct[1] >= h.now - h.window or h.not_learning):
@@ -127,6 +134,12 @@ class SingleClassPrediction(Rule):
                              "loss_now": h.loss_now, "class_prior_loss": h.chance_loss},
                             self.FIX, score=1.0)]
         return []  # nothing recent to judge by: keep the verdict as it is
+
+    @staticmethod
+    def _short_run_at_prior(st: RunState, h: Health) -> bool:
+        if h.seen < 2 * START_STEPS or h.acc_now is None or h.acc_chance is None or h.uses_inputs:
+            return False
+        return h.acc_now <= h.acc_chance + chance_margin(h.acc_chance, h.batch * h.window)
 
     @staticmethod
     def _measured(st: RunState, h: Health) -> tuple[float, int, int] | None:

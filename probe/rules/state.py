@@ -16,7 +16,7 @@ from .thresholds import START_STEPS
 USED = frozenset({"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "grad_norm", "update_ratio", "nonfinite_grads",
                   "input_mean", "input_std", "input_min", "input_max", "input_const_frac", "input_feat_absmax_ratio",
                   "batch_top_frac", "batch_top_class", "batch_classes", "pred_top_frac",
-                  "grad_norm_preclip", "clip_frac", "train_eval_loss", "train_eval_acc"})
+                  "grad_norm_preclip", "clip_frac", "train_eval_loss", "train_eval_acc", "batch_bal_acc"})
 USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "act_sat/")
 NUMBERS = {int, float}
 # Metrics whose first non-finite value is remembered (the step a NaN loss began).

@@ -50,6 +50,10 @@ CHANCE_ACC_MARGIN = 0.10
 # occurs. Own, measured: the weighted 94/6 demo predicts its top class 0.89-0.91 of the time at 0.95 accuracy; the
 # unweighted 90/10 and 97/3 demos predict it 0.97-1.0 of the time.
 HANDLED_IMBALANCE_MARGIN = 0.02
+# A model whose balanced accuracy (mean per-class recall over sampled batches) is this share of the way from 1/K
+# to 1 tells the classes apart: with skewed classes, accuracy near the majority's share is then a trade made by
+# class weights, not a model that ignores its inputs (issue 15: 85/10/5 classes under a weighted loss). Own.
+BALANCED_MARGIN = 0.25
 # Diverging: the smoothed loss is this multiple of its best so far (own: warm restarts and noisy batches raise
 # the loss by tens of percent, never a factor of two).
 DIVERGE_FACTOR = 2.0
