@@ -819,14 +819,17 @@ class AccmonApp(App[int]):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         table = event.data_table
         if isinstance(table, AlertTable):
+            # ↑ on an empty table (every healthy run has one) highlights no row: its key is None.
+            key = event.row_key.value if event.row_key is not None else None
             detail = "#alert-detail" if table.id == "alert-table" else "#side-detail"
             # A highlight queued while the app closes can arrive after the detail pane is gone: nothing to show.
             for pane in self._main.query(detail).results(Static):
-                pane.update(alert_detail(table.alerts.get(str(event.row_key.value)), self.current_theme.dark))
+                pane.update(alert_detail(table.alerts.get(str(key)) if key is not None else None,
+                                         self.current_theme.dark))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         table = event.data_table
-        if isinstance(table, AlertTable):
+        if isinstance(table, AlertTable) and event.row_key is not None:
             alert = table.alerts.get(str(event.row_key.value))
             if alert is not None:
                 if self._active_tab() == "alerts":
@@ -977,10 +980,43 @@ def svg_to_png(svg: str) -> str | None:
 
 
 # -- entry points for the command line --------------------------------------------------------------------------
+def save_crash(exc: BaseException, where: str | None = None) -> str | None:
+    """Write `exc`'s traceback to a file of its own (in the per-user runtime directory) and return its path."""
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        folder = where or registry.runtime_dir()
+        path = os.path.join(folder, f"accmon-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return path
+    except OSError:
+        return None
+
+
+def run_app(app: AccmonApp, **run_kwargs: Any) -> int:
+    """Run the app; when it died of an exception, save the traceback, say where, and return 1 (Textual ends an
+    app on an unhandled exception with return code 1 and prints the traceback, but `run()` returns None: the
+    command exited 0 and the traceback scrolled away). Reads Textual's `_exception`, the error it ended on."""
+    result = app.run(**run_kwargs)
+    code = app.return_code or 0
+    if code:
+        import sys
+
+        exc = getattr(app, "_exception", None)
+        path = save_crash(exc) if isinstance(exc, BaseException) else None
+        saved = f"; the traceback is saved in {path}" if path else ""
+        sys.stderr.write(f"accmon: the viewer stopped on an error{saved} — please attach it to a bug report\n")
+        return code
+    return result or 0
+
+
 def run_live(entries: list[registry.RunEntry], *, record: str | None = None) -> int:
     """`accmon` / `accmon attach`: follow one run (all its ranks), history first; re-attach when it restarts."""
     app = AccmonApp(LiveSource(entries, record=record), attach=lambda es: LiveSource(es, record=record))
-    return app.run() or 0
+    return run_app(app)
 
 
 def run_live_for_process(run_id: str, proc: subprocess.Popen) -> int:
@@ -991,18 +1027,18 @@ def run_live_for_process(run_id: str, proc: subprocess.Popen) -> int:
 
     source = LiveSource([], find_again=find, process=proc)
     app = AccmonApp(source, pick=False)
-    return app.run() or 0
+    return run_app(app)
 
 
 def run_replay(path: str) -> int:
     """`accmon replay FILE`."""
-    return AccmonApp(ReplaySource(path)).run() or 0
+    return run_app(AccmonApp(ReplaySource(path)))
 
 
 def run_picker() -> int:
     """`accmon` with several live runs: choose one first."""
-    return AccmonApp(None, pick=True).run() or 0
+    return run_app(AccmonApp(None, pick=True))
 
 
-__all__ = ["AccmonApp", "QueueSource", "LiveSource", "ReplaySource", "run_live", "run_live_for_process", "run_picker",
+__all__ = ["AccmonApp", "QueueSource", "LiveSource", "ReplaySource", "run_app", "run_live", "run_live_for_process", "run_picker",
            "run_replay", "svg_to_png"]

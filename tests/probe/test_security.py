@@ -74,6 +74,8 @@ class Relay(threading.Thread):
         self.port = self.server.getsockname()[1]
         self.seen = bytearray()
         self.lock = threading.Lock()
+        self.conns: list[socket.socket] = []
+        self.pipes: list[threading.Thread] = []
 
     def run(self) -> None:
         while True:
@@ -86,8 +88,12 @@ class Relay(threading.Thread):
             except OSError:
                 client.close()
                 continue
+            with self.lock:
+                self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                self.pipes.append(t)
+                t.start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -105,7 +111,18 @@ class Relay(threading.Thread):
                     pass
 
     def close(self) -> None:
-        self.server.close()
+        """Stop accepting and relaying, and wait for every thread. A socket closed under a thread blocked in
+        accept() or recv() does not wake it on Linux: shutdown() does."""
+        for s in [self.server, *self.conns]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.join(WAIT_S)
+        for t in self.pipes:
+            t.join(WAIT_S)
+        for s in [self.server, *self.conns]:
+            s.close()
 
 
 def log_steps(run: Run, n: int) -> None:

@@ -33,6 +33,11 @@ LABEL_W = 7  # y-axis labels: "-1.2e-5" is the widest `fmt.num` writes at this w
 _DOT = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint16)
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 _BRAILLE = np.array([" "] + [chr(0x2800 + i) for i in range(1, 256)], dtype="<U1")
+# Values beyond this are drawn at it and marked ✕ as NaN and Inf are: a span wider than ~1e308 overflows the
+# scale's arithmetic, and nothing a person reads off a chart needs more than 300 decades.
+MAX_PLOT = 1e300
+# The largest float64 below 2**63: steps near the int64 limit are placed in float and read back as int64.
+_STEP_MAX = float(np.nextafter(2.0**63, 0))
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,9 @@ def ema(means: np.ndarray, counts: np.ndarray, strength: float) -> np.ndarray:
 
 def step_edges(data: RankData, x0: float, x1: float, n: int, head: int | None) -> np.ndarray:
     """Row edges of n equal step ranges over [x0, x1]; the last range includes x1. Rows after head excluded."""
-    se = x0 + (x1 - x0) * np.arange(n + 1) / n
+    se = np.clip(x0 + (x1 - x0) * np.arange(n + 1) / n, -_STEP_MAX, _STEP_MAX)
     edges = data.axis.rows(np.ceil(se[:-1]).astype(np.int64), "left")
-    last = data.axis.rows(np.array([math.floor(x1)], dtype=np.int64), "right")
+    last = data.axis.rows(np.array([math.floor(se[-1])], dtype=np.int64), "right")
     edges = np.maximum.accumulate(np.concatenate([edges, last]))
     if head is not None:
         edges = np.minimum(edges, data.axis.rows(np.array([head], dtype=np.int64), "right")[0])
@@ -115,6 +120,23 @@ def _fill_gaps(values: np.ndarray) -> np.ndarray:
     inner = np.arange(idx[0], idx[-1] + 1)
     out[inner] = np.interp(inner, idx, values[idx])
     return out
+
+
+def _scaled(b: Buckets, log: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A series' per-column min and max as drawn (log10 on a log scale), finite values clamped to ±MAX_PLOT;
+    and which columns were clamped (marked ✕ like NaN and Inf)."""
+    mins, maxs = b.mins.astype(np.float64), b.maxs.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        over = (np.abs(mins) > MAX_PLOT) & np.isfinite(mins) | (np.abs(maxs) > MAX_PLOT) & np.isfinite(maxs)
+    if over.any():
+        mins, maxs = np.clip(mins, -MAX_PLOT, MAX_PLOT), np.clip(maxs, -MAX_PLOT, MAX_PLOT)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mins = np.where(mins > 0, np.log10(mins), np.nan)
+            maxs = np.where(maxs > 0, np.log10(maxs), np.nan)
+            # A span reaching zero or below on a log scale: draw what is positive.
+            mins = np.where(np.isnan(mins) & ~np.isnan(maxs), maxs, mins)
+    return mins, maxs, over
 
 
 def _spans(top: np.ndarray, bot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,6 +201,8 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
     pw = width - LABEL_W - 1
     wd = 2 * pw
     x0, x1 = float(view.x0), float(max(view.x1, view.x0 + 1))
+    if not x1 > x0:  # near 2**63 one step is below a float's resolution: widen to what a float can tell apart
+        x1 = x0 + max(1.0, 64 * math.ulp(x0))
     log = view.log_y if spec.log is None else spec.log
     flags_any = np.zeros(pw, dtype=np.uint8)
     lo = hi = math.nan
@@ -216,13 +240,8 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
             f = b.flags.reshape(pw, 2)
             flags_any |= f[:, 0] | f[:, 1]
     for _s, b, _smooth in drawn:
-        mins, maxs = b.mins.astype(np.float64), b.maxs.astype(np.float64)
-        if log:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                mins = np.where(mins > 0, np.log10(mins), np.nan)
-                maxs = np.where(maxs > 0, np.log10(maxs), np.nan)
-                # A span reaching zero or below on a log scale: draw what is positive.
-                mins = np.where(np.isnan(mins) & ~np.isnan(maxs), maxs, mins)
+        mins, maxs, over = _scaled(b, log)
+        flags_any |= (over.reshape(pw, 2).any(axis=1)).astype(np.uint8)
         if np.isfinite(mins).any():
             lo = np.nanmin([lo, np.nanmin(mins)]) if not math.isnan(lo) else np.nanmin(mins)
             hi = np.nanmax([hi, np.nanmax(maxs)]) if not math.isnan(hi) else np.nanmax(maxs)
@@ -238,7 +257,10 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
     hd = plot_rows * 4
 
     def to_dot(v: np.ndarray) -> np.ndarray:
-        return np.rint((hi - v) / (hi - lo) * (hd - 1)).clip(0, hd - 1)
+        """Dot rows (float, NaN where there is nothing to draw), clamped to the plot."""
+        with np.errstate(all="ignore"):
+            r = np.rint((hi - np.asarray(v, dtype=np.float64)) / (hi - lo) * (hd - 1))
+        return np.where(np.isfinite(r), r, np.nan).clip(0, hd - 1)
 
     series_out: dict[str, dict[str, np.ndarray]] = {}
     owner = np.full((plot_rows, pw), -1, dtype=np.int64)
@@ -246,12 +268,7 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
     styles: list[Style] = []
     if not math.isnan(lo):
         for s, b, smooth in drawn:
-            mins, maxs = b.mins.astype(np.float64), b.maxs.astype(np.float64)
-            if log:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    mins = np.where(mins > 0, np.log10(mins), np.nan)
-                    maxs = np.where(maxs > 0, np.log10(maxs), np.nan)
-                    mins = np.where(np.isnan(mins) & ~np.isnan(maxs), maxs, mins)
+            mins, maxs, _over = _scaled(b, log)
             mid = _fill_gaps((mins + maxs) / 2)
             fill = np.isnan(mins) & ~np.isnan(mid)
             mins, maxs = np.where(fill, mid, mins), np.where(fill, mid, maxs)
@@ -259,7 +276,7 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
             series_out[s.label] = {"lo": b.mins, "hi": b.maxs}
             if smooth is not None:
                 series_out[s.label]["line"] = smooth
-                sv = smooth
+                sv = np.clip(smooth, -MAX_PLOT, MAX_PLOT)
                 if log:
                     with np.errstate(divide="ignore", invalid="ignore"):
                         sv = np.where(sv > 0, np.log10(sv), np.nan)
@@ -315,7 +332,10 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
         else:
             ticks = fmt.nice_ticks(lo, hi, n_ticks)
         for v in ticks:
-            r = int(to_dot(np.array([v]))[0]) // 4
+            d = to_dot(np.array([v], dtype=np.float64))[0]
+            if math.isnan(d):
+                continue
+            r = int(d) // 4
             label = fmt.num(10 ** v) if log else fmt.num(v)
             tick_rows.setdefault(r, label[:LABEL_W])
     nan_style = Style(color=pal.severity["critical"], bold=True)

@@ -27,9 +27,11 @@ def num(v: float | None, width: int = 6) -> str:
 
 def steps(v: float | int | None) -> str:
     """A step number for axes and headers: 1,234 or 12.3k or 4.56M."""
-    if v is None:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     v = int(v)
+    if abs(v) >= 10**12:
+        return f"{v:.3g}"
     if abs(v) < 10_000:
         return f"{v:,}"
     if abs(v) < 1_000_000:
@@ -51,7 +53,9 @@ def nice_ticks(lo: float, hi: float, n: int) -> list[float]:
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo or n < 2:
         return [lo]
     raw = (hi - lo) / (n - 1)
-    mag = 10 ** math.floor(math.log10(raw))
+    # A float power: `10 ** 32` is a Python int, and ticks of a diverging loss (~5e32) became ints that numpy
+    # can only hold in an object array (the chart crashed on them).
+    mag = 10.0 ** math.floor(math.log10(raw))
     candidates = [m * mag for m in (0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5, 10)]
     i = next(k for k, c in enumerate(candidates) if c >= raw)
     out: list[float] = []

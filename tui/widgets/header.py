@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rich.style import Style
@@ -69,7 +70,8 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     epoch = data.latest("epoch") if data is not None else None
     if epoch is not None and epoch == epoch and not narrow:
         t.append("  epoch ", style=dim)
-        t.append(f"{int(epoch)}")
+        # A logged epoch of inf (or 1e300) has no int: say what it is rather than fail (issue 16, item 6).
+        t.append(f"{int(epoch)}" if math.isfinite(epoch) and abs(epoch) < 1e15 else fmt.num(epoch))
     sps = data.steps_per_s() if data is not None else None
     if sps is not None and info.state in ("live", "stalled", "connecting"):
         t.append("  ", style=dim)
