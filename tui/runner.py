@@ -147,12 +147,20 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     previous = signal.signal(signal.SIGINT, lambda *_: None)
     forward = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
     watched = True
+    viewer_rc = 0
     heard: dict[int, float] = {}
     try:
         if headless:
             watched = _watch_headless(run_id, proc, heard)
         else:
-            _watch_tui(run_id, proc)
+            viewer_rc = _watch_tui(run_id, proc)
+            if proc.poll() is None:
+                # The viewer closed, the training did not: say so, or the terminal sits blank and silent.
+                entries = launched(run_id)
+                which = entries[0].run_id if entries else run_id
+                sys.stderr.write(f"accmon: viewer closed; the training goes on as pid {proc.pid} (output: {log_path}).\n"
+                                 f"accmon: watch it again with `accmon attach {which}`; Ctrl-C stops it, or "
+                                 f"`kill {proc.pid}`.\n")
         returncode = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -168,7 +176,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     if returncode < 0:
         sys.stderr.write(f"accmon: the command was killed by {signal.Signals(-returncode).name}\n")
         return 128 - returncode
-    return returncode
+    return returncode or viewer_rc  # a viewer that died (its traceback saved) is no success either
 
 
 def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float]) -> bool:
@@ -198,13 +206,13 @@ def _say_what_was_recorded(record: str | None) -> None:
     say_recorded(record)
 
 
-def _watch_tui(launch: str, proc: subprocess.Popen) -> None:
-    from .app import AccmonApp
+def _watch_tui(launch: str, proc: subprocess.Popen) -> int:
+    from .app import AccmonApp, run_app
     from .app_sources import LiveSource
 
     # As app.run_live_for_process, but the run is found by this launch's token, not by an id known beforehand.
     source = LiveSource([], find_again=lambda: launched(launch), process=proc)
-    AccmonApp(source, pick=False).run()
+    return run_app(AccmonApp(source, pick=False))
 
 
 def _show_log_tail(path: str, lines: int = 20) -> None:
