@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEV_PACKAGES := torch==2.13.0 keras==3.15.1 lightning==2.6.6 transformers==5.23.0 accelerate==1.15.0 tensorboard==2.21.0 \
 	jupyter_client==8.10.0 ipykernel==7.4.0 pyarrow==26.0.1
 
-.PHONY: demo test venv bench snapshots-update clean
+.PHONY: demo test lint venv bench snapshots-update clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/accmon demo
 
-test: $(STAMP)
+# The static checks first (seconds), then the suite. pytest-timeout (pyproject) ends any test that hangs.
+test: $(STAMP) lint
 	bash tests/setup_system.sh
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

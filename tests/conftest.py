@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The leak checks run around every test (tests/leaks.py): importing its hooks here registers them.
+from tests.leaks import pytest_configure, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 ACCMON = [sys.executable, "-m", "accmon.tui.cli"]
 
