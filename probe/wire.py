@@ -48,6 +48,7 @@ def _depth(obj: Any, limit: int) -> int:
     stack = [(obj, 1)]
     while stack:
         item, d = stack.pop()
+        children: Any
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):
@@ -191,7 +192,7 @@ def pack_floats(values: Floats | list | np.ndarray) -> bytes:
     try:
         data = struct.pack(f"<{len(values)}d", *values)  # the fastest way from Python floats to bytes
     except struct.error:  # None (not measured) among them, or something that is no number
-        return _pack_array(*floats_of_list(values))
+        return _pack_array(*floats_of_list(list(values)))
     if (np.frombuffer(data, dtype=_U8) == MISSING_BITS).any():
         return _pack_array(np.frombuffer(data, dtype=_F8), None)
     return data

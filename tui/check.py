@@ -1,7 +1,9 @@
 """`accmon check FILE [--json]`: the diagnosis of a recording, headless, for CI.
 
 Today's rules run again over the recorded frames, so a recording made with older rules gets today's
-diagnosis. Exit 0 clean, 1 when a warning or worse fired, 2 when the input cannot be read.
+diagnosis. Exit 0 clean, 1 when a warning or worse fired, 2 when the input cannot be read, 3 when the record is
+incomplete: steps were lost (dropped by the probe, or the recording was cut short), the file is damaged, or the
+run crashed, and no warning fired (1 keeps its meaning; `run.complete` in --json says it either way).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from accmon.probe.recording import RecordingError, RecordingReader
 from .importers import LogError, load_log
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 RULE_ERROR_ID = "rule_error"  # accmon.probe.rules.diagnoser.RULE_ERROR_ID (check runs without the rules too)
 
 
@@ -44,6 +47,13 @@ class RunSummary:
     disabled_rules: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
+    # Steps the run logged (its end frames' total, over ranks; None without an end frame for every rank), the
+    # steps recorded here (summed over ranks, unlike `steps`), and how many were lost between the two.
+    steps_logged: int | None = None
+    steps_recorded: int = 0
+    steps_lost: int | None = None
+    steps_dropped: int = 0  # of the lost ones, those the probe's bounded inbox dropped (its end frames say)
+    complete: bool = False  # an end frame for every rank, no step lost, no damage: the record is the whole run
 
 
 def _make_diagnosers() -> Any:
@@ -87,10 +97,16 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             summary.started = summary.started or frame.get("started")
         elif kind == "steps":
             steps = frame["steps"]
-            steps_per_rank[rank] = steps_per_rank.get(rank, 0) + len(steps)
+            last = last_per_rank.get(rank, -1)
+            # Steps new to the rank: a step whose values came in two frames counts once, as the probe counts it.
+            new = sum(1 for st in steps if st > last)
+            steps_per_rank[rank] = steps_per_rank.get(rank, 0) + new
             if steps:
-                last_per_rank[rank] = max(last_per_rank.get(rank, -1), steps[-1])
-            epochs = [e for e in frame["cols"].get("epoch", ()) if isinstance(e, (int, float)) and e == e]
+                last_per_rank[rank] = max(last, max(steps))
+            cols = frame.get("cols")
+            epoch_col = cols.get("epoch", ()) if isinstance(cols, dict) else ()
+            # Finite only: a logged epoch=inf (or 1e300 from a CSV) is no epoch count.
+            epochs = [e for e in epoch_col if isinstance(e, (int, float)) and math.isfinite(e) and abs(e) < 2**53]
             if epochs:
                 summary.epochs = max(summary.epochs, int(max(epochs)) + 1)
         elif kind == "end":
@@ -119,6 +135,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             summary.rule_errors.append(f"frame seq {frame['seq']} of rank {rank}: {exc.__class__.__name__}: {exc}")
     summary.ranks = sorted(steps_per_rank)
     summary.steps = max(steps_per_rank.values(), default=0)
+    _count_losses(summary, ends, steps_per_rank)
     summary.last_step = max(last_per_rank.values(), default=-1)
     summary.status = _status(summary, ends, exits)
     _rank_status(summary, ends, {**last_time, **last_heard}, last_per_rank)
@@ -137,6 +154,25 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in alerts) if a is not None]
     alerts.sort(key=lambda a: (a["step"], a["id"]))
     return summary, alerts
+
+
+def _count_losses(summary: RunSummary, ends: list[dict[str, Any]], recorded: dict[int, int]) -> None:
+    """Steps logged against steps recorded, rank by rank, from the end frames' counts."""
+    summary.steps_recorded = sum(recorded.values())
+    logged: dict[int, int] = {}
+    dropped = 0
+    for e in ends:
+        total, drop = e.get("total_steps"), e.get("dropped_steps")
+        if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+            logged[e["rank"]] = max(logged.get(e["rank"], 0), total)
+        if isinstance(drop, int) and not isinstance(drop, bool) and drop > 0:
+            dropped += drop
+    summary.steps_dropped = dropped
+    if logged and all(r in logged for r in recorded):
+        summary.steps_logged = sum(logged.values())
+        summary.steps_lost = sum(max(0, n - recorded.get(r, 0)) for r, n in logged.items())
+    elif dropped:
+        summary.steps_lost = dropped
 
 
 def _disabled_rules(diagnosers: dict[int, Any]) -> list[dict[str, Any]]:
@@ -161,8 +197,10 @@ def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
         return "crashed"
     if summary.error:
         return "crashed"
-    if ends or exits:
+    if ends:
         return "finished"
+    if exits:  # the command ended, but its run never wrote its end: the recording was cut short
+        return "truncated"
     if summary.id and any(e.run_id == summary.id for e in registry.list_runs()):
         return "running"
     return "truncated"
@@ -227,24 +265,35 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
         summary, alerts = _diagnose_file(path)
     except (RecordingError, LogError) as exc:
         err.write(f"accmon check: {exc}\n")
-        return 2
+        return EXIT_UNREADABLE
     except OSError as exc:
         err.write(f"accmon check: {path}: {exc.strerror or exc}\n")
-        return 2
+        return EXIT_UNREADABLE
+    except Exception as exc:  # whatever a hostile file finds: unreadable, said in one line, never a traceback
+        err.write(f"accmon check: {path}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})\n")
+        return EXIT_UNREADABLE
     if summary.frames == 0 and summary.problems:
         p = summary.problems[0]
         err.write(f"accmon check: {path}: no readable frame (byte {p['offset']}: {p['message']})\n")
-        return 2
+        return EXIT_UNREADABLE
     if summary.problems and summary.status == "running":
         summary.status = "truncated"
-    worst = max((SEVERITY_RANK.get(a.get("severity"), 0) for a in alerts), default=0)
+    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)
+    if summary.status == "finished" and lost:
+        summary.status = "truncated"  # a run that lost steps is never finished
+    summary.complete = summary.status in ("finished", "crashed") and not lost and not summary.problems
+    worst = max((SEVERITY_RANK.get(str(a.get("severity")), 0) for a in alerts), default=0)
     if as_json:
         run = {k: v for k, v in vars(summary).items() if k != "disabled_rules"}
         report = {"run": run, "alerts": [_alert_json(a) for a in alerts], "disabled_rules": summary.disabled_rules}
         out.write(json.dumps(_json_safe(report), indent=2) + "\n")
     else:
         _print_human(path, summary, alerts, out)
-    return 1 if worst >= SEVERITY_RANK["warning"] else 0
+    if worst >= SEVERITY_RANK["warning"]:
+        return EXIT_WARNING
+    if summary.status in ("truncated", "crashed") or lost or summary.problems:
+        return EXIT_INCOMPLETE
+    return EXIT_CLEAN
 
 
 def _diagnose_file(path: str) -> tuple[RunSummary, list[dict[str, Any]]]:
@@ -281,6 +330,12 @@ def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: Te
     out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")
     if s.error:
         out.write(f"  error: {s.error}\n")
+    if s.steps_lost:
+        logged = f"{s.steps_logged} steps logged, " if s.steps_logged is not None else ""
+        why = f" ({s.steps_dropped} dropped by the probe's bounded queue)" if s.steps_dropped else ""
+        out.write(f"  incomplete: {logged}{s.steps_recorded} recorded, {s.steps_lost} lost{why}\n")
+    elif s.status == "truncated":
+        out.write(f"  incomplete: no end frame ({s.steps_recorded} steps recorded; how many were logged is unknown)\n")
     for p in s.problems:
         out.write(f"  {p['kind']} at byte {p['offset']}: {p['message']}\n")
     for e in s.rule_errors[:5]:

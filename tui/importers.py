@@ -143,8 +143,14 @@ def _scalar_series(acc: Any, tag_prefix: str = "") -> dict[str, Series]:
         for tag in tags["tensors"]:
             if tag in out:
                 continue
-            steps, values, times = [], [], []
+            steps: list[int] = []
+            values: list[float] = []
+            times: list[float | None] = []
             for e in acc.Tensors(tag):
+                # The shape first: a 120-byte event can declare a [20000, 10000] tensor that make_ndarray
+                # would fill in (833 MB); only scalars are read.
+                if math.prod(d.size for d in e.tensor_proto.tensor_shape.dim) != 1:
+                    break
                 try:
                     arr = tensor_util.make_ndarray(e.tensor_proto)
                 except Exception:
@@ -181,6 +187,7 @@ def _add_scalars_split(tag: str, leaf: str) -> str | None:
 
 
 def _load_tensorboard(path: str) -> Table:
+    groups: dict[str, list[tuple[str, str | None]]]
     if os.path.isfile(path):
         groups = {os.path.dirname(path) or ".": [(path, None)]}
     else:
@@ -277,51 +284,40 @@ def _number(text: str) -> float | None:
         return None
 
 
+# Steps beyond this cannot be a training step (and int64 holds them on the wire): such a row is skipped.
+MAX_STEP = 2**53
+
+
 def _load_csv(path: str) -> Table | None:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
-                return None
-            header = [h.strip() for h in header]
-            if "step" in header:
-                fmt, step_col, framework = "lightning-csv", header.index("step"), "lightning"
-            elif header[0] == "epoch":
-                fmt, step_col, framework = "keras-csv", 0, "keras"
-            else:
-                return None
-            rows = list(reader)
+            try:
+                header = next(reader, None)
+                if not header:
+                    return None
+                header = [h.strip() for h in header]
+                if "step" in header:
+                    fmt, step_col, framework = "lightning-csv", header.index("step"), "lightning"
+                elif header[0] == "epoch":
+                    fmt, step_col, framework = "keras-csv", 0, "keras"
+                else:
+                    return None
+                mtime = os.path.getmtime(path)
+                columns: dict[str, Series] = {h: Series(h, [], [], []) for i, h in enumerate(header) if i != step_col}
+                # Row by row, never the whole file in lists of strings (a 59 MB file held 1.9 GB that way).
+                for row in reader:
+                    _add_csv_row(row, header, step_col, columns, mtime)
+            except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a NUL byte...
+                raise LogError(f"{path}: line {reader.line_num}: not a readable CSV log ({exc})") from None
     except UnicodeDecodeError:
         return None
     except OSError as exc:
         raise LogError(f"{path}: {exc.strerror or exc}") from None
-    mtime = os.path.getmtime(path)
     name = os.path.splitext(os.path.basename(path))[0]
     if name == "metrics":  # Lightning: lightning_logs/version_3/metrics.csv
         name = _run_name(path, os.path.dirname(os.path.abspath(path)))
     table = Table(fmt, os.path.abspath(path), name, framework=framework, times="file mtime")
-    columns: dict[str, Series] = {}
-    for i, h in enumerate(header):
-        if i == step_col:
-            continue
-        columns[h] = Series(h, [], [], [])
-    for _r, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        step = _number(row[step_col]) if step_col < len(row) else None
-        if step is None or not math.isfinite(step):
-            continue  # a row with no step cannot be placed
-        for i, h in enumerate(header):
-            if i == step_col or i >= len(row):
-                continue
-            v = _number(row[i])
-            if v is None:
-                continue
-            s = columns[h]
-            s.steps.append(int(step))
-            s.values.append(v)
-            s.times.append(mtime)
     candidates = []
     for h, s in columns.items():
         if not s.steps:
@@ -338,6 +334,24 @@ def _load_csv(path: str) -> Table | None:
         table.series["epoch"] = Series("epoch", steps, [float(x) for x in steps], [mtime] * len(steps))
         table.mapped["epoch"] = "epoch"
     return table
+
+
+def _add_csv_row(row: list[str], header: list[str], step_col: int, columns: dict[str, Series], mtime: float) -> None:
+    if not row:
+        return
+    step = _number(row[step_col]) if step_col < len(row) else None
+    if step is None or not math.isfinite(step) or not 0 <= step < MAX_STEP:
+        return  # a row with no step (or none a run can have) cannot be placed
+    for i, h in enumerate(header):
+        if i == step_col or i >= len(row):
+            continue
+        v = _number(row[i])
+        if v is None:
+            continue
+        s = columns[h]
+        s.steps.append(int(step))
+        s.values.append(v)
+        s.times.append(mtime)
 
 
 def _newest_csv(root: str) -> tuple[str | None, list[str]]:
@@ -444,9 +458,10 @@ def load_log(path: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]] | Non
     else:
         csv_path, others = (path, []) if os.path.isfile(path) else _newest_csv(path)
         assert csv_path is not None
-        table = _load_csv(csv_path)
-        if table is None:
+        csv_table = _load_csv(csv_path)
+        if csv_table is None:
             return None
+        table = csv_table
         table.others = others
     if not table.series:
         raise LogError(f"{path}: no metric accmon reads (loss, accuracy, learning rate...); found "
@@ -473,8 +488,13 @@ def to_recording(path: str, out: str) -> dict[str, Any] | None:
                 batch = []
         if batch:
             writer.write(batch)
-    finally:
+    except Exception as exc:  # a value the wire cannot carry, a full disk: no half-written file left behind
         writer.close()
+        os.unlink(out)
+        if isinstance(exc, LogError):
+            raise
+        raise LogError(f"{path}: cannot be converted ({exc.__class__.__name__}: {str(exc)[:300]})") from None
+    writer.close()
     return found
 
 

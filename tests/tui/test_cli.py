@@ -47,6 +47,7 @@ def test_run_headless_records_and_check_reports_the_contract(tmp_path):
     assert code == 0 and report["alerts"] == []
     assert run["status"] == "finished" and run["steps"] == 300 and run["last_step"] == 299
     assert run["ranks"] == [0] and run["name"] == "train" and run["id"] and run["exit_code"] == 0
+    assert run["steps_logged"] == run["steps_recorded"] == 300 and run["steps_lost"] == 0 and run["complete"] is True
     human = run_accmon("check", str(rec))
     assert human.returncode == 0 and "finished, 300 steps" in human.stdout
 
@@ -92,7 +93,9 @@ def test_a_recording_without_an_end_is_truncated(tmp_path):
     """)])
     proc.wait()
     code, report = check_json(rec)
-    assert code == 0 and report["run"]["status"] == "truncated" and report["run"]["steps"] == 100
+    # Exit 3: the record is incomplete (issue 16); it used to exit 0 as if all was well.
+    assert code == 3 and report["run"]["status"] == "truncated" and report["run"]["steps"] == 100
+    assert report["run"]["complete"] is False and report["run"]["steps_logged"] is None
 
 
 def test_ctrl_c_stops_both_cleanly(tmp_path):
@@ -151,7 +154,8 @@ def test_check_reports_a_truncated_tail_with_its_offset(tmp_path):
     cut = tmp_path / "cut.accmon"
     cut.write_bytes(data[: len(data) - 7])
     code, report = check_json(cut)
-    assert code == 0 and report["run"]["status"] == "finished"  # the end frame is intact; the exit frame was cut
+    # The end frame is intact (every step is there: finished); the exit frame was cut: damaged, exit 3.
+    assert code == 3 and report["run"]["status"] == "finished" and report["run"]["complete"] is False
     (problem,) = report["run"]["problems"]
     assert problem["kind"] == "truncated" and problem["offset"] > HEADER.size
 

@@ -1,0 +1,98 @@
+"""`accmon check` on hostile and lossy inputs (issue 16 items 5 and 7): a clear exit code, never a traceback,
+and no loss of steps reported as a finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import accmon.probe as accmon
+from accmon.probe import run as run_module
+from accmon.probe import wire
+from accmon.probe.recording import RecordingWriter
+from accmon.tui import importers
+from tests.conftest import run_accmon
+
+
+def write_frames(path, frames: list[dict]) -> None:
+    w = RecordingWriter(str(path))
+    w.write([wire.encode(f) for f in frames])
+    w.close()
+
+
+def check_json(path) -> tuple[int, dict, str]:
+    out = run_accmon("check", str(path), "--json")
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.returncode, (json.loads(out.stdout) if out.stdout else {}), out.stderr
+
+
+def steps_frame(seq: int, steps: list[int], **cols) -> dict:
+    return wire.envelope("steps", "r", 0, seq, steps[-1], steps=steps, times=[0.0] * len(steps), cols=cols)
+
+
+def test_an_infinite_epoch_is_no_crash(tmp_path):
+    rec = tmp_path / "inf.accmon"
+    write_frames(rec, [wire.envelope("meta", "r", 0, 1, -1, name="r"),
+                       steps_frame(2, [0, 1], loss=[1.0, 0.9], epoch=[0.0, float("inf")]),
+                       wire.envelope("end", "r", 0, 3, 1, status="finished", error=None, total_steps=2)])
+    code, report, _ = check_json(rec)  # was OverflowError, exit 1
+    assert code == 0 and report["run"]["status"] == "finished" and report["run"]["epochs"] == 1
+
+
+def test_a_steps_frame_without_columns_is_no_crash(tmp_path):
+    rec = tmp_path / "nocols.accmon"
+    frame = steps_frame(2, [0])
+    del frame["cols"]
+    write_frames(rec, [wire.envelope("meta", "r", 0, 1, -1, name="r"), frame,
+                       wire.envelope("end", "r", 0, 3, 0, status="finished", error=None, total_steps=1)])
+    code, report, _ = check_json(rec)  # was KeyError, exit 1
+    assert code == 0 and report["run"]["steps"] == 1
+
+
+def test_a_csv_field_over_the_csv_limit_is_unreadable_input(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n0,0.5\n1," + "9" * 200_000 + "\n")
+    out = run_accmon("check", str(path))  # was _csv.Error, exit 1
+    assert out.returncode == 2 and "line 3" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_csv_step_beyond_any_run_is_skipped_and_replay_leaves_nothing_behind(tmp_path, runtime_dir):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n0,0.5\n1e300,0.4\n2,0.3\n")
+    code, report, _ = check_json(path)
+    assert code == 0 and report["run"]["steps"] == 2
+    out = str(tmp_path / "conv.accmon")
+    assert importers.to_recording(str(path), out) is not None  # was OverflowError packing the step
+    before = set(os.listdir(runtime_dir))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("step,loss\n0," + "9" * 200_000 + "\n")
+    proc = run_accmon("replay", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert set(os.listdir(runtime_dir)) <= before  # no converted recording left in the runtime directory
+
+
+def test_steps_dropped_by_the_probe_are_reported_and_the_run_is_not_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_module, "INBOX_LIMIT", 8)
+    rec = tmp_path / "lossy.accmon"
+    run = accmon.Run("lossy", record=str(rec))
+    for i in range(20_000):
+        run.log(i, loss=1.0)
+    run.close()
+    assert run.dropped > 0
+    code, report, _ = check_json(rec)
+    r = report["run"]
+    # Before: status finished, exit 0, nothing said about the lost steps.
+    assert code == 3 and r["status"] == "truncated" and r["complete"] is False
+    assert r["steps_logged"] == 20_000 and r["steps_recorded"] == r["steps"] < 20_000
+    assert r["steps_lost"] == 20_000 - r["steps_recorded"] and r["steps_dropped"] == run.dropped
+    human = run_accmon("check", str(rec))
+    assert human.returncode == 3 and f"{r['steps_lost']} lost" in human.stdout
+
+
+def test_a_recording_with_an_exit_frame_and_no_end_frame_is_truncated(tmp_path):
+    rec = tmp_path / "cut.accmon"  # a full disk stopped the recording; `accmon run` appended the exit frame
+    write_frames(rec, [wire.envelope("meta", "r", 0, 1, -1, name="r"), steps_frame(2, [0, 1], loss=[1.0, 0.9]),
+                       wire.envelope("exit", "r", 0, 3, 1, exit_code=0, signal=None)])
+    code, report, _ = check_json(rec)
+    assert code == 3 and report["run"]["status"] == "truncated" and report["run"]["steps_logged"] is None
