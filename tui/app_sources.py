@@ -30,6 +30,7 @@ class SourceStatus:
 
     state: str = "connecting"  # connecting | live | stalled | ended | gone | replay
     dropped_live: int = 0
+    dropped_steps: int = 0  # live: steps the probe's queue dropped, lost for good (RunStore.live_dropped)
     message: str | None = None
     loaded: bool = False  # replay: the whole file has been read
     truncated: bool = False  # replay: the file ends in a partial frame or without an end frame
@@ -284,7 +285,7 @@ class LiveSource:
             if message is None and self._status.message and self._status.message.startswith(("re-attached", "recording")):
                 message = self._status.message
             new = SourceStatus(state=state, dropped_live=sum(s.dropped_live for s in states), message=message,
-                               ranks=len(states))
+                               ranks=len(states), dropped_steps=sum(s.dropped_steps for s in states))
         if new != self._status:
             self._status = new
             self.wake.set()

@@ -38,12 +38,17 @@ class HeadlessViewer:
         self.out = out
         self.quiet = quiet
         self.ended: dict[int, str] = {}
+        # Per rank: the steps received (each new step once), and what its end frame says it logged and dropped.
+        self.received: dict[int, int] = {}
+        self.logged: dict[int, int] = {}
+        self.dropped = 0
         self.frames = 0
         self.steps = 0
         self.last_step = -1
         self.alerts: list[dict] = []
         self.rule_errors: dict[str, str] = {}  # rule → the error that disabled it in the probe (said once)
         self.rank_rules = RankDiagnoser()  # cross-rank alerts only a viewer of every rank can raise
+        self._rank_last: dict[int, int] = {}
 
     def _add(self, entry: registry.RunEntry) -> None:
         self.entries.append(entry)
@@ -101,8 +106,13 @@ class HeadlessViewer:
             self.alerts.append(alert)
             self.say(format_alert(alert))
         if kind == "steps":
-            self.steps += len(frame["steps"])
-            self.last_step = max(self.last_step, frame["steps"][-1] if frame["steps"] else -1)
+            steps = frame["steps"]
+            self.steps += len(steps)
+            last = self._rank_last.get(rank, -1)
+            self.received[rank] = self.received.get(rank, 0) + sum(1 for s in steps if s > last)
+            if len(steps):
+                self._rank_last[rank] = max(last, max(steps))
+            self.last_step = max(self.last_step, steps[-1] if len(steps) else -1)
         elif kind == "alert" and isinstance(frame.get("alert"), dict):
             self.alerts.append(frame["alert"])
             if frame["alert"].get("id") == RULE_ERROR_ID:
@@ -111,6 +121,23 @@ class HeadlessViewer:
                 self.say(format_alert(frame["alert"]))
         elif kind == "end":
             self.ended[rank] = str(frame.get("status"))
+            total, dropped = frame.get("total_steps"), frame.get("dropped_steps")
+            if isinstance(total, int) and not isinstance(total, bool):
+                self.logged[rank] = total
+            if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0:
+                self.dropped += dropped
+
+    def lost(self) -> int:
+        """Steps the ranks that ended logged but this viewer never received (dropped, or no longer held)."""
+        return sum(max(0, n - self.received.get(r, 0)) for r, n in self.logged.items())
+
+    def _loss_words(self) -> str:
+        lost = self.lost()
+        if not lost:
+            return ""
+        logged = sum(self.logged.values())
+        why = f"; the probe's queue dropped {self.dropped} (a logger faster than its I/O)" if self.dropped else ""
+        return f"; STEPS LOST: {lost} of {logged} logged were never received{why}"
 
     def _rule_error(self, alert: dict, rank: int) -> None:
         """A rule the probe disabled after it raised: one line per rule, whichever rank said it first."""
@@ -156,8 +183,11 @@ class HeadlessViewer:
             which = ", ".join(map(str, missing))
             self.say(f"rank {which} stopped without an end frame (killed or crashed); received {self.steps} steps")
             return 1
-        self.say(f"run {'crashed' if crashed else 'finished'}: {self.steps} steps received, last step {self.last_step}")
-        return 1 if crashed else 0
+        lost = self.lost()
+        state = "crashed" if crashed else "finished" if not lost else "ended incomplete"
+        self.say(f"run {state}: {self.steps} steps received, last step {self.last_step}{self._loss_words()}")
+        # 3, as `accmon check` says it: the record of the run is incomplete.
+        return 1 if crashed else 3 if lost else 0
 
     def _all_gone(self) -> bool:
         return all(not e.alive() for e in self.entries)
@@ -190,6 +220,7 @@ def say_recorded(path: str, out: TextIO | None = None) -> None:
         viewer.say(f"the run ended before it could be watched; its recording cannot be read: {exc}")
         return
     crashed = [s for s in viewer.ended.values() if s != "finished"]
-    state = "crashed" if crashed else "finished" if viewer.ended else "ended without an end frame"
-    viewer.say(f"run {state}: {viewer.steps} steps recorded, last step {viewer.last_step} (it ended before the "
-               "viewer attached)")
+    state = "crashed" if crashed else "finished" if viewer.ended and not viewer.lost() else "ended incomplete" \
+        if viewer.ended else "ended without an end frame"
+    viewer.say(f"run {state}: {viewer.steps} steps recorded, last step {viewer.last_step}{viewer._loss_words()} "
+               "(it ended before the viewer attached)")

@@ -633,6 +633,8 @@ class RunStore:
         self.ends: dict[int, dict[str, Any]] = {}
         self.exit: dict[str, Any] | None = None
         self.malformed = 0
+        # Steps the probe's queue dropped so far, as its heartbeats say (set by the live source): shown before the end.
+        self.live_dropped = 0
         self.last_problem: str | None = None
         self.frames = 0
         self.version = 0
@@ -718,17 +720,42 @@ class RunStore:
 
     # -- summaries for the header -----------------------------------------------------------------------
     def status(self) -> str | None:
-        """'finished' or 'crashed' once the run said so (or its exit code did); None while it runs."""
+        """'finished', 'crashed' or 'truncated' once the run ended; None while it runs. A run that lost steps,
+        or whose command exited with no end frame (its recording cut short), is never 'finished'."""
         if any(e.get("status") == "crashed" for e in self.ends.values()):
             return "crashed"
         if self.exit is not None:
             code, sig = self.exit.get("exit_code"), self.exit.get("signal")
             if sig or code not in (0, None):
                 return "crashed"
-            return "finished"
-        if self.ends and len(self.ends) >= max(1, len(self.meta)):
-            return "finished"
+            if not self.ends:
+                return "truncated"
+        if self.exit is not None or self.ends and len(self.ends) >= max(1, len(self.meta)):
+            return "truncated" if self.loss()["lost"] else "finished"
         return None
+
+    def loss(self) -> dict[str, Any]:
+        """What the viewer holds of the run, for the header: `logged` (steps the ranks that ended logged, None
+        before every rank's end frame), `received`, `lost` (logged and never received: dropped by the probe's
+        queue, or no longer held when the viewer joined), `dropped` (of those, the probe's queue's, from the end
+        frames and, live, `live_dropped`), `complete` (ended, every step received)."""
+        received = sum(d.axis.n for d in self.ranks.values())
+        logged: int | None = None
+        lost = dropped = 0
+        for r, e in self.ends.items():
+            total, drop = e.get("total_steps"), e.get("dropped_steps")
+            if isinstance(total, int) and not isinstance(total, bool):
+                logged = (logged or 0) + total
+                data = self.ranks.get(r)
+                lost += max(0, total - (data.axis.n if data is not None else 0))
+            if isinstance(drop, int) and not isinstance(drop, bool):
+                dropped += max(0, drop)
+        if logged is not None and len(self.ends) < len(self.ranks):
+            logged = None
+        dropped = max(dropped, self.live_dropped)
+        ended = bool(self.ends) and len(self.ends) >= max(1, len(self.meta))
+        return {"logged": logged, "received": received, "lost": max(lost, dropped) if lost or dropped else 0,
+                "dropped": dropped, "complete": ended and not lost and not dropped}
 
     def error(self) -> str | None:
         for e in self.ends.values():

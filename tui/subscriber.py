@@ -39,6 +39,7 @@ class ClientStatus:
     gaps_repaired: int = 0
     history_missing: int = 0  # frames the probe no longer had (no recording, memory budget exceeded)
     malformed: int = 0  # frames that failed to decode (ignored)
+    dropped_steps: int = 0  # steps the probe's bounded queue dropped (its heartbeats say): lost for good
     message: str | None = None
 
 
@@ -235,8 +236,10 @@ class RunClient:
                 continue
             st = self._status
             if frame["kind"] == "hb":
+                dropped_steps = frame.get("dropped_steps")
                 self._set(head_seq=max(st.head_seq, frame["seq"]), dropped_live=frame.get("dropped", 0)
-                          if isinstance(frame.get("dropped"), int) else st.dropped_live)
+                          if isinstance(frame.get("dropped"), int) else st.dropped_live,
+                          dropped_steps=dropped_steps if isinstance(dropped_steps, int) else st.dropped_steps)
                 if frame["seq"] > st.last_seq and self._history_sent_at is None and not self._buffer:
                     self._request_history(dealer)  # the newest frames were dropped: fetch them
                 continue

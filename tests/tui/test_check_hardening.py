@@ -96,3 +96,33 @@ def test_a_recording_with_an_exit_frame_and_no_end_frame_is_truncated(tmp_path):
                        wire.envelope("exit", "r", 0, 3, 1, exit_code=0, signal=None)])
     code, report, _ = check_json(rec)
     assert code == 3 and report["run"]["status"] == "truncated" and report["run"]["steps_logged"] is None
+
+
+def test_headless_says_steps_were_lost_and_exits_3(monkeypatch):
+    import io
+    import threading
+    import time
+
+    from accmon.tui.headless import HeadlessViewer
+
+    monkeypatch.setattr(run_module, "INBOX_LIMIT", 8)
+    run = accmon.Run("lossy")
+    out = io.StringIO()
+    viewer = HeadlessViewer([run._io.entry], out=out, discover=False)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(viewer.run()))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while run._io.subscribers < 1:
+            assert time.monotonic() < deadline, "the viewer never subscribed"
+            time.sleep(0.01)
+        for i in range(20_000):
+            run.log(i, loss=1.0)
+    finally:
+        run.close()
+        thread.join(30)
+    assert run.dropped > 0
+    # Before: "run finished: N steps received", exit 0.
+    assert result == [3], out.getvalue()
+    assert "STEPS LOST" in out.getvalue() and f"dropped {run.dropped}" in out.getvalue()

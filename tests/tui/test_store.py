@@ -243,3 +243,18 @@ def test_packed_columns_decoded_as_arrays_ingest_as_lists_do(rows):
                        for n, c in data.columns.items()}
         got[arrays]["axis"] = data.axis.rows(np.arange(len(rows))).tolist()
     assert repr(got[False]) == repr(got[True])  # repr: NaN last values compare equal as text
+
+
+def test_a_run_that_lost_steps_is_truncated_and_says_how_many():
+    # Issue 16 item 7: the viewer said "run finished" of a run that lost two thirds of its steps.
+    from accmon.probe import wire as w
+
+    store = RunStore()
+    store.ingest([w.envelope("meta", "r", 0, 1, -1, name="r"),
+                  w.envelope("steps", "r", 0, 2, 9, steps=list(range(10)), times=[0.0] * 10, cols={"loss": [1.0] * 10}),
+                  w.envelope("end", "r", 0, 3, 29, status="finished", error=None, total_steps=30, dropped_steps=20)])
+    assert store.status() == "truncated"
+    assert store.loss() == {"logged": 30, "received": 10, "lost": 20, "dropped": 20, "complete": False}
+    cut = RunStore()  # a recording cut short: `accmon run` appended its exit frame, the end never came
+    cut.ingest([w.envelope("meta", "r", 0, 1, -1, name="r"), w.envelope("exit", "r", 0, 2, -1, exit_code=0, signal=None)])
+    assert cut.status() == "truncated"
