@@ -387,7 +387,7 @@ class ReplaySource:
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=wire.MAX_FRAME_BYTES)
             assert self._proc.stdout is not None
             while not self._stop.is_set():
-                chunk = self._proc.stdout.read1(65536)
+                chunk = self._proc.stdout.read1(65536)  # type: ignore[attr-defined]  # a BufferedReader
                 if not chunk:
                     break
                 unpacker.feed(chunk)

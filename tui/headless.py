@@ -141,7 +141,7 @@ class HeadlessViewer:
 
     def _rule_error(self, alert: dict, rank: int) -> None:
         """A rule the probe disabled after it raised: one line per rule, whichever rank said it first."""
-        evidence = alert.get("evidence") if isinstance(alert.get("evidence"), dict) else {}
+        evidence: dict = alert["evidence"] if isinstance(alert.get("evidence"), dict) else {}
         rule = str(alert.get("cause") or evidence.get("rule") or "?")
         if rule in self.rule_errors:
             return

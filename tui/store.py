@@ -388,11 +388,11 @@ class StepAxis:
             return np.clip(rows, 0, self.n)
         firsts = np.array(self._firsts + [int(self._open[0]) if self._n_open else 2**62], dtype=np.int64)
         # A step equal to a chunk's first step may also end the chunk before (equal steps): search from the left.
-        which = np.clip(np.searchsorted(firsts, steps, side=side) - 1, 0, len(firsts) - 1)
+        which = np.clip(np.searchsorted(firsts, steps, side=side) - 1, 0, len(firsts) - 1)  # type: ignore[call-overload]
         for c in np.unique(which):
             sel = which == c
             chunk = self._chunk(int(c))
-            out[sel] = c * CHUNK + np.searchsorted(chunk, steps[sel], side=side)
+            out[sel] = c * CHUNK + np.searchsorted(chunk, steps[sel], side=side)  # type: ignore[call-overload]
         return out
 
     def steps_at(self, rows: np.ndarray) -> np.ndarray:
@@ -932,7 +932,7 @@ class ShardCombiner:
         names += [n for d in parts for n in d.columns if n == "nonfinite_grads" or n.startswith("grad_norm")]
         self._grow_inputs(list(dict.fromkeys(names)))
         all_final = store.exit is not None
-        world = max((m.get("world_size") for m in store.meta.values() if isinstance(m.get("world_size"), int)),
+        world = max((int(m["world_size"]) for m in store.meta.values() if isinstance(m.get("world_size"), int)),
                     default=0)
         new_steps, new_vals, new_mask = [], [], []
         watermark: float = math.inf
