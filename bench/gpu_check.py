@@ -26,7 +26,8 @@ What it does, in one go (about 2-3 minutes on one H100; about 20 s in the quick 
 
 Without a GPU every GPU claim is reported as "skipped: no GPU", and everything else runs: the injection, the
 training loops, flushes, recordings read back and `accmon check --json`, the presence checks. Quick sizes are
-the default there (`--full` to force the GPU sizes).
+the default there (`--full` to force the GPU sizes). `--fake-cuda` runs the GPU code paths on CPU with
+torch.cuda's few calls faked (host-clock events, no sync modes): a test of this script, not of a GPU.
 """
 
 from __future__ import annotations
@@ -212,6 +213,38 @@ class SyncCounter:
         return sum(1 for e in self.events if e[0] == phase)
 
 
+class FakeCuda:
+    """--fake-cuda: torch.cuda's calls that the CUDA paths of this script make, on CPU (events on the host clock,
+    no sync modes). It runs those paths end to end without a GPU, so that a mistake in them costs a test here
+    rather than the one GPU call; it proves nothing about a GPU (the summary says "fake")."""
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.t = 0.0
+
+        def record(self) -> None:
+            self.t = time.perf_counter()
+
+        def elapsed_time(self, end: FakeCuda.Event) -> float:
+            return (end.t - self.t) * 1e3
+
+    def synchronize(self) -> None: ...
+
+    def set_sync_debug_mode(self, mode: int | str) -> None: ...
+
+    def max_memory_allocated(self) -> int:
+        return 0
+
+    def get_device_name(self) -> str:
+        return "fake CUDA (CPU, --fake-cuda)"
+
+    def get_device_capability(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def is_bf16_supported(self) -> bool:
+        return False
+
+
 def analyse_syncs(events: list[tuple[str, int, bool, list[str]]], n_plain: int, n_probed: int,
                   flush_steps: list[int]) -> dict[str, Any]:
     """Per-step sync counts of the plain control and the probed steps (SyncCounter.events), and what exceeds
@@ -261,15 +294,16 @@ def child(args: argparse.Namespace) -> int:
     probe_dir = os.path.realpath(os.path.dirname(apt.__file__))
     model, step, batches = build(args.child, cfg, dev)
     res["params"] = sum(p.numel() for p in model.parameters())
-    cuda = dev == "cuda"
+    cuda = dev == "cuda" or args.fake_cuda
+    tc: Any = FakeCuda() if args.fake_cuda else torch.cuda
     nb = len(batches)
     probed_steps = 0
 
     # 1. Sync-free proof: plain control, probed steps with frequent flushes, then probed under "error".
     counter = SyncCounter(probe_dir) if cuda else None
     if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("warn")
+        tc.synchronize()
+        tc.set_sync_debug_mode("warn")
     hooks.suspend()
     for i in range(cfg["plain"]):
         if counter:
@@ -295,14 +329,14 @@ def child(args: argparse.Namespace) -> int:
                             "flush_steps": len(flush_steps)}
     if cuda and counter is not None:
         sync.update(analyse_syncs(counter.events, cfg["plain"], cfg["probed"], flush_steps))
-        torch.cuda.set_sync_debug_mode(0)
-        torch.cuda.synchronize()
+        tc.set_sync_debug_mode(0)
+        tc.synchronize()
         err = None
         ran = 0
         if sync["plain_syncs"]:
             err = "not run: the plain loop itself synchronises (torch's own), so mode 'error' would stop it"
         else:
-            torch.cuda.set_sync_debug_mode("error")
+            tc.set_sync_debug_mode("error")
             try:
                 for i in range(cfg["errmode"]):
                     step(*batches[i % nb])
@@ -310,7 +344,7 @@ def child(args: argparse.Namespace) -> int:
             except Exception as exc:  # a sync in the loop itself (the probe's own are caught and said on stderr)
                 err = f"{type(exc).__name__}: {exc}"
             finally:
-                torch.cuda.set_sync_debug_mode(0)
+                tc.set_sync_debug_mode(0)
         probed_steps += ran
         sync.update(errmode_steps=ran, errmode_error=err)
     else:
@@ -333,7 +367,7 @@ def child(args: argparse.Namespace) -> int:
             else:
                 hooks.resume()
                 probed_steps += bs
-            per_step, mean = _timed_block(step, batches, k, bs, cuda)
+            per_step, mean = _timed_block(step, batches, k, bs, tc if cuda else None)
             k += bs
             if rnd > 0:  # round 0 warms both variants up
                 times[variant].append(per_step)
@@ -346,27 +380,26 @@ def child(args: argparse.Namespace) -> int:
                     "stale": getattr(probe.ledger, "stale", None),
                     "cadence_every": dict(getattr(probe.cadence, "every", {}) or {})}
     if cuda:
-        res["cuda"] = {"max_memory_allocated": torch.cuda.max_memory_allocated(),
-                       "device": torch.cuda.get_device_name(),
-                       "capability": ".".join(map(str, torch.cuda.get_device_capability())),
-                       "bf16": torch.cuda.is_bf16_supported()}
+        res["cuda"] = {"max_memory_allocated": tc.max_memory_allocated(),
+                       "device": tc.get_device_name(),
+                       "capability": ".".join(map(str, tc.get_device_capability())),
+                       "bf16": tc.is_bf16_supported()}
     _write(args.result, res)
     return 0
 
 
-def _timed_block(step: Any, batches: list[Any], k: int, n: int, cuda: bool) -> tuple[list[float], float]:
-    """Per-step times (ms) of n steps and the block's mean step time (ms), first start to last end."""
-    import torch
-
+def _timed_block(step: Any, batches: list[Any], k: int, n: int, tc: Any) -> tuple[list[float], float]:
+    """Per-step times (ms) of n steps and the block's mean step time (ms), first start to last end; with CUDA
+    events when `tc` (torch.cuda) is given, else on the host clock."""
     nb = len(batches)
-    if cuda:
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    if tc is not None:
+        starts = [tc.Event(enable_timing=True) for _ in range(n)]
+        ends = [tc.Event(enable_timing=True) for _ in range(n)]
         for j in range(n):
             starts[j].record()
             step(*batches[(k + j) % nb])
             ends[j].record()
-        torch.cuda.synchronize()
+        tc.synchronize()
         return [s.elapsed_time(e) for s, e in zip(starts, ends)], starts[0].elapsed_time(ends[-1]) / n
     out = []
     t_first = time.perf_counter()
@@ -548,9 +581,12 @@ def orchestrate(args: argparse.Namespace) -> int:
     ck = Check(out, args.deadline)
     info = device_info()
     ck.info = info
-    gpu = bool(info.get("cuda")) and args.device != "cpu"
-    size = "quick" if args.quick or (not gpu and not args.full) else "full"
-    ck.say(f"gpu_check: {info.get('gpu') or 'no GPU'}; torch {info.get('torch')}; python {info['python']}; "
+    gpu = (bool(info.get("cuda")) and args.device != "cpu") or args.fake_cuda
+    if args.fake_cuda:
+        info["fake_cuda"] = True  # the GPU paths on CPU: a test of this script, no figure about a GPU
+    size = "quick" if args.quick or args.fake_cuda or (not gpu and not args.full) else "full"
+    label = "FAKE CUDA (--fake-cuda: a test of this script on CPU)" if args.fake_cuda else info.get("gpu") or "no GPU"
+    ck.say(f"gpu_check: {label}; torch {info.get('torch')}; python {info['python']}; "
            f"pyzmq {info.get('pyzmq')}; sizes: {size}; out: {out}")
     if info.get("torch") is None or info.get("pyzmq") is None or info.get("accmon_probe") is None:
         missing = [k for k in ("torch", "pyzmq", "accmon_probe") if info.get(k) is None]
@@ -569,8 +605,11 @@ def orchestrate(args: argparse.Namespace) -> int:
         results: dict[str, dict[str, Any]] = {}
         for m in models:
             results[m] = part_model(ck, env, m, gpu, size, args)
-        cuda_test(ck, env, gpu)
-        other_issues(ck, env, gpu, results)
+        if args.no_cuda_test:
+            ck.claim("cuda_test/test_no_sync_on_cuda_under_sync_debug_mode", "skipped: --no-cuda-test", "not asked for")
+        else:
+            cuda_test(ck, env, gpu)
+        other_issues(ck, env, gpu, results, "cpu" if args.fake_cuda else "cuda")
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     return finish(ck, gpu, size)
@@ -585,7 +624,8 @@ def part_model(ck: Check, env: dict[str, str], m: str, gpu: bool, size: str, arg
             os.unlink(p)
     cmd = [py, "-c", NO_TEXTUAL, "run", "--headless", "--record", rec, "--name", f"gpu-check-{m}", "--",
            py, os.path.join(HERE, "gpu_check.py"), "--child", m, "--size", size,
-           "--device", "cuda" if gpu else "cpu", "--result", result] + (["--quick-flush"] if size == "quick" else [])
+           "--device", "cuda" if gpu and not args.fake_cuda else "cpu", "--result", result]
+    cmd += (["--quick-flush"] if size == "quick" else []) + (["--fake-cuda"] if args.fake_cuda else [])
     rc, text = ck.run(f"{m}-run", cmd, env, timeout=240 if size == "full" else 120)
     res: dict[str, Any] = {}
     if os.path.exists(result):
@@ -762,7 +802,7 @@ finally:
 """
 
 
-def other_issues(ck: Check, env: dict[str, str], gpu: bool, results: dict[str, dict[str, Any]]) -> None:
+def other_issues(ck: Check, env: dict[str, str], gpu: bool, results: dict[str, dict[str, Any]], dev: str) -> None:
     cols = sorted({c for r in results.values() for c in r.get("columns", [])})
     # CUDA memory counters (issue 19): host-side allocator counters read at the flush.
     mem_src = probe_source_has("memory_allocated", "memory_reserved")
@@ -802,14 +842,14 @@ def other_issues(ck: Check, env: dict[str, str], gpu: bool, results: dict[str, d
     res_path = os.path.join(ck.out, "stop_on.json")
     rec = os.path.join(ck.out, "stop_on.accmon")
     rc, text = ck.run("stop-on", [py, "-c", NO_TEXTUAL, "run", "--headless", "--stop-on", "nan_loss", "--record", rec,
-                                  "--", py, script, "cuda", res_path], env, timeout=120)
+                                  "--", py, script, dev, res_path], env, timeout=120)
     last = None
     if os.path.exists(res_path):
         with open(res_path) as fh:
             last = json.load(fh).get("last_step")
     ok = rc not in (0, None) and last is not None and 30 <= last < 199_999
     ck.claim("stop_on", "pass" if ok else "fail",
-             f"NaN loss from step 30 of 200,000 on CUDA: `accmon run --stop-on nan_loss` exit {rc}, last step {last}")
+             f"NaN loss from step 30 of 200,000 on {dev}: `accmon run --stop-on nan_loss` exit {rc}, last step {last}")
 
 
 def finish(ck: Check, gpu: bool, size: str) -> int:
@@ -830,6 +870,8 @@ def finish(ck: Check, gpu: bool, size: str) -> int:
         ck.say(f"{c['status']:<26} (check) {c['id']}")
     if not gpu:
         ck.say("No GPU here: every GPU claim above is 'skipped: no GPU'; the rest ran on CPU.")
+    elif ck.info.get("fake_cuda"):
+        ck.say("FAKE CUDA (--fake-cuda): the GPU code paths ran on CPU; no figure above is about a GPU.")
     ck.say(f"{'FAILED: ' + ', '.join(failed) if failed else 'all claims that could run held'}; "
            f"summary: {os.path.join(ck.out, 'summary.json')}")
     ck.log_fh.close()
@@ -845,6 +887,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="the GPU sizes even on CPU (slow)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--deadline", type=float, default=420.0, help="seconds for everything (commands are cut off)")
+    ap.add_argument("--fake-cuda", action="store_true",
+                    help="test this script's GPU paths on CPU (torch.cuda faked: no figure means anything)")
+    ap.add_argument("--no-cuda-test", action="store_true", help="leave out the pytest run of the CUDA test")
     # The child (the training script that `accmon run` starts).
     ap.add_argument("--child", choices=["cnn", "gpt"], help=argparse.SUPPRESS)
     ap.add_argument("--size", choices=list(SIZES), default="quick", help=argparse.SUPPRESS)

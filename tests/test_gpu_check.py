@@ -66,6 +66,30 @@ def test_gpu_check_on_cpu_runs_everything_it_can_and_says_what_it_skipped(tmp_pa
     assert "No GPU here" in log
 
 
+@pytest.mark.slow
+def test_gpu_paths_run_end_to_end_with_cuda_faked(tmp_path):
+    """--fake-cuda: the script's CUDA-only code (sync counting, mode "error", event timing, the GPU claims' verdicts)
+    runs on CPU, so that a mistake there fails here rather than in the one call a GPU machine gets."""
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--fake-cuda", "--no-cuda-test",
+                           "--models", "cnn", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    summary = json.loads(proc.stdout)
+    assert summary["gpu"] is True and summary["device"]["fake_cuda"] is True
+    claims = {c["id"]: c for c in summary["claims"]}
+    sync = claims["sync_free/cnn"]
+    assert sync["status"] == "pass", sync  # nothing counts syncs on fake CUDA: this checks the path, not the probe
+    assert sync["figures"]["plain_syncs"] == 0 and sync["figures"]["errmode_steps"] == 6
+    assert sync["figures"]["errmode_error"] is None and sync["figures"]["flush_steps"] > 0
+    cost = claims["cost/cnn"]
+    assert cost["status"] in ("pass", "fail")  # CPU step times against a GPU goal: either, by chance
+    assert {"paired_ratio", "added_us_per_step", "plain_mean_ms", "accmon_mean_ms"} <= set(cost["figures"])
+    assert cost["device"] == "fake CUDA (CPU, --fake-cuda)"
+    assert set(summary["failed"]) <= {"cost/cnn"}
+    assert proc.returncode == (1 if summary["failed"] else 0), proc.stderr[-3000:]
+    assert "FAKE CUDA" in (out / "gpu_check.log").read_text()
+
+
 def _sync_warning(where: str) -> None:
     """What torch's sync debug mode "warn" raises (a C++ TORCH_WARN reaches Python's warnings as this does)."""
     warnings.warn(f"{gpu_check.SYNC_MSG} (Triggered internally at {where})", UserWarning, stacklevel=1)
