@@ -1,4 +1,8 @@
-"""Who may connect: loopback and owner-only ipc:// sockets by default; anything wider needs CurveZMQ keys.
+"""Who may connect: owner-only ipc:// sockets by default; every tcp:// bind needs CurveZMQ keys.
+
+A loopback TCP port is no private door: every user of the machine can connect to 127.0.0.1, read the run and
+ask for its history. Without keys, a loopback bind needs the explicit opt-in `ACCMON_INSECURE_BIND=local-users`,
+which says who can then read the run; a wider one is always refused.
 
 Keys live in the user's config directory (`$XDG_CONFIG_HOME/accmon`, else `~/.config/accmon`), made by
 `accmon keys`. On clusters the home directory is usually shared between login and GPU nodes, so one
@@ -30,6 +34,9 @@ from typing import Any
 import zmq
 
 ENV_CONFIG = "ACCMON_CONFIG_DIR"  # overrides the whole directory (tests, several identities)
+# The opt-in to a keyless loopback bind; its one accepted value says who can then read the run.
+ENV_INSECURE_BIND = "ACCMON_INSECURE_BIND"
+INSECURE_LOCAL = "local-users"
 SERVER = "server"
 CLIENT = "client"
 ALLOWED = "allowed"
@@ -185,8 +192,8 @@ def parse_public_key(text_or_path: str) -> bytes:
 
 def allow(public: bytes, name: str) -> str:
     """Add a viewer's public key to the allow-list under `name`; returns the file written."""
-    if not _NAME.match(name):
-        raise KeysError(f"viewer name {name!r}: use letters, digits and . _ - @ (at most 64)")
+    if not _NAME.match(name) or name.startswith("."):
+        raise KeysError(f"viewer name {name!r}: use letters, digits and . _ - @ (at most 64), not starting with a dot")
     _private_dir(config_dir())
     _private_dir(allowed_dir())
     path = os.path.join(allowed_dir(), f"{name}.key")
@@ -195,6 +202,9 @@ def allow(public: bytes, name: str) -> str:
 
 
 def revoke(name: str) -> bool:
+    # The same names `allow` writes, and no other: `--revoke ../server` must not reach server.key.
+    if not _NAME.match(name) or name.startswith("."):
+        raise KeysError(f"viewer name {name!r}: use letters, digits and . _ - @ (at most 64), as `accmon keys --list` shows")
     try:
         os.unlink(os.path.join(allowed_dir(), f"{name}.key"))
         return True
@@ -247,21 +257,29 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def check_bind(endpoint: str) -> None:
-    """Refuse a non-loopback bind unless CurveZMQ keys are configured (`accmon keys`)."""
-    if is_loopback(endpoint):
-        return
-    if os.path.exists(secret_path(SERVER)):
+    """Refuse a tcp:// bind unless CurveZMQ keys are configured (`accmon keys`), or, for a loopback one, the
+    user opted in to every local user reading the run (`ACCMON_INSECURE_BIND=local-users`)."""
+    loopback = is_loopback(endpoint)
+    keys = os.path.exists(secret_path(SERVER))
+    if keys:
         load_pair(SERVER)  # unsafe permissions or a broken file: say so now, not in the I/O thread
         if allowed_keys():
             return
+    if loopback and os.environ.get(ENV_INSECURE_BIND) == INSECURE_LOCAL:
+        return  # opted in: every user of this machine may read the run and query its history
+    if keys:
         raise InsecureBindError(
             f"refusing to bind {endpoint}: CurveZMQ keys exist but no viewer is allowed to connect. "
             f"Allow one with `accmon keys --allow KEY_OR_FILE --name NAME` (its keys in {allowed_dir()})."
         )
+    who = "every user of this machine" if loopback else "anyone who can reach this host"
+    opt_in = (f" To accept that every local user can read the run, set {ENV_INSECURE_BIND}={INSECURE_LOCAL}."
+              if loopback else "")
     raise InsecureBindError(
-        f"refusing to bind {endpoint}: it would let anyone who can reach this host read the run. "
-        "Attach over SSH instead (accmon attach ssh://HOST, nothing listens on the network), bind to 127.0.0.1, "
-        "or create CurveZMQ keys with `accmon keys` so that only your viewers can connect, encrypted."
+        f"refusing to bind {endpoint} without CurveZMQ keys: {who} could connect, read the run and query its "
+        "history. Create keys with `accmon keys` so that only your viewers can connect, encrypted; or attach "
+        "over SSH instead (accmon attach ssh://HOST: nothing listens on the network; locally, the default "
+        "ipc:// sockets are readable by you alone)." + opt_in
     )
 
 
@@ -317,10 +335,10 @@ class ServerSecurity:
 def configure_server(pub: zmq.Socket, ctl: zmq.Socket, endpoint: str) -> ServerSecurity | None:
     """Security for sockets about to be bound to `endpoint`; call before `bind()`.
 
-    A wide bind without keys is refused. With keys configured, every tcp:// bind — loopback too, since any
-    user of a shared machine can reach 127.0.0.1 — gets CURVE (encryption, and the server's identity) and a
-    ZAP handler that admits only allow-listed viewers. Returns what the caller must `stop()` before
-    terminating the sockets' context, or None when no security applies (loopback without keys).
+    A bind without keys is refused (a loopback one unless opted in, see `check_bind`). With keys, every tcp://
+    bind — loopback too, since any user of a shared machine can reach 127.0.0.1 — gets CURVE (encryption, and
+    the server's identity) and a ZAP handler that admits only allow-listed viewers. Returns what the caller
+    must `stop()` before terminating the sockets' context, or None when no security applies (the opt-in).
     """
     check_bind(endpoint)
     if not keys_configured():

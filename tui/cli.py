@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--headless", action="store_true", help="no TUI: the command's output and alerts on the terminal")
     run.add_argument("--record", metavar="FILE", help="record the run to FILE (.accmon)")
     run.add_argument("--name", help="run name (default: the script's name)")
-    run.add_argument("--bind", metavar="ENDPOINT", help="also publish on tcp://HOST:PORT (loopback unless keys are set)")
+    run.add_argument("--bind", metavar="ENDPOINT", help="also publish on tcp://HOST:PORT (needs `accmon keys`; see README)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     c = sub.add_parser("check", help="diagnose a recording (exit 0 clean, 1 warning or worse, 2 unreadable)")

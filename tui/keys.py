@@ -1,4 +1,4 @@
-"""`accmon keys`: the CurveZMQ keys that let a probe bind beyond loopback and admit only your viewers.
+"""`accmon keys`: the CurveZMQ keys that let a probe bind tcp:// and admit only your viewers.
 
     accmon keys                          make the keys if missing, and say where they are and what to do next
     accmon keys --allow KEY|FILE --name N   let another viewer in (its client.key, or the 40-character key)
@@ -84,7 +84,7 @@ def _make(replace: bool, out: TextIO) -> int:
         f"  server public key  {server.public.decode()}   ({security.public_path(security.SERVER)})\n"
         f"  viewer public key  {client.public.decode()}   ({security.public_path(security.CLIENT)}, allowed)\n"
         "\n"
-        "Probes of yours may now bind beyond loopback, and only allowed viewers can connect, encrypted:\n"
+        "Probes of yours may now bind tcp:// (loopback or wider), and only allowed viewers can connect, encrypted:\n"
         "  accmon run --bind tcp://0.0.0.0:5555 -- python train.py\n"
         "  accmon attach tcp://THIS_HOST:5555\n"
         "On another machine, copy this directory there (a shared home directory already is), or copy only\n"

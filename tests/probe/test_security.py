@@ -135,7 +135,7 @@ def steps_of(frames: list[dict]) -> list[int]:
 
 
 # -- refusals ---------------------------------------------------------------------------------------------
-def test_a_wide_bind_without_keys_is_refused_with_a_clear_message(tmp_path):
+def test_a_wide_bind_without_keys_is_refused_with_a_clear_message(tmp_path, monkeypatch):
     port = free_port_pair()
     for endpoint in (f"tcp://0.0.0.0:{port}", f"tcp://*:{port}", f"tcp://eth0:{port}", f"tcp://[::]:{port}"):
         with pytest.raises(security.InsecureBindError, match="accmon keys") as exc:
@@ -150,10 +150,18 @@ def test_a_wide_bind_without_keys_is_refused_with_a_clear_message(tmp_path):
     out = run_accmon("run", "--headless", "--bind", f"tcp://0.0.0.0:{port}", "--", sys.executable, script)
     assert out.returncode == 2 and "refusing to bind" in out.stderr and "accmon keys" in out.stderr
     assert not marker.exists()
-    # Loopback needs no keys.
+    # Loopback needs keys too (issue 16: every local user can reach 127.0.0.1), or the explicit opt-in that says
+    # who can then read the run.
+    with pytest.raises(security.InsecureBindError, match="every user of this machine") as exc:
+        Run("local", bind=f"tcp://127.0.0.1:{port}")
+    assert f"{security.ENV_INSECURE_BIND}={security.INSECURE_LOCAL}" in str(exc.value)
+    assert "bind to 127.0.0.1" not in str(exc.value)
+    monkeypatch.setenv(security.ENV_INSECURE_BIND, security.INSECURE_LOCAL)
     run = Run("local", bind=f"tcp://127.0.0.1:{port}")
     assert run._io.security is None and run._io.entry.extra["curve"] is None
     run.close()
+    with pytest.raises(security.InsecureBindError):  # the opt-in is for loopback only
+        Run("wide", bind=f"tcp://0.0.0.0:{port}")
 
 
 def test_keys_without_an_allowed_viewer_still_refuse_a_wide_bind(config_dir):
@@ -216,6 +224,18 @@ def test_allow_list_and_revoke_from_the_command_line(config_dir, tmp_path):
     assert run_accmon("keys", "--revoke", "nobody").returncode == 1
 
 
+def test_revoke_takes_names_only_never_paths(config_dir, tmp_path):
+    # Issue 16 item 12: `--revoke ../server` deleted server.key, `--revoke ../../x` a file outside the directory.
+    make_keys()
+    outside = config_dir.parent / "x.key"
+    outside.write_text("keep me")
+    for name in ("../server", "../../x", "..", "../" + str(outside)):
+        out = run_accmon("keys", "--revoke", name)
+        assert out.returncode == 2 and "viewer name" in out.stderr and "Traceback" not in out.stderr
+    assert os.path.exists(security.secret_path("server")) and os.path.exists(security.public_path("server"))
+    assert outside.read_text() == "keep me"
+
+
 # -- CURVE on the wire -------------------------------------------------------------------------------------
 def raw_subscriber(endpoint: str, curve: dict[str, bytes] | None = None) -> tuple[zmq.Context, zmq.Socket]:
     ctx = zmq.Context()
@@ -274,8 +294,9 @@ def test_a_curve_wide_bind_admits_the_allowed_viewer_only_and_encrypts(config_di
         run.close()
 
 
-def test_the_wiretap_would_see_an_unencrypted_stream():
+def test_the_wiretap_would_see_an_unencrypted_stream(monkeypatch):
     """The control for the test above: without keys, the same relay sees the metric names in clear."""
+    monkeypatch.setenv(security.ENV_INSECURE_BIND, security.INSECURE_LOCAL)
     port = free_port_pair()
     run = Run("plain", bind=f"tcp://127.0.0.1:{port}")
     relays = [Relay(("127.0.0.1", port)), Relay(("127.0.0.1", port + 1))]

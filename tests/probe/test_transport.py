@@ -338,9 +338,12 @@ def test_two_runs_never_collide():
         b.close()
 
 
-def test_a_port_in_use_costs_the_live_view_only(tmp_path):
+def test_a_port_in_use_costs_the_live_view_only(tmp_path, monkeypatch):
     """The bind fails: the run records on, and closing it finishes (a socket left open would keep the I/O
     thread's ctx.term() waiting forever)."""
+    from accmon.probe import security
+
+    monkeypatch.setenv(security.ENV_INSECURE_BIND, security.INSECURE_LOCAL)
     ctx = zmq.Context()
     taken = ctx.socket(zmq.PUB)
     taken.setsockopt(zmq.LINGER, 0)
