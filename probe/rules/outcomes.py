@@ -110,7 +110,15 @@ class SingleClassPrediction(Rule):
             bar = max(majority, 0.5)  # small batches at the end of a short run: 15 of 16 is one class too
         direct = self._measured(st, h)
         # Predictions are sampled sparsely. An old look still describes a model whose loss has not moved since.
-        if direct is not None and (direct[1] >= h.now - h.window or h.not_learning):
+        # Recent: within the window, or within two sampling intervals (a sparse cadence samples every 16 or 64
+        # steps; the verdict must not depend on it).
+        fresh = h.window
+        s = st.col("pred_top_frac")
+        if s is not None:
+            steps = s.last(h.now, 2)[0]
+            if len(steps) == 2:
+                fresh = max(fresh, 2 * int(steps[1] - steps[0]))
+        if direct is not None and (direct[1] >= h.now - fresh or h.not_learning):
             share, newest, samples = direct
             if share < bar:
                 return [ended("single_class_prediction")]
@@ -143,7 +151,9 @@ class SingleClassPrediction(Rule):
 
     @staticmethod
     def _measured(st: RunState, h: Health) -> tuple[float, int, int] | None:
-        """(smallest of the last top-prediction shares, step of the newest, how many), from 3 samples or more."""
+        """(second smallest of the last top-prediction shares, step of the newest, how many), from 3 samples or more.
+        The second smallest: at a sparse cadence the last five samples reach back to an untrained model's first
+        batch, which must not outvote four later ones."""
         s = st.col("pred_top_frac")
         if s is None:
             return None
@@ -151,7 +161,7 @@ class SingleClassPrediction(Rule):
         ok = np.isfinite(v)
         if ok.sum() < 3:
             return None
-        return float(v[ok].min()), int(steps[-1]), int(ok.sum())
+        return float(np.sort(v[ok])[1]), int(steps[-1]), int(ok.sum())
 
 
 def _guess(st: RunState, majority: float) -> str:
