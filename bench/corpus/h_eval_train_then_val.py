@@ -1,7 +1,7 @@
-"""Healthy: each epoch evaluates the training split, then the validation split, under no_grad."""
+"""Healthy: each epoch evaluates the training split, then the validation split, under no_grad (both passes through DataLoaders)."""
 
 from _kit import *
-x, y = blobs(spread=2.2)
+x, y = blobs(n=3072, spread=1.8)
 tr, va = split(x, y)
-m = mlp(hidden=128)
-fit(m, nn.CrossEntropyLoss(), torch.optim.Adam(m.parameters(), 2e-3), tr, va, 8, eval_train=True)
+m = mlp()
+fit(m, nn.CrossEntropyLoss(), torch.optim.Adam(m.parameters(), 1e-3), tr, va, 4, eval_train=True)

@@ -19,6 +19,27 @@ from .thresholds import EXPLODE_DEPTH_RATIO, EXPLODE_DEPTH_RATIO_CRITICAL, EXPLO
 SAMPLES = 5
 
 
+# Layer kinds whose gradient norms are not comparable with a linear layer's (see ExplodingGradients).
+RECURRENT = ("RNN", "GRU", "LSTM", "SimpleRNN", "RNNCell", "GRUCell", "LSTMCell")
+SPECIAL = RECURRENT + ("Embedding", "EmbeddingBag", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm",
+                       "RMSNorm", "LayerNormalization", "BatchNormalization", "InstanceNorm2d")
+RECURRENT_FACTOR = 5.0
+# A loss this many times its first value within the first steps of a recurrent model: a burst (own).
+BURST_FACTOR = 10.0
+
+
+def _recurrent(kind: object) -> bool:
+    return isinstance(kind, str) and kind in RECURRENT
+
+
+def _special(kind: object) -> bool:
+    return isinstance(kind, str) and kind in SPECIAL
+
+
+def layer_kinds(st: RunState) -> dict[str, object]:
+    return {str(layer.get("name")): layer.get("kind") for layer in st.model.get("layers", []) if isinstance(layer, dict)}
+
+
 def layer_norms(st: RunState, now: int) -> dict[str, float]:
     """Recent gradient norm per layer (finite samples only), input side first."""
     return {layer: m for layer, (m, _, _) in st.layer_recent("grad_norm", now, SAMPLES).items()}
@@ -31,16 +52,28 @@ class ExplodingGradients(Rule):
            "lower the learning rate; add normalisation (BatchNorm/LayerNorm) between layers")
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
-        if st.broken or st.explained_by_lr:
+        if st.broken:
+            return []
+        kinds = layer_kinds(st)
+        if st.explained_by_lr and self._burst(st, h, kinds) is None:
             return []
         if not h.in_trouble:
             return [ended("exploding_gradients")]
         norms = layer_norms(st, h.now)
         ratio = None
         live = [(k, v) for k, v in norms.items() if v > 0]
+        # Recurrent layers sum their gradient over every time step (10-20x the output layer's is normal in a
+        # healthy GRU), embeddings and normalisation layers have gradients of their own scale: the input-side
+        # layer compared is the first ordinary one (linear, convolution); a recurrent one needs 5x more.
+        plain = [(k, v) for k, v in live if not _special(kinds.get(k))]
+        factor = 1.0
+        if len(plain) >= 2:
+            live = plain
+        elif len(live) >= 2:
+            factor = RECURRENT_FACTOR if any(_recurrent(kinds.get(k)) for k, _ in live[:-1]) else 1.0
         if len(live) >= 2:
             (first, g_in), (last, g_out) = live[0], live[-1]
-            ratio = g_in / g_out
+            ratio = g_in / g_out / factor
         growth = None
         # Under clip_grad_norm_ the optimizer sees clipped gradients (their norm is max_norm at every step): the
         # norm before clipping, which clip_grad_norm_ returns, is the one that can tell growth.
@@ -50,9 +83,11 @@ class ExplodingGradients(Rule):
             start = [v for s, v in st.first.get(norm_name, []) if s <= h.now and math.isfinite(v)]
             if len(start) >= 3 and median(start) > 0:
                 growth = recent[0] / median(start)
-        if ratio is None and growth is None:
+        burst = self._burst(st, h, kinds)
+        if ratio is None and growth is None and burst is None:
             return []
-        active = (ratio is not None and ratio >= EXPLODE_DEPTH_RATIO) or (growth is not None and growth >= EXPLODE_GROWTH)
+        active = (ratio is not None and ratio >= EXPLODE_DEPTH_RATIO) or (growth is not None and growth >= EXPLODE_GROWTH) \
+            or burst is not None
         still = (ratio is not None and ratio >= EXPLODE_DEPTH_RATIO / 2) or (growth is not None and growth >= EXPLODE_GROWTH / 2)
         was = st.is_active("exploding_gradients")
         if not h.in_trouble or not (active or (was and still)):
@@ -74,11 +109,36 @@ class ExplodingGradients(Rule):
             parts.append(f"the gradient norm grew {growth:.0f}x since the first steps")
             fix = ("check that optimizer.zero_grad() runs every step (without it gradients add up step after "
                    "step); " + self.FIX)
+        if burst is not None:
+            evidence.update(burst)
+            parts.append(f"the loss jumped {burst['loss_burst']:.0f}x in the first steps of a recurrent model "
+                         f"({burst['loss_first']:.3g} to {burst['loss_peak']:.3g} at step {burst['burst_step']}), "
+                         "gradients through time exploding before anything was learned")
+            fix = ("clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)) — recurrent models "
+                   "need it; initialise recurrent weights orthogonally (or below identity), use GRU/LSTM instead of "
+                   "a plain ReLU RNN; lower the learning rate")
         evidence.update(h.evidence())
         critical = (ratio or 0) >= EXPLODE_DEPTH_RATIO_CRITICAL or (growth or 0) >= EXPLODE_GROWTH ** 2
         return [Finding("exploding_gradients", True, None, "critical" if critical else "warning",
                         "; ".join(parts) + f", while {h.reasons[0] if h.reasons else 'training is stuck'}",
                         evidence, fix, score=max(ratio or 1.0, growth or 1.0))]
+
+
+    @staticmethod
+    def _burst(st: RunState, h: Health, kinds: dict[str, object]) -> dict[str, float] | None:
+        """A recurrent model whose loss jumped tenfold within its first steps (issue 15: an identity-initialised
+        ReLU RNN without clipping, 0.35 -> 5.5 in four steps, then stuck near chance with small gradients). The
+        loss is recorded at every step, so the burst is seen at any cadence; the cause seen early explains the
+        stuck run later."""
+        if not any(_recurrent(k) for k in kinds.values()):
+            return None
+        first = [(s, v) for s, v in st.first.get("loss", []) if s <= h.now and math.isfinite(v)]
+        if len(first) < 3 or first[0][1] <= 0:
+            return None
+        peak_step, peak = max(first, key=lambda sv: sv[1])
+        if peak < BURST_FACTOR * first[0][1]:
+            return None
+        return {"loss_first": first[0][1], "loss_peak": peak, "burst_step": peak_step, "loss_burst": peak / first[0][1]}
 
 
 class VanishingGradients(Rule):
