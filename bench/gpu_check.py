@@ -751,7 +751,9 @@ def cuda_test(ck: Check, env: dict[str, str], gpu: bool) -> None:
     have_pytest = subprocess.run([sys.executable, "-c", "import pytest"], env=tenv, capture_output=True).returncode == 0
     if have_pytest:
         xml = os.path.join(ck.out, "logs", "cuda_test.xml")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-rA",
+        # No conftest (the suite's leak checks need files and plugins a GPU machine may lack) and no configured
+        # addopts (a plugin's option, such as --timeout, would stop a pytest without that plugin).
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-o", "addopts=", "-rA",
                f"--junitxml={xml}", test]
         rc, text = ck.run("cuda-test", cmd, tenv, timeout=180)
         skipped = "skipped" in text.lower() and " passed" not in text

@@ -38,7 +38,7 @@ def test_gpu_check_on_cpu_runs_everything_it_can_and_says_what_it_skipped(tmp_pa
     pytest.importorskip("torch")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--device", "cpu", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=220)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout)  # the summary is the only thing on stdout, printed last
     assert summary == json.loads((out / "summary.json").read_text())
@@ -73,7 +73,7 @@ def test_gpu_paths_run_end_to_end_with_cuda_faked(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--fake-cuda", "--no-cuda-test",
-                           "--models", "cnn", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--models", "cnn", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=220)
     assert json.loads(proc.stdout)["claims"]  # printed (without the offenders' stacks); the file has everything
     summary = json.loads((out / "summary.json").read_text())
     assert summary["gpu"] is True and summary["device"]["fake_cuda"] is True
