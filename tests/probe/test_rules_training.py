@@ -174,6 +174,17 @@ def test_a_confident_output_sigmoid_is_not_saturation():
     assert "sigmoid_saturation" not in run(sim)[0]
 
 
+def test_a_softmax_applied_as_a_function_is_never_a_saturated_sigmoid():
+    # Keras Dense(4, activation="softmax") on the torch backend: the probe sees the softmax function inside the
+    # output layer (`4.softmax`); an attention softmax inside a hidden module (`1.softmax`) is no sigmoid either.
+    hidden = (("0", "Linear"), ("1", "ReLU"), ("2", "Linear"), ("3", "ReLU"))
+    peaked = lambda s, v: None if s % 8 else 0.99  # noqa: E731
+    sim = Sim(hidden=hidden, output="4", steps=300, overrides=stuck(**{"act_sat/4.softmax": peaked, "act_sat/1.softmax": peaked}))
+    assert "sigmoid_saturation" not in run(sim)[0]
+    sim = Sim(hidden=hidden, output="4", steps=300, overrides=stuck(**{"act_sat/1.sigmoid": peaked}))
+    assert run(sim)[0]["sigmoid_saturation"]["evidence"]["layers"] == {"1.sigmoid": 0.99}
+
+
 def test_saturation_in_a_learning_run_is_not_flagged():
     assert "sigmoid_saturation" not in run(Sim(hidden=SIGMOID, steps=600, overrides={"act_sat/1": constant(0.8)}))[0]
 
