@@ -54,6 +54,13 @@ CTL_SNDHWM = 1
 CTL_RCVHWM = 64  # queued requests per peer; beyond, ZeroMQ stops reading that peer's socket
 HISTORY_INFLIGHT_BYTES = 24 * 1024 * 1024
 OWED_SWEEP_S = 1.0  # how often, at most, peers owing a reply are checked for having taken it or gone
+# Subscriptions: a viewer subscribes to everything (the empty topic, a 1-byte message). The XPUB keeps every
+# topic a peer sends in a trie (issue 16: 92 MB of topics held 3.7 GB; one 50 MB topic 550 MB). One message is
+# bounded by MAXMSGSIZE (above the handshake's own commands: CURVE's INITIATE is a few hundred bytes); past
+# TOPIC_BYTES_LIMIT of topics in all, the XPUB is made anew, which frees them (viewers re-subscribe by themselves
+# and repair the gap from history).
+PUB_MAXMSGSIZE = 1024
+TOPIC_BYTES_LIMIT = 1024 * 1024
 _PING = msgpack.packb({"op": "ping"})
 _BUSY = msgpack.packb({"op": "busy"})
 # At the end of a run, connected viewers may still be repairing gaps from the log: wait for them to say they
@@ -96,6 +103,8 @@ class IOThread(threading.Thread):
         # Bytes of the last reply to each peer, until it is known to have left its pipe (see HISTORY_INFLIGHT_BYTES).
         self._owed: dict[bytes, int] = {}
         self._owed_swept = 0.0
+        self.topic_bytes = 0  # bytes of non-empty topics subscribed since the XPUB was made
+        self.pub_renewals = 0
         self.requests_answered = 0
         self.requests_refused = 0  # requests from a peer still holding its last reply, or over the byte bound
 
@@ -111,15 +120,20 @@ class IOThread(threading.Thread):
             self.writer = None
             report_once(f"record-open:{path}", f"cannot record to {path}: {exc.strerror}; training goes on without a recording")
 
-    def _open_sockets(self) -> tuple[zmq.Socket, zmq.Socket]:
-        ctx = self.ctx
-        pub = ctx.socket(zmq.XPUB)
-        ctl = ctx.socket(zmq.ROUTER)
-        for s in (pub, ctl):
-            s.setsockopt(zmq.LINGER, 0)
+    def _new_pub(self) -> zmq.Socket:
+        pub = self.ctx.socket(zmq.XPUB)
+        pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, SNDHWM)
         pub.setsockopt(zmq.XPUB_NODROP, 1)
         pub.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription is reported: count viewers
+        pub.setsockopt(zmq.MAXMSGSIZE, PUB_MAXMSGSIZE)
+        return pub
+
+    def _open_sockets(self) -> tuple[zmq.Socket, zmq.Socket]:
+        ctx = self.ctx
+        pub = self._new_pub()
+        ctl = ctx.socket(zmq.ROUTER)
+        ctl.setsockopt(zmq.LINGER, 0)
         ctl.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         ctl.setsockopt(zmq.SNDHWM, CTL_SNDHWM)
         ctl.setsockopt(zmq.RCVHWM, CTL_RCVHWM)
@@ -240,6 +254,10 @@ class IOThread(threading.Thread):
                 self._serve(ctl)
             if pub is not None and pub in events:
                 self._read_subscriptions(pub)
+                if self.topic_bytes > TOPIC_BYTES_LIMIT:
+                    poller.unregister(pub)
+                    pub = self._renew_pub(pub)
+                    poller.register(pub, zmq.POLLIN)
             busy = bool(self.run_._inbox)
             ended = self._drain_inbox()
             now = time.monotonic()
@@ -256,6 +274,35 @@ class IOThread(threading.Thread):
                 if pub is not None and ctl is not None:
                     self._linger(pub, ctl)
                 return
+
+    def _renew_pub(self, old: zmq.Socket) -> zmq.Socket:
+        """The XPUB made anew at the same endpoint: what subscribers made the old one keep is freed."""
+        assert self.endpoints is not None
+        endpoint = self.endpoints[0]
+        monitor = old.get_monitor_socket(zmq.EVENT_CLOSED)
+        try:
+            old.unbind(endpoint)
+            # Wait for the listener to close (an ipc:// one removes its file then): a bind before that would have
+            # its new file removed, or find the port still taken.
+            if monitor.poll(2000):
+                monitor.recv_multipart()
+        finally:
+            old.disable_monitor()
+            monitor.close(0)
+            old.close(0)
+        pub = self._new_pub()
+        if self.security is not None:
+            self.security.secure(pub)
+        pub.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], 0o600)
+        self.pub = pub
+        self.topic_bytes = 0
+        self.subscribers = 0  # the viewers subscribe again, and are counted again
+        self.pub_renewals += 1
+        report_once("pub-renewed", "a peer subscribed to more topics than any viewer does; the live socket was "
+                    "made anew to free them (viewers reconnect by themselves)")
+        return pub
 
     def _linger(self, pub: zmq.Socket, ctl: zmq.Socket) -> None:
         """Serve viewers still catching up (history, gap repair) until each has the end frame, or time is up;
@@ -436,6 +483,9 @@ class IOThread(threading.Thread):
                 msg = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if len(msg) > 1:  # a topic: accmon's viewers never send one
+                self.topic_bytes += len(msg)
+                continue
             if msg[:1] == b"\x01":
                 self.subscribers += 1
             elif msg[:1] == b"\x00":

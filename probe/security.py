@@ -325,6 +325,15 @@ class ServerSecurity:
     public: str  # the server's public key, Z85: written into the registry entry so viewers know
     auth: Any
     allow_list: _AllowList = field(repr=False)
+    pair: KeyPair | None = field(default=None, repr=False)
+
+    def secure(self, s: zmq.Socket) -> None:
+        """CURVE server options on a socket about to be bound (a socket made anew too)."""
+        assert self.pair is not None
+        s.curve_secretkey = self.pair.secret
+        s.curve_publickey = self.pair.public
+        s.curve_server = True
+        s.zap_domain = ZAP_DOMAIN.encode()
 
     def stop(self) -> None:
         if self.auth is not None:
@@ -350,12 +359,10 @@ def configure_server(pub: zmq.Socket, ctl: zmq.Socket, endpoint: str) -> ServerS
     auth = ThreadAuthenticator(pub.context)
     auth.start()
     auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=allow_list)
+    security = ServerSecurity(pair.public.decode("ascii"), auth, allow_list, pair)
     for s in (pub, ctl):
-        s.curve_secretkey = pair.secret
-        s.curve_publickey = pair.public
-        s.curve_server = True
-        s.zap_domain = ZAP_DOMAIN.encode()
-    return ServerSecurity(pair.public.decode("ascii"), auth, allow_list)
+        security.secure(s)
+    return security
 
 
 # -- the viewer's side -------------------------------------------------------------------------------------

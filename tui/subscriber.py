@@ -104,37 +104,50 @@ class RunClient:
         with self._lock:
             self._status = replace(self._status, **changes)
 
+    def _configure(self, s: zmq.Socket) -> None:
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES + 1024)
+        if self.curve:
+            s.curve_secretkey = self.curve["secret"]
+            s.curve_publickey = self.curve["public"]
+            s.curve_serverkey = self.curve["server"]
+
+    def _open_sub(self, ctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
+        sub = ctx.socket(zmq.SUB)
+        monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._configure(sub)
+        sub.setsockopt(zmq.RCVHWM, RCVHWM)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.pub_endpoint)
+        return sub, monitor
+
     def _run(self) -> None:
         ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
         dealer = ctx.socket(zmq.DEALER)
-        monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._sub: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         try:
-            for s in (sub, dealer):
-                s.setsockopt(zmq.LINGER, 0)
-                s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES + 1024)
-                if self.curve:
-                    s.curve_secretkey = self.curve["secret"]
-                    s.curve_publickey = self.curve["public"]
-                    s.curve_serverkey = self.curve["server"]
-            sub.setsockopt(zmq.RCVHWM, RCVHWM)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(self.pub_endpoint)
+            self._configure(dealer)
+            self._sub, self._monitor = self._open_sub(ctx)
             dealer.connect(self.ctl_endpoint)
-            self._loop(sub, dealer, monitor)
+            self._loop(ctx, dealer)
         except Exception as exc:  # never let the viewer die with its reader
             self._set(state="closed", message=f"receiver stopped: {exc}")
             self.wake.set()
         finally:
-            sub.disable_monitor()
-            monitor.close(0)
-            sub.close(0)
+            if self._sub is not None:
+                self._sub.disable_monitor()
+                self._sub.close(0)
+            if self._monitor is not None:
+                self._monitor.close(0)
             dealer.close(0)
             # destroy, not term: any socket still open (a set-up that failed half way) is closed with linger 0
             # instead of making term() wait for ever.
             ctx.destroy(linger=0)
 
-    def _loop(self, sub: zmq.Socket, dealer: zmq.Socket, monitor: zmq.Socket) -> None:
+    def _loop(self, ctx: zmq.Context, dealer: zmq.Socket) -> None:
+        assert self._sub is not None and self._monitor is not None
+        sub, monitor = self._sub, self._monitor
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(dealer, zmq.POLLIN)
@@ -150,8 +163,18 @@ class RunClient:
                 self._on_history(dealer)
             if sub in events:
                 self._on_live(sub, dealer)
-            if monitor in events:
-                self._on_disconnect(monitor)
+            if monitor in events and self._on_disconnect(monitor):
+                # A SUB that reconnects does not always subscribe again (seen with libzmq 4.3.5 when the probe
+                # made its XPUB anew): a fresh socket does. The gap is repaired from history as after any drop.
+                for s in (sub, monitor):
+                    poller.unregister(s)
+                sub.disable_monitor()
+                sub.close(0)
+                monitor.close(0)
+                self._sub = self._monitor = None
+                self._sub, self._monitor = sub, monitor = self._open_sub(ctx)
+                poller.register(sub, zmq.POLLIN)
+                poller.register(monitor, zmq.POLLIN)
             now = time.monotonic()
             st = self._status
             if self._history_sent_at is not None and now - self._history_sent_at > HISTORY_RETRY_S:
@@ -163,14 +186,18 @@ class RunClient:
                 self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s")
                 self.wake.set()
 
-    def _on_disconnect(self, monitor: zmq.Socket) -> None:
+    def _on_disconnect(self, monitor: zmq.Socket) -> bool:
+        """True when the live socket's connection dropped."""
+        dropped = False
         while True:
             try:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
-                return
-            if event["event"] == zmq.EVENT_DISCONNECTED and self.heard_at is not None:
-                self.heard_at = time.time()
+                return dropped
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                dropped = True
+                if self.heard_at is not None:
+                    self.heard_at = time.time()
 
     def _request_history(self, dealer: zmq.Socket) -> None:
         self._history_sent_at = time.monotonic()

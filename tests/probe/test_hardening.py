@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,5 +103,50 @@ def test_replies_held_for_many_peers_are_bounded_in_bytes_and_freed_when_they_le
         finally:
             client.close()
         assert [s for f in frames if f["kind"] == "steps" for s in f["steps"]] == list(range(12 * 2048))
+    finally:
+        run.close()
+
+
+HOSTILE_SUBSCRIBER = """
+import sys, time, zmq
+ctx = zmq.Context()
+many = ctx.socket(zmq.XSUB)
+many.setsockopt(zmq.LINGER, 0)
+many.connect(sys.argv[1])
+for i in range(400):
+    many.send(b"\\x01" + b"%0500d" % i)
+# One huge topic, on a socket of its own: over MAXMSGSIZE, the probe cuts the peer off before keeping anything.
+# (libzmq 4.3.5 may then crash in this process, the sender's: that is the hostile peer's problem.)
+big = ctx.socket(zmq.XSUB)
+big.setsockopt(zmq.LINGER, 0)
+big.connect(sys.argv[1])
+big.send(b"\\x01" + b"x" * (4 * 1024 * 1024))
+time.sleep(60)
+"""
+
+
+def test_subscription_topics_cannot_grow_the_probe(monkeypatch):
+    monkeypatch.setattr(iothread, "TOPIC_BYTES_LIMIT", 64 * 1024)
+    run = accmon.start("topics")
+    try:
+        io = run._io
+        client = connected(run, RunClient(*run.endpoints).start())
+        try:
+            hostile = subprocess.Popen([sys.executable, "-c", HOSTILE_SUBSCRIBER, run.endpoints[0]])
+            try:
+                # Many topics: past the limit, the XPUB is made anew (before: kept for the run's life).
+                wait_until(lambda: io.pub_renewals >= 1, "the XPUB to be made anew")
+                assert io.topic_bytes <= 64 * 1024 + 1024
+            finally:
+                hostile.kill()
+                hostile.wait()
+            # The viewer re-subscribed by itself and gets the whole run.
+            for i in range(100):
+                run.log(i, loss=1.0)
+            run.close()
+            frames = receive_all(client)
+        finally:
+            client.close()
+        assert [s for f in frames if f["kind"] == "steps" for s in f["steps"]] == list(range(100))
     finally:
         run.close()
