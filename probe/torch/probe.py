@@ -18,6 +18,7 @@ reported once on stderr and switches that part of the probe off; training goes o
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -494,7 +495,7 @@ class TorchProbe:
         out = inp.detach()
         fresh, self.batch_fresh = self.batch_fresh, False
         if not (self._is_train() if train is None else train):
-            self._val_loss(key, out, target, loss, ignore, n, self._eval_source() if fresh else "val_")
+            self._val_loss(key, out, target, loss, ignore, n, self._eval_source() if fresh else _split_on_stack())
             return
         if self.val_parts:
             self._end_val()
@@ -1207,6 +1208,29 @@ class _MeanDecoder(Decoder):
         n = sums.get(f"mean:{self.name}:n")
         if s is not None and n is not None:
             cols.put_where(self.name, s[0] / np.maximum(n[0], 1), s[1])
+
+
+# Names scripts give the split an evaluation loop is on (nanoGPT's estimate_loss: `for split in ['train',
+# 'val']`), and the values that mean the training data or a test set.
+_SPLIT_VARS = ("split", "split_name", "phase", "stage", "mode", "subset")
+_SPLITS = {"train": "train_eval_", "training": "train_eval_", "test": "test_", "testing": "test_", "val": "val_",
+           "valid": "val_", "validation": "val_", "eval": "val_", "dev": "val_"}
+
+
+def _split_on_stack(depth: int = 16) -> str:
+    """Evaluation batches that come from no DataLoader: the split the calling code names in a local variable
+    (`split = "train"`), else validation. Only on evaluation loss calls, never on training steps."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            break
+        local = frame.f_locals
+        for name in _SPLIT_VARS:
+            v = local.get(name)
+            if isinstance(v, str) and v.lower() in _SPLITS:
+                return _SPLITS[v.lower()]
+        frame = frame.f_back
+    return "val_"
 
 
 def _loss_options(module: nn.Module | None) -> dict[str, Any]:

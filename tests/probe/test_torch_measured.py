@@ -85,3 +85,28 @@ def test_evaluation_from_tensors_after_a_loader_epoch_is_validation(rec):
     rec.close()
     assert rec.series("val_loss") == pytest.approx([own], rel=1e-5)
     assert "train_eval_loss" not in rec.metrics
+
+
+def test_estimate_loss_over_hand_drawn_batches_names_the_split(rec):
+    # nanoGPT's estimate_loss: batches drawn by hand (no DataLoader), `for split in ['train', 'val']`.
+    x, y = blobs(n=384)
+    data = {"train": (x[:256], y[:256]), "val": (x[256:], y[256:])}
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    own = []
+    for it in range(8):
+        opt.zero_grad()
+        loss_fn(model(x[it * 32:(it + 1) * 32]), y[it * 32:(it + 1) * 32]).backward()
+        opt.step()
+        if it % 4 == 3:
+            with torch.no_grad():
+                out = {}
+                for split in ("train", "val"):
+                    xs, ys = data[split]
+                    out[split] = float(loss_fn(model(xs), ys))
+                own.append(out)
+    rec.close()
+    assert rec.series("val_loss") == pytest.approx([o["val"] for o in own], rel=1e-5)
+    assert rec.series("train_eval_loss") == pytest.approx([o["train"] for o in own], rel=1e-5)
