@@ -159,7 +159,8 @@ class VanishingGradients(Rule):
         ref = norms[out_layer]
         params = {str(layer.get("name")): layer.get("params") for layer in st.model.get("layers", []) if isinstance(layer, dict)}
         # Layers with exactly zero gradient behind a dead ReLU layer are that rule's finding, not this one's.
-        dead_explains = st.is_active("dead_relu")
+        # So are the exactly-zero gradients of all-zero (symmetric) weights: weights_not_updating/symmetric.
+        dead_explains = st.is_active("dead_relu") or st.is_active("weights_not_updating", "symmetric")
         vanished: dict[str, float] = {}
         for layer, g in norms.items():
             if layer == out_layer or list(norms).index(layer) > list(norms).index(out_layer):
