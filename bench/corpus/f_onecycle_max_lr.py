@@ -1,4 +1,4 @@
-"""Healthy: OneCycleLR with SGD (the validation loss bumps when the rate peaks)."""
+"""Fault (lr_too_high): OneCycleLR with max_lr=0.5 for SGD with momentum 0.9: the run learns in its first epoch, then the rate peaks and throws it back to chance."""
 
 from _kit import *
 x, y = blobs(spread=2.0)

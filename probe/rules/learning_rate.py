@@ -137,6 +137,7 @@ class LrTooLow(Rule):
             return []
         # Dead or vanished layers make every update small whatever the rate: their rules say so instead.
         explained = st.is_active("dead_relu") or st.is_active("vanishing_gradients") or st.is_active("lr_too_high") \
+            or st.is_active("exploding_gradients") \
             or st.is_active("weights_not_updating", "symmetric")
         if not (0 < top < LR_LOW_RATIO and h.stuck and not h.warming_up) or explained:
             return [ended("lr_too_low")]
