@@ -23,6 +23,9 @@ from .importers import LogError, load_log
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
+# Ranks one report diagnoses: a file naming more (issue 16: 20,000 ranks in 1.3 MB took minutes, the cross-rank
+# rules growing faster than the ranks) has the others' frames left out, and says so in `problems`.
+MAX_RANKS = 256
 RULE_ERROR_ID = "rule_error"  # accmon.probe.rules.diagnoser.RULE_ERROR_ID (check runs without the rules too)
 
 
@@ -85,9 +88,14 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     diagnoser_cls = _make_diagnosers() if rerun_rules else None
     diagnosers: dict[int, Any] = {}
     rank_diagnoser = RankDiagnoser()
+    skipped_ranks: set[int] = set()
     for frame in frames:
         summary.frames += 1
         kind, rank = frame["kind"], frame["rank"]
+        if rank not in steps_per_rank and (len(steps_per_rank) >= MAX_RANKS or rank in skipped_ranks):
+            if len(skipped_ranks) < 1_000_000:
+                skipped_ranks.add(rank)
+            continue
         if isinstance(frame.get("t"), (int, float)) and kind != "exit":
             last_time[rank] = frame["t"]
         summary.id = summary.id or frame["run"]
@@ -133,6 +141,9 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
                 d.observe(frame)
         except Exception as exc:  # a frame the rules cannot read costs its diagnosis, never the report
             summary.rule_errors.append(f"frame seq {frame['seq']} of rank {rank}: {exc.__class__.__name__}: {exc}")
+    if skipped_ranks:
+        summary.problems.append({"offset": -1, "kind": "too_many_ranks",
+                                 "message": f"{len(skipped_ranks)} ranks beyond the first {MAX_RANKS} left out of the report"})
     summary.ranks = sorted(steps_per_rank)
     summary.steps = max(steps_per_rank.values(), default=0)
     _count_losses(summary, ends, steps_per_rank)
@@ -307,7 +318,8 @@ def _diagnose_file(path: str) -> tuple[RunSummary, list[dict[str, Any]]]:
         _, frames = log
         return summarize(frames)
     summary, alerts = summarize(reader.frames())
-    summary.problems = [{"offset": p.offset, "kind": p.kind, "message": p.message} for p in reader.problems]
+    summary.problems = [{"offset": p.offset, "kind": p.kind, "message": p.message} for p in reader.problems] + [
+        p for p in summary.problems if p["kind"] == "too_many_ranks"]
     return summary, alerts
 
 
@@ -337,7 +349,8 @@ def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: Te
     elif s.status == "truncated":
         out.write(f"  incomplete: no end frame ({s.steps_recorded} steps recorded; how many were logged is unknown)\n")
     for p in s.problems:
-        out.write(f"  {p['kind']} at byte {p['offset']}: {p['message']}\n")
+        where = f" at byte {p['offset']}" if p["offset"] >= 0 else ""
+        out.write(f"  {p['kind']}{where}: {p['message']}\n")
     for e in s.rule_errors[:5]:
         out.write(f"  rules skipped {e}\n")
     for r in s.disabled_rules:

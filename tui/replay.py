@@ -36,11 +36,15 @@ def diagnose(path: str) -> Iterator[dict[str, Any]]:
         return
     diagnosers: dict[int, Any] = {}
     ranks = RankDiagnoser()  # cross-rank rules (a single-rank run gets none)
+    from accmon.tui.check import MAX_RANKS
+
     for frame in RecordingReader(path).frames():
         if frame["kind"] == "alert":
             continue
         d = diagnosers.get(frame["rank"])
         if d is None:
+            if len(diagnosers) >= MAX_RANKS:
+                continue  # as `accmon check`: a file naming thousands of ranks gets the first ones diagnosed
             d = diagnosers[frame["rank"]] = Diagnoser()
         for alert in d.observe(frame) + ranks.observe(frame):
             yield {"alert": alert}

@@ -126,3 +126,14 @@ def test_headless_says_steps_were_lost_and_exits_3(monkeypatch):
     # Before: "run finished: N steps received", exit 0.
     assert result == [3], out.getvalue()
     assert "STEPS LOST" in out.getvalue() and f"dropped {run.dropped}" in out.getvalue()
+
+
+def test_a_file_naming_thousands_of_ranks_is_diagnosed_for_the_first_ones(tmp_path):
+    from accmon.tui.check import MAX_RANKS
+
+    rec = tmp_path / "ranks.accmon"
+    write_frames(rec, [wire.envelope("steps", "x", r, 1, 0, steps=[0], times=[0.0], cols={"loss": [1.0]})
+                       for r in range(3000)])
+    code, report, _ = check_json(rec)  # before: minutes (the cross-rank rules grow faster than the ranks)
+    assert code in (1, 3) and len(report["run"]["ranks"]) == MAX_RANKS
+    assert any(p["kind"] == "too_many_ranks" for p in report["run"]["problems"])
