@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -323,10 +324,30 @@ def _diagnose_file(path: str) -> tuple[RunSummary, list[dict[str, Any]]]:
     return summary, alerts
 
 
+class _Printable:
+    """A stream that writes each line with its control characters escaped (the newline ending it kept)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write("\n".join(printable(line) for line in text.split("\n")))
+
+
 def _alert_json(a: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "severity", "step", "message", "evidence", "fix")
     extra = {k: v for k, v in a.items() if k not in keys}
     return {**{k: a.get(k) for k in keys}, **extra}
+
+
+# C0 and C1 control characters (ESC, BEL, CSI...) and DEL: text from a recording or a live run must never reach
+# a terminal as commands (issue 16: `ESC]0;…BEL` retitled it, `ESC[2J` cleared it).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: Any) -> str:
+    """`text` as one line safe to print: control characters shown as \\xNN escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def format_alert(a: dict[str, Any]) -> str:
@@ -334,10 +355,11 @@ def format_alert(a: dict[str, Any]) -> str:
     sev = str(a.get("severity", "info")).upper()
     state = " (cleared)" if a.get("state") == "cleared" else ""
     rank = f" rank {a['rank']}" if a.get("rank") not in (None, 0) else ""
-    return f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {a.get('message')} — fix: {a.get('fix')}"
+    return printable(f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {a.get('message')} — fix: {a.get('fix')}")
 
 
 def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: TextIO) -> None:
+    out = _Printable(out)
     ranks = f", ranks {','.join(map(str, s.ranks))}" if len(s.ranks) > 1 else ""
     out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")
     if s.error:

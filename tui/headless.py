@@ -15,7 +15,7 @@ from accmon.probe import registry, security
 from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
 
-from .check import RULE_ERROR_ID, format_alert
+from .check import RULE_ERROR_ID, format_alert, printable
 from .subscriber import RunClient
 
 SYNC_S = 1.0
@@ -77,7 +77,7 @@ class HeadlessViewer:
 
     def say(self, line: str) -> None:
         if not self.quiet:
-            self.out.write(f"accmon: {line}\n")
+            self.out.write(f"accmon: {printable(line)}\n")
             self.out.flush()
 
     def pump(self) -> int:

@@ -866,17 +866,21 @@ class RemoteLister:
 def _say(line: str) -> None:
     import sys
 
-    sys.stderr.write(f"accmon: {line}\n")
+    from .check import printable
+
+    sys.stderr.write(f"accmon: {printable(line)}\n")
     sys.stderr.flush()
 
 
 def print_entries(entries: list[registry.RunEntry]) -> None:
     """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts)."""
+    from .check import printable
+
     print(f"{'RUN':<20} {'RANK':>4} {'HOST':<16} {'NAME':<20} {'PID':>7} {'STARTED':<19}  COMMAND")
     for e in entries:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started))
-        print(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {started:<19}  "
-              f"{' '.join(e.cmd)[:60]}")
+        print(printable(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {started:<19}  "
+                        f"{' '.join(e.cmd)[:60]}"))
 
 
 def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:

@@ -137,3 +137,35 @@ def test_a_file_naming_thousands_of_ranks_is_diagnosed_for_the_first_ones(tmp_pa
     code, report, _ = check_json(rec)  # before: minutes (the cross-rank rules grow faster than the ranks)
     assert code in (1, 3) and len(report["run"]["ranks"]) == MAX_RANKS
     assert any(p["kind"] == "too_many_ranks" for p in report["run"]["problems"])
+
+
+def test_terminal_escapes_in_a_recording_never_reach_the_terminal(tmp_path):
+    # Issue 16 item 10: ESC]0;…BEL retitled the terminal, ESC[2J cleared it.
+    evil = "\x1b]0;pwned\x07\x1b[2J\x9b31m"
+    rec = tmp_path / "esc.accmon"
+    write_frames(rec, [
+        wire.envelope("meta", "r", 0, 1, -1, name="run" + evil),
+        wire.envelope("alert", "r", 0, 2, 0, alert={"id": "integration" + evil, "severity": "critical", "step": 0,
+                                                    "message": "bad" + evil, "fix": "none" + evil, "state": "active"}),
+        wire.envelope("end", "r", 0, 3, 0, status="crashed", error="boom" + evil, total_steps=0),
+    ])
+    out = run_accmon("check", str(rec))
+    assert out.returncode == 1
+    for stream in (out.stdout, out.stderr):
+        assert not any(c in stream for c in "\x1b\x07\x9b"), stream
+    assert "\\x1b]0;pwned" in out.stdout  # shown, escaped
+
+
+def test_ls_escapes_what_a_registry_entry_says(runtime_dir):
+    import io
+    from contextlib import redirect_stdout
+
+    from accmon.probe import registry
+    from accmon.tui.remote import print_entries
+
+    entry = registry.RunEntry(run_id="r\x1b[2J", rank=0, name="n\x1b]0;x\x07", host="h", pid=1, started=0.0,
+                              cmd=["python", "\x1b[31m"], pub="ipc:///x.pub", ctl="ipc:///x.ctl")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        print_entries([entry])
+    assert "\x1b" not in buf.getvalue() and "\x07" not in buf.getvalue()
