@@ -359,7 +359,7 @@ def format_alert(a: dict[str, Any]) -> str:
 
 
 def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: TextIO) -> None:
-    out = _Printable(out)
+    out = _Printable(out)  # type: ignore[assignment]  # only write() is used
     ranks = f", ranks {','.join(map(str, s.ranks))}" if len(s.ranks) > 1 else ""
     out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")
     if s.error:

@@ -174,7 +174,7 @@ def _explain_exit(target: SshTarget, code: int, stderr: str) -> str:
 
 # -- listing ----------------------------------------------------------------------------------------------
 _ENTRY_FIELDS = {f.name: f for f in fields(registry.RunEntry)}
-_ENTRY_TYPES = {"run_id": str, "rank": int, "name": str, "host": str, "pid": int, "started": (int, float),
+_ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {"run_id": str, "rank": int, "name": str, "host": str, "pid": int, "started": (int, float),
                 "cmd": list, "pub": str, "ctl": str, "world_size": int, "pid_start": str, "extra": dict}
 _REQUIRED = ("run_id", "rank", "pub", "ctl")
 
@@ -965,7 +965,7 @@ def _run_app(ts: list[SshTarget] | None, remote: RemoteRun | HostsRun | None, li
 
     first = RemoteSource(None, remote.remote_entries, record=record, remote=remote) if remote is not None else None
     lister = RemoteLister(ts, listing) if ts else (lambda: route_local(registry.list_runs()))
-    app = AccmonApp(first, attach=attach, list_runs=lister, pick=first is None)
+    app = AccmonApp(first, attach=attach, list_runs=lister, pick=first is None)  # type: ignore[arg-type]
     try:
         return app.run() or 0
     finally:
