@@ -241,8 +241,16 @@ class HealthTracker:
         k = st.num_classes or (2 if st.task == "binary" else None)
         bal = st.col("batch_bal_acc")
         if bal is not None and k:
-            # The last sampled batches, as many as make a window's worth of samples at any cadence (at least 5).
-            vals = [v for v in bal.last(h.now, 9)[1].tolist() if math.isfinite(v)]
+            # The last sampled batches that hold two classes or more (over one class, recall is accuracy): at
+            # least 5 of the last 15 samples.
+            steps, values = bal.last(h.now, 15)
+            held = st.col("batch_classes")
+            several: set[int] | None = None
+            if held is not None:
+                hs, hv = held.last(h.now, 64)
+                several = {int(s) for s, v in zip(hs.tolist(), hv.tolist()) if v >= 2}
+            vals = [v for s, v in zip(steps.tolist(), values.tolist())
+                    if math.isfinite(v) and (several is None or int(s) in several)]
             if len(vals) >= 5:
                 h.balanced_acc = sum(vals) / len(vals)
                 h.uses_inputs = h.balanced_acc >= 1 / k + BALANCED_MARGIN * (1 - 1 / k)
@@ -335,11 +343,21 @@ def chance_loss(st: RunState) -> float | None:
         return None  # one-hot rows under BCE: a different scale (the label_issue rule speaks to it)
     shares = st.class_shares()
     k = st.num_classes
-    if shares is not None and st.hist_samples() >= 100:
+    if shares is not None and enough_counts(st):
         return _prior_loss(st, shares)
     if k:
         return math.log(k) if st.task == "multiclass" else math.log(2)
     return None
+
+
+def enough_counts(st: RunState) -> bool:
+    """Class counts from 100 samples, or from four sampled batches (a sparse cadence with small batches samples
+    few: a short run at every 16 steps sees five batches of 16, whose shares already say 90/10)."""
+    batch = st.facts.get("batch_size")
+    need = 100
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+        need = min(need, 4 * batch)
+    return st.hist_samples() >= need
 
 
 def _prior_loss(st: RunState, shares: np.ndarray) -> float:
@@ -371,7 +389,7 @@ def _prior_loss(st: RunState, shares: np.ndarray) -> float:
 def chance_accuracy(st: RunState) -> float | None:
     """Accuracy of always answering the majority class (1/C when the class counts are unknown)."""
     shares = st.class_shares()
-    if shares is not None and st.hist_samples() >= 100:
+    if shares is not None and enough_counts(st):
         return float(shares.max())
     k = st.num_classes
     if st.task == "multiclass" and k:

@@ -213,7 +213,9 @@ class HistDecoder(Decoder):
                 cv = c[0][mask][nz]
                 present = tv > 0
                 recall = np.where(present, cv / np.where(present, tv, 1), 0.0)
-                cols.put("batch_bal_acc", rows, recall.sum(1) / np.maximum(present.sum(1), 1))
+                # Only where the batch holds two classes or more: over one class, recall is plain accuracy.
+                k_present = present.sum(1)
+                cols.put("batch_bal_acc", rows, np.where(k_present >= 2, recall.sum(1) / np.maximum(k_present, 1), np.nan))
 
 
 class FactsDecoder(Decoder):
