@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import secrets
 import socket
 import stat
@@ -58,7 +60,7 @@ def runtime_dir(create: bool = True) -> str:
 def registry_dir(create: bool = True) -> str:
     """Where entries are written and listed: `$ACCMON_REGISTRY` (shared by several hosts), else runtime_dir()."""
     shared = os.environ.get(ENV_REGISTRY)
-    return _private_dir(shared, create) if shared else runtime_dir(create)
+    return _private_dir(shared, create, tighten=False) if shared else runtime_dir(create)
 
 
 def host_name() -> str:
@@ -82,7 +84,10 @@ def is_here(entry: RunEntry) -> bool:
         return False
 
 
-def _private_dir(path: str, create: bool) -> str:
+def _private_dir(path: str, create: bool, *, tighten: bool = True) -> str:
+    """`path`, made 0700 if missing. An existing one must be this user's; one others can enter is made 0700
+    again when it is accmon's own (`tighten`), and refused otherwise: `$ACCMON_REGISTRY` names a directory
+    the user chose, whose mode accmon does not change behind their back."""
     if create:
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
@@ -92,6 +97,10 @@ def _private_dir(path: str, create: bool) -> str:
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
             raise RegistryError(f"{path} is not a directory owned by you: refusing to put run sockets there")
         if stat.S_IMODE(st.st_mode) & 0o077:
+            if not tighten:
+                raise RegistryError(
+                    f"{path} (${ENV_REGISTRY}) is open to other users (mode {stat.S_IMODE(st.st_mode):04o}): "
+                    f"refusing to list runs there. Make it private yourself (chmod 700 {path}) or unset ${ENV_REGISTRY}.")
             os.chmod(path, 0o700)
     return path
 
@@ -231,10 +240,16 @@ def register(entry: RunEntry) -> str:
 
 
 def unregister(entry: RunEntry, path: str | None = None) -> None:
-    for p in (path or entry.path, *_ipc_files(entry)):
+    """Remove the entry's file and the sockets accmon made for it — only those: `{run_id}.{rank}.pub/.ctl`
+    sockets in the runtime directory. An entry naming any other file (issue 16: a stale entry naming
+    `ipc:///some/file` had `accmon ls` delete that file) gets its own file removed, nothing else."""
+    ours = set(socket_paths(entry.run_id, entry.rank)) if _RUN_ID.match(entry.run_id) else set()
+    for p in (path or entry.path, *(f for f in _ipc_files(entry) if f in ours)):
         try:
+            if p != path and p != entry.path and not stat.S_ISSOCK(os.lstat(p).st_mode):
+                continue
             os.unlink(p)
-        except FileNotFoundError:
+        except (FileNotFoundError, RegistryError):
             pass
 
 
@@ -248,14 +263,41 @@ def is_registered(entry: RunEntry) -> bool:
     return any(os.path.exists(os.path.join(d, name)) for d in {registry_dir(), runtime_dir()})
 
 
+# What an entry's fields must be: entries are files any process of this user (or of a shared registry's users)
+# may have written, read by `ls`, `accmon` and `check`: one of another shape is passed over, never a crash.
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "run_id": str, "rank": int, "name": str, "host": str, "pid": int, "started": (int, float), "cmd": list,
+    "pub": str, "ctl": str, "world_size": int, "pid_start": str, "extra": dict}
+_REQUIRED_FIELDS = ("run_id", "rank", "name", "host", "pid", "started", "cmd", "pub", "ctl")
+
+
+def entry_from_dict(data: object) -> RunEntry | None:
+    """A RunEntry from decoded JSON, or None when it is not one (wrong types, odd run id, foreign endpoint)."""
+    if not isinstance(data, dict):
+        return None
+    fields = {k: v for k, v in data.items() if k in _FIELD_TYPES}
+    if any(k not in fields for k in _REQUIRED_FIELDS):
+        return None
+    for k, v in fields.items():
+        if not isinstance(v, _FIELD_TYPES[k]) or isinstance(v, bool):
+            return None
+    if not _RUN_ID.match(fields["run_id"]) or not all(isinstance(c, str) for c in fields["cmd"]):
+        return None
+    if not all(fields[k].startswith(("ipc://", "tcp://")) for k in ("pub", "ctl")):
+        return None
+    if not (-1 < fields["rank"] < 2**31 and math.isfinite(fields["started"])):
+        return None
+    return RunEntry(**fields)
+
+
 def load_entry(path: str) -> RunEntry | None:
     try:
         with open(path) as fh:
             data = json.load(fh)
-        data.pop("path", None)
-        return RunEntry(**data)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, RecursionError):
         return None
+    return entry_from_dict(data)
 
 
 def list_runs(*, clean: bool = True, here: bool = False) -> list[RunEntry]:
@@ -268,7 +310,11 @@ def list_runs(*, clean: bool = True, here: bool = False) -> list[RunEntry]:
     entries: list[RunEntry] = []
     seen: set[tuple[str, int, str]] = set()
     for d in dirs:
-        for name in os.listdir(d):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
             if not name.endswith(".json"):
                 continue
             entry = load_entry(os.path.join(d, name))
