@@ -87,6 +87,8 @@ class RecordingReader:
             raise RecordingError(f"{self.path}: cannot open: {exc.strerror}") from None
         if os.path.isdir(self.path):
             raise RecordingError(f"{self.path}: is a directory, not a recording")
+        if not os.path.isfile(self.path):  # a FIFO or a device: reading it could wait for ever
+            raise RecordingError(f"{self.path}: not a regular file (a pipe or a device?), not a recording")
         if size == 0:
             raise RecordingError(f"{self.path}: empty file, not an accmon recording")
         with open(self.path, "rb") as fh:

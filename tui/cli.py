@@ -93,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `accmon check run.accmon | head`: the reader left. Python would print a traceback at exit while
+        # flushing stdout; point it at /dev/null instead and end as a process killed by SIGPIPE does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -183,6 +189,8 @@ def resolve_target(target: str | None) -> list[registry.RunEntry]:
             ctl = pub[: -len(".pub")] + ".ctl"
         elif pub.startswith("tcp://"):
             host, _, port = pub.rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65535:
+                raise SystemExit(f"accmon: {target!r}: the port is not a number between 1 and 65534 (use tcp://HOST:PORT)")
             ctl = f"{host}:{int(port) + 1}"
         else:
             raise SystemExit(f"accmon: cannot tell the control endpoint of {target!r} (give a run id, an ipc://….pub or tcp://HOST:PORT)")

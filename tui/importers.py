@@ -119,6 +119,11 @@ def _accumulator(path: str) -> Any:
     except ImportError:
         raise LogError(f"{path} is a TensorBoard log; reading it needs the tensorboard package "
                        "(pip install 'accmon[tensorboard]')") from None
+    # A FIFO named like an event file would make the reader wait for ever (issue 16): regular files only.
+    names = [os.path.join(path, n) for n in os.listdir(path) if _is_event_file(n)] if os.path.isdir(path) else [path]
+    for name in names:
+        if not os.path.isfile(name):
+            raise LogError(f"{name}: not a regular file (a pipe or a device?): not read")
     # 0: keep every value (the default keeps a reservoir sample of 10,000 per tag, losing the detail rules need)
     acc = ea.EventAccumulator(path, size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
     try:
@@ -289,6 +294,8 @@ MAX_STEP = 2**53
 
 
 def _load_csv(path: str) -> Table | None:
+    if not os.path.isfile(path):
+        raise LogError(f"{path}: not a regular file (a pipe or a device?): not read")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -107,26 +108,34 @@ def is_ssh_target(target: str | None) -> bool:
     return bool(target) and target.startswith("ssh://")  # type: ignore[union-attr]
 
 
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9._:%-]+$")
+_USER_CHARS = re.compile(r"^[A-Za-z0-9._$\\-]*$")
+
+
 def parse_target(target: str) -> SshTarget:
     """Parse `ssh://[user@]host[:port][/run]` (a bare `host` is taken as `ssh://host`)."""
     text = target if "://" in target else f"ssh://{target}"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unbalanced '[' and the like
+        raise RemoteError(f"{target!r}: not an ssh:// target ({exc}; use ssh://[user@]host[:port][/run])") from None
     if parts.scheme != "ssh":
         raise RemoteError(f"{target!r}: not an ssh:// target (use ssh://[user@]host[:port][/run])")
     try:
         port = parts.port
+        host = parts.hostname
     except ValueError:
-        raise RemoteError(f"{target!r}: the port is not a number between 1 and 65535") from None
-    host = parts.hostname
+        raise RemoteError(f"{target!r}: the port is not a number between 1 and 65535, or the host is no address") from None
     if not host:
         raise RemoteError(f"{target!r}: no host (use ssh://[user@]host[:port][/run])")
     # The host name keeps its case for ssh_config `Host` patterns: take it from the netloc, not .hostname.
     raw_host = parts.netloc.rsplit("@", 1)[-1]
     raw_host = raw_host[1:].split("]", 1)[0] if raw_host.startswith("[") else raw_host.split(":", 1)[0]
     user = unquote(parts.username) if parts.username else None
-    for what, value in (("host", raw_host), ("user", user or "")):
-        # A leading '-' would be read by ssh as an option (-oProxyCommand=...): never pass one through.
-        if value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+    for what, value, allowed in (("host", raw_host, _HOST_CHARS), ("user", user or "", _USER_CHARS)):
+        # Only what a host (name, IPv4, [IPv6%zone], ssh_config alias) or user name can be; a leading '-' would be
+        # read by ssh as an option (-oProxyCommand=...).
+        if value.startswith("-") or not allowed.match(value):
             raise RemoteError(f"{target!r}: invalid {what} {value!r}")
     run = unquote(parts.path.strip("/")) or None
     if parts.query or parts.fragment:

@@ -169,3 +169,41 @@ def test_ls_escapes_what_a_registry_entry_says(runtime_dir):
     with redirect_stdout(buf):
         print_entries([entry])
     assert "\x1b" not in buf.getvalue() and "\x07" not in buf.getvalue()
+
+
+def test_a_fifo_named_like_a_log_is_refused_not_waited_on(tmp_path):
+    # Issue 16 item 13: `check` on a FIFO named like an event file waited for ever.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "events.out.tfevents.1.host")
+    os.mkfifo(tmp_path / "run.accmon")
+    for target in (logs, logs / "events.out.tfevents.1.host", tmp_path / "run.accmon"):
+        out = run_accmon("check", str(target), timeout=60)
+        assert out.returncode == 2 and "not a regular file" in out.stderr, out.stderr
+
+
+def test_bad_command_lines_get_one_clear_line(tmp_path):
+    for args in (("ls", "ssh://[-oProxyCommand=x]:22"), ("attach", "tcp://x:abc"), ("ls", "ssh://ho$t;rm")):
+        out = run_accmon(*args, timeout=60)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_check_into_a_closed_pipe_is_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    rec = tmp_path / "r.accmon"
+    write_frames(rec, [wire.envelope("meta", "r", 0, 1, -1, name="r")] + [
+        wire.envelope("alert", "r", 0, 2 + i, i, alert={"id": f"integration_{i}", "severity": "info", "step": i,
+                                                        "message": "x" * 200, "fix": "", "state": "active"})
+        for i in range(2000)])
+    check = subprocess.Popen([sys.executable, "-m", "accmon.tui.cli", "check", str(rec)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert check.stdout is not None and check.stderr is not None
+    check.stdout.readline()
+    check.stdout.close()  # as `| head -1` does
+    err = check.stderr.read().decode()
+    check.stderr.close()
+    check.wait(60)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
