@@ -186,6 +186,8 @@ def resolve_target(target: str | None) -> list[registry.RunEntry]:
     if target and "://" in target:
         pub = target
         if pub.startswith("ipc://") and pub.endswith(".pub"):
+            if not os.path.exists(pub[len("ipc://"):]):  # nothing would ever answer: say so, do not wait in silence
+                raise SystemExit(f"accmon: no run socket at {pub[len('ipc://'):]} (see `accmon ls`)")
             ctl = pub[: -len(".pub")] + ".ctl"
         elif pub.startswith("tcp://"):
             host, _, port = pub.rpartition(":")

@@ -19,6 +19,7 @@ from .check import RULE_ERROR_ID, format_alert, printable
 from .subscriber import RunClient
 
 SYNC_S = 1.0
+SILENT_SAY_S = 5.0  # with nothing received by then, say what is being waited for (never wait in silence)
 
 
 class HeadlessViewer:
@@ -153,10 +154,15 @@ class HeadlessViewer:
 
     def run(self, *, until: Callable[[], bool] | None = None, poll: float = 0.1) -> int:
         """Receive until every rank ended, its process is gone, or `until()` says so. Returns an exit code."""
-        last_sync = last_discovery = time.monotonic()
+        last_sync = last_discovery = started = time.monotonic()
+        said_waiting = False
         try:
             while True:
                 got = self.pump()
+                if not said_waiting and not self.frames and time.monotonic() - started > SILENT_SAY_S:
+                    said_waiting = True
+                    where = ", ".join(e.pub for e in self.entries)
+                    self.say(f"nothing received yet from {where}; still waiting (is the run up? Ctrl-C stops)")
                 if self.discover and time.monotonic() - last_discovery > 0.5:
                     last_discovery = time.monotonic()
                     self._discover()

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
@@ -124,6 +124,23 @@ def append_exit(paths: list[str], returncode: int, heard: dict[int, float] | Non
             sys.stderr.write(f"accmon: could not note the exit in {path}: {exc}\n")
 
 
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn: the command gets SIGTERM when this process dies, however it dies (a SIGKILL of `accmon run`
+    left the training running, unwatched, as an orphan). Linux's parent-death signal; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the launcher died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name: str | None = None,
                 bind: str | None = None) -> int:
     if not cmd:
@@ -139,7 +156,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
         stdout = open(log_path, "wb")
         stderr = subprocess.STDOUT
     try:
-        proc = subprocess.Popen(list(cmd), env=env, stdout=stdout, stderr=stderr)
+        proc = subprocess.Popen(list(cmd), env=env, stdout=stdout, stderr=stderr, preexec_fn=_die_with(os.getpid()))
     except OSError as exc:
         sys.stderr.write(f"accmon run: cannot start {cmd[0]!r}: {exc.strerror}\n")
         return 127

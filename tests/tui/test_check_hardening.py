@@ -207,3 +207,8 @@ def test_check_into_a_closed_pipe_is_no_traceback(tmp_path):
     check.stderr.close()
     check.wait(60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_attach_headless_to_a_missing_socket_says_so(tmp_path):
+    out = run_accmon("attach", "--headless", f"ipc://{tmp_path}/nothing.pub", timeout=60)  # before: waited for ever
+    assert out.returncode != 0 and "no run socket" in out.stderr
