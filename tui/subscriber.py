@@ -25,6 +25,8 @@ POLL_MS = 100
 STALL_AFTER_S = 3.0  # three missed heartbeats (the probe sends one a second)
 HISTORY_RETRY_S = 2.0
 LIVE_BUFFER_LIMIT = 200_000  # live frames held while history loads; past this they are re-read from history
+# ... and at most this many bytes of them: a hostile publisher's big frames after a gap held 4.1 GB (issue 16).
+LIVE_BUFFER_BYTES = 128 * 1024 * 1024
 RCVHWM = 100_000
 
 
@@ -153,6 +155,7 @@ class RunClient:
         poller.register(dealer, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         self._buffer: dict[int, tuple[dict, bytes]] = {}
+        self._buffer_bytes = 0
         self._history_sent_at: float | None = None
         self._last_heard = time.monotonic()
         self._said_done = False
@@ -276,8 +279,10 @@ class RunClient:
             if self._history_sent_at is None and seq == st.last_seq + 1 and not self._buffer:
                 self._deliver(frame, payload)
                 continue
-            if len(self._buffer) < LIVE_BUFFER_LIMIT:
+            if (seq not in self._buffer and len(self._buffer) < LIVE_BUFFER_LIMIT
+                    and self._buffer_bytes + len(payload) <= LIVE_BUFFER_BYTES):
                 self._buffer[seq] = (frame, payload)
+                self._buffer_bytes += len(payload)
             if self._history_sent_at is None:
                 self._set(gaps_repaired=st.gaps_repaired + 1)
                 self._request_history(dealer)
@@ -300,6 +305,7 @@ class RunClient:
                 self._request_history(dealer)
                 return
             frame, payload = self._buffer.pop(seq)
+            self._buffer_bytes -= len(payload)
             if seq == last + 1:
                 self._deliver(frame, payload)
 

@@ -150,3 +150,29 @@ def test_subscription_topics_cannot_grow_the_probe(monkeypatch):
         assert [s for f in frames if f["kind"] == "steps" for s in f["steps"]] == list(range(100))
     finally:
         run.close()
+
+
+def test_a_hostile_publisher_after_a_gap_cannot_fill_the_viewer(monkeypatch, runtime_dir):
+    from accmon.probe import wire
+    from accmon.tui import subscriber
+
+    monkeypatch.setattr(subscriber, "LIVE_BUFFER_BYTES", 1024 * 1024)
+    with zmq_context() as ctx:
+        pub = ctx.socket(zmq.XPUB)
+        router = ctx.socket(zmq.ROUTER)  # never answers: the viewer keeps buffering live frames
+        for s in (pub, router):
+            s.setsockopt(zmq.LINGER, 0)
+        pub.bind(f"ipc://{runtime_dir}/h.pub")
+        router.bind(f"ipc://{runtime_dir}/h.ctl")
+        client = RunClient(f"ipc://{runtime_dir}/h.pub", f"ipc://{runtime_dir}/h.ctl").start()
+        try:
+            assert pub.poll(20_000), "the viewer never subscribed"
+            pub.recv()
+            for seq in range(10, 110):  # after a gap: seq 1-9 never came
+                pub.send(wire.encode(wire.envelope("meta", "h", 0, seq, -1, name="x" * 200_000)))
+            pub.send(wire.encode(wire.envelope("meta", "h", 0, 110, -1, name="last")))
+            wait_until(lambda: 110 in client._buffer, "the last frame to be buffered")
+            assert client._buffer_bytes <= 1024 * 1024  # before: all 20 MB held (4.1 GB in the review)
+            assert len(client._buffer) < 10
+        finally:
+            client.close()
