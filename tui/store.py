@@ -477,7 +477,7 @@ class RankData:
             order = np.argsort(sarr, kind="stable")
             sarr = sarr[order]
         # Convert every column before changing anything: a bad column leaves no half-applied frame behind.
-        converted = []
+        converted: list[tuple] = []
         for name, values in cols.items():
             if name not in self.columns and len(self.columns) + len(converted) >= MAX_SERIES:
                 self.series_left_out += 1  # a file or peer naming more series than any run has
