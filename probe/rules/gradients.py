@@ -26,6 +26,11 @@ SPECIAL = RECURRENT + ("Embedding", "EmbeddingBag", "LayerNorm", "BatchNorm1d", 
 RECURRENT_FACTOR = 5.0
 # A loss this many times its first value within the first steps of a recurrent model: a burst (own).
 BURST_FACTOR = 10.0
+# Gradients never zeroed: the probe's fact counts from this many steps; the rule also wants the gradient norm
+# grown this much since the first steps (or training in trouble): a script that zeroes gradients in place by
+# hand (p.grad.zero_()) keeps the same tensors too, and its gradients do not grow. Own.
+NOT_ZEROED_STEPS = 32
+NOT_ZEROED_GROWTH = 5.0
 
 
 def _recurrent(kind: object) -> bool:
@@ -54,6 +59,36 @@ class ExplodingGradients(Rule):
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         if st.broken:
             return []
+        return [*self._depth_and_growth(st, h), *self._not_zeroed(st, h)]
+
+    @staticmethod
+    def _not_zeroed(st: RunState, h: Health) -> list[Finding]:
+        """Gradients never zeroed (no zero_grad() between optimizer steps, the same gradient tensors step after
+        step: the probe's `grads_not_zeroed` fact), and the gradient norm grew or training is in trouble."""
+        steps = st.facts.get("grads_not_zeroed")
+        if not isinstance(steps, int) or isinstance(steps, bool):
+            return []
+        if steps < NOT_ZEROED_STEPS:
+            return [ended("exploding_gradients", "grads_not_zeroed")]
+        recent = st.recent("grad_norm", h.now, SAMPLES)
+        start = [v for s, v in st.first.get("grad_norm", []) if s <= h.now and math.isfinite(v)]
+        growth = recent[0] / median(start[:3]) if recent is not None and start and median(start[:3]) > 0 else None
+        if not (h.in_trouble or (growth is not None and growth >= NOT_ZEROED_GROWTH)):
+            return []
+        evidence: dict[str, object] = {"steps_without_zero_grad": steps, **h.evidence()}
+        if growth is not None:
+            evidence["growth_since_start"] = growth
+        grown = f"; the gradient norm grew {growth:.0f}x since the first steps" if growth is not None else ""
+        return [Finding("exploding_gradients", True, "grads_not_zeroed", "critical",
+                        f"gradients are never zeroed: {steps} optimizer steps in a row read the same gradient "
+                        f"tensors with no zero_grad() between, so every step adds this batch's gradient to the sum "
+                        f"of all before it{grown}",
+                        evidence,
+                        "call optimizer.zero_grad() (or model.zero_grad()) once per optimizer step, before "
+                        "loss.backward(); with gradient accumulation, after each optimizer.step()",
+                        score=float(steps))]
+
+    def _depth_and_growth(self, st: RunState, h: Health) -> Iterable[Finding]:
         kinds = layer_kinds(st)
         if st.explained_by_lr and self._burst(st, h, kinds) is None:
             return []

@@ -130,7 +130,6 @@ def model_facts(root: nn.Module, output_module: nn.Module | None) -> dict[str, A
         )
         if len(layers) >= MAX_LAYERS:
             break
-    _mark_constant_weights(root, layers)
     params = list(root.parameters())
     return {
         "name": type(root).__name__,
@@ -142,33 +141,27 @@ def model_facts(root: nn.Module, output_module: nn.Module | None) -> dict[str, A
     }
 
 
-def _mark_constant_weights(root: nn.Module, layers: list[dict[str, Any]]) -> None:
-    """Mark layers whose weight matrix holds one value in every entry (`"constant_weight": true`): all zeros, or a
-    constant init. Their units compute the same thing and get the same gradient: symmetry never breaks. Read
-    once, when the facts are sent: one reduction per layer and a single copy to the host."""
-    try:
-        named = dict(root.named_modules())
-        picked, spreads = [], []
-        with torch.no_grad():
-            for layer in layers:
-                m = named.get(layer["name"]) if layer["name"] != type(root).__name__ else root
-                w = getattr(m, "weight", None)
-                if not isinstance(w, torch.Tensor) or w.dim() < 2 or w.numel() < 2 or w.is_meta \
-                        or type(w).__name__ == "DTensor" or w.shape[0] < 2:
-                    continue
-                flat = w.detach().reshape(-1)
-                spreads.append((flat.max() - flat.min()).float())
-                picked.append(layer)
-        if not spreads:
-            return
-        by_device: dict[Any, list[int]] = {}
-        for i, t in enumerate(spreads):
-            by_device.setdefault(t.device, []).append(i)
-        for idx in by_device.values():  # one copy to the host per device
-            for i, spread in zip(idx, torch.stack([spreads[i] for i in idx]).tolist()):
-                picked[i]["constant_weight"] = spread == 0.0
-    except Exception:  # a facts detail: never worth failing the facts for
-        return
+def constant_weight_part(root: nn.Module, layers: list[dict[str, Any]]) -> tuple[list[str], torch.Tensor] | None:
+    """(layer names, a device tensor of max - min of each one's weight matrix): a layer whose weights hold one
+    value in every entry (all zeros, a constant init) has units that compute the same thing and get the same
+    gradient, so symmetry never breaks. One reduction per layer; the values reach the host with the flush."""
+    root = unwrap(root)
+    named = dict(root.named_modules())
+    names, spreads = [], []
+    with torch.no_grad():
+        for layer in layers:
+            m = named.get(layer["name"]) if layer["name"] != type(root).__name__ else root
+            w = getattr(m, "weight", None)
+            if not isinstance(w, torch.Tensor) or w.dim() < 2 or w.shape[0] < 2 or w.is_meta \
+                    or type(w).__name__ == "DTensor":
+                continue
+            flat = w.detach().reshape(-1)
+            spreads.append((flat.max() - flat.min()).float())
+            names.append(layer["name"])
+    if not spreads:
+        return None
+    device = spreads[0].device
+    return names, torch.stack([t.to(device, non_blocking=True) for t in spreads])
 
 
 def output_activation(module: nn.Module | None) -> str:

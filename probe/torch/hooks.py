@@ -67,6 +67,7 @@ def suspend() -> None:
     _unpatch_call()
     data.unpatch()
     _unpatch_clip()
+    _unpatch_zero_grad()
     _unpatch_functional()
 
 
@@ -85,6 +86,7 @@ def _hook(probe: TorchProbe) -> None:
         _handles.append(_optimizer.register_optimizer_step_post_hook(probe.on_opt_post))
         data.patch(probe)
         _patch_clip()
+        _patch_zero_grad()
         if os.environ.get(ENV_FUNCTIONAL, "1") != "0":
             _patch_functional()
     except Exception as exc:  # an unknown torch version: no monitoring beats a broken training script
@@ -235,3 +237,38 @@ def _unpatch_clip() -> None:
     for (mod, name), original in _clip_originals.items():
         setattr(mod, name, original)
     _clip_originals.clear()
+
+
+# ---- zero_grad -----------------------------------------------------------------------------------------------
+# A forgotten zero_grad() lets gradients add up from step to step. The probe notes each call (optimizer or
+# module) and, at each optimizer step, whether the gradient it reads is the very tensor of the last step with no
+# zero_grad between (probe.on_opt_pre). A flag, no tensor work.
+_zero_grad_originals: dict[Any, Callable[..., Any]] = {}
+
+
+def _make_zero_grad_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
+        probe = _probe
+        if probe is not None:
+            probe.zeroed = True
+        return original(self, *args, **kwargs)
+
+    zero_grad.__accmon_wrapper__ = True  # type: ignore[attr-defined]
+    return zero_grad
+
+
+def _patch_zero_grad() -> None:
+    classes: tuple[Any, ...] = (torch.optim.Optimizer, torch.nn.Module)
+    for cls in classes:
+        current = cls.__dict__.get("zero_grad")
+        if current is None or getattr(current, "__accmon_wrapper__", False):
+            continue
+        _zero_grad_originals[cls] = current
+        cls.zero_grad = _make_zero_grad_wrapper(current)
+
+
+def _unpatch_zero_grad() -> None:
+    for cls, original in _zero_grad_originals.items():
+        cls.zero_grad = original
+    _zero_grad_originals.clear()

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import weakref
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,8 @@ DEFER_STEP_S = 0.005
 # Weights copied per deep step to measure ‖Δw‖ (the copy lives across optimizer.step()). Larger models
 # are covered a slice of layers at a time, round robin: the copy never costs more than this in memory.
 UPDATE_BYTES = 64 * 1024 * 1024
+# Optimizer steps in a row on gradients never zeroed before the probe says so (a fact; the rules decide).
+NOT_ZEROED_STEPS = 32
 
 _perf = time.perf_counter
 _compiling = torch.compiler.is_compiling
@@ -198,7 +201,10 @@ class TorchProbe:
         self.lr_names: dict[tuple[int, bool, int], list[str]] = {}
         self.d_batched_acc: dict[tuple[str, int | None], C.BatchedAccuracy] = {}
         self.last_target: weakref.ref | None = None  # the last training step's target tensor
-        self.others_since_primary: dict[int, int] = {}  # id(optimizer) -> its steps since the primary's last
+        self.others_since_primary: dict[int, int] = {}
+        self.zeroed = False  # zero_grad() ran since the primary optimizer's last step (hooks.py)
+        self.last_grad: weakref.ref | None = None
+        self.not_zeroed = 0  # id(optimizer) -> its steps since the primary's last
         self.loss_module: nn.Module | None = None  # the loss module of the first training loss call, for its facts
 
     # ==== guards ==============================================================================================
@@ -668,7 +674,10 @@ class TorchProbe:
             f["loss"] = {"kind": spec.kind, "reduction": reduction if isinstance(reduction, str) else None, "via": via}
             if isinstance(ignore, int) and spec.rule == L.ARGMAX:
                 f["loss"]["ignore_index"] = ignore
-            f["loss"].update(_loss_options(self.loss_module))
+            options, weights = _loss_options(self.loss_module)
+            f["loss"].update(options)
+            for key, w in weights.items():
+                self.cur.add(C.FactsDecoder(self._weight_facts), w, key)
         task = L.task_of(spec, tuple(inp.shape), tuple(target.shape))
         if task is not None:
             f["task"] = task
@@ -728,6 +737,11 @@ class TorchProbe:
             if primary() is opt:
                 if self.others_since_primary:
                     self.others_since_primary.clear()
+                try:
+                    self._check_zeroed(opt)
+                except Exception as exc:
+                    self._fail("optimizer", exc)
+                    return None
             else:
                 # Another optimizer steps. Twice with no step of the primary between: the primary was left behind
                 # (a new optimizer for a fine-tuning phase, the old one still referenced). It counts the steps now.
@@ -766,6 +780,28 @@ class TorchProbe:
             self._fail("optimizer", exc)
         self.spent += _perf() - t0
         return None
+
+    def _check_zeroed(self, opt: torch.optim.Optimizer) -> None:
+        """The primary optimizer's first gradient is the very tensor of its last step, and no zero_grad() ran
+        between: gradients add up from step to step. After NOT_ZEROED_STEPS such steps in a row, the
+        `grads_not_zeroed` fact says so (a reference and a flag: no tensor work)."""
+        try:
+            g = opt.param_groups[0]["params"][0].grad
+        except (IndexError, KeyError, AttributeError):
+            return
+        last = self.last_grad() if self.last_grad is not None else None
+        if g is not None and g is last and not self.zeroed:
+            self.not_zeroed += 1
+            if self.not_zeroed >= NOT_ZEROED_STEPS and self.not_zeroed & (self.not_zeroed - 1) == 0:
+                self.facts["grads_not_zeroed"] = self.not_zeroed
+                self.run.set_facts(grads_not_zeroed=self.not_zeroed)
+        else:
+            if self.not_zeroed >= NOT_ZEROED_STEPS:
+                self.facts["grads_not_zeroed"] = 0
+                self.run.set_facts(grads_not_zeroed=0)
+            self.not_zeroed = 0
+        self.zeroed = False
+        self.last_grad = weakref.ref(g) if g is not None else None
 
     def _layout(self, st: _OptState) -> list[dict[str, Any]] | None:
         """The parameters with gradients, in groups that one foreach kernel can take: one device each, and
@@ -1056,6 +1092,9 @@ class TorchProbe:
                 self.model_ref = weakref.ref(model)
             if model is not None and "model" not in self.fixed:
                 f["model"] = F.model_facts(model, self.output_module)
+                part = F.constant_weight_part(model, f["model"]["layers"])
+                if part is not None:
+                    self.cur.add(C.FactsDecoder(self._constant_facts), part[1], part[0])
                 if self.inferred.get("output_activation") and f["model"]["output_activation"] == "unknown":
                     f["model"]["output_activation"] = self.inferred["output_activation"]
             opts = list(self.opt_states.keys())
@@ -1064,6 +1103,23 @@ class TorchProbe:
         except Exception as exc:
             self._fail("facts", exc)
         self.run.set_facts(**f)
+
+    def _weight_facts(self, values: np.ndarray, key: str) -> None:
+        loss = self.facts.get("loss")
+        if isinstance(loss, dict):
+            loss[key] = [float(v) for v in values.tolist()]
+            self.run.set_facts(loss=loss)
+
+    def _constant_facts(self, spreads: np.ndarray, names: list[str]) -> None:
+        """Which layers' weights hold one value (constant_weight_part), brought home by the flush."""
+        model = self.facts.get("model")
+        if not isinstance(model, dict):
+            return
+        flags = {n: bool(v == 0.0) for n, v in zip(names, spreads.tolist())}
+        for layer in model.get("layers", []):
+            if layer.get("name") in flags:
+                layer["constant_weight"] = flags[layer["name"]]
+        self.run.set_facts(model=model)
 
     def fix_facts(self, **facts: Any) -> None:
         """Facts a framework adapter knows better than the hooks (Keras's own model, loss, optimizer)."""
@@ -1220,7 +1276,7 @@ _SPLITS = {"train": "train_eval_", "training": "train_eval_", "test": "test_", "
 def _split_on_stack(depth: int = 16) -> str:
     """Evaluation batches that come from no DataLoader: the split the calling code names in a local variable
     (`split = "train"`), else validation. Only on evaluation loss calls, never on training steps."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(depth):
         if frame is None:
             break
@@ -1233,20 +1289,21 @@ def _split_on_stack(depth: int = 16) -> str:
     return "val_"
 
 
-def _loss_options(module: nn.Module | None) -> dict[str, Any]:
-    """Class weights (`weight`, `pos_weight`) and label smoothing of a loss module: the loss a model that ignores
-    its inputs scores depends on them. Read once, with the first training loss (a single small host copy)."""
+def _loss_options(module: nn.Module | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Label smoothing of a loss module, and its class weights (`weight`, `pos_weight`) as device tensors that the
+    flush brings home: the loss a model that ignores its inputs scores depends on them."""
     out: dict[str, Any] = {}
+    weights: dict[str, torch.Tensor] = {}
     if module is None:
-        return out
+        return out, weights
     for attr in ("weight", "pos_weight"):
         w = getattr(module, attr, None)
         if isinstance(w, torch.Tensor) and 0 < w.numel() <= 1000:
-            out["class_weights" if attr == "weight" else "pos_weight"] = w.detach().float().reshape(-1).cpu().tolist()
+            weights["class_weights" if attr == "weight" else "pos_weight"] = w.detach().float().reshape(-1).clone()
     ls = getattr(module, "label_smoothing", None)
     if isinstance(ls, float) and ls > 0:
         out["label_smoothing"] = ls
-    return out
+    return out, weights
 
 
 def _loss_args(args: tuple, kwargs: dict) -> tuple[Any, Any]:

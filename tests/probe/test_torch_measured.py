@@ -110,3 +110,45 @@ def test_estimate_loss_over_hand_drawn_batches_names_the_split(rec):
     rec.close()
     assert rec.series("val_loss") == pytest.approx([o["val"] for o in own], rel=1e-5)
     assert rec.series("train_eval_loss") == pytest.approx([o["train"] for o in own], rel=1e-5)
+
+
+@pytest.mark.parametrize("zero", ["never", "optimizer", "module", "set_none"])
+def test_gradients_never_zeroed_are_a_fact(rec, zero):
+    x, y = blobs(n=1280)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    for i in range(40):
+        if zero == "optimizer":
+            opt.zero_grad()
+        elif zero == "module":
+            model.zero_grad()
+        elif zero == "set_none":
+            for p in model.parameters():
+                p.grad = None
+        loss_fn(model(x[i * 32:(i + 1) * 32]), y[i * 32:(i + 1) * 32]).backward()
+        opt.step()
+    rec.close()
+    if zero == "never":
+        assert rec.facts["grads_not_zeroed"] == 32
+    else:
+        assert "grads_not_zeroed" not in rec.facts
+
+
+def test_all_equal_weights_and_loss_class_weights_are_facts(rec):
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    for p in list(model[0].parameters()) + list(model[2].parameters()):
+        nn.init.zeros_(p)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 4.0]), label_smoothing=0.1)
+    apt.install(rec.run, every=1)
+    for i in range(0, 128, 32):
+        opt.zero_grad()
+        loss_fn(model(x[i:i + 32]), y[i:i + 32]).backward()
+        opt.step()
+    rec.close()
+    flags = {layer["name"]: layer.get("constant_weight") for layer in rec.facts["model"]["layers"]}
+    assert flags["0"] is True and flags["2"] is True and flags["4"] is False
+    assert rec.facts["loss"]["class_weights"] == [1.0, 2.0, 4.0] and rec.facts["loss"]["label_smoothing"] == 0.1
