@@ -152,3 +152,34 @@ def test_all_equal_weights_and_loss_class_weights_are_facts(rec):
     flags = {layer["name"]: layer.get("constant_weight") for layer in rec.facts["model"]["layers"]}
     assert flags["0"] is True and flags["2"] is True and flags["4"] is False
     assert rec.facts["loss"]["class_weights"] == [1.0, 2.0, 4.0] and rec.facts["loss"]["label_smoothing"] == 0.1
+
+
+def test_a_new_optimizer_and_a_new_training_loader_start_phases(rec):
+    x, y = blobs(n=512)
+    first = DataLoader(TensorDataset(x[:256], y[:256]), batch_size=32, shuffle=True)
+    second = DataLoader(TensorDataset(x[256:], y[256:]), batch_size=32, shuffle=True)
+    model = mlp()
+    pretrain = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    for xb, yb in first:  # steps 0-7
+        pretrain.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        pretrain.step()
+    model[-1] = nn.Linear(32, 3)  # a new head, a new optimizer over it; the old one is still referenced
+    finetune = torch.optim.Adam(model[-1].parameters(), lr=1e-2)
+    for xb, yb in first:  # steps 8-15
+        finetune.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        finetune.step()
+    for xb, yb in second:  # steps 16-23: new data
+        finetune.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        finetune.step()
+    rec.close()
+    # The new optimizer counts the steps from its second step on (its first, while the old optimizer may still
+    # step too, joins the next row): 23 rows for 24 iterations.
+    assert len(rec.metrics["loss"]) == 23
+    starts = [(p["start"], p["why"]) for p in rec.facts["phases"]]
+    assert [s for s, _ in starts] == [8, 15], starts
+    assert "optimizer" in starts[0][1] and "data" in starts[1][1]
