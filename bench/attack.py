@@ -1,0 +1,543 @@
+"""Attack harness (issue 16): replays the hostile classes of the review against the real commands and processes,
+and prints for each the peak memory of the training process and of the viewer, the time taken and the exit code.
+
+    .venv/bin/python bench/attack.py              # everything (~5 minutes on 2 cores)
+    .venv/bin/python bench/attack.py --only csv   # the cases whose name contains 'csv'
+
+Peers: a real training process (the probe, in a subprocess) is flooded for ATTACK_S seconds from other processes —
+history requests that are never read, subscription topics, a hostile publisher in front of a viewer — while its
+RSS (and a headless viewer's) is sampled every 50 ms from /proc. Files: hostile recordings, TensorBoard event
+files and CSV logs are made in a temporary directory and given to `accmon check` (and a replay's conversion),
+each in a process of its own whose peak RSS comes from wait4(); a case that runs past CASE_TIMEOUT_S is killed
+and reported as such. Extreme values go through the TUI itself (the replay app under Textual's Pilot).
+Columns: what, exit code (and what a traceback or timeout said), seconds, peak MB of the process under
+attack, its growth over its own baseline where one is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+ACCMON = [PY, "-P", "-m", "accmon.tui.cli"] if sys.version_info >= (3, 11) else [PY, "-m", "accmon.tui.cli"]
+ATTACK_S = 5.0
+CASE_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Result:
+    name: str
+    rc: int | str
+    seconds: float
+    peak_mb: float
+    growth_mb: float | None = None
+    viewer_mb: float | None = None
+    note: str = ""
+
+
+RESULTS: list[Result] = []
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(cmd: list[str], *, timeout: float = CASE_TIMEOUT_S, env: dict | None = None,
+                 stdout: int | None = subprocess.DEVNULL) -> tuple[int | str, float, float, str]:
+    """Run `cmd`; its exit code ('timeout' if killed), seconds, peak RSS in MB (wait4), stderr's tail."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=err, env=env, stdin=subprocess.DEVNULL)
+        killed = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - t0 > timeout:
+                proc.kill()
+                killed = True
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        seconds = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read().decode("utf-8", "replace")[-2000:]
+    rc: int | str = "timeout" if killed else proc.returncode
+    return rc, seconds, usage.ru_maxrss / 1024, tail
+
+
+def verdict(rc: int | str, stderr: str) -> str:
+    if "Traceback" in stderr:
+        return "TRACEBACK: " + stderr.strip().splitlines()[-1][:100]
+    line = stderr.strip().splitlines()[-1][:100] if stderr.strip() else ""
+    return line
+
+
+def file_case(name: str, path: str, *args: str, cmd: str = "check") -> None:
+    rc, s, peak, err = run_measured([*ACCMON, cmd, path, *args])
+    RESULTS.append(Result(name, rc, s, peak, note=verdict(rc, err)))
+    print_row(RESULTS[-1])
+
+
+def print_row(r: Result) -> None:
+    growth = f"{r.growth_mb:+8.1f}" if r.growth_mb is not None else " " * 8
+    viewer = f"{r.viewer_mb:8.1f}" if r.viewer_mb is not None else " " * 8
+    print(f"{r.name:<46} {r.rc!s:>8} {r.seconds:8.2f} {r.peak_mb:8.1f} {growth} {viewer}  {r.note}", flush=True)
+
+
+# ---- files ------------------------------------------------------------------------------------------------
+def _writer(path: str):  # type: ignore[no-untyped-def]
+    from accmon.probe.recording import RecordingWriter
+
+    return RecordingWriter(path)
+
+
+def write_recording(path: str, frames: list[dict], *, end: bool = True, total: int | None = None) -> None:
+    from accmon.probe import wire
+
+    w = _writer(path)
+    batch = [wire.encode(f) for f in frames]
+    if end:
+        last = frames[-1]
+        batch.append(wire.encode(wire.envelope("end", last["run"], 0, last["seq"] + 1, last["step"], status="finished",
+                                               error=None, total_steps=total if total is not None else 0)))
+    w.write(batch)
+    w.close()
+
+
+def recording_cases(d: str) -> None:
+    from accmon.probe import wire
+    from accmon.probe.recording import RECORD, encode_header, encode_record
+
+    env = wire.envelope
+    meta = env("meta", "r", 0, 1, -1, name="hostile")
+
+    p = os.path.join(d, "epoch_inf.accmon")
+    write_recording(p, [meta, env("steps", "r", 0, 2, 1, steps=[0, 1], times=[0.0, 0.0],
+                                  cols={"loss": [1.0, 0.9], "epoch": [0.0, float("inf")]})], total=2)
+    file_case("recording: epoch=inf", p)
+
+    p = os.path.join(d, "no_cols.accmon")
+    f = env("steps", "r", 0, 2, 0, steps=[0], times=[0.0])
+    write_recording(p, [meta, f], total=1)
+    file_case("recording: steps frame without columns", p)
+
+    p = os.path.join(d, "int64.accmon")
+    big = 2**63 - 10
+    write_recording(p, [meta, env("steps", "r", 0, 2, big, steps=[0, big], times=[0.0, 0.0],
+                                  cols={"loss": [1.0, 2.0**70], "n": [2**63 - 1, -(2**63)]})], total=2)
+    file_case("recording: steps near the int64 limit", p)
+
+    # Damage, then magics whose records all claim to reach one far magic: a CRC over each was quadratic.
+    p = os.path.join(d, "forged_magics.accmon")
+    n, stride = 38_000, 256
+    body = bytearray(b"XXXX")
+    endpos = len(encode_header()) + 4 + stride * n
+    for _ in range(n):
+        at = len(encode_header()) + len(body)
+        forged = struct.pack("<4sBII", b"\xa5ACM", 1, endpos - at - RECORD.size, 0) + b"\x80"
+        body += forged + b"\0" * (stride - len(forged))
+    with open(p, "wb") as fh:
+        fh.write(encode_header() + bytes(body) + encode_record(wire.encode(meta)))
+    file_case(f"recording: {os.path.getsize(p) / 1e6:.1f} MB of forged magics", p)
+
+    p = os.path.join(d, "ranks.accmon")
+    write_recording(p, [env("steps", "r", r, 1, 0, steps=[0], times=[0.0], cols={"loss": [1.0]}) for r in range(20_000)],
+                    end=False)
+    file_case(f"recording: 20,000 ranks ({os.path.getsize(p) / 1e6:.1f} MB)", p)
+
+    p = os.path.join(d, "layers.accmon")
+    cols = {f"grad_norm/layer{i}": [1.0, 2.0, 4.0, 8.0] for i in range(10_000)}
+    cols["loss"] = [1.0, 1.0, 1.0, 1.0]
+    write_recording(p, [meta, env("steps", "r", 0, 2, 3, steps=[0, 1, 2, 3], times=[0.0] * 4, cols=cols)], total=4)
+    file_case(f"recording: 10,000 per-layer series ({os.path.getsize(p) / 1e6:.2f} MB)", p)
+
+    p = os.path.join(d, "columns.accmon")
+    cols = {f"c{i}": [1.0] for i in range(200_000)}
+    write_recording(p, [meta, env("steps", "r", 0, 2, 0, steps=[0], times=[0.0], cols=cols)], total=1)
+    file_case(f"recording: 200,000 columns ({os.path.getsize(p) / 1e6:.1f} MB)", p)
+
+    p = os.path.join(d, "jumps.accmon")
+    frames = [meta] + [env("steps", "r", 0, 2 + i, i * 10**12, steps=[i * 10**12], times=[0.0], cols={"loss": [1.0]})
+                       for i in range(2000)]
+    write_recording(p, frames, total=2000)
+    file_case("recording: step jumps of 1e12 per frame", p)
+
+    p = os.path.join(d, "escapes.accmon")
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+    write_recording(p, [env("meta", "r", 0, 1, -1, name="run" + evil),
+                        env("alert", "r", 0, 2, 0, alert={"id": "x" + evil, "severity": "warning", "step": 0,
+                                                          "message": evil, "fix": evil})], total=0)
+    rc, s, peak, err = run_measured([*ACCMON, "check", p], stdout=subprocess.PIPE)
+    RESULTS.append(Result("recording: terminal escapes in names/alerts", rc, s, peak, note=verdict(rc, err)))
+    print_row(RESULTS[-1])
+
+    p = os.path.join(d, "dropped.accmon")
+    write_recording(p, [meta, env("steps", "r", 0, 2, 99, steps=list(range(100)), times=[0.0] * 100,
+                                  cols={"loss": [1.0] * 100})], total=300)
+    file_case("recording: end says 300 steps, 100 recorded", p, "--json")
+
+    p = os.path.join(d, "cut.accmon")
+    write_recording(p, [meta, env("steps", "r", 0, 2, 99, steps=list(range(100)), times=[0.0] * 100,
+                                  cols={"loss": [1.0] * 100}),
+                        env("exit", "r", 0, 3, 99, exit_code=0, signal=None)], end=False)
+    file_case("recording: cut short (exit frame, no end)", p, "--json")
+
+
+def tensorboard_cases(d: str) -> None:
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    except ImportError:
+        print("(tensorboard not installed: no TensorBoard cases)")
+        return
+
+    def write(logdir: str, values: list[tuple[int, summary_pb2.Summary.Value]]) -> None:
+        w = EventFileWriter(logdir)
+        for step, v in values:
+            w.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[v])))
+        w.close()
+
+    big = os.path.join(d, "tb_big_tensor")
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=20000),
+                                                  tensor_shape_pb2.TensorShapeProto.Dim(size=10000)])
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, float_val=[1.0])
+    write(big, [(0, summary_pb2.Summary.Value(tag="loss", simple_value=1.0)),
+                (1, summary_pb2.Summary.Value(tag="train/acc", tensor=tensor))])
+    file_case("tensorboard: [20000, 10000] tensor in ~120 bytes", big)
+
+    inf = os.path.join(d, "tb_epoch_inf")
+    write(inf, [(0, summary_pb2.Summary.Value(tag="loss", simple_value=1.0)),
+                (0, summary_pb2.Summary.Value(tag="epoch", simple_value=float("inf")))])
+    file_case("tensorboard: epoch=inf", inf)
+
+    fifo_dir = os.path.join(d, "tb_fifo")
+    os.mkdir(fifo_dir)
+    os.mkfifo(os.path.join(fifo_dir, "events.out.tfevents.1.host"))
+    file_case("tensorboard: a FIFO named like an event file", fifo_dir)
+
+
+def csv_cases(d: str) -> None:
+    p = os.path.join(d, "wide_field.csv")
+    with open(p, "w") as fh:
+        fh.write("step,loss\n0,0.5\n1," + "9" * 200_000 + "\n")
+    file_case("csv: a field over 128 KiB (check)", p)
+    file_case("csv: a field over 128 KiB (replay)", p, cmd="replay")
+
+    p = os.path.join(d, "step_1e300.csv")
+    with open(p, "w") as fh:
+        fh.write("step,loss\n0,0.5\n1e300,0.4\n")
+    file_case("csv: step 1e300 (check)", p)
+    rt = os.environ["ACCMON_RUNTIME_DIR"]
+    before = set(os.listdir(rt))
+    code = ("import sys; from accmon.tui.importers import to_recording, LogError\n"
+            "try:\n    to_recording(sys.argv[1], sys.argv[2])\nexcept LogError as e:\n    sys.exit(str(e))")
+    rc, s_, peak, err = run_measured([PY, "-c", code, p, os.path.join(d, "conv.accmon")])
+    left = set(os.listdir(rt)) - before
+    RESULTS.append(Result("csv: step 1e300 (replay's conversion)", rc, s_, peak,
+                          note=verdict(rc, err) + (f" left behind: {sorted(left)}" if left else "")))
+    print_row(RESULTS[-1])
+
+    p = os.path.join(d, "epoch_inf.csv")
+    with open(p, "w") as fh:
+        fh.write("epoch,loss\n0,0.5\ninf,0.4\n")
+    file_case("csv: epoch=inf", p)
+
+    p = os.path.join(d, "big.csv")
+    with open(p, "w") as fh:
+        fh.write("step,loss,acc,lr\n")
+        for i in range(1_400_000):
+            fh.write(f"{i},0.{i % 997},0.{i % 991},0.001\n")
+    file_case(f"csv: {os.path.getsize(p) / 1e6:.0f} MB", p)
+
+
+def pipe_case(d: str) -> None:
+    from accmon.probe import wire
+
+    p = os.path.join(d, "many_alerts.accmon")
+    frames = [wire.envelope("meta", "r", 0, 1, -1, name="r")] + [
+        wire.envelope("alert", "r", 0, 2 + i, i, alert={"id": f"integration_{i}", "severity": "info", "step": i,
+                                                        "message": "x" * 200, "fix": ""}) for i in range(5000)]
+    write_recording(p, frames, total=0)
+    t0 = time.monotonic()
+    check = subprocess.Popen([*ACCMON, "check", p], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert check.stdout is not None and check.stderr is not None
+    check.stdout.readline()
+    check.stdout.close()
+    err = check.stderr.read().decode()
+    check.stderr.close()
+    rc = check.wait(60)
+    RESULTS.append(Result("check | head -1 (broken pipe)", rc, time.monotonic() - t0, 0.0, note=verdict(rc, err)))
+    print_row(RESULTS[-1])
+
+
+TUI_SCRIPT = """
+import asyncio, sys
+from accmon.tui.app import AccmonApp
+from accmon.tui.app_sources import ReplaySource
+
+async def main(path):
+    app = AccmonApp(ReplaySource(path, rerun_rules=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(10):
+            await pilot.pause(0.2)
+        await pilot.press("tab", "up", "down", "tab", "up")
+        for _ in range(5):
+            await pilot.pause(0.2)
+    return app.return_code or 0
+
+sys.exit(asyncio.run(main(sys.argv[1])))
+"""
+
+
+def tui_cases(d: str) -> None:
+    for name in ("epoch_inf.accmon", "int64.accmon", "escapes.accmon"):
+        p = os.path.join(d, name)
+        if not os.path.exists(p):
+            continue
+        rc, s, peak, err = run_measured([PY, "-c", TUI_SCRIPT, p])
+        RESULTS.append(Result(f"TUI replay: {name}", rc, s, peak, note=verdict(rc, err)))
+        print_row(RESULTS[-1])
+
+
+# ---- peers -------------------------------------------------------------------------------------------------
+VICTIM = """
+import json, os, sys, time
+import accmon.probe as accmon
+ready, stop = sys.argv[1], sys.argv[2]
+record = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+run = accmon.start("victim", record=record)
+cols = [f"layer{i}" for i in range(20)]
+for f in range(40):  # ~13 MB of history: each reply is a full 8 MiB page
+    steps = list(range(f * 2048, (f + 1) * 2048))
+    run.log_columns(steps, {c: [float(s) for s in steps] for c in cols})
+while run._io.step < 40 * 2048 - 1:
+    time.sleep(0.01)
+step = 40 * 2048
+with open(ready + ".tmp", "w") as fh:
+    json.dump({"pub": run.endpoints[0], "ctl": run.endpoints[1], "run": run.run_id}, fh)
+os.replace(ready + ".tmp", ready)
+while not os.path.exists(stop):
+    run.log(step, loss=1.0)
+    step += 1
+    time.sleep(0.01)
+run.close()
+"""
+
+HISTORY_FLOOD = """
+import sys, time, msgpack, zmq
+ctl, seconds = sys.argv[1], float(sys.argv[2])
+ctx = zmq.Context()
+socks = []
+for _ in range(8):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 1)  # its ZeroMQ stops reading too: whatever is sent stays with the probe
+    s.setsockopt(zmq.SNDHWM, 100000)
+    s.connect(ctl)
+    socks.append(s)
+req = msgpack.packb({"op": "history", "since": 1})
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for s in socks:
+        try:
+            s.send(req, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+    time.sleep(0.001)
+ctx.destroy(0)
+"""
+
+TOPIC_FLOOD = """
+import sys, time, zmq
+pub, seconds = sys.argv[1], float(sys.argv[2])
+ctx = zmq.Context()
+s = ctx.socket(zmq.XSUB)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(pub)
+end = time.monotonic() + seconds
+i = 0
+while time.monotonic() < end:
+    for _ in range(1000):
+        s.send(b"\\x01%040d" % i)
+        i += 1
+    time.sleep(0.001)
+big = ctx.socket(zmq.XSUB)
+big.setsockopt(zmq.LINGER, 0)
+big.connect(pub)
+big.send(b"\\x01" + b"x" * (50 * 1024 * 1024))  # one 50 MB topic
+time.sleep(1.0)
+ctx.destroy(0)
+"""
+
+
+def sample(pids: dict[str, int], stop: threading.Event, peaks: dict[str, float]) -> None:
+    while not stop.is_set():
+        for k, pid in pids.items():
+            peaks[k] = max(peaks.get(k, 0.0), rss_mb(pid))
+        stop.wait(0.05)
+
+
+def peer_case(name: str, attacker: str, which: str, d: str, *, record: bool = False) -> None:
+    ready, stop = os.path.join(d, f"{name}.ready"), os.path.join(d, f"{name}.stop")
+    rec = os.path.join(d, f"{name}.accmon") if record else ""
+    victim = subprocess.Popen([PY, "-c", VICTIM, ready, stop, rec], stdout=subprocess.DEVNULL)
+    viewer = None
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline or victim.poll() is not None:
+                raise RuntimeError("the victim did not start")
+            time.sleep(0.05)
+        with open(ready) as fh:
+            info = json.load(fh)
+        viewer = subprocess.Popen([*ACCMON, "attach", "--headless", info["run"]], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # the viewer's history load: not what is measured
+        base = rss_mb(victim.pid)
+        viewer_base = rss_mb(viewer.pid)
+        peaks: dict[str, float] = {}
+        halt = threading.Event()
+        sampler = threading.Thread(target=sample, args=({"victim": victim.pid, "viewer": viewer.pid}, halt, peaks))
+        sampler.start()
+        t0 = time.monotonic()
+        rc, _, _, err = run_measured([PY, "-c", attacker, info[which], str(ATTACK_S)], timeout=ATTACK_S + 60)
+        time.sleep(2.0)  # what stays held after the peer left
+        held = rss_mb(victim.pid)
+        halt.set()
+        sampler.join()
+        seconds = time.monotonic() - t0
+        alive = victim.poll() is None and viewer.poll() is None
+        note = (f"victim {base:.0f} MB before, {held:.0f} MB held 2 s after; viewer +{peaks['viewer'] - viewer_base:.1f} MB;"
+                f" attacker rc {rc}" + ("" if alive else "; A PROCESS DIED"))
+        RESULTS.append(Result(name, "alive" if alive else "died", seconds, peaks["victim"], peaks["victim"] - base,
+                              peaks["viewer"], note))
+        print_row(RESULTS[-1])
+    finally:
+        open(stop, "w").close()
+        try:
+            victim.wait(30)
+        except subprocess.TimeoutExpired:
+            victim.kill()
+            victim.wait()
+        if viewer is not None:
+            try:
+                viewer.wait(30)
+            except subprocess.TimeoutExpired:
+                viewer.kill()
+                viewer.wait()
+
+
+HOSTILE_PUBLISHER = """
+import sys, time, zmq
+sys.path.insert(0, sys.argv[3])
+from accmon.probe import wire
+d, seconds = sys.argv[1], float(sys.argv[2])
+ctx = zmq.Context()
+pub = ctx.socket(zmq.XPUB); pub.setsockopt(zmq.LINGER, 0); pub.setsockopt(zmq.SNDHWM, 100000)
+router = ctx.socket(zmq.ROUTER); router.setsockopt(zmq.LINGER, 0)  # never answers history
+pub.bind(f"ipc://{d}/h.pub"); router.bind(f"ipc://{d}/h.ctl")
+open(d + "/h.ready", "w").close()
+pub.poll(30000); pub.recv()
+payload = "x" * 1_000_000
+end = time.monotonic() + seconds
+seq = 10  # after a gap
+while time.monotonic() < end:
+    try:
+        pub.send(wire.encode(wire.envelope("meta", "h", 0, seq, -1, name=payload)), zmq.NOBLOCK)
+        seq += 1
+    except zmq.Again:
+        time.sleep(0.001)
+time.sleep(1.0)
+ctx.destroy(0)
+"""
+
+
+def hostile_publisher_case(d: str) -> None:
+    sub = os.path.join(d, "hp")
+    os.mkdir(sub, 0o700)
+    pub = subprocess.Popen([PY, "-c", HOSTILE_PUBLISHER, sub, str(ATTACK_S * 2), REPO])
+    try:
+        while not os.path.exists(os.path.join(sub, "h.ready")):
+            time.sleep(0.05)
+        viewer = subprocess.Popen([*ACCMON, "attach", "--headless", f"ipc://{sub}/h.pub"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        peaks: dict[str, float] = {}
+        halt = threading.Event()
+        sampler = threading.Thread(target=sample, args=({"viewer": viewer.pid}, halt, peaks))
+        sampler.start()
+        t0 = time.monotonic()
+        pub.wait(ATTACK_S * 2 + 60)
+        halt.set()
+        sampler.join()
+        alive = viewer.poll() is None
+        viewer.send_signal(signal.SIGINT)
+        try:
+            viewer.wait(10)
+        except subprocess.TimeoutExpired:
+            viewer.kill()
+            viewer.wait()
+        RESULTS.append(Result("hostile publisher after a gap (1 MB frames)", "alive" if alive else "died",
+                              time.monotonic() - t0, 0.0, None, peaks.get("viewer", 0.0), "viewer peak in the viewer column"))
+        print_row(RESULTS[-1])
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+            pub.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="run the groups whose name contains this (peers, recording, tensorboard, csv, pipe, tui)")
+    args = ap.parse_args()
+    sys.path.insert(0, REPO)
+    groups: list[tuple[str, Callable[[str], None]]] = [
+        ("peers", lambda d: (peer_case("history flood, memory log (8 peers, ipc)", HISTORY_FLOOD, "ctl", d),
+                             peer_case("history flood, recorded run (8 peers, ipc)", HISTORY_FLOOD, "ctl", d, record=True),
+                             peer_case("subscription flood (1M topics + one 50 MB)", TOPIC_FLOOD, "pub", d),
+                             hostile_publisher_case(d))),
+        ("recording", recording_cases),
+        ("tensorboard", tensorboard_cases),
+        ("csv", csv_cases),
+        ("pipe", pipe_case),
+        ("tui", tui_cases),
+    ]
+    with tempfile.TemporaryDirectory(prefix="am-attack-", dir="/tmp") as d:
+        os.environ["ACCMON_RUNTIME_DIR"] = os.path.join(d, "rt")
+        os.makedirs(os.environ["ACCMON_RUNTIME_DIR"], mode=0o700)
+        print(textwrap.dedent(f"""\
+            accmon attack harness — python {sys.version.split()[0]}, {os.cpu_count()} CPUs
+            {'case':<46} {'exit':>8} {'seconds':>8} {'peak MB':>8} {'growth':>8} {'viewer':>8}  note"""))
+        for gname, fn in groups:
+            if args.only and args.only not in gname:
+                continue
+            fn(d)
+    bad = [r for r in RESULTS if "TRACEBACK" in r.note or r.rc == "timeout" or r.rc == "died"]
+    print(f"\n{len(RESULTS)} cases; {len(bad)} with a traceback, a timeout or a death: "
+          + ", ".join(r.name for r in bad))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
