@@ -474,6 +474,19 @@ ctx.destroy(0)
 """
 
 
+# The viewer's receiving side (what `accmon attach` runs), held open for the whole attack.
+VIEWER = """
+import sys, time
+from accmon.tui.subscriber import RunClient
+client = RunClient(sys.argv[1], sys.argv[2]).start()
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    client.wake.wait(0.1)
+    client.drain()
+client.close()
+"""
+
+
 def hostile_publisher_case(d: str) -> None:
     sub = os.path.join(d, "hp")
     os.mkdir(sub, 0o700)
@@ -481,8 +494,8 @@ def hostile_publisher_case(d: str) -> None:
     try:
         while not os.path.exists(os.path.join(sub, "h.ready")):
             time.sleep(0.05)
-        viewer = subprocess.Popen([*ACCMON, "attach", "--headless", f"ipc://{sub}/h.pub"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        viewer = subprocess.Popen([PY, "-c", VIEWER, f"ipc://{sub}/h.pub", f"ipc://{sub}/h.ctl", str(ATTACK_S * 2 + 5)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         peaks: dict[str, float] = {}
         halt = threading.Event()
         sampler = threading.Thread(target=sample, args=({"viewer": viewer.pid}, halt, peaks))

@@ -25,8 +25,8 @@ POLL_MS = 100
 STALL_AFTER_S = 3.0  # three missed heartbeats (the probe sends one a second)
 HISTORY_RETRY_S = 2.0
 LIVE_BUFFER_LIMIT = 200_000  # live frames held while history loads; past this they are re-read from history
-# ... and at most this many bytes of them: a hostile publisher's big frames after a gap held 4.1 GB (issue 16).
-LIVE_BUFFER_BYTES = 128 * 1024 * 1024
+# ... and at most this many bytes of them: a hostile publisher's big frames after a gap held 4.1 GB (issue 16);
+LIVE_BUFFER_BYTES = 64 * 1024 * 1024  # payload bytes; their decoded frames cost about as much again
 RCVHWM = 100_000
 
 
