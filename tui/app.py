@@ -61,6 +61,9 @@ SPEEDS: tuple[int | None, ...] = (1, 10, 100, 1000, None)  # replay ×1 … ×10
 MAX_SPEED_FRACTION = 1 / 150
 EMA_STRENGTHS = (0.6, 0.9, 0.99, 0.999)
 SEEK_FRACTION = 0.01  # ←/→ in replay: 1 % of the run; shift: 10 %
+# Alerts that report what a person sees rather than why: `n` shows the cause at the same step first.
+SYMPTOMS = frozenset({"accuracy_stuck", "single_class_prediction", "val_loss_stagnating", "overfitting"})
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 CHARTS: dict[str, ChartSpec] = {
     "chart-acc": ChartSpec("accuracy", (SeriesSpec("acc", "train", 0), SeriesSpec("val_acc", "val", 1)), unit_range=True),
@@ -267,6 +270,7 @@ class AccmonApp(App[int]):
         self.follow = True
         self.x_end: float = 0.0
         self.cursor: int | None = None
+        self.current_alert: dict[str, Any] | None = None  # the alert `n`/`p`/enter last moved to
         self.ema_on = True
         self.ema_strength = 0.9
         self.log_y = False
@@ -359,7 +363,9 @@ class AccmonApp(App[int]):
 
     def _first_drawn(self) -> None:
         event = getattr(self.source, "first_drawn", None)
-        if event is not None and not event.is_set() and self.store.last_step() is not None:
+        # Once anything was read and drawn: a recording's first frames may hold no step yet (meta, facts, an
+        # alert), and the reader then waited its full 3 s for a first screen that was already there.
+        if event is not None and not event.is_set() and self.store.version > 0:
             self.call_after_refresh(event.set)  # after this frame is on the screen
 
     def sync_now(self, budget: float | None = None) -> None:
@@ -774,6 +780,7 @@ class AccmonApp(App[int]):
     # -- alerts ---------------------------------------------------------------------------------------------
     def goto_alert(self, alert: dict[str, Any]) -> None:
         """Move every chart to where the alert began (replay: the playhead too) and mark the step."""
+        self.current_alert = alert
         step = int(alert.get("step", -1))
         b = self._bounds()
         if step < 0 or b is None:
@@ -790,19 +797,33 @@ class AccmonApp(App[int]):
             self.follow = False
         self._sync(force=True)
 
+    def alert_order(self) -> list[dict[str, Any]]:
+        """Alerts in the order `n` walks them: by step; within a step the causes before the symptoms they
+        explain (dead_relu before accuracy_stuck), then the most severe; then id and rank, so that no two alerts
+        tie (a sort by (step, id) compared by step alone never reached some of them: issue 21 item 3)."""
+        return sorted(self.store.alerts.by_key.values(),
+                      key=lambda a: (a.get("step", -1), a.get("id") in SYMPTOMS,
+                                     -SEVERITY_RANK.get(a.get("severity", "info"), 0), str(a.get("id")),
+                                     a.get("rank") or 0))
+
     def action_alert_jump(self, direction: int) -> None:
-        alerts = sorted(self.store.alerts.by_key.values(), key=lambda a: (a["step"], a["id"]))
+        alerts = self.alert_order()
         if not alerts:
             self.say("no alerts")
             return
-        here = self.cursor if self.cursor is not None else (self.head_step() if self.replay else None)
-        if here is None:
-            target = alerts[-1] if direction > 0 else alerts[0]
-            target = alerts[0] if direction > 0 and self.replay else target
-        elif direction > 0:
-            target = next((a for a in alerts if a["step"] > here), alerts[-1])
+        ident = [_alert_ident(a) for a in alerts]
+        at = self.current_alert
+        if at is not None and _alert_ident(at) in ident and self.cursor == at.get("step"):
+            # On an alert: the next one in the order, round to the first after the last.
+            target = alerts[(ident.index(_alert_ident(at)) + direction) % len(alerts)]
         else:
-            target = next((a for a in reversed(alerts) if a["step"] < here), alerts[0])
+            here = self.cursor if self.cursor is not None else (self.head_step() if self.replay else None)
+            if here is None:
+                target = alerts[0] if direction > 0 and self.replay else (alerts[-1] if direction > 0 else alerts[0])
+            elif direction > 0:
+                target = next((a for a in alerts if a["step"] > here), alerts[0])
+            else:
+                target = next((a for a in reversed(alerts) if a["step"] < here), alerts[-1])
         self._select_in_tables(target)
         self.goto_alert(target)
 
@@ -954,6 +975,10 @@ class AccmonApp(App[int]):
     def on_unmount(self) -> None:
         if self.source is not None:
             self.source.close()
+
+
+def _alert_ident(alert: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return alert.get("id"), alert.get("step"), alert.get("rank") or 0
 
 
 def svg_to_png(svg: str) -> str | None:
