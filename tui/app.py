@@ -216,6 +216,8 @@ class AccmonApp(App[int]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        # As in htop, k9s and less: Ctrl-C leaves (Textual's default only says to press ctrl+q).
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         Binding("space", "play_pause", "Play/Pause", priority=True),
         Binding("left_square_bracket", "speed(-1)", "Slower"),
@@ -655,6 +657,11 @@ class AccmonApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_tab(self, tab: str) -> None:
+        # Focus leaves the pane first: TabbedContent shows the pane that holds the focused widget, so with the
+        # focus in the alert table `2` switched to Gradients and straight back (issue 21 item 2).
+        focused = self.focused
+        if focused is not None and focused.screen is self._main:
+            self.set_focus(None)
         self._main.query_one(TabbedContent).active = tab
         self._sync(force=True)
 

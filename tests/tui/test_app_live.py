@@ -335,3 +335,32 @@ def test_light_theme_redraws_every_panel_in_its_palette():
             await pilot.press("t")
             assert app.current_theme.dark
     run(go())
+
+
+def test_number_keys_switch_tabs_while_the_focus_is_in_the_alert_table_or_detail():
+    # Issue 21 item 2: with the focus in a pane's widget, TabbedContent switched back to that pane.
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(app, pilot)
+            tabs = app.query_one("#tabs")
+            await pilot.press("tab")  # the focus goes into the overview's alert table
+            assert isinstance(app.focused, AlertTable)
+            for key, tab in (("2", "gradients"), ("5", "alerts"), ("tab", "alerts"), ("tab", "alerts"),
+                             ("3", "activations"), ("5", "alerts"), ("tab", "alerts"), ("1", "overview"),
+                             ("4", "data")):
+                await pilot.press(key)
+                if key != "tab":
+                    await settle(app, pilot)
+                    assert tabs.active == tab, (key, tabs.active)
+    run(go())
+
+
+def test_ctrl_c_quits():
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("ctrl+c")
+        assert app.return_code == 0
+    run(go())
