@@ -62,21 +62,45 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+# Peak RSS is read by the measured process itself, at exit, from its own VmHWM: wait4()'s ru_maxrss would count
+# this harness's RSS at the fork (Linux carries it over the exec).
+WRAP = """
+import atexit, runpy, sys
+out = sys.argv[1]
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(out, "w").write(line.split()[1])
+atexit.register(hwm)
+mode, target, rest = sys.argv[2], sys.argv[3], sys.argv[4:]
+if mode == "-m":
+    sys.argv = [target, *rest]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv = ["-c", *rest]
+    exec(compile(target, "<case>", "exec"), {"__name__": "__main__"})
+"""
+
+
 def run_measured(cmd: list[str], *, timeout: float = CASE_TIMEOUT_S, env: dict | None = None,
                  stdout: int | None = subprocess.DEVNULL) -> tuple[int | str, float, float, str]:
-    """Run `cmd`; its exit code ('timeout' if killed), seconds, peak RSS in MB (wait4), stderr's tail."""
+    """Run `cmd` (a Python command: PY [-P] -m MOD ... or PY -c CODE ...); its exit code ('timeout' if killed),
+    seconds, peak RSS in MB, stderr's tail."""
+    args = [a for a in cmd[1:] if a != "-P"]
+    hwm_file = tempfile.mktemp(prefix="am-hwm-")
+    cmd = [PY, "-P", "-c", WRAP, hwm_file, *args] if sys.version_info >= (3, 11) else [PY, "-c", WRAP, hwm_file, *args]
     with tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=err, env=env, stdin=subprocess.DEVNULL)
         killed = False
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - t0 > timeout:
                 proc.kill()
                 killed = True
-                pid, status, usage = os.wait4(proc.pid, 0)
+                pid, status = os.waitpid(proc.pid, 0)
                 break
             time.sleep(0.02)
         seconds = time.monotonic() - t0
@@ -84,7 +108,13 @@ def run_measured(cmd: list[str], *, timeout: float = CASE_TIMEOUT_S, env: dict |
         err.seek(0)
         tail = err.read().decode("utf-8", "replace")[-2000:]
     rc: int | str = "timeout" if killed else proc.returncode
-    return rc, seconds, usage.ru_maxrss / 1024, tail
+    try:
+        with open(hwm_file) as fh:
+            peak = int(fh.read()) / 1024
+        os.unlink(hwm_file)
+    except (OSError, ValueError):  # killed before its exit: the last sample is all there is
+        peak = float("nan")
+    return rc, seconds, peak, tail
 
 
 def verdict(rc: int | str, stderr: str) -> str:
