@@ -38,6 +38,21 @@ def sink():
     yield s
     apt.uninstall()
     torch._dynamo.reset()
+    _stop_tqdm_monitor()
+
+
+def _stop_tqdm_monitor():
+    """Inductor's compile shows tqdm progress, whose first bar starts tqdm's monitor thread (a daemon that lives
+    for the process): end it, as the leak check asks of every thread a test starts."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    monitor = getattr(tqdm, "monitor", None)
+    if monitor is not None:
+        monitor.exit()
+        monitor.join(timeout=5)
+        tqdm.monitor = None
 
 
 def data():
