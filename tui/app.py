@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -28,6 +29,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from accmon.probe import registry
+from accmon.probe.rules.catalogue import ALERT_IDS
 
 from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
 from .store import AlertBook, Changes, RankData, RankGroup, RunStore
@@ -44,9 +46,11 @@ from .widgets import (
     TimelineState,
     View,
     alert_detail,
+    fmt,
     header_text,
     summary_text,
 )
+from .widgets.palette import palette
 
 # 5 redraws a second: smooth enough to watch a run, and a redraw of every visible panel costs a few ms at most.
 REFRESH_S = 0.2
@@ -61,9 +65,11 @@ SPEEDS: tuple[int | None, ...] = (1, 10, 100, 1000, None)  # replay ×1 … ×10
 MAX_SPEED_FRACTION = 1 / 150
 EMA_STRENGTHS = (0.6, 0.9, 0.99, 0.999)
 SEEK_FRACTION = 0.01  # ←/→ in replay: 1 % of the run; shift: 10 %
-# Alerts that report what a person sees rather than why: `n` shows the cause at the same step first.
-SYMPTOMS = frozenset({"accuracy_stuck", "single_class_prediction", "val_loss_stagnating", "overfitting"})
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+# Alerts that report what a person sees rather than why: their detail names the cause alerts beside them.
+SYMPTOMS = frozenset({"accuracy_stuck", "single_class_prediction", "val_loss_stagnating", "lr_too_low"})
+# The rules' evaluation order puts causes before the symptoms that consult them (probe/rules/catalogue.py):
+# `n` walks alerts of one step in that order, so the root cause comes first.
+CAUSE_ORDER = {aid: i for i, aid in enumerate(ALERT_IDS)}
 
 CHARTS: dict[str, ChartSpec] = {
     "chart-acc": ChartSpec("accuracy", (SeriesSpec("acc", "train", 0), SeriesSpec("val_acc", "val", 1)), unit_range=True),
@@ -613,7 +619,9 @@ class AccmonApp(App[int]):
 
     def _sync_alerts(self, force: bool) -> None:
         items = self.visible_alerts()
-        key = (self.store.alerts.version, len(items), self.current_theme.dark)
+        # With no alert selected the pane says how the run stands (a clean finish): its state is in the key too.
+        key = (self.store.alerts.version, len(items), self.current_theme.dark, self.store.status(),
+               self._status.loaded, self._status.state, self.head is None)
         if not force and key == self._drawn.get("alerts"):
             return
         self._drawn["alerts"] = key
@@ -621,7 +629,58 @@ class AccmonApp(App[int]):
         for table_id, detail_id in (("#alert-table", "#alert-detail"), ("#side-alerts", "#side-detail")):
             table = self._main.query_one(table_id, AlertTable)
             table.sync(items, dark)
-            self._main.query_one(detail_id, Static).update(alert_detail(table.selected_alert(), dark))
+            self._main.query_one(detail_id, Static).update(self.detail(table.selected_alert()))
+
+    def detail(self, alert: dict[str, Any] | None) -> Text:
+        """The detail pane for `alert`: with the cause alerts beside a symptom, layers with their kinds; with no
+        alert, what the rules found so far (a finished clean run says so)."""
+        dark = self.current_theme.dark
+        if alert is None:
+            return self._no_alert_text(dark)
+        causes = []
+        if alert.get("id") in SYMPTOMS:
+            up_to = self.head_step() if self.replay and self.head is not None else None
+            causes = [a for a in self.alert_order() if a.get("id") not in SYMPTOMS and a is not alert
+                      and (up_to is None or a.get("step", 0) <= up_to)
+                      and a.get("step", 0) <= max(alert.get("step", 0), alert.get("last_step") or 0)]
+        kinds = {}
+        model = self.store.facts.get("model")
+        if isinstance(model, dict) and isinstance(model.get("layers"), list):
+            kinds = {str(layer.get("name")): str(layer.get("kind")) for layer in model["layers"]
+                     if isinstance(layer, dict) and layer.get("kind")}
+        return alert_detail(alert, dark, causes=causes[:4], layer_kinds=kinds)
+
+    def _no_alert_text(self, dark: bool) -> Text:
+        from rich.style import Style
+
+        dim = Style(color=palette(dark).dim)
+        data = self.pace_data()
+        step = self.head_step() if self.replay else self.store.last_step()
+        if step is None:
+            return Text("Waiting for the run's first steps; alerts appear here as the rules fire.", style=dim)
+        ended = self.header_info().state in ("finished",) or (
+            self.replay and self._status.loaded and self.store.status() == "finished"
+            and (self.head is None or step >= (self._bounds() or (0, 0))[1]))
+        checked = ("the loss (NaN, divergence, mismatched loss), gradients (vanishing, exploding), learning rate, "
+                   "dead and saturated activations, inputs, labels and class balance, weight updates, accuracy "
+                   f"and validation: {len(ALERT_IDS)} checks")
+        if self.store.alerts.newest_first(up_to_step=step if self.replay else None):
+            return Text("↑/↓ to choose an alert, enter to move the charts to where it began.", style=dim)
+        if ended:
+            t = Text()
+            t.append("✔ Finished clean", style=Style(bold=True, color=palette(dark).series[2]))
+            t.append(f": no problem found, steps 0–{fmt.steps(step)}.\n\n")
+            facts = []
+            for name, label in (("loss", "training loss"), ("val_loss", "validation loss"), ("acc", "accuracy"),
+                                ("val_acc", "validation accuracy")):
+                v = data.latest(name) if data is not None else None
+                if v is not None:
+                    facts.append(f"{label} {fmt.num(v)}")
+            if facts:
+                t.append("It ended with " + ", ".join(facts) + ".\n\n")
+            t.append("Checked: " + checked + ".", style=dim)
+            return t
+        return Text(f"No alerts so far (step {fmt.steps(step)}). Watching " + checked + ".", style=dim)
 
     def _sync_summary(self, force: bool) -> None:
         data = self.pace_data()
@@ -806,12 +865,11 @@ class AccmonApp(App[int]):
 
     def alert_order(self) -> list[dict[str, Any]]:
         """Alerts in the order `n` walks them: by step; within a step the causes before the symptoms they
-        explain (dead_relu before accuracy_stuck), then the most severe; then id and rank, so that no two alerts
+        explain (dead_relu before accuracy_stuck, the rules' own order); then id and rank, so that no two alerts
         tie (a sort by (step, id) compared by step alone never reached some of them: issue 21 item 3)."""
         return sorted(self.store.alerts.by_key.values(),
-                      key=lambda a: (a.get("step", -1), a.get("id") in SYMPTOMS,
-                                     -SEVERITY_RANK.get(a.get("severity", "info"), 0), str(a.get("id")),
-                                     a.get("rank") or 0))
+                      key=lambda a: (a.get("step", -1), CAUSE_ORDER.get(a.get("id"), len(CAUSE_ORDER)),
+                                     str(a.get("id")), a.get("rank") or 0))
 
     def action_alert_jump(self, direction: int) -> None:
         alerts = self.alert_order()
@@ -852,8 +910,7 @@ class AccmonApp(App[int]):
             detail = "#alert-detail" if table.id == "alert-table" else "#side-detail"
             # A highlight queued while the app closes can arrive after the detail pane is gone: nothing to show.
             for pane in self._main.query(detail).results(Static):
-                pane.update(alert_detail(table.alerts.get(str(key)) if key is not None else None,
-                                         self.current_theme.dark))
+                pane.update(self.detail(table.alerts.get(str(key)) if key is not None else None))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         table = event.data_table

@@ -229,3 +229,57 @@ def test_the_rules_child_streams_alerts_then_the_final_diagnosis(tmp_path):
     final = messages[-1]["final"]
     assert "nan_loss" in streamed and "nan_loss" in {a["id"] for a in final}
     assert "vanishing_gradients" not in {a["id"] for a in final}  # the recorded (fixture) alerts are not today's
+
+
+def test_n_reaches_the_root_cause_first_and_every_alert_at_one_step(demo_recording):
+    # fault_dead_relu: dead_relu, accuracy_stuck and single_class_prediction fire at one step. `n` compared steps
+    # only, so it always landed on one of the symptoms and never reached dead_relu (issue 21 item 3).
+    async def go():
+        app = replay_app(demo_recording("fault_dead_relu"))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            ids = {a["id"] for a in app.store.alerts.by_key.values()}
+            assert {"dead_relu", "accuracy_stuck", "single_class_prediction"} <= ids
+            await pilot.press("home")
+            seen = []
+            for _ in range(len(ids)):
+                await pilot.press("n")
+                seen.append(app.current_alert["id"])
+            assert seen[0] == "dead_relu" and set(seen) == ids
+            await pilot.press("p")
+            assert app.current_alert["id"] == seen[-2]
+            assert "dead_relu" in app.query_one("#side-detail").render().plain
+    run(go())
+
+
+def test_a_symptoms_detail_shows_the_fix_first_and_names_its_cause(demo_recording):
+    # Issue 21 item 6: message → fix → likely cause (the other alert, by name) → evidence, layers by module name.
+    async def go():
+        app = replay_app(demo_recording("fault_dead_relu"))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            stuck = next(a for a in app.store.alerts.by_key.values() if a["id"] == "accuracy_stuck")
+            text = app.detail(stuck).plain
+            assert text.index("Fix") < text.index("Likely cause") < text.index("Evidence")
+            assert "dead_relu (step" in text and "chance" not in text.split("Likely cause")[1].split("\n")[0]
+            dead = next(a for a in app.store.alerts.by_key.values() if a["id"] == "dead_relu")
+            assert "1 (ReLU) 1" in app.detail(dead).plain  # the module's name and kind, not {1: 1, 3: 1}
+    run(go())
+
+
+def test_a_healthy_run_gets_a_verdict_when_it_ends(demo_recording):
+    # Issue 21 item 10: healthy_mlp (the `make demo` default) ended with "Alerts appear here as the rules fire".
+    async def go():
+        app = replay_app(demo_recording("healthy_mlp"))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            assert not app.store.alerts
+            app.sync_now()
+            await pilot.pause()
+            text = app.query_one("#side-detail").render().plain
+            assert "Finished clean" in text and "no problem found, steps 0–207" in text and "Checked:" in text
+            await pilot.press("home")
+            app.sync_now()
+            await pilot.pause()
+            assert "No alerts so far (step 0)" in app.query_one("#side-detail").render().plain
+    run(go())

@@ -109,19 +109,31 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def alert_detail(alert: dict[str, Any] | None, dark: bool = True) -> Text:
-    """Evidence, explanation and fix of one alert, for the detail pane."""
+def _layers(v: Any, kinds: dict[str, str]) -> str:
+    """Per-layer evidence by module name, with the layer's kind when the model facts know it: `net.1 (ReLU) 1`."""
+    parts = []
+    for name, x in list(v.items())[:8]:
+        kind = kinds.get(str(name))
+        parts.append(f"{name}{f' ({kind})' if kind else ''} {_value(x)}")
+    return ", ".join(parts) + (", …" if len(v) > 8 else "")
+
+
+def alert_detail(alert: dict[str, Any] | None, dark: bool = True, *, causes: list[dict[str, Any]] | None = None,
+                 layer_kinds: dict[str, str] | None = None, empty: Text | None = None) -> Text:
+    """One alert, in the order a person acts on it: what is wrong, the fix, the likely cause among the other
+    alerts (for a symptom), then why and the evidence. `empty`: what to say when no alert is selected."""
     pal = palette(dark)
     dim = Style(color=pal.dim)
     if alert is None:
-        return Text("No alert selected. Alerts appear here as the rules fire; ↑/↓ to choose one, "
-                    "enter to move the charts to where it began.", style=dim)
+        return empty if empty is not None else Text(
+            "No alert selected. Alerts appear here as the rules fire; ↑/↓ to choose one, "
+            "enter to move the charts to where it began.", style=dim)
     t = Text()
     t.append_text(severity_text(alert, dark))
     t.append(f"  {alert.get('id', '?')}", style=Style(bold=True))
     state = alert.get("state", "active")
     t.append(f"  ({state})\n", style=dim)
-    t.append(str(alert.get("message", "")) + "\n\n")
+    t.append(str(alert.get("message", "")) + "\n")
     when = f"began at step {alert.get('step')}"
     if alert.get("last_step") not in (None, alert.get("step")):
         when += f", last seen at step {alert.get('last_step')}"
@@ -130,21 +142,27 @@ def alert_detail(alert: dict[str, Any] | None, dark: bool = True) -> Text:
     if alert.get("rank") not in (None, 0):
         when += f", rank {alert.get('rank')}"
     t.append(when + "\n\n", style=dim)
+    if alert.get("fix"):
+        t.append("Fix  ", style=Style(bold=True, color=pal.series[2]))
+        t.append(f"{alert['fix']}\n\n")
+    if causes:
+        t.append("Likely cause\n", style=Style(bold=True))
+        for c in causes:
+            t.append_text(severity_text(c, dark))
+            t.append(f" {c.get('id')}", style=Style(bold=True))
+            t.append(f" (step {c.get('step')}, n/p to go there): ", style=dim)
+            t.append(f"{c.get('message', '')}\n")
+        t.append("\n")
+    if alert.get("explanation"):
+        t.append("Why\n", style=Style(bold=True))
+        t.append(f"  {alert['explanation']}\n\n")
     evidence = alert.get("evidence")
     if evidence:
         t.append("Evidence\n", style=Style(bold=True))
         if isinstance(evidence, dict):
             for k, v in evidence.items():
                 t.append(f"  {k}: ", style=dim)
-                t.append(_value(v) + "\n")
+                t.append((_layers(v, layer_kinds or {}) if k == "layers" and isinstance(v, dict) else _value(v)) + "\n")
         else:
             t.append(f"  {_value(evidence)}\n")
-        t.append("\n")
-    for key, title in (("explanation", "Why"), ("cause", "Likely cause")):
-        if alert.get(key):
-            t.append(f"{title}\n", style=Style(bold=True))
-            t.append(f"  {alert[key]}\n\n")
-    if alert.get("fix"):
-        t.append("Fix\n", style=Style(bold=True, color=pal.series[2]))
-        t.append(f"  {alert['fix']}\n")
     return t
