@@ -33,6 +33,12 @@ class AccuracyStuck(Rule):
         chance = h.acc_chance
         if h.seen < h.patience or (h.acc_now is None and h.val_acc_now is None) or st.is_active("unshuffled_data"):
             return []  # on one-class batches (and a split of sorted data) accuracy says nothing more
+        if st.facts.get("shuffled") is False:
+            # A loader known not to shuffle: until unshuffled_data has the four sampled batches it needs (48 steps
+            # at a sparse cadence), accuracy may be what one-class batches do. The verdict waits for it.
+            batches = st.col("batch_top_frac")
+            if batches is None or batches.end(h.now) < 4:
+                return []
         causes = st.active.get(ID, set())
         zero_bar = min(ZERO_ACC, chance / 4) if chance else ZERO_ACC
         margin = chance_margin(chance, h.batch * h.window) * (1.5 if "chance" in causes else 1.0) if chance is not None else 0
