@@ -597,9 +597,10 @@ class AccmonApp(App[int]):
             state = "finished"
         else:
             state = st.state
-        return HeaderInfo(state=state, rank=self.rank, dropped_live=st.dropped_live, note=note,
-                          head=self.head_step() if self.replay and self.head is not None else None,
-                          now=self.clock() if not self.replay else None)
+        head = self.head_step() if self.replay and self.head is not None else None
+        shown = None if head is None else tuple(a.get("severity", "info") for _, a in self.visible_alerts())
+        return HeaderInfo(state=state, rank=self.rank, dropped_live=st.dropped_live, note=note, head=head,
+                          now=self.clock() if not self.replay else None, alerts=shown)
 
     def _sync_header(self, force: bool) -> None:
         info = self.header_info()
@@ -610,7 +611,7 @@ class AccmonApp(App[int]):
             self._main.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark,
                                                                width=self.size.width))
             tabs = self._main.query_one(TabbedContent)
-            n = len(self.store.alerts)
+            n = len(info.alerts) if info.alerts is not None else len(self.store.alerts)
             tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"  # type: ignore[assignment]
 
     def visible_alerts(self) -> list[tuple[tuple, dict[str, Any]]]:

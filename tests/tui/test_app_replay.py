@@ -283,3 +283,23 @@ def test_a_healthy_run_gets_a_verdict_when_it_ends(demo_recording):
             await pilot.pause()
             assert "No alerts so far (step 0)" in app.query_one("#side-detail").render().plain
     run(go())
+
+
+def test_the_header_and_tabs_describe_the_run_as_of_the_playhead(recording):
+    # Issue 21 item 9: after seeking to step 0 the header kept the last epoch, and counted alerts the table
+    # (rightly) did not show yet.
+    async def go():
+        app = replay_app(recording)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            assert "epoch 2" in app.screen_text() and "▲ 2 alerts" in app.screen_text()
+            await pilot.press("home")
+            app.sync_now()
+            await pilot.pause()
+            text = app.screen_text()
+            assert "epoch 0" in text and "▲" not in text.splitlines()[0] and "5 Alerts (" not in text
+            app.seek(450)
+            await pilot.pause()
+            text = app.screen_text()
+            assert "▲ 1 alert" in text and "5 Alerts (1)" in text
+    run(go())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
-from ..store import RunStore
+from ..store import RankData, RunStore, is_missing
 from . import fmt
 from .palette import OKABE_ITO, palette
 
@@ -36,6 +37,18 @@ class HeaderInfo:
     note: str | None = None  # a line of its own: why stalled, what crashed, replay position, file problems
     head: int | None = None  # replay: the playhead step
     now: float | None = None  # wall clock for elapsed time while live (None: the run's last frame time)
+    alerts: tuple[str, ...] | None = None  # severities of the alerts shown (replay: up to the playhead); None: all
+
+
+def value_at(data: RankData, name: str, step: int) -> float | None:
+    """The newest value of `name` logged at or before `step` (replay: the header as of the playhead)."""
+    col = data.columns.get(name)
+    if col is None:
+        return None
+    row = int(data.axis.rows(np.array([step], dtype=np.int64), "right")[0])
+    vals = col.values(max(0, row - 256), row)
+    vals = vals[~is_missing(vals)]
+    return float(vals[-1]) if len(vals) else None
 
 
 def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: int = 160) -> Text:
@@ -67,7 +80,8 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     step = info.head if info.head is not None else last
     t.append("  step ", style=dim)
     t.append(fmt.steps(step))
-    epoch = data.latest("epoch") if data is not None else None
+    epoch = (value_at(data, "epoch", info.head) if info.head is not None else data.latest("epoch")) \
+        if data is not None else None
     if epoch is not None and epoch == epoch and not narrow:
         t.append("  epoch ", style=dim)
         # A logged epoch of inf (or 1e300) has no int: say what it is rather than fail (issue 16, item 6).
@@ -85,10 +99,10 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     if isinstance(started, (int, float)) and end_t is not None:
         t.append("  " if narrow else "  elapsed ", style=dim)
         t.append(fmt.duration(end_t - started))
-    n_alerts = len(store.alerts)
+    sevs = info.alerts if info.alerts is not None else tuple(a["severity"] for a in store.alerts.by_key.values())
+    n_alerts = len(sevs)
     if n_alerts:
-        worst = max((a["severity"] for a in store.alerts.by_key.values()),
-                    key=lambda s: {"info": 0, "warning": 1, "critical": 2}[s])
+        worst = max(sevs, key=lambda s: {"info": 0, "warning": 1, "critical": 2}.get(s, 0))
         t.append("  ")
         label = "" if narrow else f" alert{'s' if n_alerts > 1 else ''}"
         t.append(f"▲ {n_alerts}{label}", style=Style(color=pal.severity[worst], bold=True))
