@@ -48,6 +48,7 @@ from .widgets import (
     alert_detail,
     fmt,
     header_text,
+    severity_text,
     summary_text,
 )
 from .widgets.palette import palette
@@ -70,6 +71,7 @@ SYMPTOMS = frozenset({"accuracy_stuck", "single_class_prediction", "val_loss_sta
 # The rules' evaluation order puts causes before the symptoms that consult them (probe/rules/catalogue.py):
 # `n` walks alerts of one step in that order, so the root cause comes first.
 CAUSE_ORDER = {aid: i for i, aid in enumerate(ALERT_IDS)}
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 CHARTS: dict[str, ChartSpec] = {
     "chart-acc": ChartSpec("accuracy", (SeriesSpec("acc", "train", 0), SeriesSpec("val_acc", "val", 1)), unit_range=True),
@@ -296,6 +298,7 @@ class AccmonApp(App[int]):
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
+        yield Static(id="alert-banner")
         with TabbedContent(initial="overview", id="tabs"):
             with TabPane("1 Overview", id="overview"):
                 with Horizontal(id="overview-body"):
@@ -548,6 +551,7 @@ class AccmonApp(App[int]):
         model_layers = self._model_layers()
         with self.batch_update():
             self._sync_header(force)
+            self._sync_banner()
             for wid in TAB_WIDGETS.get(tab, ()):
                 w = self._main.query_one(f"#{wid}")
                 wdata = sharded if sharded is not None and wid in SHARDED_WIDGETS else data
@@ -601,6 +605,36 @@ class AccmonApp(App[int]):
         shown = None if head is None else tuple(a.get("severity", "info") for _, a in self.visible_alerts())
         return HeaderInfo(state=state, rank=self.rank, dropped_live=st.dropped_live, note=note, head=head,
                           now=self.clock() if not self.replay else None, alerts=shown)
+
+    def _sync_banner(self) -> None:
+        """One line with the alert in question — the one `n` moved to, else the most severe shown — so that the
+        diagnosis is on screen at any size (at 80×24 the alert list lives on its own tab)."""
+        items = [a for _, a in self.visible_alerts()]
+        banner = self._main.query_one("#alert-banner", Static)
+        if not items:
+            banner.display = False
+            return
+        cur = self.current_alert
+        if cur is None or _alert_ident(cur) not in {_alert_ident(a) for a in items}:
+            cur = max(items, key=lambda a: (SEVERITY_RANK.get(a.get("severity", "info"), 0),
+                                            -CAUSE_ORDER.get(a.get("id"), 99), -a.get("step", 0)))
+        key = (_alert_ident(cur), cur.get("message"), len(items), self.current_theme.dark, self.size.width)
+        if key == self._drawn.get("banner") and banner.display:
+            return
+        self._drawn["banner"] = key
+        from rich.style import Style
+
+        pal = palette(self.current_theme.dark)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append_text(severity_text(cur, self.current_theme.dark))
+        t.append(f" {cur.get('id')}", style=Style(bold=True))
+        t.append(f" @{cur.get('step')}: ", style=Style(color=pal.dim))
+        t.append(str(cur.get("message", "")))
+        more = len(items) - 1
+        t.append(f"  · {more} more: n/p" if more else "  ", style=Style(color=pal.dim))
+        t.append(" · 5: details", style=Style(color=pal.dim))
+        banner.update(t)
+        banner.display = True
 
     def _sync_header(self, force: bool) -> None:
         info = self.header_info()

@@ -364,3 +364,28 @@ def test_ctrl_c_quits():
             await pilot.press("ctrl+c")
         assert app.return_code == 0
     run(go())
+
+
+def test_narrow_and_middle_terminals_keep_the_diagnosis_and_the_charts_in_sight():
+    # Issue 21 item 7: at 80×24 the only trace of the alerts was "▲ 3"; at 120×30 the alert panel kept ~62
+    # columns and left the charts 28.
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app, pilot)
+            banner = app.screen_text().splitlines()[1]
+            assert "vanishing_gradients" in banner  # the critical one, before any key
+            await pilot.press("p")
+            await settle(app, pilot)
+            banner = app.screen_text().splitlines()[1]
+            assert "lr_too_high @400: lr too high since step 400" in banner and "1 more: n/p" in banner
+            await pilot.resize_terminal(120, 30)
+            await settle(app, pilot)
+            charts = app.query_one("#overview-charts").size.width
+            side = app.query_one("#overview-side").size.width
+            assert charts >= 70 and side >= 40, (charts, side)
+            await pilot.resize_terminal(160, 48)
+            await settle(app, pilot)
+            row = next(line for line in app.screen_text().splitlines() if "lr_too_high " in line and "400" in line)
+            assert "lr too high since step" in row  # the message column has room
+    run(go())

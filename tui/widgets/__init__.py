@@ -1,6 +1,6 @@
 """Widgets of the accmon app. Charts and heat maps use the line API over the store, testable without an app."""
 
-from .alerts import AlertTable, alert_detail
+from .alerts import AlertTable, alert_detail, severity_text
 from .chart import ChartSpec, LineChart, SeriesSpec, View, render_chart
 from .header import HeaderInfo, RunHeader, header_text
 from .heatmap import HeatSpec, LayerHeatMap, render_heatmap
@@ -9,6 +9,6 @@ from .timeline import Timeline, TimelineState, render_timeline
 
 __all__ = [
     "AlertTable", "ChartSpec", "HeaderInfo", "HeatSpec", "LayerHeatMap", "LineChart", "RunHeader", "SeriesSpec",
-    "Timeline", "TimelineState", "View", "alert_detail", "header_text", "render_chart", "render_heatmap",
+    "Timeline", "TimelineState", "View", "alert_detail", "header_text", "severity_text", "render_chart", "render_heatmap",
     "render_timeline", "summary_text",
 ]

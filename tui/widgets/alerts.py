@@ -15,6 +15,13 @@ from .palette import palette
 SEVERITY_GLYPH = {"critical": "✖", "warning": "▲", "info": "●"}  # shape as well as colour
 
 
+def severity_glyph(alert: dict[str, Any], dark: bool) -> Text:
+    sev = alert.get("severity", "info")
+    colour = palette(dark).severity.get(sev, palette(dark).text)
+    cleared = alert.get("state") == "cleared"
+    return Text(SEVERITY_GLYPH.get(sev, "?"), style=Style(color=colour, bold=not cleared, dim=cleared))
+
+
 def alert_key(key: tuple) -> str:
     return "|".join(str(k) for k in key)
 
@@ -42,10 +49,12 @@ class AlertTable(DataTable):
         self._order: list[str] = []
 
     def on_mount(self) -> None:
-        self.add_column("severity", key="sev", width=10)
-        self.add_column("step", key="step", width=7)
-        self.add_column("alert", key="id", width=22)
-        self.add_column("message", key="msg", width=60)
+        # The severity as its glyph (its word is in the detail) and a narrow step: the message gets the room
+        # (at 160×48 it had 13 columns).
+        self.add_column(" ", key="sev", width=1)
+        self.add_column("step", key="step", width=6)
+        self.add_column("alert", key="id", width=24)
+        self.add_column("message", key="msg", width=90)
 
     def sync(self, items: list[tuple[tuple, dict[str, Any]]], dark: bool = True) -> bool:
         """Make the table show exactly `items` (newest first); return True when anything changed."""
@@ -81,7 +90,7 @@ class AlertTable(DataTable):
         if rank not in (None, 0):
             aid += f" r{rank}"
         step = alert.get("step", -1)
-        return (severity_text(alert, dark), Text(str(step), style=style), Text(aid, style=style),
+        return (severity_glyph(alert, dark), Text(str(step), style=style), Text(aid, style=style),
                 Text(str(alert.get("message", "")), style=style))
 
     def selected_alert(self) -> dict[str, Any] | None:
@@ -95,7 +104,7 @@ class AlertTable(DataTable):
 
 
 def _sev_rank(plain: str) -> int:
-    return {"critical": 2, "warning": 1, "info": 0}.get(plain.split()[-1] if plain else "", 0)
+    return {"✖": 2, "▲": 1, "●": 0}.get(plain.strip(), 0)
 
 
 def _value(v: Any) -> str:
