@@ -178,7 +178,7 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
 
     def on_mount(self) -> None:
         for label, key in (("run", "run"), ("name", "name"), ("ranks", "ranks"), ("pid", "pid"), ("started", "started"),
-                           ("command", "cmd")):
+                           ("age", "age"), ("command", "cmd")):
             self.table.add_column(label, key=key)
         self.scan()
         self.set_interval(1.0, self.scan)
@@ -197,12 +197,15 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
             table.remove_row(gone)
         for run_id, es in runs.items():
             e = es[0]
+            age = fmt.duration(time.time() - e.started) if isinstance(e.started, (int, float)) else "–"
             cells = (run_id, e.name, str(len(es)), str(e.pid), time.strftime("%H:%M:%S", time.localtime(e.started)),
-                     " ".join(e.cmd)[:60])
+                     age, " ".join(e.cmd)[:60])
             if run_id not in self.runs:
                 table.add_row(*cells, key=run_id)
-            elif len(self.runs[run_id]) != len(es):
-                table.update_cell(run_id, "ranks", cells[2])
+            else:
+                if len(self.runs[run_id]) != len(es):
+                    table.update_cell(run_id, "ranks", cells[2])
+                table.update_cell(run_id, "age", age)
         self.runs = runs
         self.note.update(
             "Live runs on this host — enter to attach, escape to cancel" if runs else

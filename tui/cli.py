@@ -200,12 +200,26 @@ def resolve_target(target: str | None) -> list[registry.RunEntry]:
     return registry.find_run(target)
 
 
+def live_run_ids() -> list[str]:
+    """The ids of this host's live runs, newest first (each run once, whatever its number of ranks)."""
+    ids: list[str] = []
+    for e in registry.list_runs(here=True):
+        if e.run_id not in ids:
+            ids.append(e.run_id)
+    return ids
+
+
 def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | None) -> int:
     """`accmon attach [RUN|ENDPOINT|ssh://host[/run] ...]`."""
     if isinstance(target, list) or target and target.startswith("ssh://"):
         from .remote import cmd_attach_remote
 
         return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty())
+    if target is None and not headless and not record and sys.stdout.isatty() and len(live_run_ids()) > 1:
+        # Several live runs and none named: the picker the help promises, not silently the newest.
+        from .app import run_picker
+
+        return run_picker()
     entries = resolve_target(target)
     if not entries:
         which = f"matching {target!r} " if target else ""

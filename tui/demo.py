@@ -42,7 +42,12 @@ def cmd_demo(name: str | None, *, list_only: bool = False, headless: bool = Fals
         has_torch = importlib.util.find_spec("torch") is not None
         name = DEFAULT_WITH_TORCH if has_torch and DEFAULT_WITH_TORCH in demos else DEFAULT_WITHOUT_TORCH
     if name not in demos:
-        sys.stderr.write(f"accmon demo: no demo {name!r}; `accmon demo --list` lists them\n")
+        import difflib
+
+        close = difflib.get_close_matches(name, demos, n=3, cutoff=0.6)
+        close += [n for n in demos if name in n and n not in close][: 3 - len(close)]
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        sys.stderr.write(f"accmon demo: no demo {name!r}; {hint}`accmon demo --list` lists them\n")
         return 2
     script = os.path.join(demos_dir(), name + ".py")
     return run_command([sys.executable, script], headless=headless, record=None, name=name)

@@ -389,3 +389,12 @@ def test_narrow_and_middle_terminals_keep_the_diagnosis_and_the_charts_in_sight(
             row = next(line for line in app.screen_text().splitlines() if "lr_too_high " in line and "400" in line)
             assert "lr too high since step" in row  # the message column has room
     run(go())
+
+
+def test_a_mistyped_demo_name_gets_a_suggestion(capsys):
+    from accmon.tui.demo import cmd_demo
+
+    assert cmd_demo("fault_lr_to_high") == 2
+    assert "did you mean fault_lr_too_high" in capsys.readouterr().err
+    assert cmd_demo("dead_relu") == 2
+    assert "fault_dead_relu" in capsys.readouterr().err
