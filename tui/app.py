@@ -102,35 +102,32 @@ TAB_WIDGETS = {
 }
 
 HELP = """\
-# accmon
+**Why is my accuracy zero, or stuck?** The panels show the run; the alerts say what is wrong, the fix and the
+evidence. `n` moves every chart to where the next alert began.
 
-**Why is my accuracy zero, or stuck?** The panels show the run; the alerts say what is wrong, with the evidence
-and the fix. Select an alert to move every chart to where it began.
+```
+n p     next / previous alert: charts go where it began
+1-5     overview · gradients · activations · data · alerts
+tab     into the alert list: ↑ ↓ choose, enter goes there
++ - 0   zoom in / out along steps · whole run
+< >     pan along steps (live: ← → too)
+f       follow the newest step
+e E     smoothing on/off · stronger     g  log scale
+r       ranks: all → rank 0 → rank 1 → … → all
+x c C   screenshot (SVG) · series as CSV · as Parquet
+o       another live run    t  theme    ctrl+p  palette
+?       help (j k scroll)   q or ctrl+c quit
+space   replay: play/pause  [ ] slower/faster
+← →     replay: seek 1 % (shift: 10 %)  home end
+```
 
-| keys | |
-|---|---|
-| `1`–`5` | overview · gradients · activations · data · alerts |
-| `+` `-` `0` | zoom in / out along steps, whole run |
-| `<` `>` | pan along steps (live: `←` `→` too) |
-| `f` | follow the newest step |
-| `e` / `E` | smoothing on/off / stronger (EMA, per step) |
-| `g` | log scale for loss and accuracy |
-| `n` / `p` | next / previous alert: the charts move to where it began |
-| `enter` | on an alert: the same |
-| `r` | multi-GPU runs: all ranks (median line, min–max band) → rank 0 → rank 1 → … → all |
-| `o` | open another live run |
-| `x` / `c` / `C` | save a screenshot (SVG, PNG when a converter is installed) / the series as CSV / as Parquet |
-| `t` | light or dark theme |
-| `ctrl+p` | command palette |
-| `q` | quit |
+**Mouse**: click a tab, an alert, the replay timeline (to seek); scroll a pane. Replay speeds: ×1 … ×1000, max.
 
-**Replay**: `space` play/pause · `[` `]` slower/faster (×1 … ×1000, max) · `←` `→` seek 1 % (`shift`: 10 %) ·
-`home` `end` · click the timeline to seek.
-
-**Panels**: time charts draw, per column of braille dots, the min–max span of the steps it covers (so a spike in
-ten million steps still shows), with the smoothed line over the faded raw one. ▲ on a time axis marks an alert
-(red ✖ critical, orange ▲ warning, blue ● info); ✕ marks NaN or Inf values. Heat maps colour each layer's value
-per time column: gradient norms on a log scale (blue small, grey middle, orange large), fractions 0–1 (viridis).
+**Colours and marks**: ▲ on a time axis marks an alert (red ✖ critical, orange ▲ warning, blue ● info);
+✕ marks NaN or Inf values (and values past 1e300). Time charts draw, per column of braille dots, the min–max
+span of the steps it covers (a spike in ten million steps still shows), the smoothed line over the faded raw
+one. Heat maps colour each layer per time column: gradient norms on a log scale (blue small, grey middle,
+orange large), fractions 0–1 (viridis).
 
 **Several ranks** (DDP, torchrun): all ranks together by default — the bright line is the median across ranks,
 the faded band the lowest to highest value any rank had; `r` shows one rank at a time. A sharded model (FSDP)
@@ -141,17 +138,25 @@ publishes each rank's partial sums of squares: its gradient norms are combined a
 class HelpScreen(ModalScreen[None]):
     """Keys and what the panels mean."""
 
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close"),
+                Binding("j,down", "scroll(1)", "Down", show=False), Binding("k,up", "scroll(-1)", "Up", show=False),
+                Binding("space,pagedown", "scroll(10)", "Page down", show=False)]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90%; max-width: 100; height: 90%; border: round $accent; background: $surface; }
+    HelpScreen > VerticalScroll { width: 90%; max-width: 100; height: 100%; max-height: 40; border: round $accent;
+                                  background: $surface; border-title-align: center; }
+    HelpScreen MarkdownFence { margin: 0; padding: 0 1; }
     """
 
     def compose(self) -> ComposeResult:
         from textual.widgets import Markdown  # markdown-it costs ~80 ms of import: only when help is asked for
 
-        with VerticalScroll():
+        with VerticalScroll() as box:
+            box.border_title = "accmon help · escape closes"
             yield Markdown(HELP)
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one(VerticalScroll).scroll_relative(y=lines, animate=False)
 
 
 class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
@@ -746,6 +751,8 @@ class AccmonApp(App[int]):
 
     # -- actions ------------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("play_pause", "arrow") and self.screen is not getattr(self, "_main", self.screen):
+            return False  # space and arrows inside help or the picker belong to it, not to the replay behind
         if action in ("play_pause", "speed", "seek_edge"):
             return self.replay  # live: these keys do nothing, so the footer does not offer them
         return True

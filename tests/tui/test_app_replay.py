@@ -303,3 +303,24 @@ def test_the_header_and_tabs_describe_the_run_as_of_the_playhead(recording):
             text = app.screen_text()
             assert "▲ 1 alert" in text and "5 Alerts (1)" in text
     run(go())
+
+
+def test_help_fits_a_small_terminal_and_keeps_its_keys(recording):
+    # Issue 21 item 11: one ruled row per key (four keys a screen at 80×24), replay keys below the fold, and
+    # space inside help started the replay behind it.
+    async def go():
+        app = replay_app(recording)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(app, pilot)
+            await pilot.press("question_mark")
+            await pilot.pause()
+            text = app.screen_text()
+            for line in ("next / previous alert", "overview · gradients", "zoom in / out", "replay: play/pause",
+                         "replay: seek 1 %", "follow the newest step"):
+                assert line in text, line
+            await pilot.press("space", "j", "k", "right")
+            assert not app.playing and app.head is None
+            await pilot.press("escape")
+            await pilot.press("space")
+            assert app.playing
+    run(go())
