@@ -72,7 +72,9 @@ class ExplodingGradients(Rule):
             return [ended("exploding_gradients", "grads_not_zeroed")]
         recent = st.recent("grad_norm", h.now, SAMPLES)
         start = [v for s, v in st.first.get("grad_norm", []) if s <= h.now and math.isfinite(v)]
-        growth = recent[0] / median(start[:3]) if recent is not None and start and median(start[:3]) > 0 else None
+        # Against the first sample (step 0, sampled at any cadence): the gradients add up from the first step on,
+        # so later first samples are already part of the sum.
+        growth = recent[0] / start[0] if recent is not None and start and start[0] > 0 else None
         if not (h.in_trouble or (growth is not None and growth >= NOT_ZEROED_GROWTH)):
             return []
         evidence: dict[str, object] = {"steps_without_zero_grad": steps, **h.evidence()}
