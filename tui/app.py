@@ -1002,7 +1002,13 @@ class AccmonApp(App[int]):
     def _export_name(self, ext: str) -> Path:
         name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (self.store.name or "run"))
         step = self.head_step()
-        return self.export_dir / f"accmon-{name}-step{step if step is not None else 0}.{ext}"
+        stem = f"accmon-{name}-step{step if step is not None else 0}"
+        target = self.export_dir / f"{stem}.{ext}"
+        n = 2
+        while target.exists():  # a finished run stays at one step: never overwrite the previous export
+            target = self.export_dir / f"{stem}-{n}.{ext}"
+            n += 1
+        return target
 
     def action_screenshot(self) -> None:
         target = self._export_name("svg")

@@ -83,3 +83,29 @@ def test_live_store_export_matches_the_frames(tmp_path):
     assert rows[0]["step"] == "0" and rows[-1]["step"] == "699"
     assert float(rows[5]["loss"]) == pytest.approx(run_frames(700)[2]["cols"]["loss"][5], rel=1e-6)
     assert rows[5]["val_loss"] == "" and rows[99]["val_loss"] != ""
+
+
+def test_a_second_screenshot_of_a_finished_run_does_not_overwrite_the_first(tmp_path):
+    # Issue 21 item 12: the name holds the step, and a finished run stays at one step.
+    import asyncio
+
+    from accmon.tui.app import AccmonApp
+    from accmon.tui.app_sources import ReplaySource
+    from tests.tui.test_app_fixtures import run_frames, write_recording
+
+    path = write_recording(tmp_path / "run.accmon", run_frames(300))
+
+    async def go():
+        app = AccmonApp(ReplaySource(path, rerun_rules=False), export_dir=tmp_path, refresh_s=3600)
+        app.animation_level = "none"
+        async with app.run_test(size=(80, 24)) as pilot:
+            while not (app.source.status.loaded and not app.source._q.q):
+                app.sync_now()
+                await pilot.pause()
+            app.sync_now()
+            await pilot.press("x", "x")
+            await app.workers.wait_for_complete()
+
+    asyncio.run(go())
+    shots = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".svg")
+    assert shots == ["accmon-mnist-mlp-step299-2.svg", "accmon-mnist-mlp-step299.svg"]
