@@ -439,6 +439,7 @@ def _to_float32(values: list | wire.Floats) -> tuple[np.ndarray, np.ndarray | No
 # Series one rank keeps. A real run logs tens to a few thousand (per-layer statistics of a large model); 200,000
 # columns in a 3.5 MB file held 1.47 GB (issue 16): past this, new names are counted and left out.
 MAX_SERIES = 20_000
+MAX_RANKS = 4096  # ranks one store keeps (a file naming 20,000 held a RankData each)
 
 
 class RankData:
@@ -695,6 +696,8 @@ class RunStore:
         rank = frame.get("rank", 0)
         if not isinstance(rank, int):
             raise TypeError(f"rank {rank!r} is not an int")
+        if rank not in self.ranks and len(self.ranks) >= MAX_RANKS:
+            raise ValueError(f"more than {MAX_RANKS} ranks in one run: rank {rank} left out")
         self.frames += 1
         if self.run_id is None and isinstance(frame.get("run"), str):
             self.run_id = frame["run"]

@@ -269,3 +269,12 @@ def test_a_frame_naming_more_series_than_any_run_keeps_the_first_ones():
     store.ingest([wire.envelope("steps", "r", 0, 1, 0, steps=[0], times=[0.0], cols={f"c{i}": [1.0] for i in range(n)})])
     data = store.ranks[0]
     assert len(data.columns) == store_module.MAX_SERIES and data.series_left_out == 5000
+
+
+def test_a_file_naming_more_ranks_than_any_run_keeps_the_first_ones():
+    from accmon.tui import store as store_module
+
+    store = RunStore()
+    n = store_module.MAX_RANKS + 100
+    store.ingest([wire.envelope("steps", "r", r, 1, 0, steps=[0], times=[0.0], cols={"loss": [1.0]}) for r in range(n)])
+    assert len(store.ranks) == store_module.MAX_RANKS and store.malformed == 100
