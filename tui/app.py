@@ -519,8 +519,8 @@ class AccmonApp(App[int]):
         b = self._bounds()
         dark = self.current_theme.dark
         markers = tuple(self.store.alerts.steps())
-        common = dict(ema=self.ema_on, ema_strength=self.ema_strength, log_y=self.log_y, cursor=self.cursor,
-                      markers=markers, dark=dark)
+        common: dict[str, Any] = dict(ema=self.ema_on, ema_strength=self.ema_strength, log_y=self.log_y,
+                                      cursor=self.cursor, markers=markers, dark=dark)
         if b is None:
             return View(0, 1, **common)
         first, last = b
@@ -528,6 +528,8 @@ class AccmonApp(App[int]):
         if self.replay and self.head is None:
             head = None  # at the end: nothing hidden
         right = head if head is not None else last
+        x0: float
+        x1: float
         if self.span is None:
             x0, x1 = first, max(last, first + 1)
         else:
@@ -542,7 +544,7 @@ class AccmonApp(App[int]):
             return "overview"
 
     def _sync(self, changes: Changes | None = None, *, force: bool = False) -> None:
-        if not self.is_mounted or not hasattr(self, "_main") or not self._main.is_attached:
+        if not hasattr(self, "_main") or not self._main.is_attached:  # before on_mount, or closing
             return
         try:
             self._sync_panels(force)
@@ -624,8 +626,8 @@ class AccmonApp(App[int]):
             return
         cur = self.current_alert
         if cur is None or _alert_ident(cur) not in {_alert_ident(a) for a in items}:
-            cur = max(items, key=lambda a: (SEVERITY_RANK.get(a.get("severity", "info"), 0),
-                                            -CAUSE_ORDER.get(a.get("id"), 99), -a.get("step", 0)))
+            cur = max(items, key=lambda a: (SEVERITY_RANK.get(str(a.get("severity", "info")), 0),
+                                            -CAUSE_ORDER.get(str(a.get("id")), 99), -a.get("step", 0)))
         key = (_alert_ident(cur), cur.get("message"), len(items), self.current_theme.dark, self.size.width)
         if key == self._drawn.get("banner") and banner.display:
             return
@@ -654,7 +656,7 @@ class AccmonApp(App[int]):
                                                                width=self.size.width))
             tabs = self._main.query_one(TabbedContent)
             n = len(info.alerts) if info.alerts is not None else len(self.store.alerts)
-            tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"  # type: ignore[assignment]
+            tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"
 
     def visible_alerts(self) -> list[tuple[tuple, dict[str, Any]]]:
         up_to = self.head_step() if self.replay and self.head is not None else None
@@ -847,7 +849,8 @@ class AccmonApp(App[int]):
             self.x_end = v.x1 + direction * self.span / 4
         self.follow = False
         b = self._bounds()
-        if b is not None and self.x_end >= (self.head_step() if self.replay else b[1]) and direction > 0:
+        edge = self.head_step() if self.replay else None
+        if b is not None and self.x_end >= (edge if edge is not None else b[1]) and direction > 0:
             self.follow = True
         self._sync()
 
@@ -913,7 +916,7 @@ class AccmonApp(App[int]):
         explain (dead_relu before accuracy_stuck, the rules' own order); then id and rank, so that no two alerts
         tie (a sort by (step, id) compared by step alone never reached some of them: issue 21 item 3)."""
         return sorted(self.store.alerts.by_key.values(),
-                      key=lambda a: (a.get("step", -1), CAUSE_ORDER.get(a.get("id"), len(CAUSE_ORDER)),
+                      key=lambda a: (a.get("step", -1), CAUSE_ORDER.get(str(a.get("id")), len(CAUSE_ORDER)),
                                      str(a.get("id")), a.get("rank") or 0))
 
     def action_alert_jump(self, direction: int) -> None:
@@ -1010,8 +1013,12 @@ class AccmonApp(App[int]):
             n += 1
         return target
 
-    def action_screenshot(self) -> None:
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """`x`: an SVG of the screen (and a PNG when a converter is installed), named after the run and step,
+        in the export folder. (Textual's own action of this name takes a file name and folder: given, they win.)"""
         target = self._export_name("svg")
+        if filename is not None or path is not None:
+            target = Path(path or target.parent) / (filename or target.name)
         path = self.save_screenshot(filename=target.name, path=str(target.parent))
         self.say(f"screenshot saved: {path}")
         self._to_png(path)
@@ -1041,7 +1048,8 @@ class AccmonApp(App[int]):
         try:
             if isinstance(self.source, ReplaySource):
                 # The recording holds the exact values (the store keeps older steps to 16 bits).
-                rc = export_recording(self.source.path, quiet=True, **{fmt: str(target)})
+                rc = (export_recording(self.source.path, quiet=True, csv=str(target)) if fmt == "csv" else
+                      export_recording(self.source.path, quiet=True, parquet=str(target)))
                 if rc != 0:
                     raise OSError(f"cannot read {self.source.path}")
             elif fmt == "csv":
@@ -1104,7 +1112,7 @@ def svg_to_png(svg: str) -> str | None:
             subprocess.run(["rsvg-convert", "-o", png, svg], check=True, capture_output=True, timeout=60)
             return png
         try:
-            import cairosvg  # type: ignore[import-not-found]
+            import cairosvg  # type: ignore[import-not-found,unused-ignore]
 
             cairosvg.svg2png(url=svg, write_to=png)
             return png

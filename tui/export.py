@@ -89,8 +89,8 @@ def write_csv(frames_twice: Any, out: TextIO) -> int:
 
 
 def write_parquet(frames_twice: Any, path: str) -> int:
-    import pyarrow as pa  # type: ignore[import-not-found]
-    import pyarrow.parquet as pq  # type: ignore[import-not-found]
+    import pyarrow as pa  # type: ignore[import-not-found,unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-not-found,unused-ignore]
 
     names = _metric_names(frames_twice())
     ranks: list[int] = []
@@ -147,7 +147,7 @@ def export_recording(path: str, *, csv: str | None = None, parquet: str | None =
     return 0
 
 
-def _open_out(path: str) -> TextIO:
+def _open_out(path: str) -> Any:  # a context manager giving a TextIO
     if path == "-":
         return _Stdout()
     return open(path, "w", newline="", encoding="utf-8")
@@ -175,7 +175,7 @@ def export_store(store: RunStore, path: str) -> int:
             for r0 in range(0, data.axis.n, chunk):
                 r1 = min(data.axis.n, r0 + chunk)
                 steps = data.axis.steps_at(np.arange(r0, r1))
-                cols = []
+                cols: list[Any] = []
                 for name in names:
                     col = data.columns.get(name)
                     if col is None:
@@ -198,8 +198,8 @@ def export_store_parquet(store: RunStore, path: str) -> int:
     null where not measured (NaN and ±Inf are values). Same rows and precision as `export_store` (CSV).
     Written batch by batch to `path.part`, then renamed: a reader never sees half a file. Returns rows written.
     Raises ImportError without pyarrow (`have_pyarrow()` tells first)."""
-    import pyarrow as pa  # type: ignore[import-not-found]
-    import pyarrow.parquet as pq  # type: ignore[import-not-found]
+    import pyarrow as pa  # type: ignore[import-not-found,unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-not-found,unused-ignore]
 
     names = sorted({n for d in store.ranks.values() for n in d.columns})
     schema = pa.schema([("rank", pa.int32()), ("step", pa.int64())] + [(n, pa.float64()) for n in names])

@@ -368,14 +368,14 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
         bounds = [0, *(np.flatnonzero(row_keys[1:] != row_keys[:-1]) + 1).tolist(), pw]
         for i0, i1 in zip(bounds[:-1], bounds[1:]):
             k = int(row_keys[i0])
-            style = key_styles.get(k)
-            if style is None:
+            cached = key_styles.get(k)
+            if cached is None:
                 o = k // 2 - 3
-                style = nan_style if o == -2 else (styles[o] if o >= 0 else base)
+                cached = nan_style if o == -2 else (styles[o] if o >= 0 else base)
                 if k % 2:
-                    style = style + cursor_bg
-                key_styles[k] = style
-            segs.append(Segment(row[i0:i1], style))
+                    cached = cached + cursor_bg
+                key_styles[k] = cached
+            segs.append(Segment(row[i0:i1], cached))
         lines.append(Strip(segs, width))
     # Time axis: alert markers (the most severe alert wins a cell).
     axis = ["─"] * pw
@@ -461,7 +461,7 @@ class LineChart(Widget):
             self._styled = [line.apply_style(base) for line in self._rendered.lines]
             self._key = key
             if self.is_mounted:
-                self.border_title = self._rendered.legend  # type: ignore[assignment]
+                self.border_title = self._rendered.legend
         return self._rendered
 
     def render_line(self, y: int) -> Strip:

@@ -189,8 +189,8 @@ class LayerHeatMap(ScrollView):
         title = Text(self.spec.title, style=Style(color=palette(dark).text, bold=True))
         if self.note:
             title.append(f" · {self.note}", style=Style(color=palette(dark).dim))
-        self.border_title = title  # type: ignore[assignment]
-        self.border_subtitle = scale_legend(self.spec, self.app.current_theme.dark)  # type: ignore[assignment]
+        self.border_title = title
+        self.border_subtitle = scale_legend(self.spec, self.app.current_theme.dark)
 
     def show(self, data: RankData | RankGroup | None, view: View, model_layers: list[str] | None = None) -> None:
         self.data, self.view, self.model_layers = data, view, model_layers

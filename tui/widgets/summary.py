@@ -60,7 +60,8 @@ def summary_text(store: RunStore, data: RankData | None, *, dark: bool = True, w
             _kv(t, key.replace("_", " "), f[key], dim)
     t.append("\nInputs", style=head)
     t.append("  (newest batch)\n" if data is not None and data.latest("input_mean") is not None else "\n", style=dim)
-    inputs = f.get("inputs") if isinstance(f.get("inputs"), dict) else {}
+    raw_inputs = f.get("inputs")
+    inputs: dict = raw_inputs if isinstance(raw_inputs, dict) else {}
     if inputs.get("shape") is not None:
         _kv(t, "shape", f"{inputs.get('shape')} {inputs.get('dtype', '')}", dim)
     shown = False
