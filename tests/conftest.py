@@ -7,15 +7,28 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 # The leak checks run around every test (tests/leaks.py): importing its hooks here registers them.
 from tests.leaks import pytest_configure, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 ACCMON = [sys.executable, "-m", "accmon.tui.cli"]
+
+
+@pytest.fixture
+def zmq_ctx() -> Iterator[zmq.Context]:
+    """A zmq context of the test's own, destroyed with linger 0 at its end whatever happened: never left to the
+    garbage collector, whose term() would wait for ever on a socket holding queued messages."""
+    ctx = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.destroy(linger=0)
 
 
 @pytest.fixture(autouse=True)

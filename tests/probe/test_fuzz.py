@@ -239,9 +239,11 @@ def probe_run(tmp_path_factory):
     for step in range(100):
         run.log(step, loss=1.0 / (step + 1))
     ctx = zmq.Context()
-    yield run, ctx
-    ctx.term()
-    run.close()
+    try:
+        yield run, ctx
+    finally:
+        ctx.destroy(linger=0)
+        run.close()
     if old is None:
         os.environ.pop("ACCMON_RUNTIME_DIR", None)
     else:
@@ -317,12 +319,11 @@ def test_probe_serves_history_after_the_fuzzing(probe_run):
 
 
 # -- a hostile probe, seen from the viewer --------------------------------------------------------------------
-def test_the_viewer_survives_a_hostile_probe(runtime_dir):
+def test_the_viewer_survives_a_hostile_probe(runtime_dir, zmq_ctx):
     """A fake probe on real sockets sends garbage on both channels; the viewer skips it and keeps the good frames."""
     from accmon.tui.subscriber import RunClient
 
-    ctx = zmq.Context()
-    pub, router = ctx.socket(zmq.PUB), ctx.socket(zmq.ROUTER)
+    pub, router = zmq_ctx.socket(zmq.PUB), zmq_ctx.socket(zmq.ROUTER)
     pub_ep, ctl_ep = f"ipc://{runtime_dir}/evil.pub", f"ipc://{runtime_dir}/evil.ctl"
     pub.bind(pub_ep)
     router.bind(ctl_ep)
@@ -358,7 +359,6 @@ def test_the_viewer_survives_a_hostile_probe(runtime_dir):
         client.close()
         pub.close(0)
         router.close(0)
-        ctx.term()
 
 
 # -- consumers of frames that decode but carry hostile bodies ---------------------------------------------------

@@ -237,15 +237,14 @@ def test_revoke_takes_names_only_never_paths(config_dir, tmp_path):
 
 
 # -- CURVE on the wire -------------------------------------------------------------------------------------
-def raw_subscriber(endpoint: str, curve: dict[str, bytes] | None = None) -> tuple[zmq.Context, zmq.Socket]:
-    ctx = zmq.Context()
+def raw_subscriber(ctx: zmq.Context, endpoint: str, curve: dict[str, bytes] | None = None) -> zmq.Socket:
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     if curve:
         sub.curve_secretkey, sub.curve_publickey, sub.curve_serverkey = curve["secret"], curve["public"], curve["server"]
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(endpoint)
-    return ctx, sub
+    return sub
 
 
 def received(sub: zmq.Socket, seconds: float) -> int:
@@ -258,7 +257,7 @@ def received(sub: zmq.Socket, seconds: float) -> int:
     return n
 
 
-def test_a_curve_wide_bind_admits_the_allowed_viewer_only_and_encrypts(config_dir):
+def test_a_curve_wide_bind_admits_the_allowed_viewer_only_and_encrypts(config_dir, zmq_ctx):
     make_keys()
     port = free_port_pair()
     run = Run("secured", bind=f"tcp://0.0.0.0:{port}")
@@ -273,21 +272,18 @@ def test_a_curve_wide_bind_admits_the_allowed_viewer_only_and_encrypts(config_di
         allowed = RunClient(*(f"tcp://127.0.0.1:{r.port}" for r in relays), curve=curve).start()
         stranger_pub, stranger_sec = zmq.curve_keypair()
         stranger = {"public": stranger_pub, "secret": stranger_sec, "server": curve["server"]}
-        contexts = [raw_subscriber(pub), raw_subscriber(pub, stranger)]  # no keys at all; a key not allowed
+        strangers = [raw_subscriber(zmq_ctx, pub), raw_subscriber(zmq_ctx, pub, stranger)]  # no keys; a key not allowed
         log_steps(run, 300)
         frames: list[dict] = []
         wait_until(lambda: frames.extend(allowed.drain()) or len(steps_of(frames)) == 300, "the allowed viewer's steps")
         assert steps_of(frames) == list(range(300))
         assert any(SECRET_NAME in f.get("cols", {}) for f in frames)
-        for _ctx, sub in contexts:
+        for sub in strangers:
             assert received(sub, 1.0) == 0  # refused: not one frame, not one heartbeat
         assert run._io.security.allow_list.refused >= 1  # it was the ZAP check that said no, not a missed connect
         wire_bytes = b"".join(bytes(r.seen) for r in relays)
         assert len(wire_bytes) > 3000 and SECRET_NAME.encode() not in wire_bytes  # encrypted on the wire
         allowed.close()
-        for ctx, sub in contexts:
-            sub.close(0)
-            ctx.term()
     finally:
         for r in relays:
             r.close()
@@ -315,23 +311,21 @@ def test_the_wiretap_would_see_an_unencrypted_stream(monkeypatch):
         run.close()
 
 
-def test_a_revoked_viewer_is_refused_by_a_running_probe(config_dir):
+def test_a_revoked_viewer_is_refused_by_a_running_probe(config_dir, zmq_ctx):
     make_keys()
     port = free_port_pair()
     run = Run("revocation", bind=f"tcp://0.0.0.0:{port}")
     try:
         curve = security.curve_for(run._io.entry.pub, run._io.entry.extra)
-        ctx, sub = raw_subscriber(f"tcp://127.0.0.1:{port}", curve)
+        sub = raw_subscriber(zmq_ctx, f"tcp://127.0.0.1:{port}", curve)
         assert received(sub, 1.5) >= 1  # heartbeats reach an allowed viewer
         sub.close(0)
-        ctx.term()
         for name in list(security.allowed_keys().values()):
             assert run_accmon("keys", "--revoke", name).returncode == 0
         time.sleep(security.ALLOW_LIST_RECHECK_S)  # the probe re-reads its allow-list at most this often
-        ctx, sub = raw_subscriber(f"tcp://127.0.0.1:{port}", curve)
+        sub = raw_subscriber(zmq_ctx, f"tcp://127.0.0.1:{port}", curve)
         assert received(sub, 1.5) == 0
         sub.close(0)
-        ctx.term()
     finally:
         run.close()
 

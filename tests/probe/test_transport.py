@@ -154,10 +154,9 @@ def test_dropped_live_frames_are_counted_and_repaired_from_history(monkeypatch):
     assert all_steps(frames) == list(range(20_000))
 
 
-def test_a_viewer_that_never_reads_costs_training_nothing(tmp_path):
+def test_a_viewer_that_never_reads_costs_training_nothing(tmp_path, zmq_ctx):
     run = accmon.start("stuck", record=str(tmp_path / "r.accmon"))
-    ctx = zmq.Context()
-    stuck = ctx.socket(zmq.SUB)
+    stuck = zmq_ctx.socket(zmq.SUB)
     stuck.setsockopt(zmq.RCVHWM, 1)
     stuck.setsockopt(zmq.SUBSCRIBE, b"")
     stuck.connect(run.endpoints[0])
@@ -170,7 +169,6 @@ def test_a_viewer_that_never_reads_costs_training_nothing(tmp_path):
             with_sleep += 1
     run.close()
     stuck.close(0)
-    ctx.term()
     frames = read_frames(tmp_path / "r.accmon")
     assert all_steps(frames) == list(range(100_000)), "the recording holds every step whatever the viewer does"
 
@@ -338,14 +336,13 @@ def test_two_runs_never_collide():
         b.close()
 
 
-def test_a_port_in_use_costs_the_live_view_only(tmp_path, monkeypatch):
+def test_a_port_in_use_costs_the_live_view_only(tmp_path, monkeypatch, zmq_ctx):
     """The bind fails: the run records on, and closing it finishes (a socket left open would keep the I/O
     thread's ctx.term() waiting forever)."""
     from accmon.probe import security
 
     monkeypatch.setenv(security.ENV_INSECURE_BIND, security.INSECURE_LOCAL)
-    ctx = zmq.Context()
-    taken = ctx.socket(zmq.PUB)
+    taken = zmq_ctx.socket(zmq.PUB)
     taken.setsockopt(zmq.LINGER, 0)
     port = taken.bind_to_random_port("tcp://127.0.0.1")
     try:
@@ -360,4 +357,3 @@ def test_a_port_in_use_costs_the_live_view_only(tmp_path, monkeypatch):
         assert all_steps(frames) == list(range(10)) and frames[-1]["kind"] == "end"
     finally:
         taken.close(0)
-        ctx.term()
