@@ -143,8 +143,7 @@ def test_dropped_live_frames_are_counted_and_repaired_from_history(monkeypatch):
     monkeypatch.setattr(iothread, "MAX_STEPS_PER_FRAME", 1)
     monkeypatch.setattr(subscriber, "RCVHWM", 4)
     run = accmon.start("gaps")
-    client = RunClient(*run.endpoints).start()
-    time.sleep(0.3)
+    client = connected(run, RunClient(*run.endpoints).start())  # a run with no subscriber sends nothing to drop
     for _ in range(20_000):
         run.log(loss=1.0)
     run.close()
