@@ -86,9 +86,12 @@ def test_a_recording_without_an_end_is_truncated(tmp_path):
     rec = tmp_path / "r.accmon"
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, signal, time, accmon.probe as accmon
+        from accmon.probe.recording import RecordingReader
         run = accmon.start("t", record={str(rec)!r})
         for i in range(100): accmon.log(i, loss=1.0)
-        time.sleep(0.5)
+        # Killed once the steps are on disk (not after a fixed time a loaded machine may not give the I/O thread).
+        while sum(len(f["steps"]) for f in RecordingReader({str(rec)!r}).frames() if f["kind"] == "steps") < 100:
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)
     """)])
     proc.wait()
