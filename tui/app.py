@@ -940,6 +940,11 @@ class AccmonApp(App[int]):
         self._select_in_tables(target)
         self.goto_alert(target)
 
+    def select_alert(self, alert: dict[str, Any]) -> None:
+        """Select `alert` in the tables and move every chart to where it began."""
+        self._select_in_tables(alert)
+        self.goto_alert(alert)
+
     def _select_in_tables(self, alert: dict[str, Any]) -> None:
         for table in self._main.query(AlertTable):
             for key, a in table.alerts.items():
@@ -1062,7 +1067,21 @@ class AccmonApp(App[int]):
         self.call_from_thread(self.say, f"series saved: {target}")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # accmon's own actions only: Textual's (its theme picker, its screenshot, its key panel) duplicated
+        # `t`, `x` and `?` under other names.
+        for key, (tab, what) in enumerate((("overview", "accuracy, loss, gradients, learning rate, alerts"),
+                                           ("gradients", "per-layer gradient norms, update ratio"),
+                                           ("activations", "dead and saturated fractions per layer"),
+                                           ("data", "the model, loss, optimizer, inputs and labels"),
+                                           ("alerts", "every alert with its fix and evidence")), start=1):
+            yield SystemCommand(f"Tab {key}: {tab}", what, lambda tab=tab: self.action_tab(tab))
+        for a in self.alert_order():
+            yield SystemCommand(f"Go to alert {a.get('id')} (step {a.get('step')})", str(a.get("message", ""))[:120],
+                                lambda a=a: self.select_alert(a))
+        yield SystemCommand("Zoom in", "Half the steps, every chart", lambda: self.action_zoom(0.5))
+        yield SystemCommand("Zoom out", "Twice the steps, every chart", lambda: self.action_zoom(2))
+        yield SystemCommand("Toggle theme", "Light or dark", self.action_toggle_theme)
+        yield SystemCommand("Quit", "Leave accmon (a run goes on)", self.exit)
         yield SystemCommand("Help: keys and panels", "What every key does and how to read the panels", self.action_help)
         yield SystemCommand("Open a live run", "Pick another run on this host (accmon ls)", self.action_pick)
         yield SystemCommand("Toggle smoothing", "EMA over the raw values", self.action_toggle_ema)

@@ -398,3 +398,19 @@ def test_a_mistyped_demo_name_gets_a_suggestion(capsys):
     assert "did you mean fault_lr_too_high" in capsys.readouterr().err
     assert cmd_demo("dead_relu") == 2
     assert "fault_dead_relu" in capsys.readouterr().err
+
+
+def test_the_command_palette_holds_accmons_actions_only():
+    # Issue 21 item 12: Textual's own entries mixed in; no tab, zoom or jump-to-alert commands.
+    async def go():
+        app, _ = live_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            assert "Tab 2: gradients" in titles and "Zoom in" in titles
+            assert "Go to alert lr_too_high (step 400)" in titles
+            assert "Keys" not in titles and "Screenshot" not in titles
+            go_to = next(c for c in app.get_system_commands(app.screen) if c.title.startswith("Go to alert vanish"))
+            go_to.callback()
+            assert app.cursor == 1000
+    run(go())

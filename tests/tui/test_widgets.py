@@ -113,7 +113,7 @@ def test_log_scale_ticks_are_whole_decades():
 
 def test_an_empty_chart_says_what_it_waits_for():
     r = render_chart(RunStore().rank(0), LOSS, View(), 60, 10)
-    assert any("no loss logged yet" in line.text for line in r.lines)
+    assert any("no loss logged so far" in line.text for line in r.lines)
 
 
 def test_heat_map_shows_vanishing_layers_in_model_order():

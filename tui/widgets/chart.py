@@ -342,7 +342,7 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
     lines: list[Strip] = []
     message = None
     if not drawn:
-        message = f"no {spec.title} logged yet" if data is not None else "waiting for the run"
+        message = f"no {spec.title} logged so far" if data is not None else "waiting for the run"
     elif math.isnan(lo):
         message = "no finite value in view: NaN/Inf only"
     # Cell characters and style keys for the whole plot at once; each row then becomes a few Segments, one per

@@ -60,6 +60,11 @@ def layer_order(data: RankData | RankGroup, prefix: str, model_layers: list[str]
     return names
 
 
+# What a person calls each per-layer series (the store's names are internal).
+PER_LAYER = {"grad_norm/": "per-layer gradient norms", "act_zero/": "per-layer dead fractions",
+             "act_sat/": "per-layer saturated fractions"}
+
+
 def render_heatmap(data: RankData | RankGroup | None, spec: HeatSpec, view: View, width: int, model_layers: list[str] | None = None,
                    ) -> HeatRendered:
     pal = palette(view.dark)
@@ -71,7 +76,8 @@ def render_heatmap(data: RankData | RankGroup | None, spec: HeatSpec, view: View
     lines: list[Strip] = []
     vals = np.full((len(layers), cells), np.nan)
     if not layers or data is None or not data.axis.n:
-        msg = f"no {spec.prefix.rstrip('/')} series yet"
+        what = PER_LAYER.get(spec.prefix, spec.prefix.rstrip("/"))
+        msg = "waiting for the run" if data is None else f"no {what} logged so far"
         return HeatRendered([Strip([Segment(msg.center(width)[:width], dim)], width)], [], vals)
     x0, x1 = float(view.x0), float(max(view.x1, view.x0 + 1))
     reader = _SeriesReader(data, x0, x1, cells, view.head)

@@ -53,7 +53,8 @@ def _mix(a: str, b: str, t: float) -> str:
 
 
 DARK = Palette(
-    series=(OKABE_ITO["sky"], OKABE_ITO["orange"], OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["yellow"],
+    # Validation (the second series) is yellow, not orange: orange is the warning colour (issue 21 item 12).
+    series=(OKABE_ITO["sky"], OKABE_ITO["yellow"], OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["orange"],
             OKABE_ITO["vermillion"]),
     severity={"critical": OKABE_ITO["vermillion"], "warning": OKABE_ITO["orange"], "info": OKABE_ITO["sky"]},
     dim="#707070",
@@ -62,7 +63,7 @@ DARK = Palette(
 )
 LIGHT = Palette(
     # On white, yellow and sky blue are too pale: their darker Okabe–Ito partners take their places.
-    series=(OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["purple"], "#8a7400",
+    series=(OKABE_ITO["blue"], "#8a7400", OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["vermillion"],
             OKABE_ITO["orange"]),
     severity={"critical": OKABE_ITO["vermillion"], "warning": "#a06e00", "info": OKABE_ITO["blue"]},
     dim="#909090",
