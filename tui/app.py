@@ -289,6 +289,7 @@ class AccmonApp(App[int]):
         self.x_end: float = 0.0
         self.cursor: int | None = None
         self.current_alert: dict[str, Any] | None = None  # the alert `n`/`p`/enter last moved to
+        self._restarted = False  # the source moved on to a new run after this one had shown steps
         self.ema_on = True
         self.ema_strength = 0.9
         self.log_y = False
@@ -425,10 +426,14 @@ class AccmonApp(App[int]):
         return total
 
     def _reset_store(self) -> None:
+        # A source that had found no run yet (`accmon run` before its command registers) also "restarts" on
+        # finding the first one: nothing was shown, nothing restarted, and the user is not told it did.
+        self._restarted = self.store.last_step() is not None
         self.store = RunStore()
         self.rank, self.cursor, self.head, self.span, self.follow = None, None, None, None, True
         self._drawn.clear()
-        self.say("the run restarted: showing the new run")
+        if self._restarted:
+            self.say("the run restarted: showing the new run")
 
     def _on_status(self, old: SourceStatus, new: SourceStatus) -> None:
         if new.rules == "done" and old.rules != "done":
@@ -441,7 +446,7 @@ class AccmonApp(App[int]):
                 book.version = self.store.alerts.version + 1
                 self.store.alerts = book
                 self._drawn.pop("alerts", None)
-        if new.message and new.message != old.message and new.message.startswith("re-attached"):
+        if new.message and new.message != old.message and new.message.startswith("re-attached") and self._restarted:
             self.say(new.message)
         if self.replay and new.loaded and not old.loaded and new.truncated:
             where = f" ({new.problems[0]})" if new.problems else ""
@@ -588,6 +593,8 @@ class AccmonApp(App[int]):
         st = self._status
         status = self.store.status()
         note = st.message
+        if note and note.startswith("re-attached") and not self._restarted:
+            note = None
         if self.source is None:
             state = "waiting"
             note = note or "no run attached: press o to pick a live run"

@@ -414,3 +414,22 @@ def test_the_command_palette_holds_accmons_actions_only():
             go_to.callback()
             assert app.cursor == 1000
     run(go())
+
+
+def test_a_fresh_run_found_by_accmon_run_is_not_called_a_restart():
+    # Issue 21 item 12: every fresh `accmon demo`/`accmon run` said "re-attached: the run restarted (pid N)": the
+    # source, waiting for the command to register, counts finding it as a new generation.
+    async def go():
+        src = QueueSource(state="connecting")
+        app = AccmonApp(src, clock=lambda: T0 + 20.0)
+        app.animation_level = "none"
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            src.restart()
+            src.set_status(state="live", message="re-attached: the run restarted (pid 4242)")
+            src.push(*run_frames(300, ended=None))
+            await settle(app, pilot)
+            assert app.store.rank(0).axis.n == 300
+            assert not any("restart" in n or "re-attached" in n for n in app.notes)
+            assert "re-attached" not in app.screen_text()
+    run(go())
