@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 
+import numpy as np
 import pytest
 
 from accmon.probe.recording import RecordingError
@@ -323,4 +324,22 @@ def test_help_fits_a_small_terminal_and_keeps_its_keys(recording):
             await pilot.press("escape")
             await pilot.press("space")
             assert app.playing
+    run(go())
+
+
+def test_sampled_statistics_are_drawn_joined_and_say_so(demo_recording):
+    # Issue 21 item 8: the probe samples gradient norms ever more sparsely (…, 64, 128): the chart ended at step
+    # 128 of 207 and the heat map filled with · between samples, with no hint why.
+    async def go():
+        app = replay_app(demo_recording("healthy_mlp"))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            await pilot.press("2")
+            app.sync_now()
+            await pilot.pause()
+            text = app.screen_text()
+            assert "sampled every 64 steps" in text
+            heat = app.query_one("#heat-grad").rendered()
+            inner = heat.values[:, : heat.values.shape[1] // 2]  # up to step ~100: samples at 64 and before
+            assert not np.isnan(inner[:, 1:]).all(axis=0).any()
     run(go())

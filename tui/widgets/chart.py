@@ -24,7 +24,7 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..store import FLAG_NAN, FLAG_POSINF, Buckets, RankData, RankGroup
+from ..store import FLAG_NAN, FLAG_POSINF, Buckets, RankData, RankGroup, is_missing
 from . import fmt
 from .palette import palette
 
@@ -311,6 +311,11 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
         legend.append(fmt.num(value), style=vstyle)
     if present and view.ema and spec.smooth:
         legend.append(f"  ema {view.ema_strength:g}", style=dim)
+    if isinstance(data, RankData):
+        gaps = [_sampled_every(data, s.name) for s, _b, _sm in drawn]
+        if gaps and all(gaps):
+            # Sparse samples are drawn joined: say so, or the chart's end before the run's looks like lost data.
+            legend.append(f"  sampled every {fmt.steps(max(g for g in gaps if g))} steps", style=dim)
     if log:
         legend.append("  log", style=dim)
 
@@ -407,6 +412,21 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
         lines.append(Strip([Segment(" " * (LABEL_W + 1) + "".join(lab), dim)], width))
     return Rendered(lines, legend, None if math.isnan(lo) else (lo, hi), empty=not drawn, dots=dots,
                     series=series_out, column_steps=x0 + (x1 - x0) * np.arange(wd + 1) / wd)
+
+
+def _sampled_every(data: RankData, name: str) -> int | None:
+    """The step gap between a series' last two samples, when it is more than one step (a sampled statistic)."""
+    col = data.columns.get(name)
+    n = data.axis.n
+    if col is None or n < 2:
+        return None
+    r0 = max(0, n - 4096)
+    ok = np.flatnonzero(~is_missing(col.values(r0, n)))
+    if len(ok) < 2:
+        return None
+    s = data.axis.steps_at(np.array([r0 + ok[-2], r0 + ok[-1]], dtype=np.int64))
+    gap = int(s[1] - s[0])
+    return gap if gap > 1 else None
 
 
 def _cursor_bg(dark: bool) -> str:

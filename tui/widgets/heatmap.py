@@ -60,6 +60,19 @@ def layer_order(data: RankData | RankGroup, prefix: str, model_layers: list[str]
     return names
 
 
+def _hold(t: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Carry each measured column forward over the empty columns that follow it, up to the last measured one."""
+    measured = np.flatnonzero(~empty)
+    if len(measured) < 2:
+        return t
+    idx = np.where(~empty, np.arange(len(t)), -1)
+    idx = np.maximum.accumulate(idx)
+    out = t.copy()
+    inner = np.arange(measured[0], measured[-1] + 1)
+    out[inner] = t[idx[inner]]
+    return out
+
+
 # What a person calls each per-layer series (the store's names are internal).
 PER_LAYER = {"grad_norm/": "per-layer gradient norms", "act_zero/": "per-layer dead fractions",
              "act_sat/": "per-layer saturated fractions"}
@@ -86,9 +99,15 @@ def render_heatmap(data: RankData | RankGroup | None, spec: HeatSpec, view: View
         if b is None:
             continue
         v = (b.maxs if spec.reduce == "max" else b.means).astype(np.float64)
+        # A statistic sampled every N steps (the probe samples per-layer norms ever more sparsely as a run goes
+        # on) leaves empty columns between its samples: each sample holds until the next, as it is what was
+        # known; after the last one the columns stay empty (·).
+        empty = (b.counts == 0) & (b.flags == 0)
+        v = _hold(v, empty)
+        counts = np.where(empty & ~np.isnan(v), 1, b.counts)
         if spec.log:
             with np.errstate(divide="ignore", invalid="ignore"):
-                v = np.where(v > 0, np.log10(v), np.where(b.counts > 0, -np.inf, np.nan))
+                v = np.where(v > 0, np.log10(v), np.where(counts > 0, -np.inf, np.nan))
             t = (np.clip(v, spec.centre - spec.half, spec.centre + spec.half) - spec.centre) / (2 * spec.half) + 0.5
         else:
             t = np.clip(v, 0.0, 1.0)
