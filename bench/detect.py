@@ -163,7 +163,12 @@ def main(argv: list[str]) -> None:
         rec = ""
         if live:
             for k in cadences:
-                reports[k], _, rec = run_demo(name, workdir, folder, every=k)
+                done = os.path.join(reuse, f"{name}-every{k}.accmon") if reuse else ""
+                if done and os.path.exists(done):
+                    rec = done  # a live run's recording at this cadence: diagnosed as it was recorded
+                    reports[k] = diagnose(rec, 1)
+                else:
+                    reports[k], _, rec = run_demo(name, workdir, folder, every=k)
         elif reuse and os.path.exists(os.path.join(reuse, f"{name}-every1.accmon")):
             rec = os.path.join(reuse, f"{name}-every1.accmon")  # re-diagnose an earlier run's recording
             for k in cadences:
