@@ -700,7 +700,11 @@ class AccmonApp(App[int]):
         if isinstance(model, dict) and isinstance(model.get("layers"), list):
             kinds = {str(layer.get("name")): str(layer.get("kind")) for layer in model["layers"]
                      if isinstance(layer, dict) and layer.get("kind")}
-        return alert_detail(alert, dark, causes=causes[:4], layer_kinds=kinds)
+        as_of = None
+        head = self.head_step() if self.replay and self.head is not None else None
+        if head is not None and isinstance(alert.get("last_step"), int) and alert["last_step"] > head:
+            as_of = (alert["last_step"], head)
+        return alert_detail(alert, dark, causes=causes[:4], layer_kinds=kinds, as_of=as_of)
 
     def _no_alert_text(self, dark: bool) -> Text:
         from rich.style import Style

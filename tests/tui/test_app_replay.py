@@ -343,3 +343,21 @@ def test_sampled_statistics_are_drawn_joined_and_say_so(demo_recording):
             inner = heat.values[:, : heat.values.shape[1] // 2]  # up to step ~100: samples at 64 and before
             assert not np.isnan(inner[:, 1:]).all(axis=0).any()
     run(go())
+
+
+def test_an_alert_updated_after_the_playhead_says_its_numbers_are_from_later(demo_recording):
+    # Issue 21 item 9: at step 16 the detail showed step-77 numbers as if they were the run's at step 16.
+    async def go():
+        app = replay_app(demo_recording("fault_lr_too_high"))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(app, pilot)
+            nan = next(a for a in app.store.alerts.by_key.values() if a["id"] == "nan_loss")
+            assert nan["last_step"] > nan["step"]
+            app.select_alert(nan)
+            await pilot.pause()
+            assert app.head_step() == nan["step"]
+            text = app.detail(nan).plain
+            assert f"as of step {nan['last_step']}, its latest update (the playhead is at step {nan['step']})" in text
+            await pilot.press("end")
+            assert "as of step" not in app.detail(nan).plain
+    run(go())

@@ -128,9 +128,11 @@ def _layers(v: Any, kinds: dict[str, str]) -> str:
 
 
 def alert_detail(alert: dict[str, Any] | None, dark: bool = True, *, causes: list[dict[str, Any]] | None = None,
-                 layer_kinds: dict[str, str] | None = None, empty: Text | None = None) -> Text:
+                 layer_kinds: dict[str, str] | None = None, empty: Text | None = None,
+                 as_of: tuple[int, int] | None = None) -> Text:
     """One alert, in the order a person acts on it: what is wrong, the fix, the likely cause among the other
-    alerts (for a symptom), then why and the evidence. `empty`: what to say when no alert is selected."""
+    alerts (for a symptom), then why and the evidence. `empty`: what to say when no alert is selected.
+    `as_of` (replay): (the step its text and numbers are from, the playhead) when the first is later."""
     pal = palette(dark)
     dim = Style(color=pal.dim)
     if alert is None:
@@ -150,7 +152,12 @@ def alert_detail(alert: dict[str, Any] | None, dark: bool = True, *, causes: lis
         when += f", cleared at step {alert.get('cleared_step')}"
     if alert.get("rank") not in (None, 0):
         when += f", rank {alert.get('rank')}"
-    t.append(when + "\n\n", style=dim)
+    t.append(when + "\n", style=dim)
+    if as_of is not None:
+        # A recording keeps an alert's newest text and evidence only: say so when the playhead is before it.
+        t.append(f"text and numbers as of step {as_of[0]}, its latest update (the playhead is at step {as_of[1]})\n",
+                 style=Style(color=pal.severity["warning"]))
+    t.append("\n")
     if alert.get("fix"):
         t.append("Fix  ", style=Style(bold=True, color=pal.series[2]))
         t.append(f"{alert['fix']}\n\n")
