@@ -81,3 +81,31 @@ def test_replay_in_a_real_terminal(tmp_path):
         screen = term.wait_for("EXITED=0")
     finally:
         term.kill()
+
+
+TRAIN_SLOWLY = """\
+import time
+import accmon.probe as accmon
+
+for step in range(100000):
+    accmon.log(step, loss=1.0 / (step + 1))
+    time.sleep(0.01)
+"""
+
+
+def test_quitting_the_viewer_of_accmon_run_says_the_training_goes_on_and_ctrl_c_stops_it(tmp_path, runtime_dir):
+    # Issue 21 item 4: quitting the viewer left a blank, silent terminal while training went on unseen.
+    script = tmp_path / "train_slowly.py"
+    script.write_text(TRAIN_SLOWLY)
+    cmd = [sys.executable, "-m", "accmon.tui.cli", "run", "--", sys.executable, str(script), ";", "echo",
+           "EXITED=$?", ";", "sleep", "30"]
+    term = Tmux(cmd, width=120, height=30)
+    try:
+        term.wait_for("live", "train_slowly", "loss")
+        term.keys("q")
+        screen = term.wait_for("viewer closed; the training goes on as pid", "accmon attach", "Ctrl-C stops it")
+        assert "EXITED" not in screen  # the training still runs: accmon run waits for it
+        term.keys("C-c")
+        term.wait_for("EXITED=")
+    finally:
+        term.kill()
