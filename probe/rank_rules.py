@@ -6,6 +6,7 @@ there — in `accmon check`, the headless viewer and the TUI — over the same f
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import deque
@@ -51,6 +52,7 @@ class RankDiagnoser:
     def __init__(self) -> None:
         self.ranks: dict[int, _RankState] = {}
         self._alerts: dict[tuple[str, int], dict[str, Any]] = {}
+        self._frames_since_look = 0
 
     def observe(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
         rank = frame.get("rank", 0)
@@ -75,6 +77,12 @@ class RankDiagnoser:
             return []
         if len(self.ranks) < 2:
             return []
+        # Each look costs time in the number of ranks: with many ranks, look once per round of their frames (an
+        # eighth of the ranks' worth), not after every one, so a file of many ranks is read in linear time.
+        self._frames_since_look += 1
+        if kind == "steps" and self._frames_since_look < len(self.ranks) // 8:
+            return []
+        self._frames_since_look = 0
         return [alert for found in (self._straggler(), self._divergence(), self._stopped()) for alert in found]
 
     def alerts(self) -> list[dict[str, Any]]:
@@ -88,7 +96,8 @@ class RankDiagnoser:
         silent = [r for r, s in self.ranks.items() if s.ended is None]
         if len(silent) == len(self.ranks):
             silent = [min(silent, key=lambda r: self.ranks[r].last_time or 0.0)]
-        return [a for rank in silent for a in self._stopped_alert(rank, True)]
+        newest = max(x.last_step for x in self.ranks.values())
+        return [a for rank in silent for a in self._stopped_alert(rank, True, newest)]
 
     # -- rules --------------------------------------------------------------------------------------------
     def _straggler(self) -> list[dict[str, Any]]:
@@ -122,11 +131,11 @@ class RankDiagnoser:
         if len(means) < 2:
             return []
         changed = []
+        finite = sorted(m for m in means.values() if math.isfinite(m))
         for rank, mean in means.items():
-            others = [m for r, m in means.items() if r != rank and math.isfinite(m)]
-            if not others:
+            ref = _median_without(finite, mean)
+            if ref is None:
                 continue
-            ref = statistics.median(others)
             diverged = (not math.isfinite(mean)) or (ref > 0 and mean > LOSS_DIVERGENCE_RATIO * ref)
             changed += self._update("rank_diverging", rank, diverged, "critical" if not math.isfinite(mean) else "warning",
                                     f"rank {rank}'s loss ({mean:.4g}) is far from the other ranks' ({ref:.4g})",
@@ -137,21 +146,21 @@ class RankDiagnoser:
 
     def _stopped(self) -> list[dict[str, Any]]:
         newest = max((s.last_time for s in self.ranks.values() if s.last_time is not None), default=None)
+        newest_step = max(x.last_step for x in self.ranks.values())
         changed = []
         for rank, s in self.ranks.items():
             if s.ended == "crashed":
-                changed += self._stopped_alert(rank, True)
+                changed += self._stopped_alert(rank, True, newest_step)
                 continue
             if s.ended is not None or newest is None or s.last_time is None:
                 continue
             own = statistics.median(s.step_times) if s.step_times else 0.0
             silent = newest - s.last_time
-            changed += self._stopped_alert(rank, silent > max(STOPPED_AFTER_S, STOPPED_AFTER_STEPS * own))
+            changed += self._stopped_alert(rank, silent > max(STOPPED_AFTER_S, STOPPED_AFTER_STEPS * own), newest_step)
         return changed
 
-    def _stopped_alert(self, rank: int, active: bool) -> list[dict[str, Any]]:
+    def _stopped_alert(self, rank: int, active: bool, newest: int) -> list[dict[str, Any]]:
         s = self.ranks[rank]
-        newest = max(x.last_step for x in self.ranks.values())
         return self._update("rank_stopped", rank, active, "critical",
                             f"rank {rank} stopped at step {s.last_step} while others reached {newest}",
                             {"rank": rank, "last_step": s.last_step, "others_step": newest, "ended": s.ended},
@@ -174,3 +183,19 @@ class RankDiagnoser:
         if active and current is not None:
             current.update(last_step=step, evidence=evidence, message=message)
         return []
+
+
+def _median_without(values: list[float], v: float) -> float | None:
+    """The median of sorted `values` with one copy of `v` taken out (when it is there): the other ranks' median,
+    in constant time per rank instead of a list of the others for each."""
+    i = bisect.bisect_left(values, v) if math.isfinite(v) else len(values)
+    drop = i < len(values) and values[i] == v
+    n = len(values) - drop
+    if n == 0:
+        return None
+
+    def at(k: int) -> float:
+        return values[k + 1] if drop and k >= i else values[k]
+
+    mid = n // 2
+    return at(mid) if n % 2 else (at(mid - 1) + at(mid)) / 2

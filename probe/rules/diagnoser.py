@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,9 +68,16 @@ class Diagnoser:
             points = evaluation_points(st.last_step, last)
             # Steps go in up to each evaluation point, then the rules run: every verdict sees the run as it
             # was at that step, however many steps the frame holds (a recording's frame can hold thousands).
+            # A point with no step of the frame since the last look sees what that look saw: passed over (a
+            # frame that jumps a trillion steps costs one look, not one per point), the frame's last never.
             intake = st.prepare(steps, cols, hists)
             changed: dict[tuple, dict[str, Any]] = {}
+            seen = bisect_right(steps, st.last_step)
             for point in points:
+                upto = bisect_right(steps, point)
+                if upto == seen and point != points[-1]:
+                    continue
+                seen = upto
                 intake.upto(point)
                 changed.update(self._evaluate([point]))
             intake.upto(last)
@@ -144,24 +153,29 @@ def interval(step: int) -> int:
     return EVAL_EVERY_LATE
 
 
-MAX_SPAN = 1_000_000
-
-
 def evaluation_points(after: int, upto: int) -> list[int]:
-    """The steps in (after, upto] at which rules run: multiples of the interval for their part of the run."""
-    points: list[int] = []
-    # A frame spans at most a few thousand steps; a jump of billions (a hostile or corrupt frame) must not
-    # make this loop walk them: only the end of such a span is evaluated.
-    b = max(after + 1, 0, upto - MAX_SPAN)
-    while b <= upto:
-        e = interval(b)
-        b = -(-b // e) * e
-        if b > upto:
-            break
-        if b % interval(b) == 0:
-            points.append(b)
-        b += 1
-    if len(points) > MAX_EVALS_PER_FRAME:
-        stride = len(points) / MAX_EVALS_PER_FRAME
-        points = [points[int(i * stride)] for i in range(MAX_EVALS_PER_FRAME - 1)] + [points[-1]]
-    return points
+    """The steps in (after, upto] at which rules run: multiples of the interval for their part of the run, at
+    most MAX_EVALS_PER_FRAME of them, evenly spread, the last always kept. Worked out band by band, never
+    walked: a hostile or corrupt frame that jumps a trillion steps costs what a small one does."""
+    lo = max(after + 1, 0)
+    bands: list[tuple[int, int, int]] = []  # (first point, interval, how many)
+    start = 0
+    for below, every in (*EVAL_EVERY, (math.inf, EVAL_EVERY_LATE)):
+        a, b = max(lo, start), min(upto, below - 1)
+        first = -(-a // every) * every
+        if first <= b:
+            bands.append((first, every, int((b - first) // every) + 1))
+        start = below
+    total = sum(n for _, _, n in bands)
+
+    def nth(i: int) -> int:
+        for first, every, n in bands:
+            if i < n:
+                return first + i * every
+            i -= n
+        raise IndexError(i)
+
+    if total <= MAX_EVALS_PER_FRAME:
+        return [nth(i) for i in range(total)]
+    stride = total / MAX_EVALS_PER_FRAME
+    return [nth(int(i * stride)) for i in range(MAX_EVALS_PER_FRAME - 1)] + [nth(total - 1)]

@@ -199,8 +199,11 @@ class VanishingGradients(Rule):
         # So are the exactly-zero gradients of all-zero (symmetric) weights: weights_not_updating/symmetric.
         dead_explains = st.is_active("dead_relu") or st.is_active("weights_not_updating", "symmetric")
         vanished: dict[str, float] = {}
+        # Layers before the output layer, in the model's order (an index, not list.index in the loop: a run
+        # with thousands of layers must cost linear time).
+        order = {layer: i for i, layer in enumerate(norms)}
         for layer, g in norms.items():
-            if layer == out_layer or list(norms).index(layer) > list(norms).index(out_layer):
+            if order[layer] >= order[out_layer]:
                 continue
             if g == 0:
                 if not dead_explains:
