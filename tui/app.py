@@ -591,6 +591,8 @@ class AccmonApp(App[int]):
 
     def header_info(self) -> HeaderInfo:
         st = self._status
+        # Steps the probe's queue dropped, live (heartbeats say it): lost for good, and said in the header.
+        self.store.live_dropped = max(self.store.live_dropped, getattr(st, "dropped_steps", 0) or 0)
         status = self.store.status()
         note = st.message
         if note and note.startswith("re-attached") and not self._restarted:

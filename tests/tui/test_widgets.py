@@ -151,6 +151,19 @@ def test_header_says_state_step_speed_and_trouble():
     assert "crashed" in crashed and "CUDA out of memory" in crashed
 
 
+def test_header_says_how_many_steps_were_lost_and_why():
+    # Issue 16 item 7: a run whose end frame counts more steps than arrived is truncated, and says by how much.
+    store = RunStore()
+    store.ingest(run_frames(1000, ended=None) + [{**end(99, 1999), "total_steps": 3000, "dropped_steps": 1800}])
+    assert store.status() == "truncated"
+    text = header_text(store, HeaderInfo(state=store.status())).plain
+    assert "truncated" in text and "2,000 of 3,000 steps lost (1,800 dropped by the probe's queue)" in text
+    live = RunStore()
+    live.ingest(run_frames(1000, ended=None))
+    live.live_dropped = 250
+    assert "250 steps lost (250 dropped by the probe's queue)" in header_text(live, HeaderInfo(state="live")).plain
+
+
 def test_timeline_marks_alerts_and_the_playhead():
     lines = render_timeline(TimelineState(first=0, last=1000, head=500, loaded=1000, playing=True, speed="×10",
                                           markers=((250, "critical"),), note="truncated recording"), 52)

@@ -21,6 +21,7 @@ STATES = {
     "stalled": ("◐", OKABE_ITO["orange"]),
     "finished": ("■", OKABE_ITO["sky"]),
     "crashed": ("✖", OKABE_ITO["vermillion"]),
+    "truncated": ("◧", OKABE_ITO["orange"]),  # ended, but steps were lost or the record was cut short
     "disconnected": ("○", OKABE_ITO["orange"]),
     "replay": ("▶", OKABE_ITO["purple"]),
     "waiting": ("◌", OKABE_ITO["grey"]),
@@ -111,6 +112,11 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
         note = f"crashed: {store.error() or 'no end frame'}"
     # The second line: what went wrong, then what was lost or ignored on the way.
     troubles = []
+    lost = store.loss()
+    if lost["lost"]:
+        of = f" of {fmt.steps(lost['logged'])}" if lost["logged"] else ""
+        why = f" ({fmt.steps(lost['dropped'])} dropped by the probe's queue)" if lost["dropped"] else ""
+        troubles.append(f"{fmt.steps(lost['lost'])}{of} steps lost{why}")
     if info.dropped_live:
         troubles.append(f"{info.dropped_live} live frames dropped")
     if store.malformed:
