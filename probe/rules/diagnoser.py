@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Any
@@ -160,7 +159,7 @@ def evaluation_points(after: int, upto: int) -> list[int]:
     lo = max(after + 1, 0)
     bands: list[tuple[int, int, int]] = []  # (first point, interval, how many)
     start = 0
-    for below, every in (*EVAL_EVERY, (math.inf, EVAL_EVERY_LATE)):
+    for below, every in (*EVAL_EVERY, (max(upto + 1, EVAL_EVERY[-1][0]), EVAL_EVERY_LATE)):
         a, b = max(lo, start), min(upto, below - 1)
         first = -(-a // every) * every
         if first <= b:
