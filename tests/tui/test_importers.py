@@ -434,3 +434,31 @@ def test_the_diagnosis_runs_on_a_csv_log_too(tmp_path: Path) -> None:
     _, alerts = summarize(frames)
     nan = [a for a in alerts if a["id"] == "nan_loss"]
     assert nan and nan[0]["step"] == 250
+
+
+def test_an_event_declaring_a_huge_tensor_is_passed_over_without_building_it(tmp_path: Path) -> None:
+    # Issue 16 item 9: a ~120-byte event may declare a [20000, 10000] tensor; make_ndarray would fill in 800 MB
+    # before anyone looked at its size. Only scalars are read, and the shape is looked at first.
+    import tracemalloc
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    dim = tensor_shape_pb2.TensorShapeProto.Dim
+    huge = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0],
+                                  tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[dim(size=20000), dim(size=10000)]))
+    w = EventFileWriter(str(tmp_path / "run"))
+    for step, value in [(0, summary_pb2.Summary.Value(tag="loss", simple_value=1.0)),
+                        (1, summary_pb2.Summary.Value(tag="train/acc", tensor=huge))]:
+        w.add_event(event_pb2.Event(wall_time=1.0, step=step, summary=summary_pb2.Summary(value=[value])))
+    w.close()
+    tracemalloc.start()
+    try:
+        info, frames = read_all(str(tmp_path / "run"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"reading a 120-byte event took {peak / 2**20:.0f} MB"
+    steps, cols = steps_of(through_wire(frames))
+    assert steps == [0] and cols["loss"] == [1.0] and "acc" not in cols
