@@ -963,7 +963,7 @@ def _attached(remote: RemoteRun | HostsRun, ts: list[SshTarget] | None, listing:
 
 def _run_app(ts: list[SshTarget] | None, remote: RemoteRun | HostsRun | None, listing: list[registry.RunEntry],
              record: str | None) -> int:
-    from .app import AccmonApp
+    from .app import AccmonApp, run_app
 
     opened: list[RemoteSource] = []
 
@@ -976,7 +976,7 @@ def _run_app(ts: list[SshTarget] | None, remote: RemoteRun | HostsRun | None, li
     lister = RemoteLister(ts, listing) if ts else (lambda: route_local(registry.list_runs()))
     app = AccmonApp(first, attach=attach, list_runs=lister, pick=first is None)  # type: ignore[arg-type]
     try:
-        return app.run() or 0
+        return run_app(app)  # an app that dies exits non-zero with its traceback saved, as a local viewer does
     finally:
         for source in opened:  # the app closes the source it shows; sources it switched away from too, but be sure
             source.close()
