@@ -7,16 +7,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import accmon.probe.torch as apt  # noqa: E402
-from tests.probe.test_torch_probe import Recorded, blobs, mlp  # noqa: E402
-
-
-@pytest.fixture
-def rec(tmp_path):
-    r = Recorded(tmp_path / "run.accmon")
-    yield r
-    apt.uninstall()
-    if not r.run.closed:
-        r.run.close()
+from tests.probe.test_torch_probe import blobs, mlp, rec  # noqa: E402, F401 (rec: the fixture)
 
 
 def test_clip_grad_norm_records_the_norm_before_clipping_and_how_often_it_engages(rec):

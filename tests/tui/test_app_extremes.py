@@ -3,34 +3,14 @@ int64 limit, integers past 2**63, an empty alert table under the keys; and what 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import time
 from pathlib import Path
 
 from accmon.tui import app as app_module
 from accmon.tui.app import AccmonApp, run_app
 from accmon.tui.app_sources import ReplaySource
-from tests.tui.test_app_fixtures import T0, end, facts, frame, meta, steps, write_recording
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def loaded(app: AccmonApp, pilot, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app.sync_now()
-        await pilot.pause()
-        st = app.source.status
-        if st.loaded and st.rules != "running" and not app.source._q.q:
-            app.sync_now()
-            await pilot.pause()
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("the recording did not finish loading")
+from tests.tui.test_app_fixtures import T0, end, facts, frame, loaded, meta, run, steps, write_recording
 
 
 async def replay_through(path: str, keys: list[str], size=(160, 48)) -> AccmonApp:

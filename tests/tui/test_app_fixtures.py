@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
@@ -109,3 +112,22 @@ def write_recording(path: Any, frames: list[dict]) -> str:
     w.write([wire.encode(f) for f in frames])
     w.close()
     return str(path)
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+async def loaded(app: Any, pilot: Any, timeout: float = 30.0) -> None:
+    """Wait until the replay source has read the whole file, its rules child is done, and the app has ingested it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.sync_now()
+        await pilot.pause()
+        st = app.source.status
+        if st.loaded and st.rules != "running" and not app.source._q.q:
+            app.sync_now()
+            await pilot.pause()
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the recording did not finish loading")

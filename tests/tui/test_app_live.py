@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from accmon.probe.registry import RunEntry
 from accmon.tui.app import AccmonApp, HelpScreen, PickerScreen
 from accmon.tui.app_sources import QueueSource
 from accmon.tui.widgets import AlertTable, LayerHeatMap
-from tests.tui.test_app_fixtures import T0, alert, end, meta, run_frames, steps
-
-
-def run(coro):
-    return asyncio.run(coro)
+from tests.tui.test_app_fixtures import T0, alert, end, meta, run, run_frames, steps
 
 
 def live_app(frames=None, **kw) -> tuple[AccmonApp, QueueSource]:

@@ -13,26 +13,7 @@ from accmon.probe.recording import RecordingError
 from accmon.tui.app import AccmonApp
 from accmon.tui.app_sources import ReplaySource
 from accmon.tui.widgets import Timeline
-from tests.tui.test_app_fixtures import T0, run_frames, write_recording
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def loaded(app: AccmonApp, pilot, timeout: float = 20.0) -> None:
-    """Wait until the replay source has read the whole file and the app has ingested it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app.sync_now()
-        await pilot.pause()
-        st = app.source.status
-        if st.loaded and st.rules != "running" and not app.source._q.q:
-            app.sync_now()
-            await pilot.pause()
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the recording did not finish loading")
+from tests.tui.test_app_fixtures import T0, loaded, run, run_frames, write_recording
 
 
 def replay_app(path: str, *, rerun_rules: bool = False, timer: bool = False) -> AccmonApp:
