@@ -119,15 +119,16 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 async def loaded(app: Any, pilot: Any, timeout: float = 30.0) -> None:
-    """Wait until the replay source has read the whole file, its rules child is done, and the app has ingested it."""
+    """Wait until the app has ingested what its source holds: a replay's whole file with its rules child done;
+    a live source's frames so far."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         app.sync_now()
         await pilot.pause()
         st = app.source.status
-        if st.loaded and st.rules != "running" and not app.source._q.q:
+        if (st.loaded or app.source.kind != "replay") and st.rules != "running" and not app.source._q.q:
             app.sync_now()
             await pilot.pause()
             return
         await pilot.pause(0.02)
-    raise AssertionError("the recording did not finish loading")
+    raise AssertionError("the source did not finish loading")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from accmon.probe.recording import RecordingReader
 from accmon.tui.app import AccmonApp, _alert_ident
 from accmon.tui.app_sources import QueueSource, ReplaySource
 from tests.tui.conftest import DEMOS
+from tests.tui.test_app_fixtures import loaded
 
 SIZES = ((80, 24), (120, 30), (160, 48))
 TABS = ("1", "2", "3", "4", "5")
@@ -49,20 +49,6 @@ async def _type(app: AccmonApp, pilot: Any, keys: tuple[str, ...]) -> None:
     await pilot.pause()
 
 
-async def _loaded(app: AccmonApp, pilot: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app.sync_now()
-        await pilot.pause()
-        st = app.source.status
-        if (st.loaded or app.source.kind != "replay") and st.rules != "running" and not app.source._q.q:
-            app.sync_now()
-            await pilot.pause()
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("the source did not finish loading")
-
-
 async def _reach_every_alert_with_n(app: AccmonApp, pilot: Any, *, keys: bool) -> None:
     """From the start, `n` as many times as there are alerts: every alert must have been reached. `keys`: through
     the key binding (pilot.press, ~0.15 s a key here); else the action `n` is bound to, run directly."""
@@ -81,7 +67,7 @@ async def _sweep(app: AccmonApp, *, full: bool, sizes: tuple[tuple[int, int], ..
     """Every tab at every size, every alert by `n`; `full`: every documented key in every tab at every size,
     the screens that open over the panels, and the exports."""
     async with app.run_test(size=sizes[0]) as pilot:
-        await _loaded(app, pilot)
+        await loaded(app, pilot, timeout=60.0)
         await _reach_every_alert_with_n(app, pilot, keys=full)
         for i, size in enumerate(sizes):
             await pilot.resize_terminal(*size)
