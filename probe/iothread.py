@@ -72,6 +72,7 @@ SNDHWM = 10_000
 
 # Inbox item tags (the first element of each tuple the training thread appends).
 ROW, COLUMNS, FACTS, ALERT, END = range(5)
+MAX_ALERT_KEYS = 1024
 
 
 class IOThread(threading.Thread):
@@ -95,6 +96,11 @@ class IOThread(threading.Thread):
         self.entry: registry.RunEntry | None = None
         self.diagnoser: Any = None
         self.alerts_sent = 0
+        # For `hello` (what `accmon ls` and the picker show): each alert's identity and whether it is active now,
+        # at most MAX_ALERT_KEYS of them (alerts are a few dozen ids; a script's own alerts could be many), and
+        # how the run ended once its end frame is out.
+        self.alert_states: dict[tuple, bool] = {}
+        self.end_status: str | None = None
         self.endpoints: tuple[str, str] | None = None
         self.subscribers = 0
         self.viewers_done = 0
@@ -369,8 +375,12 @@ class IOThread(threading.Thread):
             elif tag == ALERT:
                 self._emit("alert", alert=item[1])
             elif tag == END:
+                # (END, status, error[, stopped]): `stopped` says who stopped a run that was not a crash (the
+                # user's Ctrl-C), at the newest step sent.
+                stopped = item[3] if len(item) > 3 and isinstance(item[3], dict) else None
+                extra = {"stopped": {**stopped, "step": self.step}} if stopped else {}
                 self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged,
-                           dropped_steps=self.run_.dropped)
+                           dropped_steps=self.run_.dropped, **extra)
                 ended = True
         if rows:
             self._emit_rows(rows)
@@ -421,8 +431,18 @@ class IOThread(threading.Thread):
                 self._recording_failed(exc)
         self.log.append(self.seq, payload, offset)
         self._publish(payload)
+        if kind == "alert":
+            self._note_alert(body.get("alert"))
+        elif kind == "end":
+            self.end_status = str(body.get("status"))
         if self.diagnoser is not None and kind != "alert":
             self._diagnose(frame)
+
+    def _note_alert(self, alert: Any) -> None:
+        if isinstance(alert, dict):
+            key = (str(alert.get("id")), str(alert.get("cause", "")))
+            if key in self.alert_states or len(self.alert_states) < MAX_ALERT_KEYS:
+                self.alert_states[key] = alert.get("state") != "cleared"
 
     def _diagnose(self, frame: dict) -> None:
         try:
@@ -555,8 +575,11 @@ class IOThread(threading.Thread):
             self.viewers_done += 1
             return [wire.encode({"op": "done"})]
         if op == "hello":
+            # step, status and alerts: what `accmon ls` and the picker show of a run, without its history.
             return [wire.encode({"op": "hello", "run": self.run_.run_id, "rank": self.run_.rank, "head_seq": self.seq,
-                                 "first_seq": self.log.first_seq, **self.run_.meta()})]
+                                 "first_seq": self.log.first_seq, **self.run_.meta(), "step": self.step,
+                                 "status": self.end_status or "running", "alerts": len(self.alert_states),
+                                 "alerts_active": sum(self.alert_states.values())})]
         if op == "history":
             since = req.get("since", 1)
             if not isinstance(since, int) or isinstance(since, bool) or since < 1:

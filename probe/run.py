@@ -95,16 +95,18 @@ class Run:
         """Record scalars for one step (the next step when `step` is None). Python numbers only."""
         if step is None:
             step = self.step + 1
-        if step != self.step:
-            self.step = step
-            self.steps_logged += 1
         inbox = self._inbox
+        # Queued before it is counted: a Ctrl-C (KeyboardInterrupt) between the two must not leave a step counted
+        # as logged that was never queued (the run would read as having lost it).
         if len(inbox) < INBOX_LIMIT:
             inbox.append((ROW, step, time.time(), scalars))
             if self._io.asleep:  # only the first row after a quiet spell rings; the I/O thread then batches
                 self._io.wake()
         else:
             self.dropped += 1
+        if step != self.step:
+            self.step = step
+            self.steps_logged += 1
 
     def log_columns(
         self,
@@ -135,14 +137,21 @@ class Run:
         self._inbox.append((ALERT, alert))
         self._io.wake()
 
-    def close(self, status: str = "finished", error: str | None = None, timeout: float = 10.0) -> None:
-        """End the run: the end frame is sent and recorded, the sockets and registry entry go. Idempotent."""
+    def close(self, status: str = "finished", error: str | None = None, timeout: float = 10.0, *,
+              stopped: dict[str, Any] | None = None) -> None:
+        """End the run: the end frame is sent and recorded, the sockets and registry entry go. Idempotent.
+
+        `stopped` ({"by": "user", "reason": "KeyboardInterrupt"}) says who stopped a run that did not crash; the
+        end frame adds the step. A KeyboardInterrupt passed as a crash (`"KeyboardInterrupt: "`, as a framework's
+        `with` block words it) is taken as the user's stop: a Ctrl-C is not a crash."""
         if self.closed:
             return
         self.closed = True
         if os.getpid() != self._pid:
             return  # a forked child: the I/O thread belongs to the parent
-        self._inbox.append((END, status, error))
+        if status == "crashed" and stopped is None and error is not None and error.split(":", 1)[0] == "KeyboardInterrupt":
+            status, error, stopped = "finished", None, user_stop()
+        self._inbox.append((END, status, error, stopped))
         self._io.stop_requested.set()
         self._io.wake()
         self._io.join(timeout)
@@ -173,6 +182,8 @@ class Run:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None or issubclass(exc_type, SystemExit) and not exc.code:
             self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("finished", stopped=user_stop())
         else:
             self.close("crashed", error=f"{exc_type.__name__}: {exc}")
 
@@ -207,15 +218,25 @@ def start(name: str | None = None, **kwargs: Any) -> Run:
     return run
 
 
+def user_stop() -> dict[str, Any]:
+    """The end frame's `stopped` for a run the user interrupted (Ctrl-C): not a crash. The I/O thread adds the
+    step. `by` names who stopped it, so that other stoppers (an alert) can say so in the same field."""
+    return {"by": "user", "reason": "KeyboardInterrupt"}
+
+
 def wrap_excepthook() -> None:
-    """Make an uncaught exception end the run as *crashed*, with its message (idempotent)."""
+    """Make an uncaught exception end the run as *crashed*, with its message; a KeyboardInterrupt (Ctrl-C) ends
+    it as stopped by the user instead (idempotent)."""
     previous = sys.excepthook
     if getattr(previous, "_accmon", False):
         return
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        # Read at exit by _close_at_exit, so the recording says *crashed* and why.
-        sys._accmon_crash = f"{exc_type.__name__}: {exc}"  # type: ignore[attr-defined]
+        # Read at exit by _close_at_exit, so the recording says *crashed* and why, or who stopped the run.
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys._accmon_stopped = user_stop()  # type: ignore[attr-defined]
+        else:
+            sys._accmon_crash = f"{exc_type.__name__}: {exc}"  # type: ignore[attr-defined]
         previous(exc_type, exc, tb)
 
     hook._accmon = True  # type: ignore[attr-defined]
@@ -243,7 +264,8 @@ def current() -> Run | None:
 def _close_at_exit(run: Run) -> None:
     try:
         error = getattr(sys, "_accmon_crash", None)
-        run.close("crashed" if error else "finished", error=error)
+        stopped = getattr(sys, "_accmon_stopped", None) if not error else None
+        run.close("crashed" if error else "finished", error=error, stopped=stopped)
     except Exception:
         pass
 

@@ -32,7 +32,7 @@ from accmon.probe import registry
 from accmon.probe.rules.catalogue import ALERT_IDS
 
 from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
-from .store import AlertBook, Changes, RankData, RankGroup, RunStore
+from .store import AlertBook, Changes, RankData, RankGroup, RunStore, stop_words
 from .widgets import (
     AlertTable,
     ChartSpec,
@@ -604,6 +604,9 @@ class AccmonApp(App[int]):
             state = "replay"
             if status == "crashed":
                 note = f"recorded run crashed: {self.store.error()}"
+            elif (stop := self.store.stopped()) is not None and (
+                    stop["step"] is None or (self.head_step() or 0) >= stop["step"]):
+                note = f"recorded run {stop_words(stop)}"
             if st.truncated:
                 extra = f" ({st.problems[0]})" if st.problems else " (no end frame)"
                 note = (note + " · " if note else "") + "truncated recording" + extra

@@ -21,6 +21,7 @@ from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingError, RecordingReader
 
 from .importers import LogError, load_log
+from .store import clean_stop, interrupted_exit, stop_words
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -58,6 +59,9 @@ class RunSummary:
     steps_lost: int | None = None
     steps_dropped: int = 0  # of the lost ones, those the probe's bounded inbox dropped (its end frames say)
     complete: bool = False  # an end frame for every rank, no step lost, no damage: the record is the whole run
+    # Who stopped a run that did not crash: {"by": "user", "reason": "KeyboardInterrupt", "step": N} for a Ctrl-C
+    # (the first end frame that says so); None when nobody did. Not a status: `status` keeps its four values.
+    stopped: dict[str, Any] | None = None
 
 
 def _make_diagnosers() -> Any:
@@ -199,8 +203,11 @@ def _disabled_rules(diagnosers: dict[int, Any]) -> list[dict[str, Any]]:
 
 
 def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
+    summary.stopped = next((s for s in (clean_stop(e.get("stopped")) for e in ends) if s is not None), None)
     for e in exits:
         summary.exit_code = e.get("exit_code")
+        if summary.stopped is not None and interrupted_exit(e):
+            continue  # a Ctrl-C ends Python by SIGINT: the run said the user stopped it, not a crash
         if e.get("exit_code") not in (0, None) or e.get("signal"):
             summary.error = summary.error or (f"killed by {e['signal']}" if e.get("signal") else f"exit code {e['exit_code']}")
     crashed = [e for e in ends if e.get("status") == "crashed"]
@@ -364,6 +371,8 @@ def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: Te
     out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")
     if s.error:
         out.write(f"  error: {s.error}\n")
+    if s.stopped:
+        out.write(f"  {stop_words(s.stopped)}\n")
     if s.steps_lost:
         logged = f"{s.steps_logged} steps logged, " if s.steps_logged is not None else ""
         why = f" ({s.steps_dropped} dropped by the probe's bounded queue)" if s.steps_dropped else ""

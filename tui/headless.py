@@ -16,6 +16,7 @@ from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
 
 from .check import RULE_ERROR_ID, format_alert, printable
+from .store import clean_stop, stop_words
 from .subscriber import RunClient
 
 SYNC_S = 1.0
@@ -50,6 +51,8 @@ class HeadlessViewer:
         self.rule_errors: dict[str, str] = {}  # rule → the error that disabled it in the probe (said once)
         self.rank_rules = RankDiagnoser()  # cross-rank alerts only a viewer of every rank can raise
         self._rank_last: dict[int, int] = {}
+        self._rank_first: dict[int, int] = {}
+        self.stopped: dict | None = None  # who stopped the run, when not a crash (the end frame's `stopped`)
 
     def _add(self, entry: registry.RunEntry) -> None:
         self.entries.append(entry)
@@ -113,6 +116,7 @@ class HeadlessViewer:
             self.received[rank] = self.received.get(rank, 0) + sum(1 for s in steps if s > last)
             if len(steps):
                 self._rank_last[rank] = max(last, max(steps))
+                self._rank_first[rank] = min(self._rank_first.get(rank, steps[0]), min(steps))
             self.last_step = max(self.last_step, steps[-1] if len(steps) else -1)
         elif kind == "alert" and isinstance(frame.get("alert"), dict):
             self.alerts.append(frame["alert"])
@@ -122,11 +126,31 @@ class HeadlessViewer:
                 self.say(format_alert(frame["alert"]))
         elif kind == "end":
             self.ended[rank] = str(frame.get("status"))
+            self.stopped = self.stopped or clean_stop(frame.get("stopped"))
             total, dropped = frame.get("total_steps"), frame.get("dropped_steps")
             if isinstance(total, int) and not isinstance(total, bool):
                 self.logged[rank] = total
             if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0:
                 self.dropped += dropped
+
+    def steps_words(self, verb: str) -> str:
+        """'4,700 steps received (steps 0 to 4,699)': each step once (a step whose values came in two frames counts
+        once), and the range they span; several ranks: their steps added up, and how many ranks."""
+        if not self.received:
+            return f"no steps {verb}"
+        total = sum(self.received.values())
+        first, last = min(self._rank_first.values()), max(self._rank_last.values())
+        ranks = f" from {len(self.received)} ranks" if len(self.received) > 1 else ""
+        span = f"step {first:,}" if first == last else f"steps {first:,} to {last:,}"
+        return f"{total:,} step{'s' if total != 1 else ''} {verb}{ranks} ({span})"
+
+    def end_words(self) -> str:
+        """How the run ended: 'crashed', 'finished', 'finished, stopped by the user (Ctrl-C) at step 41' …"""
+        crashed = [s for s in self.ended.values() if s != "finished"]
+        state = "crashed" if crashed else "finished" if self.ended and not self.lost() else "ended incomplete" \
+            if self.ended else "ended without an end frame"
+        stop = stop_words(self.stopped) if not crashed else None
+        return f"{state}, {stop}" if stop else state
 
     def lost(self) -> int:
         """Steps the ranks that ended logged but this viewer never received (dropped, or no longer held)."""
@@ -187,11 +211,10 @@ class HeadlessViewer:
         missing = sorted(e.rank for e in self.entries if e.rank not in self.ended)
         if missing:
             which = ", ".join(map(str, missing))
-            self.say(f"rank {which} stopped without an end frame (killed or crashed); received {self.steps} steps")
+            self.say(f"rank {which} stopped without an end frame (killed or crashed); {self.steps_words('received')}")
             return 1
         lost = self.lost()
-        state = "crashed" if crashed else "finished" if not lost else "ended incomplete"
-        self.say(f"run {state}: {self.steps} steps received, last step {self.last_step}{self._loss_words()}")
+        self.say(f"run {self.end_words()}: {self.steps_words('received')}{self._loss_words()}")
         # 3, as `accmon check` says it: the record of the run is incomplete.
         return 1 if crashed else 3 if lost else 0
 
@@ -225,8 +248,5 @@ def say_recorded(path: str, out: TextIO | None = None) -> None:
     except (OSError, RecordingError) as exc:
         viewer.say(f"the run ended before it could be watched; its recording cannot be read: {exc}")
         return
-    crashed = [s for s in viewer.ended.values() if s != "finished"]
-    state = "crashed" if crashed else "finished" if viewer.ended and not viewer.lost() else "ended incomplete" \
-        if viewer.ended else "ended without an end frame"
-    viewer.say(f"run {state}: {viewer.steps} steps recorded, last step {viewer.last_step}{viewer._loss_words()} "
+    viewer.say(f"run {viewer.end_words()}: {viewer.steps_words('recorded')}{viewer._loss_words()} "
                "(it ended before the viewer attached)")

@@ -616,6 +616,34 @@ class AlertBook:
         return len(self.by_key)
 
 
+def clean_stop(stopped: Any) -> dict[str, Any] | None:
+    """An end frame's `stopped` ({"by", "reason", "step"}: who stopped a run that did not crash), as the viewer and
+    `check` show it: known fields of known types, whatever a recording or a peer holds; None when there is none."""
+    if not isinstance(stopped, dict) or not isinstance(stopped.get("by"), str):
+        return None
+    step = stopped.get("step")
+    reason = stopped.get("reason")
+    return {"by": stopped["by"][:64], "reason": reason[:200] if isinstance(reason, str) else None,
+            "step": step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None}
+
+
+def interrupted_exit(exit: dict[str, Any] | None) -> bool:
+    """An `exit` frame of a command the user interrupted: SIGINT, or the shell's 130 for it. With an end frame
+    that says the user stopped the run, that exit is how a Ctrl-C ends Python, not a crash."""
+    return exit is not None and (exit.get("signal") == "SIGINT" or exit.get("exit_code") == 130)
+
+
+def stop_words(stopped: dict[str, Any] | None) -> str | None:
+    """'stopped by the user (Ctrl-C) at step 41', or None: one wording for the header, headless and `check`."""
+    if not stopped:
+        return None
+    how = " (Ctrl-C)" if stopped["by"] == "user" and stopped.get("reason") == "KeyboardInterrupt" else \
+        f" ({stopped['reason']})" if stopped.get("reason") else ""
+    who = "the user" if stopped["by"] == "user" else stopped["by"]
+    at = f" at step {stopped['step']}" if stopped.get("step") is not None else ""
+    return f"stopped by {who}{how}{at}"
+
+
 @dataclass
 class Changes:
     """What one batch of frames changed: the app redraws only the widgets that show it."""
@@ -738,7 +766,7 @@ class RunStore:
             return "crashed"
         if self.exit is not None:
             code, sig = self.exit.get("exit_code"), self.exit.get("signal")
-            if sig or code not in (0, None):
+            if (sig or code not in (0, None)) and not (self.stopped() and interrupted_exit(self.exit)):
                 return "crashed"
             if not self.ends:
                 return "truncated"
@@ -769,11 +797,19 @@ class RunStore:
         return {"logged": logged, "received": received, "lost": max(lost, dropped) if lost or dropped else 0,
                 "dropped": dropped, "complete": ended and not lost and not dropped}
 
+    def stopped(self) -> dict[str, Any] | None:
+        """Who stopped the run, when it did not crash (the user's Ctrl-C): the first rank's end frame that says so."""
+        for r in sorted(self.ends):
+            stop = clean_stop(self.ends[r].get("stopped"))
+            if stop is not None:
+                return stop
+        return None
+
     def error(self) -> str | None:
         for e in self.ends.values():
             if e.get("status") == "crashed":
                 return str(e.get("error") or "crashed")
-        if self.exit is not None:
+        if self.exit is not None and not (self.stopped() and interrupted_exit(self.exit)):
             if self.exit.get("signal"):
                 return f"killed by {self.exit['signal']}"
             if self.exit.get("exit_code") not in (0, None):

@@ -10,7 +10,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
-from ..store import RankData, RunStore, is_missing
+from ..store import RankData, RunStore, is_missing, stop_words
 from . import fmt
 from .palette import OKABE_ITO, palette
 
@@ -110,6 +110,8 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     note = info.note
     if note is None and info.state == "crashed":
         note = f"crashed: {store.error() or 'no end frame'}"
+    if note is None and info.state in ("finished", "truncated"):
+        note = stop_words(store.stopped())  # the user's Ctrl-C: said, as a fact, not a crash
     # The second line: what went wrong, then what was lost or ignored on the way.
     troubles = []
     lost = store.loss()
