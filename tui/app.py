@@ -31,7 +31,19 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from accmon.probe import registry
 from accmon.probe.rules.catalogue import ALERT_IDS
 
-from .app_sources import LiveSource, QueueSource, ReplaySource, Source, SourceStatus, group_runs
+from .app_sources import (
+    LiveSource,
+    QueueSource,
+    ReplaySource,
+    Source,
+    SourceStatus,
+    age_words,
+    group_runs,
+    peek_cells,
+    peek_runs,
+    run_peek,
+)
+from .check import printable
 from .store import AlertBook, Changes, RankData, RankGroup, RunStore, stop_words
 from .widgets import (
     AlertTable,
@@ -182,8 +194,8 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
             yield self.table
 
     def on_mount(self) -> None:
-        for label, key in (("run", "run"), ("name", "name"), ("ranks", "ranks"), ("pid", "pid"), ("started", "started"),
-                           ("age", "age"), ("command", "cmd")):
+        for label, key in (("run", "run"), ("name", "name"), ("ranks", "ranks"), ("step", "step"), ("status", "status"),
+                           ("alerts", "alerts"), ("age", "age"), ("pid", "pid"), ("command", "cmd")):
             self.table.add_column(label, key=key)
         self.scan()
         self.set_interval(1.0, self.scan)
@@ -191,26 +203,29 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
     @work(thread=True, exclusive=True, group="picker", exit_on_error=False)
     def scan(self) -> None:
         entries = self.list_runs()
-        self.app.call_from_thread(self._show, entries)
+        peeks = peek_runs(entries)  # each rank's step, status and alerts: at most PEEK_TIMEOUT_S for all together
+        self.app.call_from_thread(self._show, entries, peeks)
 
-    def _show(self, entries: list[registry.RunEntry]) -> None:
+    def _show(self, entries: list[registry.RunEntry], peeks: dict | None = None) -> None:
         if not self.is_attached:
             return  # dismissed while the scan ran
         table = self.table
         runs = {r.run_id: r.entries for r in group_runs(entries)}
         for gone in [k for k in self.runs if k not in runs]:
             table.remove_row(gone)
+        now = time.time()
         for run_id, es in runs.items():
             e = es[0]
-            age = fmt.duration(time.time() - e.started) if isinstance(e.started, (int, float)) else "–"
-            cells = (run_id, e.name, str(len(es)), str(e.pid), time.strftime("%H:%M:%S", time.localtime(e.started)),
-                     age, " ".join(e.cmd)[:60])
+            step, status, alerts = peek_cells(run_peek(es, peeks or {}))
+            # What a run's registry entry says is a peer's text: escaped, and never read as Rich markup.
+            cells = (Text(printable(run_id)), Text(printable(e.name)), str(len(es)), Text(step, justify="right"),
+                     status, alerts, age_words(now - e.started), str(e.pid), Text(printable(" ".join(e.cmd)[:60])))
             if run_id not in self.runs:
                 table.add_row(*cells, key=run_id)
             else:
-                if len(self.runs[run_id]) != len(es):
-                    table.update_cell(run_id, "ranks", cells[2])
-                table.update_cell(run_id, "age", age)
+                for key, cell in (("ranks", cells[2]), ("step", cells[3]), ("status", cells[4]), ("alerts", cells[5]),
+                                  ("age", cells[6])):
+                    table.update_cell(run_id, key, cell)
         self.runs = runs
         self.note.update(
             "Live runs on this host — enter to attach, escape to cancel" if runs else

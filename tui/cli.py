@@ -177,7 +177,9 @@ def cmd_ls(target: str | list[str] | None = None, *, as_json: bool = False, foll
     if not runs:
         print("no live runs on this host")
         return 0
-    print_entries(runs)
+    from .app_sources import peek_runs
+
+    print_entries(runs, peek_runs(runs))  # step, status, alerts: at most PEEK_TIMEOUT_S for all runs together
     return 0
 
 

@@ -49,10 +49,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from accmon.probe import registry
+
+if TYPE_CHECKING:
+    from .app_sources import RankPeek
 
 ENV_SSH_OPTS = "ACCMON_SSH_OPTS"
 ENV_REMOTE_CMD = "ACCMON_REMOTE_CMD"
@@ -881,15 +884,22 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
-def print_entries(entries: list[registry.RunEntry]) -> None:
-    """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts)."""
+def print_entries(entries: list[registry.RunEntry], peeks: dict[tuple[str, int, int], RankPeek] | None = None,
+                  *, now: float | None = None) -> None:
+    """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts). STEP,
+    STATUS and ALERTS are what each rank answered to `hello` (peek_runs); "—" where it did not answer in time, or
+    cannot be asked from here."""
+    from .app_sources import age_words, peek_cells
     from .check import printable
 
-    print(f"{'RUN':<20} {'RANK':>4} {'HOST':<16} {'NAME':<20} {'PID':>7} {'STARTED':<19}  COMMAND")
+    now = time.time() if now is None else now
+    peeks = peeks or {}
+    print(f"{'RUN':<20} {'RANK':>4} {'HOST':<16} {'NAME':<20} {'PID':>7} {'STEP':>9} {'STATUS':<8} {'ALERTS':<6} "
+          f"{'AGE':>6}  COMMAND")
     for e in entries:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started))
-        print(printable(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {started:<19}  "
-                        f"{' '.join(e.cmd)[:60]}"))
+        step, status, alerts = peek_cells(peeks.get((e.run_id, e.rank, e.pid)))
+        print(printable(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {step:>9} "
+                        f"{status:<8} {alerts:<6} {age_words(now - e.started):>6}  {' '.join(e.cmd)[:60]}"))
 
 
 def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:
