@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -490,7 +489,8 @@ router = ctx.socket(zmq.ROUTER); router.setsockopt(zmq.LINGER, 0)  # never answe
 pub.bind(f"ipc://{d}/h.pub"); router.bind(f"ipc://{d}/h.ctl")
 open(d + "/h.ready", "w").close()
 pub.poll(30000); pub.recv()
-payload = "x" * 1_000_000
+size = int(sys.argv[4])
+payload = "x" * size
 end = time.monotonic() + seconds
 seq = 10  # after a gap
 while time.monotonic() < end:
@@ -499,33 +499,50 @@ while time.monotonic() < end:
         seq += 1
     except zmq.Again:
         time.sleep(0.001)
+with open(d + "/h.sent", "w") as fh:
+    fh.write(str(seq - 10))
 time.sleep(1.0)
 ctx.destroy(0)
 """
 
 
 # The viewer's receiving side (what `accmon attach` runs), held open for the whole attack.
+# "busy": the main thread spends its time in Python between drains, as the TUI does (the reader thread then has
+# the GIL half the time). ATTACK_RCVHWM overrides the live socket's high-water mark (100000: as before issue 16).
 VIEWER = """
-import sys, time
+import os, sys, time
+from accmon.tui import subscriber
 from accmon.tui.subscriber import RunClient
+if os.environ.get("ATTACK_RCVHWM"):
+    subscriber.RCVHWM = int(os.environ["ATTACK_RCVHWM"])
 client = RunClient(sys.argv[1], sys.argv[2]).start()
 end = time.monotonic() + float(sys.argv[3])
+busy = sys.argv[4] == "busy"
 while time.monotonic() < end:
     client.wake.wait(0.1)
     client.drain()
+    if busy:
+        t = time.monotonic()
+        while time.monotonic() - t < 0.2:
+            sum(range(10000))
 client.close()
+st = client.status
+print(getattr(st, "cut_off", "-"), len(getattr(client, "_buffer", ())), repr(st.message))
 """
 
 
-def hostile_publisher_case(d: str) -> None:
-    sub = os.path.join(d, "hp")
+def hostile_publisher_case(d: str, size: int = 1_000_000, label: str = "1 MB frames", busy: bool = False) -> None:
+    """A publisher in front of a viewer, after a gap, whose ROUTER never answers history: frames of `size` bytes
+    as fast as the viewer's socket takes them, for 2 * ATTACK_S."""
+    sub = os.path.join(d, f"hp{size}{'b' if busy else ''}")
     os.mkdir(sub, 0o700)
-    pub = subprocess.Popen([PY, "-c", HOSTILE_PUBLISHER, sub, str(ATTACK_S * 2), REPO])
+    pub = subprocess.Popen([PY, "-c", HOSTILE_PUBLISHER, sub, str(ATTACK_S * 2), REPO, str(size)])
     try:
         while not os.path.exists(os.path.join(sub, "h.ready")):
             time.sleep(0.05)
-        viewer = subprocess.Popen([PY, "-c", VIEWER, f"ipc://{sub}/h.pub", f"ipc://{sub}/h.ctl", str(ATTACK_S * 2 + 5)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        viewer = subprocess.Popen([PY, "-c", VIEWER, f"ipc://{sub}/h.pub", f"ipc://{sub}/h.ctl", str(ATTACK_S * 2 + 5),
+                                   "busy" if busy else "idle"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         peaks: dict[str, float] = {}
         halt = threading.Event()
         sampler = threading.Thread(target=sample, args=({"viewer": viewer.pid}, halt, peaks))
@@ -535,14 +552,16 @@ def hostile_publisher_case(d: str) -> None:
         halt.set()
         sampler.join()
         alive = viewer.poll() is None
-        viewer.send_signal(signal.SIGINT)
         try:
-            viewer.wait(10)
+            said, _ = viewer.communicate(timeout=ATTACK_S * 2 + 30)  # it closes by itself after the attack
         except subprocess.TimeoutExpired:
             viewer.kill()
-            viewer.wait()
-        RESULTS.append(Result("hostile publisher after a gap (1 MB frames)", "alive" if alive else "died",
-                              time.monotonic() - t0, 0.0, None, peaks.get("viewer", 0.0), "viewer peak in the viewer column"))
+            said, _ = viewer.communicate()
+        sent = open(os.path.join(sub, "h.sent")).read() if os.path.exists(os.path.join(sub, "h.sent")) else "?"
+        cut, buffered, message = (said.strip().split(" ", 2) + ["?", "?", "?"])[:3]
+        RESULTS.append(Result(f"hostile publisher after a gap ({label})", "alive" if alive else "died",
+                              time.monotonic() - t0, 0.0, None, peaks.get("viewer", 0.0),
+                              f"{sent} frames sent; viewer: cut off {cut}x, {buffered} buffered, says {message}"))
         print_row(RESULTS[-1])
     finally:
         if pub.poll() is None:
@@ -552,14 +571,17 @@ def hostile_publisher_case(d: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="run the groups whose name contains this (peers, recording, tensorboard, csv, pipe, tui)")
+    ap.add_argument("--only", help="run the groups whose name contains this (peers, publisher, recording, tensorboard, csv, pipe, tui)")
     args = ap.parse_args()
     sys.path.insert(0, REPO)
     groups: list[tuple[str, Callable[[str], None]]] = [
         ("peers", lambda d: (peer_case("history flood, memory log (8 peers, ipc)", HISTORY_FLOOD, "ctl", d),
                              peer_case("history flood, recorded run (8 peers, ipc)", HISTORY_FLOOD, "ctl", d, record=True),
-                             peer_case("subscription flood (1M topics + one 50 MB)", TOPIC_FLOOD, "pub", d),
-                             hostile_publisher_case(d))),
+                             peer_case("subscription flood (1M topics + one 50 MB)", TOPIC_FLOOD, "pub", d))),
+        ("peers/publisher", lambda d: (hostile_publisher_case(d),
+                                       hostile_publisher_case(d, label="1 MB frames, busy viewer", busy=True),
+                                       hostile_publisher_case(d, 60 * 1024 * 1024, "60 MiB frames"),
+                                       hostile_publisher_case(d, 65 * 1024 * 1024, "65 MiB frames, over the cap"))),
         ("recording", recording_cases),
         ("tensorboard", tensorboard_cases),
         ("csv", csv_cases),

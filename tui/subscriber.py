@@ -25,9 +25,25 @@ POLL_MS = 100
 STALL_AFTER_S = 3.0  # three missed heartbeats (the probe sends one a second)
 HISTORY_RETRY_S = 2.0
 LIVE_BUFFER_LIMIT = 200_000  # live frames held while history loads; past this they are re-read from history
-# ... and at most this many bytes of them: a hostile publisher's big frames after a gap held 4.1 GB (issue 16);
-LIVE_BUFFER_BYTES = 64 * 1024 * 1024  # payload bytes; their decoded frames cost about as much again
-RCVHWM = 100_000
+# ... and at most this many bytes of them: a hostile publisher's big frames after a gap held 4.1 GB (issue 16).
+# Only their bytes are held (decoded again when they are delivered): decoded, a frame can cost several times them.
+LIVE_BUFFER_BYTES = 64 * 1024 * 1024
+# What ZeroMQ itself queues for the reader thread is bounded in bytes too (issue 16 item 9). Its high-water mark
+# counts messages, not bytes: at 100,000 a publisher's big frames could queue gigabytes. No legal frame is larger
+# than wire.MAX_FRAME_BYTES (decode refuses it, and so does a recording), so a message over MAX_MESSAGE_BYTES is
+# never read: ZeroMQ cuts the connection at its size header, before it allocates anything, and the viewer counts
+# that (ClientStatus.cut_off), says so, and connects again. RCVHWM messages wait at most: RCVHWM × MAX_MESSAGE_BYTES
+# bounds the queue (256 MiB). A legal fast run loses nothing by the small mark: the probe's own queue (SNDHWM
+# 10,000) holds what the viewer has not taken yet, and what overflows it is repaired from history.
+MAX_MESSAGE_BYTES = wire.MAX_FRAME_BYTES + 1024  # a frame; the slack is for ZeroMQ's own framing
+LIVE_QUEUE_BYTES = 256 * 1024 * 1024
+RCVHWM = max(2, LIVE_QUEUE_BYTES // MAX_MESSAGE_BYTES)  # 3
+# The control socket gets one history reply at a time (at most HISTORY_MAX_BYTES, or one frame over it), and a
+# retry may cross it: two replies wait at most. Each part is bounded by MAX_MESSAGE_BYTES as above.
+DEALER_RCVHWM = 2
+# After the live connection drops: ZeroMQ starts reconnecting at once when the peer closed it; when ZeroMQ cut
+# it (a message over MAX_MESSAGE_BYTES, or not ZeroMQ) it does not. Wait this long for the first sign of it.
+CUT_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class ClientStatus:
     gaps_repaired: int = 0
     history_missing: int = 0  # frames the probe no longer had (no recording, memory budget exceeded)
     malformed: int = 0  # frames that failed to decode (ignored)
+    cut_off: int = 0  # live connections cut because a message was over MAX_MESSAGE_BYTES (or not ZeroMQ)
     dropped_steps: int = 0  # steps the probe's bounded queue dropped (its heartbeats say): lost for good
     message: str | None = None
 
@@ -108,7 +125,7 @@ class RunClient:
 
     def _configure(self, s: zmq.Socket) -> None:
         s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES + 1024)
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if self.curve:
             s.curve_secretkey = self.curve["secret"]
             s.curve_publickey = self.curve["public"]
@@ -116,7 +133,7 @@ class RunClient:
 
     def _open_sub(self, ctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
         sub = ctx.socket(zmq.SUB)
-        monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
         self._configure(sub)
         sub.setsockopt(zmq.RCVHWM, RCVHWM)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -130,6 +147,7 @@ class RunClient:
         self._monitor: zmq.Socket | None = None
         try:
             self._configure(dealer)
+            dealer.setsockopt(zmq.RCVHWM, DEALER_RCVHWM)
             self._sub, self._monitor = self._open_sub(ctx)
             dealer.connect(self.ctl_endpoint)
             self._loop(ctx, dealer)
@@ -154,7 +172,7 @@ class RunClient:
         poller.register(sub, zmq.POLLIN)
         poller.register(dealer, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
-        self._buffer: dict[int, tuple[dict, bytes]] = {}
+        self._buffer: dict[int, bytes] = {}  # seq → the frame's bytes
         self._buffer_bytes = 0
         self._history_sent_at: float | None = None
         self._last_heard = time.monotonic()
@@ -186,21 +204,46 @@ class RunClient:
                 self._said_done = True  # lets the probe exit without waiting for us
                 self._send(dealer, {"op": "done"})
             if st.state == "live" and now - self._last_heard > STALL_AFTER_S:
-                self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s")
+                self._set(state="stalled", message=f"no frame or heartbeat for {now - self._last_heard:.0f} s"
+                          + (f"; {self._cut_words()}" if st.cut_off else ""))
                 self.wake.set()
 
+    def _cut_words(self) -> str:
+        n = self._status.cut_off
+        cap = MAX_MESSAGE_BYTES // 1024
+        size = f"{cap // 1024} MiB" if cap >= 1024 else f"{cap} KiB"
+        return (f"the live connection was cut off {n} time{'s' if n > 1 else ''}: the run sent a message over "
+                f"the {size} frame limit (or not ZeroMQ), which was not read")
+
     def _on_disconnect(self, monitor: zmq.Socket) -> bool:
-        """True when the live socket's connection dropped."""
-        dropped = False
+        """True when the live socket's connection dropped; counted as cut off when ZeroMQ cut it (see CUT_GRACE_S)."""
+        dropped = retried = False
+        deadline = None
         while True:
             try:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
-                return dropped
+                if not dropped or retried:
+                    break
+                # Dropped with no reconnection under way yet: it follows at once when the peer closed (the same
+                # ZeroMQ thread starts it), never when ZeroMQ cut the connection itself.
+                if deadline is None:
+                    deadline = time.monotonic() + CUT_GRACE_S
+                left = deadline - time.monotonic()
+                if left <= 0 or not monitor.poll(max(1, int(left * 1000))):
+                    break
+                continue
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 dropped = True
                 if self.heard_at is not None:
                     self.heard_at = time.time()
+            elif event["event"] == zmq.EVENT_CONNECT_RETRIED and dropped:
+                retried = True
+        if dropped and not retried:
+            self._set(cut_off=self._status.cut_off + 1)
+            self._set(message=self._cut_words() + "; connecting again")
+            self.wake.set()
+        return dropped
 
     def _request_history(self, dealer: zmq.Socket) -> None:
         self._history_sent_at = time.monotonic()
@@ -281,7 +324,7 @@ class RunClient:
                 continue
             if (seq not in self._buffer and len(self._buffer) < LIVE_BUFFER_LIMIT
                     and self._buffer_bytes + len(payload) <= LIVE_BUFFER_BYTES):
-                self._buffer[seq] = (frame, payload)
+                self._buffer[seq] = payload
                 self._buffer_bytes += len(payload)
             if self._history_sent_at is None:
                 self._set(gaps_repaired=st.gaps_repaired + 1)
@@ -304,10 +347,10 @@ class RunClient:
             if seq > last + 1:
                 self._request_history(dealer)
                 return
-            frame, payload = self._buffer.pop(seq)
+            payload = self._buffer.pop(seq)
             self._buffer_bytes -= len(payload)
             if seq == last + 1:
-                self._deliver(frame, payload)
+                self._deliver(wire.decode(payload, arrays=self.arrays), payload)  # it decoded when it came
 
     def _deliver(self, frame: dict[str, Any], payload: bytes) -> None:
         self._queue.append((frame, payload))

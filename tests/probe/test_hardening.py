@@ -182,3 +182,85 @@ def test_a_hostile_publisher_after_a_gap_cannot_fill_the_viewer(monkeypatch, run
             assert len(client._buffer) < 10
         finally:
             client.close()
+
+
+def test_the_viewers_zeromq_queue_is_bounded_in_bytes():
+    from accmon.probe import wire
+    from accmon.tui import subscriber
+
+    # Every legal frame is read; no message over the cap is; at most RCVHWM of them wait (issue 16 item 9).
+    assert wire.MAX_FRAME_BYTES < subscriber.MAX_MESSAGE_BYTES <= wire.MAX_FRAME_BYTES + 4096
+    assert subscriber.RCVHWM * subscriber.MAX_MESSAGE_BYTES <= subscriber.LIVE_QUEUE_BYTES
+    assert subscriber.DEALER_RCVHWM * subscriber.MAX_MESSAGE_BYTES <= subscriber.LIVE_QUEUE_BYTES
+
+
+def test_a_publisher_sending_a_frame_over_the_cap_is_cut_off_and_counted(monkeypatch, runtime_dir):
+    from accmon.probe import wire
+    from accmon.tui import subscriber
+
+    # A small cap keeps the test light: what ZeroMQ does at 64 MiB it does at 64 KiB. A long grace: a peer that
+    # closes (below) is told from a cut even on a loaded machine.
+    monkeypatch.setattr(subscriber, "MAX_MESSAGE_BYTES", 64 * 1024)
+    monkeypatch.setattr(subscriber, "CUT_GRACE_S", 2.0)
+
+    def steps(seq: int) -> bytes:
+        return wire.encode(wire.envelope("steps", "h", 0, seq, seq, steps=[seq], times=[0.0], cols={"loss": [1.0]}))
+
+    def new_pub() -> zmq.Socket:
+        pub = ctx.socket(zmq.XPUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # each subscription, also one of a topic some connection still has
+        pub.bind(pub_ep)
+        return pub
+
+    def subscribed(pub: zmq.Socket) -> None:
+        while True:  # an unsubscription of the connection that went may come first
+            assert pub.poll(20_000), "the viewer never subscribed"
+            if pub.recv() == b"\x01":
+                return
+
+    def received(client: RunClient, seq: int, frames: list[dict]) -> None:
+        wait_until(lambda: frames.extend(client.drain()) or client.status.last_seq >= seq, f"frame {seq}")
+
+    pub_ep, ctl_ep = f"ipc://{runtime_dir}/h.pub", f"ipc://{runtime_dir}/h.ctl"
+    with zmq_context() as ctx:
+        pub = new_pub()
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(ctl_ep)
+        client = RunClient(pub_ep, ctl_ep).start()
+        frames: list[dict] = []
+        try:
+            ident, body = router.recv_multipart()  # the viewer's history request: nothing yet
+            assert msgpack.unpackb(body)["op"] == "history"
+            router.send_multipart([ident, msgpack.packb({"op": "history", "since": 1, "first_seq": 1, "last_seq": 0,
+                                                         "head_seq": 0, "missing": 0, "more": False})])
+            subscribed(pub)
+            pub.send(steps(1))
+            received(client, 1, frames)
+            # Over the cap: ZeroMQ cuts the connection at the size header, without reading the message.
+            pub.send(wire.encode(wire.envelope("meta", "h", 0, 2, 1, name="x" * 100_000)))
+            wait_until(lambda: client.status.cut_off == 1, "the oversize frame to be cut off")
+            assert "cut off 1 time" in (client.status.message or ""), client.status.message
+            assert "over the 64 KiB frame limit" in client.status.message
+            # The viewer survives and connects again: the next frames reach it (seq 2 was never read: the
+            # viewer sees the gap and asks for history, which this peer answers with what it has).
+            subscribed(pub)
+            pub.send(steps(3))
+            ident, body = router.recv_multipart()
+            assert msgpack.unpackb(body) == {"op": "history", "since": 2}
+            router.send_multipart([ident, msgpack.packb({"op": "history", "since": 2, "first_seq": 3, "last_seq": 3,
+                                                         "head_seq": 3, "missing": 1, "more": False}), steps(3)])
+            received(client, 3, frames)
+            assert client.alive
+            # A peer that closes its socket (a probe making its XPUB anew) is not a cut.
+            pub.close(0)
+            pub = new_pub()
+            subscribed(pub)
+            pub.send(steps(4))
+            received(client, 4, frames)
+            assert client.status.cut_off == 1
+            assert client.status.malformed == 0
+        finally:
+            client.close()
+    assert [f["seq"] for f in frames] == [1, 3, 4]
