@@ -44,7 +44,7 @@ from .app_sources import (
     run_peek,
 )
 from .check import printable
-from .store import AlertBook, Changes, RankData, RankGroup, RunStore, stop_words
+from .store import Changes, RankData, RankGroup, RunStore, as_of_step, stop_words
 from .widgets import (
     AlertTable,
     ChartSpec,
@@ -454,12 +454,9 @@ class AccmonApp(App[int]):
         if new.rules == "done" and old.rules != "done":
             final = getattr(self.source, "final_alerts", None)
             if final is not None:
-                # Today's diagnosis of the whole file replaces what was recorded and streamed so far.
-                book = AlertBook()
-                for a in final:
-                    book.update(a)
-                book.version = self.store.alerts.version + 1
-                self.store.alerts = book
+                # Today's diagnosis of the whole file replaces what was recorded and streamed so far (each alert
+                # keeps the updates seen of it: the replay shows it as it stood at the playhead).
+                self.store.alerts = self.store.alerts.replaced_by(final)
                 self._drawn.pop("alerts", None)
         if new.message and new.message != old.message and new.message.startswith("re-attached") and self._restarted:
             self.say(new.message)
@@ -693,7 +690,8 @@ class AccmonApp(App[int]):
         items = self.visible_alerts()
         # With no alert selected the pane says how the run stands (a clean finish): its state is in the key too.
         key = (self.store.alerts.version, len(items), self.current_theme.dark, self.store.status(),
-               self._status.loaded, self._status.state, self.head is None)
+               self._status.loaded, self._status.state, self.head is None,
+               tuple(as_of_step(a) for _, a in items))  # replay: which update of each alert the playhead shows
         if not force and key == self._drawn.get("alerts"):
             return
         self._drawn["alerts"] = key
@@ -709,21 +707,28 @@ class AccmonApp(App[int]):
         dark = self.current_theme.dark
         if alert is None:
             return self._no_alert_text(dark)
+        as_of = None
+        head = self.head_step() if self.replay and self.head is not None else None
+        if head is not None:
+            # The alert as it stood at the playhead: its update as of then, not its newest (issue 21 item 9).
+            key = (alert.get("id"), alert.get("rank") or 0, str(alert.get("cause", "")))
+            alert = self.store.alerts.at(key, head) or alert
+            if as_of_step(alert) > head:  # even its first update is from after the playhead: say so
+                as_of = (as_of_step(alert), head)
         causes = []
         if alert.get("id") in SYMPTOMS:
             up_to = self.head_step() if self.replay and self.head is not None else None
-            causes = [a for a in self.alert_order() if a.get("id") not in SYMPTOMS and a is not alert
+            causes = [a for a in self.alert_order() if a.get("id") not in SYMPTOMS and a.get("id") != alert.get("id")
                       and (up_to is None or a.get("step", 0) <= up_to)
                       and a.get("step", 0) <= max(alert.get("step", 0), alert.get("last_step") or 0)]
+            if up_to is not None:  # each cause as it stood at the playhead too
+                causes = [self.store.alerts.at((c.get("id"), c.get("rank") or 0, str(c.get("cause", ""))), up_to) or c
+                          for c in causes]
         kinds = {}
         model = self.store.facts.get("model")
         if isinstance(model, dict) and isinstance(model.get("layers"), list):
             kinds = {str(layer.get("name")): str(layer.get("kind")) for layer in model["layers"]
                      if isinstance(layer, dict) and layer.get("kind")}
-        as_of = None
-        head = self.head_step() if self.replay and self.head is not None else None
-        if head is not None and isinstance(alert.get("last_step"), int) and alert["last_step"] > head:
-            as_of = (alert["last_step"], head)
         return alert_detail(alert, dark, causes=causes[:4], layer_kinds=kinds, as_of=as_of)
 
     def _no_alert_text(self, dark: bool) -> Text:

@@ -326,19 +326,24 @@ def test_sampled_statistics_are_drawn_joined_and_say_so(demo_recording):
     run(go())
 
 
-def test_an_alert_updated_after_the_playhead_says_its_numbers_are_from_later(demo_recording):
-    # Issue 21 item 9: at step 16 the detail showed step-77 numbers as if they were the run's at step 16.
+def test_an_alert_updated_after_the_playhead_shows_its_update_as_of_the_playhead(demo_recording):
+    # Issue 21 item 9: at step 16 the detail showed step-77 numbers as if they were the run's at step 16. The
+    # store keeps each alert's updates: the detail shows the one as of the playhead (tests/tui/test_replay_as_of.py),
+    # and says so when even the first is from later.
     async def go():
         app = replay_app(demo_recording("fault_lr_too_high"))
         async with app.run_test(size=(160, 48)) as pilot:
             await loaded(app, pilot)
-            nan = next(a for a in app.store.alerts.by_key.values() if a["id"] == "nan_loss")
+            key, nan = next((k, a) for k, a in app.store.alerts.by_key.items() if a["id"] == "nan_loss")
             assert nan["last_step"] > nan["step"]
             app.select_alert(nan)
             await pilot.pause()
             assert app.head_step() == nan["step"]
+            # The probe raised it once its evidence was in (a flush later), and it was not updated after: its first
+            # update is from after its step, and the detail says so.
+            assert app.store.alerts.at(key, nan["step"]) is nan
             text = app.detail(nan).plain
-            assert f"as of step {nan['last_step']}, its latest update (the playhead is at step {nan['step']})" in text
+            assert f"as of step {nan['last_step']}, its first update (the playhead is at step {nan['step']})" in text
             await pilot.press("end")
             assert "as of step" not in app.detail(nan).plain
     run(go())

@@ -132,7 +132,8 @@ def alert_detail(alert: dict[str, Any] | None, dark: bool = True, *, causes: lis
                  as_of: tuple[int, int] | None = None) -> Text:
     """One alert, in the order a person acts on it: what is wrong, the fix, the likely cause among the other
     alerts (for a symptom), then why and the evidence. `empty`: what to say when no alert is selected.
-    `as_of` (replay): (the step its text and numbers are from, the playhead) when the first is later."""
+    `as_of` (replay): (the step its text and numbers are from, the playhead) when the first is later: the
+    alert's first update is from after the playhead."""
     pal = palette(dark)
     dim = Style(color=pal.dim)
     if alert is None:
@@ -154,8 +155,8 @@ def alert_detail(alert: dict[str, Any] | None, dark: bool = True, *, causes: lis
         when += f", rank {alert.get('rank')}"
     t.append(when + "\n", style=dim)
     if as_of is not None:
-        # A recording keeps an alert's newest text and evidence only: say so when the playhead is before it.
-        t.append(f"text and numbers as of step {as_of[0]}, its latest update (the playhead is at step {as_of[1]})\n",
+        # The detail shows the alert's update as of the playhead; when even its first is from later, say so.
+        t.append(f"text and numbers as of step {as_of[0]}, its first update (the playhead is at step {as_of[1]})\n",
                  style=Style(color=pal.severity["warning"]))
     t.append("\n")
     if alert.get("fix"):
