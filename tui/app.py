@@ -44,7 +44,7 @@ from .app_sources import (
     run_peek,
 )
 from .check import printable
-from .store import Changes, RankData, RankGroup, RunStore, as_of_step, stop_words
+from .store import Changes, RankData, RankGroup, RunStore, alert_message, as_of_step, stop_words
 from .widgets import (
     AlertTable,
     ChartSpec,
@@ -652,7 +652,7 @@ class AccmonApp(App[int]):
         if cur is None or _alert_ident(cur) not in {_alert_ident(a) for a in items}:
             cur = max(items, key=lambda a: (SEVERITY_RANK.get(str(a.get("severity", "info")), 0),
                                             -CAUSE_ORDER.get(str(a.get("id")), 99), -a.get("step", 0)))
-        key = (_alert_ident(cur), cur.get("message"), len(items), self.current_theme.dark, self.size.width)
+        key = (_alert_ident(cur), alert_message(cur), len(items), self.current_theme.dark, self.size.width)
         if key == self._drawn.get("banner") and banner.display:
             return
         self._drawn["banner"] = key
@@ -663,7 +663,7 @@ class AccmonApp(App[int]):
         t.append_text(severity_text(cur, self.current_theme.dark))
         t.append(f" {cur.get('id')}", style=Style(bold=True))
         t.append(f" @{cur.get('step')}: ", style=Style(color=pal.dim))
-        t.append(str(cur.get("message", "")))
+        t.append(alert_message(cur))
         more = len(items) - 1
         t.append(f"  · {more} more: n/p" if more else "  ", style=Style(color=pal.dim))
         t.append(" · 5: details", style=Style(color=pal.dim))

@@ -21,7 +21,7 @@ from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingError, RecordingReader
 
 from .importers import LogError, load_log
-from .store import clean_stop, interrupted_exit, stop_words
+from .store import alert_message, clean_stop, interrupted_exit, stop_words
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -362,7 +362,7 @@ def format_alert(a: dict[str, Any]) -> str:
     sev = str(a.get("severity", "info")).upper()
     state = " (cleared)" if a.get("state") == "cleared" else ""
     rank = f" rank {a['rank']}" if a.get("rank") not in (None, 0) else ""
-    return printable(f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {a.get('message')} — fix: {a.get('fix')}")
+    return printable(f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {alert_message(a)} — fix: {a.get('fix')}")
 
 
 def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: TextIO) -> None:

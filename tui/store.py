@@ -681,6 +681,17 @@ def as_of_step(alert: dict[str, Any]) -> int:
     return -1
 
 
+def alert_message(alert: dict[str, Any]) -> str:
+    """An alert's message as every view shows it. A cleared alert keeps the message of its last active update,
+    which reads as if it still held ("accuracy is stuck at chance"): it is bounded in time instead, "until step
+    207: accuracy is stuck at chance …", beside its "(cleared)" label."""
+    message = str(alert.get("message", ""))
+    if alert.get("state") != "cleared":
+        return message
+    at = alert.get("cleared_step")
+    return f"until step {at}: {message}" if isinstance(at, int) and not isinstance(at, bool) else f"earlier: {message}"
+
+
 def clean_stop(stopped: Any) -> dict[str, Any] | None:
     """An end frame's `stopped` ({"by", "reason", "step"}: who stopped a run that did not crash), as the viewer and
     `check` show it: known fields of known types, whatever a recording or a peer holds; None when there is none."""

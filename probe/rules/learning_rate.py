@@ -18,6 +18,16 @@ from .thresholds import FLAT_ACC_LOW, LR_HIGH_RATIO, LR_LOW_RATIO, LR_REGRESS_FA
 SAMPLES = 5
 
 
+def step_size(ratio: float) -> str:
+    """‖Δw‖/‖w‖ in words a person reads at a glance: '12% of their size', '250% of their size', '58× their size',
+    'over 1,000× their size' (a diverged run's 587,913 read '58791396% of their size')."""
+    if ratio != ratio:
+        return "a share of their size that is not a number"
+    if not ratio < 10:  # inf included: past any size worth a number
+        return "over 1,000× their size" if not ratio < 1000 else f"{ratio:.0f}× their size"
+    return f"{ratio:.1%} of their size" if ratio < 0.1 else f"{ratio:.0%} of their size"
+
+
 def update_ratios(st: RunState, now: int) -> tuple[float | None, dict[str, float]]:
     """(overall ‖Δw‖/‖w‖, per layer), medians of recent finite samples."""
     overall = st.recent("update_ratio", now, SAMPLES)
@@ -100,12 +110,12 @@ class LrTooHigh(Rule):
                     "threshold": LR_HIGH_RATIO, **h.evidence()}
         if layers:
             evidence["layers"] = {k: num(v) for k, v in layers.items()}
-        if regressed and not high and not h.diverging:
+        if regressed and not high and not h.diverging and ratio is not None:  # regressed: ratio is known
             evidence.update(loss_best=num(h.loss_best), regress_factor=LR_REGRESS_FACTOR)
-            what = (f"the loss came down to {h.loss_best:.4g}, then climbed back to {h.loss_now:.4g}, with steps of "
-                    f"{ratio:.1%} of the weights")
+            what = (f"the loss came down to {h.loss_best:.4g}, then climbed back to {h.loss_now:.4g}, with steps "
+                    f"changing the weights by {step_size(ratio)}")
         elif ratio is not None:
-            what = f"each step changes the weights by {ratio:.0%} of their size"
+            what = f"each step changes the weights by {step_size(ratio)}"
         else:
             what = "the loss is diverging"
         lr_text = f" (lr {lr:.3g})" if lr is not None else ""

@@ -199,6 +199,17 @@ def test_large_updates_and_a_diverging_loss():
     assert "lower the learning rate" in a["fix"] and "(lr 3)" in a["fix"]
 
 
+@pytest.mark.parametrize("ratio, words", [(587913.96, "by over 1,000× their size"), (58.3, "by 58× their size"),
+                                          (0.6, "by 60% of their size")])
+def test_the_size_of_the_updates_reads_at_a_glance(ratio, words):
+    # Issue 21 item 12: a diverged run read "each step changes the weights by 58791396% of their size".
+    big = {"update_ratio": constant(ratio), "lr": lambda s, v: 3.0,
+           "loss": lambda s, v: v if s < 100 else v * (1 + (s - 100) / 20)}
+    a = run(Sim(steps=300, overrides=big))[0]["lr_too_high"]
+    assert f"each step changes the weights {words}" in a["message"], a["message"]
+    assert "%" not in a["message"] or ratio < 10
+
+
 def test_large_updates_while_stuck_at_chance():
     a = run(Sim(steps=300, overrides=stuck(update_ratio=constant(0.4))))[0]["lr_too_high"]
     assert a["step"] <= 112

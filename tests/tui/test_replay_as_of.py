@@ -11,7 +11,7 @@ from tests.tui.test_app_replay import replay_app
 
 def _update(seq: int, last_step: int, ratio: float, **extra) -> dict:
     a = alert(seq, "lr_too_high", 400, "warning", last_step=last_step, **extra)
-    a["alert"]["message"] = f"each step changes the weights by {ratio:g}× of their size"
+    a["alert"]["message"] = f"each step changes the weights by {ratio:g}× their size"
     a["alert"]["evidence"] = {"update_ratio": ratio, "window": 50}
     return a
 
@@ -41,7 +41,7 @@ def test_the_detail_and_table_show_the_alerts_update_as_of_the_playhead(tmp_path
                 shown = next(iter(table.alerts.values()))
                 assert shown["evidence"]["update_ratio"] == float(ratio) and shown["state"] == state, (at, shown)
                 text = app.detail(table.selected_alert()).plain
-                assert f"update_ratio: {ratio}" in text and f"by {ratio}× of their size" in text, (at, text)
+                assert f"update_ratio: {ratio}" in text and f"by {ratio}× their size" in text, (at, text)
                 assert f"({state})" in text and "as of step" not in text
                 # Whatever dict the caller holds (the newest, from n/p), the detail is as of the playhead.
                 newest = next(iter(app.store.alerts.by_key.values()))

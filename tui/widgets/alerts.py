@@ -9,6 +9,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
 
+from ..store import alert_message
 from . import fmt
 from .palette import palette
 
@@ -91,7 +92,7 @@ class AlertTable(DataTable):
             aid += f" r{rank}"
         step = alert.get("step", -1)
         return (severity_glyph(alert, dark), Text(str(step), style=style), Text(aid, style=style),
-                Text(str(alert.get("message", "")), style=style))
+                Text(alert_message(alert), style=style))
 
     def selected_alert(self) -> dict[str, Any] | None:
         if not self.row_count:
@@ -145,7 +146,7 @@ def alert_detail(alert: dict[str, Any] | None, dark: bool = True, *, causes: lis
     t.append(f"  {alert.get('id', '?')}", style=Style(bold=True))
     state = alert.get("state", "active")
     t.append(f"  ({state})\n", style=dim)
-    t.append(str(alert.get("message", "")) + "\n")
+    t.append(alert_message(alert) + "\n")
     when = f"began at step {alert.get('step')}"
     if alert.get("last_step") not in (None, alert.get("step")):
         when += f", last seen at step {alert.get('last_step')}"
