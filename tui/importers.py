@@ -30,7 +30,7 @@ import os
 import re
 import time
 from array import array
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Iterable, Iterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,6 +295,11 @@ def _number(text: str) -> float | None:
 
 # Steps beyond this cannot be a training step (and int64 holds them on the wire): such a row is skipped.
 MAX_STEP = 2**53
+# A CSV log's columns that accmon reads, at most (a viewer keeps at most 20,000 series of a rank); columns it
+# does not read are never stored, and named in info["ignored"] up to MAX_IGNORED_NAMED, then counted in one
+# entry. A hostile 3.9 MB header of 200,000 columns took 135 MB and 6.6 s to load (issue 16 item 9).
+MAX_CSV_COLUMNS = 10_000
+MAX_IGNORED_NAMED = 1_000
 
 
 def _load_csv(path: str) -> Table | None:
@@ -315,11 +320,24 @@ def _load_csv(path: str) -> Table | None:
                 else:
                     return None
                 mtime = os.path.getmtime(path)
-                columns: dict[str, Series] = {h: Series(h, array("q"), array("d"), array("d"))
-                                              for i, h in enumerate(header) if i != step_col}
+                # Only the columns accmon reads are stored: what map_tag leaves out is only ever named.
+                mappings: dict[str, Mapping | str] = {}
+                read: list[int] = []
+                for i, h in enumerate(header):
+                    if i == step_col:
+                        continue
+                    if h not in mappings:
+                        mappings[h] = map_tag(h)
+                    if isinstance(mappings[h], Mapping):
+                        read.append(i)
+                left_out, read = read[MAX_CSV_COLUMNS:], read[:MAX_CSV_COLUMNS]
+                columns: dict[str, Series] = {}
+                for i in read:
+                    columns.setdefault(header[i], Series(header[i], array("q"), array("d"), array("d")))
+                kept = [(i, columns[header[i]]) for i in read]
                 # Row by row, never the whole file in lists of strings (a 59 MB file held 1.9 GB that way).
                 for row in reader:
-                    _add_csv_row(row, header, step_col, columns, mtime)
+                    _add_csv_row(row, step_col, kept, mtime)
             except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a NUL byte...
                 raise LogError(f"{path}: line {reader.line_num}: not a readable CSV log ({exc})") from None
     except UnicodeDecodeError:
@@ -330,37 +348,43 @@ def _load_csv(path: str) -> Table | None:
     if name == "metrics":  # Lightning: lightning_logs/version_3/metrics.csv
         name = _run_name(path, os.path.dirname(os.path.abspath(path)))
     table = Table(fmt, os.path.abspath(path), name, framework=framework, times="file mtime")
+    unread = [h for h, m in mappings.items() if not isinstance(m, Mapping)]
+    for h in unread[:MAX_IGNORED_NAMED]:
+        table.ignored[h] = str(mappings[h])
+    if len(unread) > MAX_IGNORED_NAMED:
+        table.ignored[f"{len(unread) - MAX_IGNORED_NAMED} more columns"] = "not metrics accmon reads (not all named)"
+    if left_out:
+        table.ignored[f"{header[left_out[0]]} and {len(left_out) - 1} columns after it"] = \
+            f"over the {MAX_CSV_COLUMNS:,} columns read from a CSV log"
     candidates = []
     for h, s in columns.items():
+        m = mappings[h]
         if not s.steps:
             table.ignored[h] = "no numeric values"
-            continue
-        m = map_tag(h)
-        if isinstance(m, Mapping):
+        elif isinstance(m, Mapping):
             candidates.append((h, m, s))
-        else:
-            table.ignored[h] = m
     choose(table, candidates)
     if fmt == "keras-csv" and "epoch" not in table.series:
-        steps = sorted({st for s in columns.values() for st in s.steps})
-        table.series["epoch"] = Series("epoch", steps, [float(x) for x in steps], [mtime] * len(steps))
+        steps = _union_steps(columns.values())
+        table.series["epoch"] = Series("epoch", _array("q", steps), _array("d", steps.astype(np.float64)),
+                                       _array("d", np.full(len(steps), mtime)))
         table.mapped["epoch"] = "epoch"
     return table
 
 
-def _add_csv_row(row: list[str], header: list[str], step_col: int, columns: dict[str, Series], mtime: float) -> None:
+def _add_csv_row(row: list[str], step_col: int, kept: list[tuple[int, Series]], mtime: float) -> None:
+    """One row's values into the series of the columns read (`kept`: column index, its series)."""
     if not row:
         return
     step = _number(row[step_col]) if step_col < len(row) else None
     if step is None or not math.isfinite(step) or not 0 <= step < MAX_STEP:
         return  # a row with no step (or none a run can have) cannot be placed
-    for i, h in enumerate(header):
-        if i == step_col or i >= len(row):
-            continue
+    for i, s in kept:
+        if i >= len(row):
+            break  # columns are read in order
         v = _number(row[i])
         if v is None:
             continue
-        s = columns[h]
         s.steps.append(int(step))
         s.values.append(v)
         s.times.append(mtime)
@@ -413,10 +437,11 @@ def frames(table: Table) -> Iterator[dict[str, Any]]:
         columns[name] = (col, has)
         np.fmax.at(step_time, idx, ts)
     fallback = os.path.getmtime(table.path) if os.path.exists(table.path) else time.time()
-    times = np.where(np.isfinite(step_time), step_time, fallback).tolist()
-    steps = all_steps.tolist()
+    # Kept in numpy and made lists one frame at a time: a list of every step and one of every time cost ~70 bytes
+    # a step more (issue 16 item 9).
+    times = np.where(np.isfinite(step_time), step_time, fallback)
     run_id = "import-" + hashlib.sha1(table.path.encode()).hexdigest()[:8]
-    started = min(times, default=fallback)
+    started = float(times.min()) if n else fallback
     seq = 0
 
     def frame(kind: str, step: int, t: float, **body: Any) -> dict[str, Any]:
@@ -433,8 +458,9 @@ def frames(table: Table) -> Iterator[dict[str, Any]]:
     if table.framework:
         facts["framework"] = table.framework
     yield frame("facts", -1, started, facts=facts)
-    for i in range(0, len(steps), STEPS_PER_FRAME):
-        chunk = steps[i:i + STEPS_PER_FRAME]
+    for i in range(0, n, STEPS_PER_FRAME):
+        chunk: list[int] = all_steps[i:i + STEPS_PER_FRAME].tolist()
+        chunk_times: list[float] = times[i:i + len(chunk)].tolist()
         cols: dict[str, list] = {}
         for name in names:
             col, has = columns[name]
@@ -447,16 +473,37 @@ def frames(table: Table) -> Iterator[dict[str, Any]]:
             if name == "epoch":
                 values = [int(v) if v is not None and math.isfinite(v) else v for v in values]
             cols[name] = values
-        yield frame("steps", chunk[-1], times[i + len(chunk) - 1], steps=chunk, times=times[i:i + len(chunk)], cols=cols)
-    last = steps[-1] if steps else -1
-    yield frame("end", last, times[-1] if times else started, status="finished", error=None, total_steps=len(steps))
+        yield frame("steps", chunk[-1], chunk_times[-1], steps=chunk, times=chunk_times, cols=cols)
+    last = int(all_steps[-1]) if n else -1
+    yield frame("end", last, float(times[-1]) if n else started, status="finished", error=None, total_steps=n)
 
 
 def info(table: Table) -> dict[str, Any]:
     """What `load_log` found, for the command to show: format, run name, tags used and not, other runs."""
     return {"format": table.fmt, "path": table.path, "name": table.name, "framework": table.framework,
             "mapped": dict(table.mapped), "ignored": dict(table.ignored), "others": list(table.others),
-            "times": table.times, "steps": len({st for s in table.series.values() for st in s.steps if st >= 0})}
+            "times": table.times, "steps": _distinct_steps(table)}
+
+
+def _distinct_steps(table: Table) -> int:
+    """How many steps the table holds."""
+    return int(np.count_nonzero(_union_steps(table.series.values()) >= 0))
+
+
+def _union_steps(series: Iterable[Series]) -> np.ndarray:
+    """Every step of the series, once each, in order. In numpy (a set of every step cost ~60 bytes a step; issue
+    16 item 9), one series at a time (a copy of all of them at once cost as much as the set)."""
+    seen = np.zeros(0, dtype=np.int64)
+    for s in series:
+        st = np.frombuffer(s.steps, dtype=np.int64) if isinstance(s.steps, array) else np.asarray(s.steps, dtype=np.int64)
+        seen = np.union1d(seen, np.unique(st))
+    return seen
+
+
+def _array(typecode: str, values: np.ndarray) -> array:
+    out = array(typecode)
+    out.frombytes(values.tobytes())
+    return out
 
 
 def detect(path: str) -> str | None:
@@ -495,8 +542,10 @@ def load_log(path: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]] | Non
         table = csv_table
         table.others = others
     if not table.series:
+        found = sorted(table.ignored)
         raise LogError(f"{path}: no metric accmon reads (loss, accuracy, learning rate...); found "
-                       + (", ".join(sorted(table.ignored)) or "no scalars"))
+                       + (", ".join(found[:20]) + (f" and {len(found) - 20} more" if len(found) > 20 else "")
+                          or "no scalars"))
     return info(table), frames(table)
 
 
