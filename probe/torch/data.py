@@ -62,6 +62,17 @@ def loader_key(it: Any) -> int:
     return id(getattr(it, "_dataset", it))
 
 
+def source_signature(it: Any) -> tuple[str, int | None]:
+    """What a training loader draws from, as far as it can be told without reading data: the data set's type and
+    size. A data set rebuilt each epoch over the same data keeps it; a new data set for a new phase rarely does."""
+    ds = getattr(it, "_dataset", None)
+    try:
+        n = len(ds) if ds is not None else None
+    except Exception:
+        n = None
+    return (type(ds).__name__, n)
+
+
 def describe(it: Any) -> dict[str, Any]:
     """shuffled and batch_size as far as the loader's sampler tells them."""
     out: dict[str, Any] = {"shuffled": None}

@@ -64,6 +64,16 @@ DEFER_STEP_S = 0.005
 UPDATE_BYTES = 64 * 1024 * 1024
 # Optimizer steps in a row on gradients never zeroed before the probe says so (a fact; the rules decide).
 NOT_ZEROED_STEPS = 32
+# Parameters of the primary optimizer that had no gradient, checked per step for one (a layer unfrozen, a new head
+# trained): at most this many per step, round robin (a frozen body of a large model holds hundreds).
+GRADLESS_CHECK = 64
+# Steps in a row whose training loss is another callable (or a loss module configured otherwise) before it is
+# taken as the run's loss from then on, and a new phase begins.
+LOSS_SWITCH_STEPS = 2
+# Every this many steps (at fixed step numbers, whatever the cadence) the probe looks at which of the primary
+# optimizer's parameters have a gradient: parameters that lost theirs (a layer frozen, a module replaced in the model
+# and not given to the optimizer) start a phase. Each parameter does so once (a branch taken on some steps only).
+LOST_CHECK_EVERY = 8
 
 _perf = time.perf_counter
 _compiling = torch.compiler.is_compiling
@@ -206,6 +216,22 @@ class TorchProbe:
         self.last_grad: weakref.ref | None = None
         self.not_zeroed = 0  # id(optimizer) -> its steps since the primary's last
         self.loss_module: nn.Module | None = None  # the loss module of the first training loss call, for its facts
+        # Phases (docs/rules.md): the primary optimizer's group count and its parameters that had no gradient;
+        # the training loss's configuration and what stood in for it this step.
+        self.primary_groups = 0
+        self.gradless: list[torch.Tensor] = []
+        self.gradless_cursor = 0
+        self.with_grad: set[int] | None = None  # indices of the primary's parameters with a gradient at the last look
+        self.lost_once: set[int] = set()
+        self.loss_sig: Any = None  # configuration of the loss module being called (set around _loss)
+        self.primary_sig: Any = None
+        self.primary_seen = False
+        self.other_loss: tuple[L.LossSpec, Any, Any] | None = None
+        self.other_loss_steps = 0
+        self.other_loss_from = 0
+        self.loss_sigs: set[Any] = set()
+        self.loss_gen = 0  # which loss the facts being taken are for (a new one takes over: +1)
+        self.data_sig: Any = None
 
     # ==== guards ==============================================================================================
     def _fail(self, part: str, exc: BaseException) -> None:
@@ -438,8 +464,15 @@ class TorchProbe:
         ignore = getattr(module, "ignore_index", None)
         self.loss_module = module if not self.first_train_loss_seen else None
         # Keyed by kind, not by module: scripts that build `nn.CrossEntropyLoss()` afresh every step are common.
-        self._loss(spec, spec.kind, inp, target, output, ignore, getattr(module, "reduction", None), "module")
-        self.loss_module = None
+        # Its configuration (not its identity) tells a new loss module of the same kind: class weights added, a
+        # label smoothing changed (a phase of its own).
+        self.loss_sig = (spec.kind, getattr(module, "label_smoothing", None), getattr(module, "weight", None) is None,
+                         getattr(module, "pos_weight", None) is None, getattr(module, "reduction", None))
+        try:
+            self._loss(spec, spec.kind, inp, target, output, ignore, getattr(module, "reduction", None), "module")
+        finally:
+            self.loss_module = None
+            self.loss_sig = None
 
     def on_functional_loss(self, spec: L.LossSpec, args: tuple, kwargs: dict, output: Any) -> None:
         """A `torch.nn.functional` loss was called outside any loss module."""
@@ -505,12 +538,22 @@ class TorchProbe:
             return
         if self.val_parts:
             self._end_val()
+        sig = self.loss_sig if self.loss_sig is not None else key
         if self.primary_loss is None:
             self.primary_loss = key
             self.loss_spec = spec
             self.rule = spec.rule if spec.classifies else None
+            self.primary_sig = sig
+            self.loss_sigs.add(sig)
         elif key != self.primary_loss:
-            return  # a second loss (an auxiliary head): the primary one speaks for the step
+            # A second loss (an auxiliary head): the primary one speaks for the step. A step with this one and
+            # not the primary is counted: from LOSS_SWITCH_STEPS in a row it is the run's loss (_end_step).
+            self.other_loss = (spec, key, sig)
+            return
+        if sig == self.primary_sig:
+            self.primary_seen = True
+        else:
+            self.other_loss = (spec, key, sig)  # the same kind, configured otherwise: recorded, and counted
         if self.primary_opt is None:
             # No torch.optim optimizer (yet): a manual update loop, or micro-batches before the first step, or
             # a forgotten optimizer.step(). After LOSS_STEPS_AFTER loss calls, each loss call is a step.
@@ -529,6 +572,9 @@ class TorchProbe:
         if not self.first_train_loss_seen:
             self.first_train_loss_seen = True
             self._loss_facts(spec, inp, target, ignore, reduction, via)
+            if self.sent_host_facts:  # a new loss (a new phase): its facts replace the old loss's
+                keys = ("loss", "task", "num_classes", "predictions", "targets", "batch_size")
+                self.run.set_facts(**{k: self.facts[k] for k in keys if k in self.facts})
         rule = self.rule
         if rule is None:
             return
@@ -677,7 +723,7 @@ class TorchProbe:
             options, weights = _loss_options(self.loss_module)
             f["loss"].update(options)
             for key, w in weights.items():
-                self.cur.add(C.FactsDecoder(self._weight_facts), w, key)
+                self.cur.add(C.FactsDecoder(self._weight_facts), w, (key, self.loss_gen))
         task = L.task_of(spec, tuple(inp.shape), tuple(target.shape))
         if task is not None:
             f["task"] = task
@@ -691,8 +737,9 @@ class TorchProbe:
         # model's own output. A functional activation inside forward() leaves this unknown; the values tell.
         if self.root_out is not None and inp is self.root_out():
             self.output_module = self.root_out_module
-        self.cur.add(C.FactsDecoder(self._target_facts), C.target_facts_part(target, inp), None)
-        self.cur.add(C.FactsDecoder(self._output_facts), C.output_facts_part(inp), None)
+        # Tagged with the loss they were taken for: they come home with a flush, maybe after a new loss took over.
+        self.cur.add(C.FactsDecoder(self._target_facts), C.target_facts_part(target, inp), self.loss_gen)
+        self.cur.add(C.FactsDecoder(self._output_facts), C.output_facts_part(inp), self.loss_gen)
 
     def _step_begins(self) -> None:
         """The first training forward (or loss) of a step. The last finished step's row was kept back so that a
@@ -739,6 +786,9 @@ class TorchProbe:
                     self.others_since_primary.clear()
                 try:
                     self._check_zeroed(opt)
+                    if (self.gradless or len(opt.param_groups) != self.primary_groups
+                            or (self.step + 1) % LOST_CHECK_EVERY == 0):
+                        self._check_params(opt)
                 except Exception as exc:
                     self._fail("optimizer", exc)
                     return None
@@ -750,6 +800,7 @@ class TorchProbe:
                     self.primary_opt = primary = weakref.ref(opt)
                     self.others_since_primary.clear()
                     self._new_phase("a new optimizer took over")
+                    self._watch_params(opt)
         if (not (self.grads_now or self.deep_now or self.val_parts) and primary is not None
                 and primary() is not None and opt in self.opt_states):
             return None  # a known optimizer on a step that samples nothing: nothing to do before it steps
@@ -762,6 +813,7 @@ class TorchProbe:
                 self._new_phase("a new optimizer replaced the old one")
             if self.primary_opt is None or self.primary_opt() is None:
                 self.primary_opt = weakref.ref(opt)
+                self._watch_params(opt)
                 if self.facts.get("pending_loss_calls"):
                     self.facts["pending_loss_calls"] = 0  # it steps after all
                     self.run.set_facts(pending_loss_calls=0)
@@ -780,6 +832,60 @@ class TorchProbe:
             self._fail("optimizer", exc)
         self.spent += _perf() - t0
         return None
+
+    def _watch_params(self, opt: torch.optim.Optimizer) -> None:
+        """The primary optimizer's parameter groups, and which of its parameters have no gradient at its first step
+        (frozen layers): one that gets a gradient later is a layer unfrozen or a head trained from then on."""
+        self.primary_groups = len(opt.param_groups)
+        self.gradless = [p for g in opt.param_groups for p in g["params"] if p.grad is None]
+        self.gradless_cursor = 0
+        self.with_grad = None
+        self.lost_once = set()
+
+    def _check_params(self, opt: torch.optim.Optimizer) -> None:
+        """Each step of the primary optimizer: a parameter group added (a replaced or new module trained under the
+        same optimizer: `opt.add_param_group`), or parameters that had no gradient receiving one (a layer
+        unfrozen, a head that starts training), begins a new phase. A length compared, and at most GRADLESS_CHECK
+        references tested, per step."""
+        n = len(opt.param_groups)
+        if n != self.primary_groups:
+            added = n > self.primary_groups
+            new = [p for g in opt.param_groups[self.primary_groups:] for p in g["params"]] if added else []
+            self.primary_groups = n
+            self.gradless.extend(p for p in new if p.grad is None)
+            if added and self.step >= 0:
+                self._new_phase("a parameter group joined the optimizer (a new or replaced module trained)",
+                                refresh=True)
+        if (self.step + 1) % LOST_CHECK_EVERY == 0:
+            self._check_lost(opt)
+        gradless = self.gradless
+        if not gradless:
+            return
+        if len(gradless) <= GRADLESS_CHECK:
+            woke = any(p.grad is not None for p in gradless)
+        else:  # round robin: every parameter is looked at within ceil(n / GRADLESS_CHECK) steps
+            c = self.gradless_cursor % len(gradless)
+            self.gradless_cursor = c + GRADLESS_CHECK
+            woke = any(p.grad is not None for p in gradless[c:c + GRADLESS_CHECK])
+        if woke:
+            self.gradless = [p for p in gradless if p.grad is None]
+            if self.step >= 0:
+                self._new_phase("parameters that had no gradient receive one (a layer unfrozen or a new head "
+                                "trained)", refresh=True)
+
+    def _check_lost(self, opt: torch.optim.Optimizer) -> None:
+        """Parameters of the primary optimizer that had a gradient at the last look and have none now: a layer
+        frozen, or a module replaced in the model and not given to the optimizer (which then updates what the model no
+        longer holds). A new phase, and the model and optimizer facts taken again (what the optimizer covers)."""
+        now = {i for i, p in enumerate(p for g in opt.param_groups for p in g["params"]) if p.grad is not None}
+        before, self.with_grad = self.with_grad, now
+        if before is None or before <= now:
+            return
+        lost = before - now - self.lost_once
+        self.lost_once |= before - now
+        if lost and self.step >= 0:
+            self._new_phase("parameters of the optimizer no longer receive a gradient (a layer frozen, or a module "
+                            "replaced)", refresh=True)
 
     def _check_zeroed(self, opt: torch.optim.Optimizer) -> None:
         """The primary optimizer's first gradient is the very tensor of its last step, and no zero_grad() ran
@@ -967,6 +1073,12 @@ class TorchProbe:
                 if self.step_samples:
                     s["samples_per_s"] = self.step_samples / dt
         self._note_loader()
+        if self.other_loss is not None and not self.primary_seen:
+            self._loss_switch(step)
+        elif self.other_loss_steps:
+            self.other_loss_steps = 0
+        self.primary_seen = False
+        self.other_loss = None
         if self.epoch_known:
             s["epoch"] = self.epoch
         self.ledger.append(row)
@@ -1027,22 +1139,57 @@ class TorchProbe:
         if key not in self.train_loaders:
             self.train_loaders.add(key)
             self.epoch_known = True
-            if len(self.train_loaders) > 1:
+            # A data set of the same kind and size as the last one is taken as the same data drawn again: a
+            # script that rebuilds its data set every epoch (shuffled by hand, augmented anew) is one phase.
+            sig = data.source_signature(it)
+            if len(self.train_loaders) > 1 and sig != self.data_sig:
                 self._new_phase("training batches come from a new data source")
+            self.data_sig = sig
             if len(self.train_loaders) == 1:
                 self.facts.update(data.describe(it))
                 if self.sent_host_facts:
                     self.run.set_facts(**data.describe(it))
 
-    def _new_phase(self, why: str) -> None:
-        """A new phase of training begins with the next step: rules that compare with the run's history
-        (best losses, where the loss started) start that history again from here."""
-        start = self.step + 1
+    def _loss_switch(self, step: int) -> None:
+        """A step whose training loss was another callable (or the same kind configured otherwise) and not the
+        run's loss. From LOSS_SWITCH_STEPS such steps in a row, it is the run's loss: its facts are read again
+        and a new phase begins where it first came (a pre-training objective followed by a task loss).
+        A loss that was the run's loss before takes over again without a new phase (tasks trained in turn)."""
+        assert self.other_loss is not None
+        spec, key, sig = self.other_loss
+        if self.other_loss_steps == 0:
+            self.other_loss_from = step
+        self.other_loss_steps += 1
+        if self.other_loss_steps < LOSS_SWITCH_STEPS:
+            return
+        self.other_loss_steps = 0
+        self.primary_loss, self.loss_spec, self.primary_sig = key, spec, sig
+        self.rule = spec.rule if spec.classifies else None
+        if sig not in self.loss_sigs:
+            self.loss_sigs.add(sig)
+            self.first_train_loss_seen = False  # the next call of the new loss takes its facts
+            self.loss_gen += 1
+            self.last_target = None
+            self._new_phase(f"a new training loss ({spec.kind})", start=self.other_loss_from)
+
+    def _new_phase(self, why: str, start: int | None = None, refresh: bool = False) -> None:
+        """A new phase of training begins with the next step (or `start`): rules that compare with the run's
+        history (best losses, where the loss started, the validation curve) start that history again from here.
+        The first held-out loader evaluated from now on is the validation set (a fine-tuning phase brings its own).
+        `refresh`: the model or the optimizer's parameters changed: their facts are taken again."""
+        start = self.step + 1 if start is None else start
+        self.val_loader = None
         phases = self.facts.setdefault("phases", [])
         if phases and phases[-1]["start"] >= start:
             return
         phases.append({"start": start, "why": why})
         self.run.set_facts(phases=list(phases))
+        if refresh and self.sent_host_facts:
+            self.param_layer = None  # layer names of the new parameters
+            self._send_host_facts()
+            # What had a gradient is looked at afresh: a head replaced and added to the optimizer leaves the old
+            # head's parameters without one, and that is this change, not another.
+            self.with_grad = None
 
     def set_epoch(self, epoch: int) -> None:
         """Give the epoch number when no DataLoader tells it (0-based)."""
@@ -1104,7 +1251,10 @@ class TorchProbe:
             self._fail("facts", exc)
         self.run.set_facts(**f)
 
-    def _weight_facts(self, values: np.ndarray, key: str) -> None:
+    def _weight_facts(self, values: np.ndarray, meta: tuple[str, int]) -> None:
+        key, gen = meta
+        if gen != self.loss_gen:
+            return  # taken for a loss that another has replaced since
         loss = self.facts.get("loss")
         if isinstance(loss, dict):
             loss[key] = [float(v) for v in values.tolist()]
@@ -1155,7 +1305,9 @@ class TorchProbe:
         self.facts["inputs"] = inputs
         self.run.set_facts(inputs=inputs)
 
-    def _target_facts(self, v: np.ndarray, _: Any) -> None:
+    def _target_facts(self, v: np.ndarray, gen: Any) -> None:
+        if gen != self.loss_gen:
+            return
         mn, mx, distinct, integral, one_hot = (float(x) for x in v[:5])
         targets = dict(self.facts.get("targets", {}))
         targets.update(min=_finite(mn), max=_finite(mx), distinct=int(distinct) if np.isfinite(distinct) else None,
@@ -1181,7 +1333,9 @@ class TorchProbe:
         self.facts.update(update)
         self.run.set_facts(**update)
 
-    def _output_facts(self, v: np.ndarray, _: Any) -> None:
+    def _output_facts(self, v: np.ndarray, gen: Any) -> None:
+        if gen != self.loss_gen:
+            return
         mn, mx, sums_one, lse_zero = (float(x) for x in v[:4])
         preds = dict(self.facts.get("predictions", {}))
         preds.update(min=_finite(mn), max=_finite(mx), rows_sum_to_one=bool(sums_one), logsumexp_zero=bool(lse_zero))
@@ -1353,13 +1507,13 @@ def _finite(x: float) -> float | None:
 
 
 def _env_every() -> int | None:
-    """ACCMON_EVERY=N: every statistic every N steps instead of the adaptive cadence (scripts, tests, CI)."""
+    """ACCMON_EVERY=N: every statistic every N steps instead of the step-number schedule (scripts, tests, CI)."""
     raw = os.environ.get("ACCMON_EVERY")
     if not raw:
         return None
     if raw.strip().isdigit() and int(raw) >= 1:
         return int(raw)
-    report_once("every-env", f"ACCMON_EVERY={raw!r} is not a positive number of steps; the cadence adapts")
+    report_once("every-env", f"ACCMON_EVERY={raw!r} is not a positive number of steps; the step-number schedule is used")
     return None
 
 
