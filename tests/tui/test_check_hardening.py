@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+
+import msgpack
+import zmq
 
 import accmon.probe as accmon
 from accmon.probe import run as run_module
 from accmon.probe import wire
 from accmon.probe.recording import RecordingWriter
 from accmon.tui import importers
-from tests.conftest import run_accmon
+from tests.conftest import ACCMON, run_accmon
 
 
 def write_frames(path, frames: list[dict]) -> None:
@@ -212,3 +217,39 @@ def test_check_into_a_closed_pipe_is_no_traceback(tmp_path):
 def test_attach_headless_to_a_missing_socket_says_so(tmp_path):
     out = run_accmon("attach", "--headless", f"ipc://{tmp_path}/nothing.pub", timeout=60)  # before: waited for ever
     assert out.returncode != 0 and "no run socket" in out.stderr
+
+
+def test_attach_headless_to_a_run_that_never_answers_says_it_is_still_waiting(runtime_dir, zmq_ctx):
+    # A real endpoint that takes the connection and never says anything: the subscription and the history
+    # request reach it, nothing comes back. After a few seconds the viewer says what it waits for (never silence).
+    # tcp://HOST:P (its control socket at P+1): a run whose liveness the viewer cannot tell, as on another host.
+    pub, router = zmq_ctx.socket(zmq.XPUB), zmq_ctx.socket(zmq.ROUTER)
+    for s in (pub, router):
+        s.setsockopt(zmq.LINGER, 0)
+    while True:
+        port = pub.bind_to_random_port("tcp://127.0.0.1", min_port=20000, max_port=60000)
+        try:
+            router.bind(f"tcp://127.0.0.1:{port + 1}")
+            break
+        except zmq.ZMQError:  # P+1 taken: another P
+            pub.unbind(pub.last_endpoint)
+    pub_ep = f"tcp://127.0.0.1:{port}"
+    viewer = subprocess.Popen([*ACCMON, "attach", "--headless", pub_ep], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert viewer.stdout is not None
+        said = []
+        for line in viewer.stdout:  # the test's timeout is the only guard: no fixed wait
+            said.append(line)
+            if "still waiting" in line:
+                break
+        assert said and "still waiting" in said[-1], said
+        assert f"nothing received yet from {pub_ep}" in said[-1]
+        # It was this endpoint it waited on: its subscription and its history request came here.
+        assert pub.poll(0) and pub.recv() == b"\x01"
+        assert router.poll(0) and msgpack.unpackb(router.recv_multipart()[-1])["op"] == "history"
+    finally:
+        viewer.send_signal(signal.SIGINT)  # Ctrl-C stops it, as the line says
+        rest, _ = viewer.communicate(timeout=60)
+    assert viewer.returncode == 130, rest
+    assert "Traceback" not in "".join(said) + rest
