@@ -204,6 +204,7 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
     def scan(self) -> None:
         entries = self.list_runs()
         peeks = peek_runs(entries)  # each rank's step, status and alerts: at most PEEK_TIMEOUT_S for all together
+        peeks.update(getattr(self.list_runs, "peeks", None) or {})  # another host's, as its accmon answered them
         self.app.call_from_thread(self._show, entries, peeks)
 
     def _show(self, entries: list[registry.RunEntry], peeks: dict | None = None) -> None:

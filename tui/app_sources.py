@@ -456,6 +456,11 @@ def _count(reply: dict[str, Any], key: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 else None
 
 
+def _step(reply: dict[str, Any]) -> int | None:
+    v = reply.get("step")
+    return -1 if v == -1 and not isinstance(v, bool) else _count(reply, "step")  # -1: no step yet
+
+
 def peek_runs(entries: list[registry.RunEntry], *, timeout: float = PEEK_TIMEOUT_S) -> dict[tuple[str, int, int], RankPeek]:
     """Ask every rank reachable from here for its `hello` (step, status, alerts), all at once on one poller, and
     wait at most `timeout` in all. Ranks that do not answer, answer nonsense, or are not reachable here (another
@@ -505,7 +510,7 @@ def peek_runs(entries: list[registry.RunEntry], *, timeout: float = PEEK_TIMEOUT
                     continue  # busy, a ping: the rank is alive but said nothing; it shows "—"
                 status = reply.get("status")
                 out[_peek_key(socks[s])] = RankPeek(
-                    step=_count(reply, "step"), status=status if status in PEEK_STATUSES else None,
+                    step=_step(reply), status=status if status in PEEK_STATUSES else None,
                     alerts=_count(reply, "alerts"), active=_count(reply, "alerts_active"))
                 poller.unregister(s)
                 waiting.discard(s)
@@ -514,6 +519,15 @@ def peek_runs(entries: list[registry.RunEntry], *, timeout: float = PEEK_TIMEOUT
             s.close(0)
         ctx.destroy(linger=0)
     return out
+
+
+def peek_from_dict(d: Any) -> RankPeek | None:
+    """A RankPeek from `accmon ls --json --peek` of another host (the `peek` of each entry): validated as a hello."""
+    if not isinstance(d, dict):
+        return None
+    status = d.get("status")
+    return RankPeek(step=_step(d), status=status if status in PEEK_STATUSES else None,
+                    alerts=_count(d, "alerts"), active=_count(d, "active"))
 
 
 @dataclass(frozen=True)

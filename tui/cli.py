@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--follow", metavar="RUN", help=argparse.SUPPRESS)  # the remote side of attach over ssh
     # The remote side of a listing over ssh: only this host's ranks, not others' of a shared registry.
     ls.add_argument("--here", action="store_true", help=argparse.SUPPRESS)
+    # With --json: each rank's step, status and alerts too (what `accmon ls ssh://host` and its picker show).
+    ls.add_argument("--peek", action="store_true", help=argparse.SUPPRESS)
     ls.add_argument("--registry", metavar="DIR", help="list the entries in DIR (a registry shared by several hosts)")
 
     a = sub.add_parser("attach", help="attach to a live run")
@@ -116,7 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "ls":
         if args.registry:
             os.environ[registry.ENV_REGISTRY] = args.registry  # this one invocation reads that registry
-        return cmd_ls(args.target, as_json=args.json, follow=args.follow, here=args.here)
+        return cmd_ls(args.target, as_json=args.json, follow=args.follow, here=args.here, peek=args.peek)
     if cmd == "keys":
         from .keys import cmd_keys
 
@@ -157,7 +159,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(target: str | list[str] | None = None, *, as_json: bool = False, follow: str | None = None,
-           here: bool = False) -> int:
+           here: bool = False, peek: bool = False) -> int:
     """`accmon ls [ssh://host ...] [--json]`: this host's runs (and other hosts' in a shared $ACCMON_REGISTRY),
     or the runs on the hosts named."""
     if follow:
@@ -169,15 +171,15 @@ def cmd_ls(target: str | list[str] | None = None, *, as_json: bool = False, foll
 
         return cmd_ls_remote(target, as_json=as_json)
     runs = registry.list_runs(here=here)
+    from .app_sources import peek_runs
     from .remote import entries_json, print_entries
 
     if as_json:
-        print(entries_json(runs))
+        print(entries_json(runs, peek_runs(runs) if peek else None))
         return 0
     if not runs:
         print("no live runs on this host")
         return 0
-    from .app_sources import peek_runs
 
     print_entries(runs, peek_runs(runs))  # step, status, alerts: at most PEEK_TIMEOUT_S for all runs together
     return 0

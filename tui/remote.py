@@ -225,16 +225,28 @@ def parse_listing(text: str | bytes) -> list[registry.RunEntry]:
     return entries
 
 
-def entries_json(entries: list[registry.RunEntry]) -> str:
-    """One line of JSON: what `accmon ls --json` prints."""
-    return json.dumps([asdict(e) for e in entries], separators=(",", ":"))
+def entries_json(entries: list[registry.RunEntry], peeks: dict[tuple[str, int, int], RankPeek] | None = None) -> str:
+    """One line of JSON: what `accmon ls --json` prints; with `peeks` (`--peek`), each answering rank's `peek`:
+    {step, status, alerts, active}."""
+    out = []
+    for e in entries:
+        d = asdict(e)
+        p = (peeks or {}).get((e.run_id, e.rank, e.pid))
+        if p is not None:
+            d["peek"] = asdict(p)
+        out.append(d)
+    return json.dumps(out, separators=(",", ":"))
 
 
-def list_remote(target: SshTarget | str, *, batch: bool = False, timeout: float = FIRST_CONNECT_TIMEOUT_S) -> list[registry.RunEntry]:
+def list_remote(target: SshTarget | str, *, batch: bool = False, timeout: float = FIRST_CONNECT_TIMEOUT_S,
+                peeks: dict[tuple[str, int, int], RankPeek] | None = None) -> list[registry.RunEntry]:
     """The live runs on the remote host, newest first: only those whose sockets are there (`ls --here`), not
-    other hosts' entries of a registry it shares with them — those cannot be forwarded from it."""
+    other hosts' entries of a registry it shares with them — those cannot be forwarded from it. With `peeks`,
+    what each rank answered there to `hello` (`ls --peek`: step, status, alerts) is added to it."""
     t = parse_target(target) if isinstance(target, str) else target
-    for args in (("ls", "--json", "--here"), ("ls", "--json")):  # the second for an accmon there without --here
+    # The later ones for an older accmon there, without --peek, or without --here.
+    variants = ((("ls", "--json", "--here", "--peek"),) if peeks is not None else ()) + (("ls", "--json", "--here"), ("ls", "--json"))
+    for args in variants:
         cmd = _ssh_base(t, batch=batch, options=["-T"]) + [remote_command(*args)]
         try:
             # stdin stays closed: ssh asks for passwords and host keys on /dev/tty, never on stdin.
@@ -248,8 +260,29 @@ def list_remote(target: SshTarget | str, *, batch: bool = False, timeout: float 
             continue
         if proc.returncode != 0:
             raise RemoteError(_explain_exit(t, proc.returncode, stderr))
-        return parse_listing(proc.stdout)
+        entries = parse_listing(proc.stdout)
+        if peeks is not None and "--peek" in args:
+            peeks.update(_parse_peeks(proc.stdout, entries))
+        return entries
     raise AssertionError("unreachable")
+
+
+def _parse_peeks(text: bytes, entries: list[registry.RunEntry]) -> dict[tuple[str, int, int], RankPeek]:
+    """The `peek` of each listed entry (parse_listing has validated the listing and its size)."""
+    from .app_sources import peek_from_dict
+
+    known = {(e.run_id, e.rank, e.pid) for e in entries}
+    out: dict[tuple[str, int, int], RankPeek] = {}
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return out
+    for item in data if isinstance(data, list) else ():
+        if isinstance(item, dict) and (key := (item.get("run_id"), item.get("rank"), item.get("pid", 0))) in known:
+            p = peek_from_dict(item.get("peek"))
+            if p is not None:
+                out[key] = p
+    return out
 
 
 def pick_run(entries: list[registry.RunEntry], spec: str | None) -> list[registry.RunEntry]:
@@ -579,14 +612,15 @@ VIA = "via"  # RunEntry.extra: the ssh target through which the entry's sockets 
 VIA_REGISTRY = "via_registry"  # RunEntry.extra: the shared registry the entry was listed from
 
 
-def gather(targets: list[SshTarget], *, batch: bool = False) -> list[registry.RunEntry]:
+def gather(targets: list[SshTarget], *, batch: bool = False,
+           peeks: dict[tuple[str, int, int], RankPeek] | None = None) -> list[registry.RunEntry]:
     """The live runs on all `targets`, one `accmon ls` over ssh each, every entry marked with the target that
     reaches it (`extra["via"]`), newest first. A rank listed twice (one host named twice) is kept once."""
     out: list[registry.RunEntry] = []
     seen: set[tuple[str, int]] = set()
     for t in targets:
         via = str(replace(t, run=None))
-        for e in list_remote(t, batch=batch):
+        for e in list_remote(t, batch=batch, peeks=peeks):
             if (e.run_id, e.rank) not in seen:
                 seen.add((e.run_id, e.rank))
                 out.append(replace(e, extra={**e.extra, VIA: via}))
@@ -859,16 +893,19 @@ class RemoteLister:
         self._entries = listing or []
         self._at = time.monotonic() if listing is not None else 0.0
         self._lock = threading.Lock()
+        self.peeks: dict[tuple[str, int, int], RankPeek] = {}  # what the ranks there answered (the picker shows it)
 
     def __call__(self) -> list[registry.RunEntry]:
         with self._lock:
             if time.monotonic() - self._at >= PICKER_LIST_EVERY_S:
                 self._at = time.monotonic()
                 try:
+                    peeks: dict[tuple[str, int, int], RankPeek] = {}
                     if isinstance(self.target, list):
-                        self._entries = gather(self.target, batch=True)
+                        self._entries = gather(self.target, batch=True, peeks=peeks)
                     else:
-                        self._entries = list_remote(self.target, batch=True)
+                        self._entries = list_remote(self.target, batch=True, peeks=peeks)
+                    self.peeks = peeks
                 except RemoteError:
                     pass  # keep showing the last listing; the picker retries
             return list(self._entries)
@@ -906,7 +943,8 @@ def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:
     """`accmon ls ssh://host [ssh://host2 ...]`."""
     try:
         ts = [parse_target(t) for t in ([targets] if isinstance(targets, str) else targets)]
-        entries = gather(ts)
+        peeks: dict[tuple[str, int, int], RankPeek] = {}
+        entries = gather(ts, peeks=peeks)  # step, status, alerts: asked by the accmon there (`ls --peek`)
     except RemoteError as exc:
         _say(str(exc))
         return 2
@@ -917,7 +955,7 @@ def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:
         print(f"no live runs on {', '.join(t.host for t in ts)}")
         return 0
     entries.sort(key=lambda e: (-e.started, e.run_id, e.rank))
-    print_entries(entries)
+    print_entries(entries, peeks)
     return 0
 
 

@@ -4,6 +4,7 @@ every rank at once, bounded in time; a rank that does not answer, or answers non
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,9 @@ from accmon.probe.run import Run
 from accmon.tui.app_sources import RankPeek, peek_runs, run_peek
 from accmon.tui.remote import print_entries
 from tests.conftest import run_accmon
+from tests.sshd import sshd  # noqa: F401  (the fixture)
 from tests.tui.test_app_fixtures import run
+from tests.tui.test_remote import training  # noqa: F401  (the fixture)
 
 WAIT_S = 30.0
 
@@ -193,3 +196,14 @@ def test_plain_accmon_with_two_live_runs_opens_the_picker_in_a_real_terminal(tmp
             p.wait()
             if p.stdout is not None:
                 p.stdout.close()
+
+
+def test_ls_over_ssh_says_the_remote_runs_step_and_status(sshd, training):
+    # The accmon there asks its runs (`ls --json --here --peek`); an older one without --peek still lists them.
+    out = run_accmon("ls", sshd.target(), timeout=WAIT_S)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if training.entry.run_id in line).split()
+    step, status, alerts = row[5:8]
+    assert step.replace(",", "").isdigit() and status == "running" and alerts == "0", row
+    plain = json.loads(run_accmon("ls", sshd.target(), "--json", timeout=WAIT_S).stdout)
+    assert "peek" not in plain[0]  # the listing attach reads is unchanged

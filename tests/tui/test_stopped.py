@@ -90,3 +90,26 @@ def test_the_header_says_the_user_stopped_the_run():
             assert "stopped by the user (Ctrl-C) at step 299" in text
             assert "crashed" not in text.splitlines()[0]
     run(go())
+
+
+def test_a_keyboard_interrupt_passed_as_a_crash_is_the_users_stop(tmp_path):
+    # A framework's `with` block (probe/torch's watch()) closes the run as crashed with the exception's text; a
+    # KeyboardInterrupt there is still the user's Ctrl-C.
+    from accmon.probe.run import Run
+    from tests.conftest import read_frames
+
+    rec = tmp_path / "r.accmon"
+    r = Run("w", record=rec, rules=False)
+    for s in range(30):
+        r.log(s, loss=1.0)
+    r.close("crashed", error="KeyboardInterrupt: ")
+    end_frame = [f for f in read_frames(rec) if f["kind"] == "end"][-1]
+    assert end_frame["status"] == "finished" and end_frame["error"] is None
+    assert end_frame["stopped"] == {"by": "user", "reason": "KeyboardInterrupt", "step": 29}
+
+    rec2 = tmp_path / "r2.accmon"
+    r2 = Run("w", record=rec2, rules=False)
+    r2.log(0, loss=1.0)
+    r2.close("crashed", error="RuntimeError: CUDA out of memory")
+    end_frame = [f for f in read_frames(rec2) if f["kind"] == "end"][-1]
+    assert end_frame["status"] == "crashed" and "stopped" not in end_frame
