@@ -13,7 +13,7 @@ from accmon.probe import registry
 EPILOG = """\
 commands:
   accmon                       attach to the newest live run on this host (a picker when there are several)
-  accmon ls                    list live runs
+  accmon ls                    list live runs: step, status, alerts, age
   accmon attach RUN|ENDPOINT   attach to a run (id, name, or its ipc:// / tcp:// PUB endpoint)
   accmon attach ssh://[user@]host[:port][/run]   attach to a run on another machine through ssh
   accmon attach ssh://h1 ssh://h2   one run whose ranks are on several machines (a multi-node job)
