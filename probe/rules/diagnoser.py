@@ -12,9 +12,11 @@ from .health import HealthTracker
 from .state import RunState
 from .thresholds import EVAL_EVERY, EVAL_EVERY_LATE
 
-# A frame spanning more evaluation points than this (a recording's history in one frame) is evaluated at this
-# many of them, evenly spread: the cost of a frame stays bounded.
-MAX_EVALS_PER_FRAME = 32
+# A frame spanning more evaluation points than this is evaluated at this many of them, evenly spread: the cost of
+# a frame stays bounded. A probe's frame holds at most 2,048 steps, 256 points at the densest interval (every 8
+# steps), so only a hostile or hand-made frame is thinned: below the cap, which points are evaluated does not
+# depend on where frames were cut (a fast run's half-second frame holds hundreds of steps, a slow one's a few).
+MAX_EVALS_PER_FRAME = 256
 
 
 class Diagnoser:
@@ -38,6 +40,9 @@ class Diagnoser:
         self.error_steps: dict[str, int] = {}  # rule class → the step whose evaluation raised it
         self._static_seen: dict[int, int] = {}  # static rule → facts version it last saw
         self._last_eval = -1
+        # Steps taken in since the last evaluation point: the next point has something new to look at, whichever
+        # frame brought it.
+        self._unseen = False
 
     def observe(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
         """Take in one decoded frame; return copies of the alerts it raised, materially updated or cleared.
@@ -52,7 +57,14 @@ class Diagnoser:
             if not isinstance(facts, dict):
                 return []
             st.merge_facts(facts)
-            return list(self._evaluate([max(st.last_step, 0)]).values())
+            if self._unseen:
+                # Steps came since the last evaluation point: the next point sees these facts with them. A look
+                # where a facts frame happens to arrive (after whatever step the last frame ended at, a matter of
+                # wall time) would make verdicts depend on the machine.
+                return []
+            # Nothing new since the last look (or no step yet: the set-up's static faults speak at once; or a run
+            # that stopped stepping, whose facts say why): looked at again, at the same step, with these facts.
+            return list(self._evaluate([max(self._last_eval, 0)]).values())
         if kind == "steps":
             steps = frame.get("steps")
             if not isinstance(steps, list) or not steps or not set(map(type, steps)) <= {int}:
@@ -67,19 +79,22 @@ class Diagnoser:
             points = evaluation_points(st.last_step, last)
             # Steps go in up to each evaluation point, then the rules run: every verdict sees the run as it
             # was at that step, however many steps the frame holds (a recording's frame can hold thousands).
-            # A point with no step of the frame since the last look sees what that look saw: passed over (a
-            # frame that jumps a trillion steps costs one look, not one per point), the frame's last never.
+            # A point with no step since the last look (of this frame or of the one before) sees what that look
+            # saw: passed over, so a frame that jumps a trillion steps costs one look, not one per point. Which
+            # points are looked at is then a property of the run's steps, not of where its frames were cut.
             intake = st.prepare(steps, cols, hists)
             changed: dict[tuple, dict[str, Any]] = {}
             seen = bisect_right(steps, st.last_step)
+            unseen = self._unseen
             for point in points:
                 upto = bisect_right(steps, point)
-                if upto == seen and point != points[-1]:
+                if upto == seen and not unseen:
                     continue
-                seen = upto
+                seen, unseen = upto, False
                 intake.upto(point)
                 changed.update(self._evaluate([point]))
             intake.upto(last)
+            self._unseen = unseen or len(steps) > seen
             return list(changed.values())
         if kind == "end":
             status = frame.get("status")

@@ -114,8 +114,8 @@ def watch(
     """Observe `model` (and `optimizer`, `loss_fn` when given; found automatically otherwise).
 
     `run`: the run to report to; the current one, or a new one (`name`, `record`) when None.
-    `every`: take per-layer statistics every N steps instead of the adaptive cadence.
-    `budget`: the adaptive cadence's share of step time (default 0.01, or ACCMON_BUDGET).
+    `every`: take per-layer statistics every N steps instead of the step-number schedule (cadence.SCHEDULE).
+    `budget`: accepted for compatibility; the schedule depends on the step number only (issue 15).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() needs the torch.nn.Module being trained; got {type(model).__name__}")
