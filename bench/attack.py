@@ -569,9 +569,145 @@ def hostile_publisher_case(d: str, size: int = 1_000_000, label: str = "1 MB fra
             pub.wait()
 
 
+# ---- a peer speaking ZMTP by hand: one message of endless parts --------------------------------------------------
+# libzmq bounds each part (MAXMSGSIZE) and the messages queued (HWM), never the parts of one message, which it
+# holds until the last one comes. libzmq peers cannot send such a message (they too hold it whole before sending);
+# a peer writing ZMTP itself can. Stopped once the process under attack has grown STOP_MB.
+ZMTP_STOP_MB = 1000
+ZMTP = r"""
+import socket, struct, sys, time
+path, kind, pid, stop_mb, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+def greet(s, socket_type):
+    s.sendall(b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + b"\0" * 32)
+    got = b""
+    while len(got) < 64:
+        got += s.recv(64 - len(got))
+    ready = b"READY" + bytes([11]) + b"Socket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    s.sendall(bytes([0x04, len(ready)]) + ready)
+if kind == "pub":  # in front of a viewer: it connects to us
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    s, _ = srv.accept()
+    greet(s, b"PUB")
+    chunk = (bytes([0x03]) + struct.pack(">Q", 60_000)) + b"x" * 60_000  # parts of 60 KB, MORE set
+else:  # a DEALER to the probe's ROUTER
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    greet(s, b"DEALER")
+    chunk = (bytes([0x01, 250]) + b"x" * 250) * 240  # parts of 250 bytes (the ROUTER's cap is 4 KiB), MORE set
+base, sent, t0 = rss(), 0, time.monotonic()
+s.settimeout(1.0)
+try:
+    while time.monotonic() - t0 < seconds and rss() - base < stop_mb:
+        s.sendall(chunk * 16)
+        sent += len(chunk) * 16
+except OSError as exc:
+    print(f"cut off: {exc}")
+print(f"{sent / 1e6:.0f} MB of parts sent in {time.monotonic() - t0:.1f} s; {base} MB -> {rss()} MB")
+"""
+
+
+def zmtp_cases(d: str) -> None:
+    # The viewer's receiving side in front of a hand-made PUB.
+    # The viewer first (it connects again and again until the socket is there): the attacker watches its RSS.
+    path = os.path.join(d, "zmtp.pub")
+    viewer = attacker = None
+    try:
+        viewer = subprocess.Popen([PY, "-c", VIEWER, f"ipc://{path}", f"ipc://{d}/zmtp.ctl", str(ATTACK_S + 10), "idle"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        attacker = subprocess.Popen([PY, "-c", ZMTP, path, "pub", str(viewer.pid), str(ZMTP_STOP_MB), str(ATTACK_S)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peaks: dict[str, float] = {}
+        halt = threading.Event()
+        sampler = threading.Thread(target=sample, args=({"viewer": viewer.pid}, halt, peaks))
+        sampler.start()
+        t0 = time.monotonic()
+        out, err = attacker.communicate(timeout=ATTACK_S + 60)
+        halt.set()
+        sampler.join()
+        RESULTS.append(Result("raw ZMTP: one endless message to a viewer", "alive" if viewer.poll() is None else "died",
+                              time.monotonic() - t0, 0.0, None, peaks.get("viewer", 0.0),
+                              (out.strip() or err.strip()[-200:]) + " (libzmq bounds parts, not messages)"))
+        print_row(RESULTS[-1])
+    finally:
+        for p in (attacker, viewer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    # A training process's ROUTER, from a hand-made DEALER.
+    ready, stop = os.path.join(d, "zmtp-victim.ready"), os.path.join(d, "zmtp-victim.stop")
+    victim = subprocess.Popen([PY, "-c", VICTIM, ready, stop, ""], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline or victim.poll() is not None:
+                raise RuntimeError("the victim did not start")
+            time.sleep(0.05)
+        with open(ready) as fh:
+            info = json.load(fh)
+        base = rss_mb(victim.pid)
+        peaks = {}
+        halt = threading.Event()
+        sampler = threading.Thread(target=sample, args=({"victim": victim.pid}, halt, peaks))
+        sampler.start()
+        t0 = time.monotonic()
+        out = subprocess.run([PY, "-c", ZMTP, info["ctl"][len("ipc://"):], "dealer", str(victim.pid), str(ZMTP_STOP_MB),
+                              str(ATTACK_S)], capture_output=True, text=True, timeout=ATTACK_S + 60)
+        halt.set()
+        sampler.join()
+        RESULTS.append(Result("raw ZMTP: one endless message to a training process",
+                              "alive" if victim.poll() is None else "died", time.monotonic() - t0, peaks["victim"],
+                              peaks["victim"] - base, None,
+                              (out.stdout.strip() or out.stderr.strip()[-200:]) + " (libzmq bounds parts, not messages)"))
+        print_row(RESULTS[-1])
+    finally:
+        open(stop, "w").close()
+        victim.kill()
+        victim.wait()
+
+
+# ---- the probe's CPU under step jumps --------------------------------------------------------------------------
+JUMPS = """
+import resource, sys, time
+import accmon.probe as accmon
+stride, n, rules, pace = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "rules", int(sys.argv[4])
+run = accmon.start("jumps", rules=rules) if stride else None
+for i in range(n):
+    if run is not None:
+        run.log(i * stride, loss=1.0 / (i + 1), acc=min(1.0, i / n), lr=0.001)
+    if pace and i % pace == pace - 1:
+        time.sleep(0.002)  # a step of training: the I/O thread gets frames of a few hundred rows
+if run is not None:
+    run.close()
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(f"{r.ru_utime + r.ru_stime:.3f} {run._io.seq if run else 0}")
+"""
+
+
+def jump_cases(d: str) -> None:
+    """A training loop logging through the explicit API, steps 0, 1, 2... or 0, 1e12, 2e12...: the training
+    process's CPU (user + system, the whole process), with the rules and without; the loop alone as the base."""
+    for label, n, pace in (("fast logger, 200,000 steps", 200_000, 0), ("paced loop, 20,000 steps", 20_000, 10)):
+        for stride, what in ((0, "the loop alone"), (1, "steps +1"), (10**12, "steps +1e12")):
+            for rules in ("rules", "norules") if stride else ("rules",):
+                t0 = time.monotonic()
+                out = subprocess.run([PY, "-c", JUMPS, str(stride), str(n), rules, str(pace)], capture_output=True,
+                                     text=True, timeout=CASE_TIMEOUT_S)
+                cpu, frames = (out.stdout.split() + ["nan", "?"])[:2]
+                RESULTS.append(Result(f"probe CPU, {label}: {what}" + ("" if rules == "rules" else ", no rules"),
+                                      out.returncode, time.monotonic() - t0, float("nan"),
+                                      note=f"CPU {float(cpu):.2f} s, {frames} frames " + verdict(out.returncode, out.stderr)))
+                print_row(RESULTS[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="run the groups whose name contains this (peers, publisher, recording, tensorboard, csv, pipe, tui)")
+    ap.add_argument("--only", help="run the groups whose name contains this (peers, publisher, zmtp, recording, tensorboard, csv, pipe, jumps, tui)")
     args = ap.parse_args()
     sys.path.insert(0, REPO)
     groups: list[tuple[str, Callable[[str], None]]] = [
@@ -582,10 +718,12 @@ def main() -> int:
                                        hostile_publisher_case(d, label="1 MB frames, busy viewer", busy=True),
                                        hostile_publisher_case(d, 60 * 1024 * 1024, "60 MiB frames"),
                                        hostile_publisher_case(d, 65 * 1024 * 1024, "65 MiB frames, over the cap"))),
+        ("peers/zmtp", zmtp_cases),
         ("recording", recording_cases),
         ("tensorboard", tensorboard_cases),
         ("csv", csv_cases),
         ("pipe", pipe_case),
+        ("jumps", jump_cases),
         ("tui", tui_cases),
     ]
     with tempfile.TemporaryDirectory(prefix="am-attack-", dir="/tmp") as d:
