@@ -139,6 +139,7 @@ class Diagnoser:
                     alert = self.book.apply(f, now, self.rank)
                     if alert is not None:
                         changed[(f.id, f.cause)] = alert
+            st.looked()
         return changed
 
 

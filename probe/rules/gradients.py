@@ -116,10 +116,17 @@ class ExplodingGradients(Rule):
         # norm before clipping, which clip_grad_norm_ returns, is the one that can tell growth.
         norm_name = "grad_norm_preclip" if st.col("grad_norm_preclip") is not None else "grad_norm"
         recent = st.recent(norm_name, h.now, SAMPLES)
+        peak_seen: tuple[float, int] | None = None
         if recent is not None:
             start = [v for s, v in st.first.get(norm_name, []) if s <= h.now and math.isfinite(v)]
             if len(start) >= 3 and median(start) > 0:
                 growth = recent[0] / median(start)
+                # A norm measured every step (before clipping) keeps its extremes: the largest since the last look
+                # (a burst between two looks is not averaged away), and the largest so far, which explains a run
+                # stuck after it (issue 15 item 7: a burst, then small gradients at chance).
+                for peak in (st.peaks.get(norm_name), st.peak_top.get(norm_name)):
+                    if peak is not None and peak[1] <= h.now and peak[0] / median(start) > growth:
+                        growth, peak_seen = peak[0] / median(start), peak
         burst = self._burst(st, h, kinds)
         if ratio is None and growth is None and burst is None:
             return []
@@ -138,19 +145,22 @@ class ExplodingGradients(Rule):
         fix = self.FIX
         if growth is not None and growth >= EXPLODE_GROWTH / 2:
             evidence["growth_since_start"] = growth
+            if peak_seen is not None:
+                evidence.update(grad_norm_peak=peak_seen[0], peak_step=peak_seen[1])
             if norm_name == "grad_norm_preclip":
                 evidence["measured"] = "norm before clipping (what clip_grad_norm_ returned)"
                 clip = st.recent("clip_frac", h.now, 20)
                 if clip is not None:
                     evidence["clipping_engaged"] = clip[0]
-            parts.append(f"the gradient norm grew {growth:.0f}x since the first steps")
+            parts.append(f"the gradient norm grew {growth:.0f}x since the first steps"
+                         + (f" (its peak, {num(peak_seen[0], 3)} at step {peak_seen[1]})" if peak_seen else ""))
             fix = ("check that optimizer.zero_grad() runs every step (without it gradients add up step after "
                    "step); " + self.FIX)
         if burst is not None:
             evidence.update(burst)
-            parts.append(f"the loss jumped {burst['loss_burst']:.0f}x in the first steps of a recurrent model "
+            parts.append(f"the loss of a recurrent model jumped {burst['loss_burst']:.0f}x over its first value "
                          f"({burst['loss_first']:.3g} to {burst['loss_peak']:.3g} at step {burst['burst_step']}), "
-                         "gradients through time exploding before anything was learned")
+                         "gradients through time exploding")
             fix = ("clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)) — recurrent models "
                    "need it; initialise recurrent weights orthogonally (or below identity), use GRU/LSTM instead of "
                    "a plain ReLU RNN; lower the learning rate")
@@ -163,9 +173,10 @@ class ExplodingGradients(Rule):
 
     @staticmethod
     def _burst(st: RunState, h: Health, kinds: dict[str, object]) -> dict[str, float] | None:
-        """A recurrent model whose loss jumped tenfold within its first steps (issue 15: an identity-initialised
-        ReLU RNN without clipping, 0.35 -> 5.5 in four steps, then stuck near chance with small gradients). The
-        loss is recorded at every step, so the burst is seen at any cadence; the cause seen early explains the
+        """A recurrent model whose loss jumped tenfold over its first value (issue 15: an identity-initialised
+        ReLU RNN without clipping, 0.35 -> 5.5 in four steps, then stuck near chance with small gradients): in its
+        first steps, or later, between two of the rules' looks (the largest loss so far is kept, not a median).
+        The loss is recorded at every step, so the burst is seen at any cadence; the cause seen early explains the
         stuck run later."""
         if not any(_recurrent(k) for k in kinds.values()):
             return None
@@ -173,6 +184,9 @@ class ExplodingGradients(Rule):
         if len(first) < 3 or first[0][1] <= 0:
             return None
         peak_step, peak = max(first, key=lambda sv: sv[1])
+        top = st.peak_top.get("loss")
+        if top is not None and top[1] <= h.now and top[0] > peak:
+            peak, peak_step = top
         if peak < BURST_FACTOR * first[0][1]:
             return None
         return {"loss_first": first[0][1], "loss_peak": peak, "burst_step": peak_step, "loss_burst": peak / first[0][1]}

@@ -21,6 +21,11 @@ USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "ac
 NUMBERS = {int, float}
 # Metrics whose first non-finite value is remembered (the step a NaN loss began).
 NONFINITE_WATCH = frozenset({"loss", "val_loss"})
+# Metrics measured every step whose extremes are kept (issue 15 item 7): the largest value since the rules' last
+# look, and the largest look so far. A burst between two looks (a loss from 1 to 5,000 and back in three steps) is
+# averaged away by the medians the rules otherwise read. Sampled metrics (the global gradient norm without clipping)
+# are not among them: their extremes would be those of the steps a cadence happened to sample.
+PEAK_WATCH = frozenset({"loss", "grad_norm_preclip"})
 
 
 _used: dict[str, bool] = {}
@@ -58,6 +63,9 @@ class RunState:
         self._layers_of: dict[str, tuple[int, list[str]]] = {}
         self.memo: dict[object, object] = {}  # per evaluation: summaries several rules ask for
         self.facts_version = 0
+        # PEAK_WATCH metrics: (largest finite value, its step) since the last evaluation, and the largest ever.
+        self.peaks: dict[str, tuple[float, int]] = {}
+        self.peak_top: dict[str, tuple[float, int]] = {}
 
     # -- intake ----------------------------------------------------------------------------------------
     def merge_facts(self, facts: dict[str, Any]) -> None:
@@ -104,7 +112,7 @@ class RunState:
             if series is None:
                 series = self.series[name] = Series()
                 self._layers_of.clear()
-            intake.parts.append([series, at, vals, 0])
+            intake.parts.append([series, at, vals, 0, name if name in PEAK_WATCH else None])
             if name in NONFINITE_WATCH and name not in self.first_nonfinite:
                 for s, v in zip(at, vals):
                     if not math.isfinite(v):
@@ -231,6 +239,26 @@ class RunState:
                         out = (p["start"], str(p.get("why")))
         return out
 
+    def note_peak(self, name: str, steps: list[int], vals: list[float]) -> None:
+        """Values of a PEAK_WATCH metric going in: its largest since the last evaluation, and ever."""
+        best: tuple[float, int] | None = None
+        for s, v in zip(steps, vals):
+            if math.isfinite(v) and (best is None or v > best[0]):
+                best = (float(v), s)
+        if best is None:
+            return
+        old = self.peaks.get(name)
+        if old is None or best[0] > old[0]:
+            self.peaks[name] = best
+        top = self.peak_top.get(name)
+        if top is None or best[0] > top[0]:
+            self.peak_top[name] = best
+
+    def looked(self) -> None:
+        """The rules have looked at the run: the next peaks are those since this look."""
+        if self.peaks:
+            self.peaks = {}
+
     def is_active(self, alert_id: str, cause: str | None = None) -> bool:
         causes = self.active.get(alert_id)
         return bool(causes) and (cause is None or cause in (causes or ()))
@@ -260,13 +288,15 @@ class Intake:
     def upto(self, step: int) -> None:
         """Append every measurement at or before `step`."""
         for part in self.parts:
-            series, at, vals, done = part
+            series, at, vals, done, peak = part
             if done == len(at):
                 continue
             end = len(at) if at[-1] <= step else bisect_right(at, step)
             if end > done:
                 series.extend(at[done:end], vals[done:end])
                 part[3] = end
+                if peak is not None and self.state is not None:
+                    self.state.note_peak(peak, at[done:end], vals[done:end])
         if self.state is not None:
             self.state.last_step = max(self.state.last_step, step)
 

@@ -91,7 +91,8 @@ class ValidationCurve(Rule):
             evidence.update({"phase_start": phase, "phase_why": why or ""})
         return Finding("overfitting", True, None, "warning",
                        f"validation loss has risen {rise:.0%} since its best ({best:.4g} at step {best_step}, now "
-                       f"{v[-1]:.4g}) while the training loss fell {drop:.0%}: the model is memorising the training set",
+                       f"{v[-1]:.4g}) while the training loss fell from {train_then:.4g} to {h.loss_now:.4g}: the model "
+                       "is memorising the training set",
                        evidence,
                        f"stop at the best point (early stopping on the validation loss; keep the checkpoint of step "
                        f"{best_step}); add regularisation (weight decay, dropout, data augmentation); use more data "
