@@ -9,8 +9,9 @@
 `--every K1,K2,...` diagnoses each run at several probe cadences. By default the script runs once with
 ACCMON_EVERY=1 and each cadence K is that recording with its sampled statistics (the per-layer gradient norms,
 weight norms, update ratios, activations, inputs, batch and prediction statistics: what the probe samples) kept
-at the steps a probe with ACCMON_EVERY=K samples (multiples of K) and the class counts scaled by 1/K; every-step
-series (loss, accuracy, learning rate, validation) are what they were. `--live` runs the script again at each
+at the steps a probe with ACCMON_EVERY=K samples (multiples of K) and the class counts scaled by the share of
+steps kept; every-step series (loss, accuracy, learning rate, validation) are what they were. K = 0 is the
+probe's own schedule without ACCMON_EVERY (accmon.probe.torch.cadence: a function of the step number). `--live` runs the script again at each
 cadence instead (slower; the same verdicts are expected). `--reuse DIR` diagnoses the recordings an earlier
 run left in DIR again (after a rule change) instead of running the scripts. A false alarm is any warning or worse on a healthy
 run, counting alerts that later cleared; a case agrees across cadences when the same alert ids (warning or
@@ -67,8 +68,10 @@ def command(name: str, folder: str = DEMOS) -> list[str]:
 def run_demo(name: str, workdir: str, folder: str = DEMOS, every: int | None = None) -> tuple[dict, float, str]:
     rec = os.path.join(workdir, f"{name}{'' if every is None else f'-every{every}'}.accmon")
     env = dict(os.environ)
-    if every is not None:
+    if every:
         env["ACCMON_EVERY"] = str(every)
+    elif every == 0:
+        env.pop("ACCMON_EVERY", None)  # the probe's own schedule
     t0 = time.perf_counter()
     ran = subprocess.run([sys.executable, "-m", "accmon.tui.cli", "run", "--headless", "--record", rec, "--",
                           *command(name, folder)], capture_output=True, text=True, timeout=900, env=env, cwd=folder)
@@ -90,19 +93,33 @@ def sampled(name: str) -> bool:
     return name in SAMPLED_NAMES or name.startswith(SAMPLED_PREFIXES)
 
 
+def label(every: int) -> str:
+    return "schedule" if every == 0 else f"every {every}"
+
+
+def takes(step: int, every: int) -> bool:
+    """Whether a probe with ACCMON_EVERY=`every` (0: its own schedule) samples `step`."""
+    if every == 0:
+        from accmon.probe.torch.cadence import interval_at
+
+        return step % interval_at(step) == 0
+    return step % every == 0
+
+
 def resampled(rec: str, every: int) -> list[dict]:
     """The recording's frames as a probe with ACCMON_EVERY=`every` would have sent them (see the docstring)."""
     from accmon.probe.recording import RecordingReader
 
     frames = []
     for f in RecordingReader(rec).frames():
-        if every > 1 and f["kind"] == "steps":
+        if every != 1 and f["kind"] == "steps":
             f = dict(f)
-            keep = [s % every == 0 for s in f["steps"]]
+            keep = [takes(s, every) for s in f["steps"]]
             f["cols"] = {k: ([v if k_ else None for v, k_ in zip(vals, keep)] if sampled(k) else vals)
                          for k, vals in f["cols"].items()}
             if f.get("hists"):
-                f["hists"] = {k: [c / every for c in v] for k, v in f["hists"].items()}
+                share = sum(keep) / max(len(keep), 1)
+                f["hists"] = {k: [c * share for c in v] for k, v in f["hists"].items()}
         frames.append(f)
     return frames
 
@@ -209,7 +226,7 @@ def main(argv: list[str]) -> None:
         faults += kind == "fault"
         healthy += kind == "healthy"
         print(f"{name:<30} {kind:<7} {steps:>5} steps {elapsed:5.1f}s  "
-              + "  ".join(f"every {k}: {', '.join(sorted(fired[k])) or '-'}" for k in cadences)
+              + "  ".join(f"{label(k)}: {', '.join(sorted(fired[k])) or '-'}" for k in cadences)
               + ("" if same else "  DIFFERS ACROSS CADENCES")
               + ("" if kind == "healthy" else f"  expected {', '.join(sorted(ids))}"), flush=True)
         expect = ", ".join(f"`{i}`" for i in sorted(ids)) or "none"
@@ -218,13 +235,13 @@ def main(argv: list[str]) -> None:
     print()
     for k in cadences:
         lat = latencies[k]
-        print(f"every {k}: recall {detected[k]}/{faults}; false alarms {false_alarms[k]} on "
+        print(f"{label(k)}: recall {detected[k]}/{faults}; false alarms {false_alarms[k]} on "
               f"{healthy} healthy runs; median latency {statistics.median(lat) if lat else float('nan'):.0f} steps")
     print(f"healthy runs with any false alarm at any cadence: {len(noisy_healthy)}/{healthy}"
           f"{' (' + ', '.join(sorted(noisy_healthy)) + ')' if noisy_healthy else ''}")
     print(f"same alert ids at every cadence: {agree}/{len(names)}; recordings and the scripts' output in {workdir}")
     if table:
-        print("\n| case | expected | " + " | ".join(f"every {k}" for k in cadences)
+        print("\n| case | expected | " + " | ".join(label(k) for k in cadences)
               + " | same ids | latency (steps) | steps |")
         print("|---|---|" + "---|" * len(cadences) + "---|---|---|")
         print("\n".join(rows))
