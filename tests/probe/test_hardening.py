@@ -253,7 +253,13 @@ def test_a_publisher_sending_a_frame_over_the_cap_is_cut_off_and_counted(monkeyp
                                                          "head_seq": 3, "missing": 1, "more": False}), steps(3)])
             received(client, 3, frames)
             assert client.alive
-            # A peer that closes its socket (a probe making its XPUB anew) is not a cut.
+            # A peer that closes its socket (a probe making its XPUB anew) is not a cut. As the probe does it: the
+            # new socket is bound once the old listener is closed (an ipc:// one removes its file then).
+            monitor = pub.get_monitor_socket(zmq.EVENT_CLOSED)
+            pub.unbind(pub_ep)
+            assert monitor.poll(20_000), "the listener never closed"
+            pub.disable_monitor()
+            monitor.close(0)
             pub.close(0)
             pub = new_pub()
             subscribed(pub)
