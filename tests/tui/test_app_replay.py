@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 
 import numpy as np
@@ -322,9 +323,10 @@ def test_sampled_statistics_are_drawn_joined_and_say_so(demo_recording):
             app.sync_now()
             await pilot.pause()
             text = app.screen_text()
-            assert "sampled every 64 steps" in text
+            # The probe's schedule (cadence.SCHEDULE: every step of the first 8, then every 4, 8, …) decides N.
+            assert re.search(r"sampled every \d+ steps", text), text
             heat = app.query_one("#heat-grad").rendered()
-            inner = heat.values[:, : heat.values.shape[1] // 2]  # up to step ~100: samples at 64 and before
+            inner = heat.values[:, : heat.values.shape[1] // 2]  # up to step ~100: sampled columns and gaps
             assert not np.isnan(inner[:, 1:]).all(axis=0).any()
     run(go())
 
