@@ -221,6 +221,7 @@ class TorchProbe:
         self.primary_groups = 0
         self.gradless: list[torch.Tensor] = []
         self.gradless_cursor = 0
+        self.gradless_at = -1  # the step at which parameters with no gradient are noted (_watch_params)
         self.with_grad: set[int] | None = None  # indices of the primary's parameters with a gradient at the last look
         self.lost_once: set[int] = set()
         self.loss_sig: Any = None  # configuration of the loss module being called (set around _loss)
@@ -787,7 +788,7 @@ class TorchProbe:
                 try:
                     self._check_zeroed(opt)
                     if (self.gradless or len(opt.param_groups) != self.primary_groups
-                            or (self.step + 1) % LOST_CHECK_EVERY == 0):
+                            or (self.step + 1) % LOST_CHECK_EVERY == 0 or self.step + 1 == self.gradless_at):
                         self._check_params(opt)
                 except Exception as exc:
                     self._fail("optimizer", exc)
@@ -837,7 +838,10 @@ class TorchProbe:
         """The primary optimizer's parameter groups, and which of its parameters have no gradient at its first step
         (frozen layers): one that gets a gradient later is a layer unfrozen or a head trained from then on."""
         self.primary_groups = len(opt.param_groups)
-        self.gradless = [p for g in opt.param_groups for p in g["params"] if p.grad is None]
+        # Taken at the optimizer's second step: an optimizer stepped with a closure (Lightning, LBFGS) computes its
+        # gradients inside step(), so before its first step no parameter has one yet.
+        self.gradless = []
+        self.gradless_at = self.step + 2
         self.gradless_cursor = 0
         self.with_grad = None
         self.lost_once = set()
@@ -847,6 +851,8 @@ class TorchProbe:
         same optimizer: `opt.add_param_group`), or parameters that had no gradient receiving one (a layer
         unfrozen, a head that starts training), begins a new phase. A length compared, and at most GRADLESS_CHECK
         references tested, per step."""
+        if self.step + 1 == self.gradless_at:
+            self.gradless = [p for g in opt.param_groups for p in g["params"] if p.grad is None]
         n = len(opt.param_groups)
         if n != self.primary_groups:
             added = n > self.primary_groups
@@ -1186,7 +1192,9 @@ class TorchProbe:
         self.run.set_facts(phases=list(phases))
         if refresh and self.sent_host_facts:
             self.param_layer = None  # layer names of the new parameters
-            self._send_host_facts()
+            taken = self._model_facts()  # only these: a framework adapter's own facts (framework, ...) stand
+            if taken:
+                self.run.set_facts(**taken)
             # What had a gradient is looked at afresh: a head replaced and added to the optimizer leaves the old
             # head's parameters without one, and that is this change, not another.
             self.with_grad = None
@@ -1232,13 +1240,19 @@ class TorchProbe:
     # ==== facts ===============================================================================================
     def _send_host_facts(self) -> None:
         self.sent_host_facts = True
+        self._model_facts()
+        self.run.set_facts(**self.facts)
+
+    def _model_facts(self) -> dict[str, Any]:
+        """The model and optimizer facts, taken (again) into self.facts; returns those taken."""
         f = self.facts
+        taken: dict[str, Any] = {}
         try:
             model = self._main_model()
             if model is not None:
                 self.model_ref = weakref.ref(model)
             if model is not None and "model" not in self.fixed:
-                f["model"] = F.model_facts(model, self.output_module)
+                f["model"] = taken["model"] = F.model_facts(model, self.output_module)
                 part = F.constant_weight_part(model, f["model"]["layers"])
                 if part is not None:
                     self.cur.add(C.FactsDecoder(self._constant_facts), part[1], part[0])
@@ -1246,10 +1260,10 @@ class TorchProbe:
                     f["model"]["output_activation"] = self.inferred["output_activation"]
             opts = list(self.opt_states.keys())
             if opts and "optimizer" not in self.fixed:
-                f["optimizer"] = [F.optimizer_facts(o, model) for o in opts]
+                f["optimizer"] = taken["optimizer"] = [F.optimizer_facts(o, model) for o in opts]
         except Exception as exc:
             self._fail("facts", exc)
-        self.run.set_facts(**f)
+        return taken
 
     def _weight_facts(self, values: np.ndarray, meta: tuple[str, int]) -> None:
         key, gen = meta
