@@ -22,6 +22,21 @@ DISCOVER_S = 1.0  # how often a live source looks for ranks that registered late
 REPLAY_QUEUE_FRAMES = 64  # frames read ahead of the app: bounded memory, and no CPU spent far ahead of the screen
 REPLAY_BATCH = 64
 FIRST_SCREEN_WAIT_S = 3.0  # the reader goes on after this even if no app ever says it drew
+# A run attached by its endpoint (`accmon attach ipc://…/X.pub`, tcp://HOST:PORT) names no process: it is taken
+# as gone when, once heard, it has sent no frame or heartbeat for this long (the probe heartbeats every second;
+# the header says "stalled" after 3 s). A killed process's connection closes at its death, which counts as its
+# last word (RunClient.heard_at).
+SILENT_GONE_S = 10.0
+
+
+def rank_gone(entry: registry.RunEntry, client: Any) -> bool:
+    """Whether `entry`'s rank is gone without its end frame. An entry from the registry: its process is gone.
+    An entry made for an endpoint (pid 0: no process known) is judged by its connection alone — never heard
+    yet is waiting, not gone; heard, then silent for SILENT_GONE_S, is gone."""
+    if entry.pid > 0:
+        return not entry.alive()
+    heard = getattr(client, "heard_at", None)
+    return heard is not None and time.time() - heard > SILENT_GONE_S
 
 
 @dataclass(frozen=True)
@@ -238,7 +253,7 @@ class LiveSource:
         # By process, not rank alone: under Lightning's ddp_spawn the launching process registered rank 0
         # before it spawned the real rank 0.
         known = {(e.rank, e.pid) for e in self.entries}
-        gone = all(not e.alive() for e in self.entries) if self.entries else True
+        gone = self._all_gone() if self.entries else True
         ended = all(getattr(c.status, "state", "") in ("ended", "closed") for _, c in self._clients) and self._clients
         if not (gone or ended):
             if self.run_id not in (None, "?"):
@@ -260,6 +275,9 @@ class LiveSource:
             self._status = replace(self._status, message=f"re-attached: the run restarted (pid {again[0].pid})")
             self.wake.set()
 
+    def _all_gone(self) -> bool:
+        return all(rank_gone(e, c) for e, c in self._clients)
+
     def _update_status(self) -> None:
         states = [c.status for _, c in self._clients]
         if not states:
@@ -273,7 +291,7 @@ class LiveSource:
             names = {s.state for s in states}
             if names <= {"ended", "closed"} and "ended" in names:
                 state = "ended"
-            elif self.entries and all(not e.alive() for e in self.entries):
+            elif self.entries and self._all_gone():
                 state = "gone"
             elif "live" in names:
                 state = "stalled" if "stalled" in names else "live"

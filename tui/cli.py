@@ -200,6 +200,9 @@ def resolve_target(target: str | None) -> list[registry.RunEntry]:
             ctl = f"{host}:{int(port) + 1}"
         else:
             raise SystemExit(f"accmon: cannot tell the control endpoint of {target!r} (give a run id, an ipc://….pub or tcp://HOST:PORT)")
+        # pid 0: no process is known for an endpoint (it may be another host's, or a socket no registry entry
+        # names), so the viewers tell whether the run is still there from its connection, not from a pid
+        # (app_sources.rank_gone): RunEntry.alive() of pid 0 is False, and the viewer quit a second after attaching.
         return [registry.RunEntry(run_id="?", rank=0, name=target, host="?", pid=0, started=0.0, cmd=[], pub=pub, ctl=ctl)]
     return registry.find_run(target)
 

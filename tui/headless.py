@@ -15,6 +15,7 @@ from accmon.probe import registry, security
 from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
 
+from .app_sources import SILENT_GONE_S, rank_gone
 from .check import RULE_ERROR_ID, format_alert, printable
 from .store import clean_stop, stop_words
 from .subscriber import RunClient
@@ -177,7 +178,8 @@ class HeadlessViewer:
         self.say(f"rule {rule} disabled at step {alert.get('step')}{where} by an error: {self.rule_errors[rule]}{lost}")
 
     def run(self, *, until: Callable[[], bool] | None = None, poll: float = 0.1) -> int:
-        """Receive until every rank ended, its process is gone, or `until()` says so. Returns an exit code."""
+        """Receive until every rank ended, its process is gone (a run attached by endpoint: it fell silent), or
+        `until()` says so. Returns an exit code."""
         last_sync = last_discovery = started = time.monotonic()
         said_waiting = False
         try:
@@ -211,7 +213,12 @@ class HeadlessViewer:
         missing = sorted(e.rank for e in self.entries if e.rank not in self.ended)
         if missing:
             which = ", ".join(map(str, missing))
-            self.say(f"rank {which} stopped without an end frame (killed or crashed); {self.steps_words('received')}")
+            # A run attached by endpoint names no process: all that is known is that it fell silent.
+            how = "stopped without an end frame (killed or crashed)" if any(
+                e.pid > 0 for e in self.entries if e.rank in missing) else \
+                f"fell silent without an end frame (no frame or heartbeat for {SILENT_GONE_S:.0f} s: killed, " \
+                "crashed or unreachable)"
+            self.say(f"rank {which} {how}; {self.steps_words('received')}")
             return 1
         lost = self.lost()
         self.say(f"run {self.end_words()}: {self.steps_words('received')}{self._loss_words()}")
@@ -219,7 +226,8 @@ class HeadlessViewer:
         return 1 if crashed else 3 if lost else 0
 
     def _all_gone(self) -> bool:
-        return all(not e.alive() for e in self.entries)
+        # An entry attached by endpoint names no process: its connection says whether it is still there.
+        return all(rank_gone(e, c) for e, c in zip(self.entries, self.clients))
 
     def _drain_after_exit(self, grace: float = 1.0) -> None:
         """The process is gone: give frames already in flight a moment to arrive."""
