@@ -787,9 +787,6 @@ class TorchProbe:
                     self.others_since_primary.clear()
                 try:
                     self._check_zeroed(opt)
-                    if (self.gradless or len(opt.param_groups) != self.primary_groups
-                            or (self.step + 1) % LOST_CHECK_EVERY == 0 or self.step + 1 == self.gradless_at):
-                        self._check_params(opt)
                 except Exception as exc:
                     self._fail("optimizer", exc)
                     return None
@@ -838,10 +835,9 @@ class TorchProbe:
         """The primary optimizer's parameter groups, and which of its parameters have no gradient at its first step
         (frozen layers): one that gets a gradient later is a layer unfrozen or a head trained from then on."""
         self.primary_groups = len(opt.param_groups)
-        # Taken at the optimizer's second step: an optimizer stepped with a closure (Lightning, LBFGS) computes its
-        # gradients inside step(), so before its first step no parameter has one yet.
+        # Taken after the optimizer's first step (see _opt_post).
         self.gradless = []
-        self.gradless_at = self.step + 2
+        self.gradless_at = self.step + 1
         self.gradless_cursor = 0
         self.with_grad = None
         self.lost_once = set()
@@ -1017,6 +1013,11 @@ class TorchProbe:
             primary = self.primary_opt is not None and self.primary_opt() is opt
             self._lrs(opt, st.index if st is not None else len(self.opt_states), primary)
             if primary and end:
+                # After step(): an optimizer stepped with a closure (Lightning, LBFGS) has computed its gradients
+                # inside it, so which parameters have one is known here for every kind of loop, not before.
+                if (self.gradless or len(opt.param_groups) != self.primary_groups
+                        or (self.step + 1) % LOST_CHECK_EVERY == 0 or self.step + 1 == self.gradless_at):
+                    self._check_params(opt)
                 self.spent += _perf() - t0
                 self._end_step()  # accounts for its own time, in the step it ends
                 return None
