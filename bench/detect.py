@@ -45,6 +45,8 @@ WARNING_OR_WORSE = {"warning", "critical"}
 # model overfits, or stops improving, from there). Static faults (data, model, loss, optimiser set-up, a learning
 # rate wrong from the start) are visible at step 0.
 VISIBLE_FROM_BEST_VAL = {"fault_overfitting", "fault_overfitting_mild", "fault_val_plateau", "fault_val_plateau_late"}
+# Corpus faults that begin with a later phase of training (bench/corpus/f_phase_*): visible from its first step.
+VISIBLE_FROM_PHASE_PREFIX = "f_phase_"
 # Demos that need a launcher: the command before the script.
 LAUNCHER = {"healthy_ddp": ["torchrun", "--nproc_per_node=2"]}
 
@@ -145,6 +147,17 @@ def best_val_step(rec: str) -> int:
     return at
 
 
+def phase_start(rec: str) -> int:
+    """The first step of the recording's first phase after the first (the `phases` fact), or 0."""
+    from accmon.probe.recording import RecordingReader
+
+    start = 0
+    for f in RecordingReader(rec).frames():
+        if f["kind"] == "facts" and isinstance(f.get("facts"), dict) and f["facts"].get("phases"):
+            start = min(p["start"] for p in f["facts"]["phases"])
+    return start
+
+
 def option(argv: list[str], name: str) -> str | None:
     for i, a in enumerate(argv):
         if a == name and i + 1 < len(argv):
@@ -210,7 +223,8 @@ def main(argv: list[str]) -> None:
                 hit = bool(ids & f)
                 detected[k] += hit
                 if hit:
-                    visible = best_val_step(rec) if name in VISIBLE_FROM_BEST_VAL or "overfitting" in ids else 0
+                    visible = (best_val_step(rec) if name in VISIBLE_FROM_BEST_VAL or "overfitting" in ids
+                               else phase_start(rec) if name.startswith(VISIBLE_FROM_PHASE_PREFIX) else 0)
                     first = min(a["step"] for a in reports[k]["alerts"]
                                 if a["id"] in ids and a.get("severity") in WARNING_OR_WORSE)
                     latencies[k].append(max(0, first - visible))
