@@ -39,6 +39,7 @@ POLL_MS = 250
 BUSY_POLL_MS = 50
 LINGER_POLL_MS = 50  # at the end of a run, while viewers catch up: the process's exit waits on this loop
 HEARTBEAT_S = 1.0
+SYSTEM_POLL_S = 1.0
 SYNC_S = 1.0  # fdatasync cadence: survive power loss with at most ~1 s lost (design.md)
 MAX_STEPS_PER_FRAME = 2048
 HISTORY_MAX_FRAMES = 1000
@@ -248,7 +249,7 @@ class IOThread(threading.Thread):
             poller.register(ctl, zmq.POLLIN)
             poller.register(pub, zmq.POLLIN)
         self.pub = pub
-        last_hb = last_sync = time.monotonic()
+        last_hb = last_sync = last_system = time.monotonic()
         busy = False
         while True:
             stopping = self.stop_requested.is_set()
@@ -270,6 +271,9 @@ class IOThread(threading.Thread):
             if pub is not None and now - last_hb >= HEARTBEAT_S:
                 last_hb = now
                 self._heartbeat()
+            if now - last_system >= SYSTEM_POLL_S:
+                last_system = now
+                self.run_.system.poll()  # NVML, where installed: off the training thread, about once a second
             if self.writer is not None and now - last_sync >= SYNC_S:
                 last_sync = now
                 self._guard_disk(self.writer.sync)
@@ -349,6 +353,7 @@ class IOThread(threading.Thread):
             self._guard_disk(self.writer.close)
             self.writer = None
         self.log.close()
+        self.run_.system.close()
 
     # -- data path ----------------------------------------------------------------------------------------
     def _drain_inbox(self) -> bool:

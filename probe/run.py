@@ -19,6 +19,7 @@ from typing import Any
 from . import registry
 from .errors import report_once
 from .iothread import ALERT, COLUMNS, END, FACTS, ROW, IOThread
+from .system import SystemStats
 
 __version__ = "0.1.0"
 
@@ -85,6 +86,7 @@ class Run:
         self.closed = False
         self._inbox: deque[tuple] = deque()
         self._pid = os.getpid()
+        self.system = SystemStats()  # memory and GPU figures, joined to a step about once a second
         self._io = IOThread(self)
         self._io.start()
         # Wait for the sockets so that errors surface now and `endpoints` is known; never long.
@@ -95,6 +97,12 @@ class Run:
         """Record scalars for one step (the next step when `step` is None). Python numbers only."""
         if step is None:
             step = self.step + 1
+        system = self.system
+        if step != self.step and system.due(step, time.monotonic()):
+            scalars = {**system.sample(), **scalars}
+            facts = system.facts()
+            if facts is not None:
+                self.set_facts(**facts)
         inbox = self._inbox
         # Queued before it is counted: a Ctrl-C (KeyboardInterrupt) between the two must not leave a step counted
         # as logged that was never queued (the run would read as having lost it).

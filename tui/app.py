@@ -62,6 +62,7 @@ from .widgets import (
     header_text,
     severity_text,
     summary_text,
+    system_text,
 )
 from .widgets.palette import palette
 
@@ -96,6 +97,14 @@ CHARTS: dict[str, ChartSpec] = {
     "chart-lr2": ChartSpec("learning rate", (SeriesSpec("lr", "lr", 3),), log=True, smooth=False),
     "chart-input": ChartSpec("input batch", (SeriesSpec("input_mean", "mean", 0), SeriesSpec("input_std", "std", 1)),
                              smooth=False),
+    "chart-time": ChartSpec("seconds per step · of which waiting for data",
+                            (SeriesSpec("step_time", "step", 0), SeriesSpec("data_wait", "data wait", 1)), log=True),
+    "chart-rate": ChartSpec("throughput", (SeriesSpec("samples_per_s", "samples/s", 2),
+                                           SeriesSpec("tokens_per_s", "tokens/s", 3)), log=True),
+    "chart-mem": ChartSpec("memory, bytes", (SeriesSpec("rss", "process RSS", 0), SeriesSpec("cuda_allocated", "GPU allocated", 2),
+                                             SeriesSpec("cuda_reserved", "GPU reserved", 3)), smooth=False),
+    "chart-gpu": ChartSpec("GPU (NVML)", (SeriesSpec("gpu_util", "util %", 0), SeriesSpec("gpu_temp", "°C", 1),
+                                          SeriesSpec("gpu_power", "W", 2)), smooth=False),
 }
 HEATS: dict[str, HeatSpec] = {
     "heat-grad": HeatSpec("gradient norm per layer · blue: vanishing · orange: exploding", "grad_norm/"),
@@ -111,6 +120,7 @@ TAB_WIDGETS = {
     "activations": ("heat-dead", "heat-sat", "chart-lr2"),
     "data": ("chart-input",),
     "alerts": (),
+    "system": ("chart-time", "chart-rate", "chart-mem", "chart-gpu"),
 }
 
 HELP = """\
@@ -119,7 +129,7 @@ evidence. `n` moves every chart to where the next alert began.
 
 ```
 n p     next / previous alert: charts go where it began
-1-5     overview · gradients · activations · data · alerts
+1-6     overview · gradients · activations · data · alerts · system
 tab     into the alert list: ↑ ↓ choose, enter goes there
 + - 0   zoom in / out along steps · whole run
 < >     pan along steps (live: ← → too)
@@ -282,6 +292,7 @@ class AccmonApp(App[int]):
         Binding("3", "tab('activations')", "Activations", show=False),
         Binding("4", "tab('data')", "Data", show=False),
         Binding("5", "tab('alerts')", "Alerts", show=False),
+        Binding("6", "tab('system')", "System", show=False),
     ]
 
     def __init__(self, source: Source | None = None, *, attach: Callable[[list[registry.RunEntry]], Source] | None = None,
@@ -358,6 +369,15 @@ class AccmonApp(App[int]):
                     yield AlertTable(id="alert-table")
                     with VerticalScroll(id="detail-box"):
                         yield Static(id="alert-detail")
+            with TabPane("6 System", id="system"):
+                with Vertical():
+                    yield Static(id="system-note")
+                    with Horizontal(classes="chart-row"):
+                        yield LineChart(CHARTS["chart-time"], id="chart-time")
+                        yield LineChart(CHARTS["chart-rate"], id="chart-rate")
+                    with Horizontal(classes="chart-row"):
+                        yield LineChart(CHARTS["chart-mem"], id="chart-mem")
+                        yield LineChart(CHARTS["chart-gpu"], id="chart-gpu")
         yield Timeline(id="timeline")
         yield Footer()
 
@@ -593,6 +613,8 @@ class AccmonApp(App[int]):
                 self._sync_alerts(force)
             if tab == "data":
                 self._sync_summary(force)
+            if tab == "system":
+                self._sync_system(force)
             if self.replay:
                 self._sync_timeline(view)
 
@@ -773,6 +795,15 @@ class AccmonApp(App[int]):
         box = self._main.query_one("#summary-box")
         self._main.query_one("#summary", Static).update(summary_text(self.store, data, dark=self.current_theme.dark,
                                                                width=box.size.width or 80))
+
+    def _sync_system(self, force: bool) -> None:
+        data = self.pace_data()
+        key = (self.store.version // 5 if not force else -1, self.rank, self.current_theme.dark)
+        if not force and key == self._drawn.get("system"):
+            return
+        self._drawn["system"] = key
+        self._main.query_one("#system-note", Static).update(system_text(data, self.store.facts,
+                                                                        dark=self.current_theme.dark))
 
     def _sync_timeline(self, view: View) -> None:
         b = self._bounds()
@@ -1110,7 +1141,8 @@ class AccmonApp(App[int]):
                                            ("gradients", "per-layer gradient norms, update ratio"),
                                            ("activations", "dead and saturated fractions per layer"),
                                            ("data", "the model, loss, optimizer, inputs and labels"),
-                                           ("alerts", "every alert with its fix and evidence")), start=1):
+                                           ("alerts", "every alert with its fix and evidence"),
+                                           ("system", "step time and data wait, throughput, memory, GPU")), start=1):
             yield SystemCommand(f"Tab {key}: {tab}", what, lambda tab=tab: self.action_tab(tab))
         for a in self.alert_order():
             yield SystemCommand(f"Go to alert {a.get('id')} (step {a.get('step')})", str(a.get("message", ""))[:120],

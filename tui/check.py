@@ -22,6 +22,7 @@ from accmon.probe.recording import RecordingError, RecordingReader
 
 from .importers import LogError, load_log
 from .store import alert_message, clean_stop, interrupted_exit, stop_words
+from .system_summary import SystemSummary, one_line
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -62,6 +63,8 @@ class RunSummary:
     # Who stopped a run that did not crash: {"by": "user", "reason": "KeyboardInterrupt", "step": N} for a Ctrl-C
     # (the first end frame that says so); None when nobody did. Not a status: `status` keeps its four values.
     stopped: dict[str, Any] | None = None
+    # The lowest rank's step split, throughput and memory peaks (tui/system_summary.py); None without figures.
+    system: dict[str, Any] | None = None
 
 
 def _make_diagnosers() -> Any:
@@ -94,6 +97,8 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     diagnosers: dict[int, Any] = {}
     rank_diagnoser = RankDiagnoser()
     skipped_ranks: set[int] = set()
+    machine: dict[int, SystemSummary] = {}
+    devices: dict[int, Any] = {}
     for frame in frames:
         summary.frames += 1
         kind, rank = frame["kind"], frame["rank"]
@@ -122,6 +127,12 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             epochs = [e for e in epoch_col if isinstance(e, (int, float)) and math.isfinite(e) and abs(e) < 2**53]
             if epochs:
                 summary.epochs = max(summary.epochs, int(max(epochs)) + 1)
+            if isinstance(cols, dict):
+                machine.setdefault(rank, SystemSummary()).add(cols)
+        elif kind == "facts":
+            facts = frame.get("facts")
+            if isinstance(facts, dict) and "devices" in facts:
+                devices[rank] = facts["devices"]
         elif kind == "end":
             ends.append(frame)
         elif kind == "exit":
@@ -150,6 +161,9 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
         summary.problems.append({"offset": -1, "kind": "too_many_ranks",
                                  "message": f"{len(skipped_ranks)} ranks beyond the first {MAX_RANKS} left out of the report"})
     summary.ranks = sorted(steps_per_rank)
+    if machine:
+        first = min(machine)
+        summary.system = machine[first].result({"devices": devices.get(first)})
     summary.steps = max(steps_per_rank.values(), default=0)
     _count_losses(summary, ends, steps_per_rank)
     summary.last_step = max(last_per_rank.values(), default=-1)
@@ -379,6 +393,8 @@ def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: Te
         out.write(f"  incomplete: {logged}{s.steps_recorded} recorded, {s.steps_lost} lost{why}\n")
     elif s.status == "truncated":
         out.write(f"  incomplete: no end frame ({s.steps_recorded} steps recorded; how many were logged is unknown)\n")
+    if s.system is not None and one_line(s.system):
+        out.write(f"  machine: {one_line(s.system)}\n")
     for p in s.problems:
         where = f" at byte {p['offset']}" if p["offset"] >= 0 else ""
         out.write(f"  {p['kind']}{where}: {p['message']}\n")

@@ -13,6 +13,7 @@ from .learning_rate import LrTooHigh, LrTooLow
 from .model_setup import DoubleSoftmax, LossTaskMismatch, OutputActivationMismatch
 from .numerics import NanLoss
 from .outcomes import AccuracyStuck, SingleClassPrediction
+from .system import InputBound, MemoryGrowth, NearOom, ThroughputDrop
 from .updates import WeightsNotUpdating
 from .validation import ValidationCurve
 
@@ -20,6 +21,7 @@ RULES: tuple[type[Rule], ...] = (
     NanLoss, WeightsNotUpdating, NoInputVariance, UnnormalizedInput, LabelIssue, LossTaskMismatch, DoubleSoftmax,
     OutputActivationMismatch, UnshuffledData, LrTooHigh, DeadRelu, SigmoidSaturation, VanishingGradients,
     ExplodingGradients, LrTooLow, AccuracyStuck, SingleClassPrediction, ClassImbalance, ValidationCurve,
+    InputBound, ThroughputDrop, MemoryGrowth, NearOom,
 )
 
 ALERT_IDS: tuple[str, ...] = tuple(i for rule in RULES for i in rule.ids)

@@ -10,14 +10,18 @@ from typing import Any
 import numpy as np
 
 from .series import Series
-from .thresholds import START_STEPS
+from .thresholds import SERIES_CAP, START_STEPS
 
-# The metrics the rules read (docs/frames.md); others (act_mean/*, step_time, ...) are not kept.
+# The metrics the rules read (docs/frames.md); others (act_mean/*, samples_per_s, ...) are not kept.
 USED = frozenset({"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "grad_norm", "update_ratio", "nonfinite_grads",
                   "input_mean", "input_std", "input_min", "input_max", "input_const_frac", "input_feat_absmax_ratio",
                   "batch_top_frac", "batch_top_class", "batch_classes", "pred_top_frac",
-                  "grad_norm_preclip", "clip_frac", "train_eval_loss", "train_eval_acc", "batch_bal_acc"})
-USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "act_sat/")
+                  "grad_norm_preclip", "clip_frac", "train_eval_loss", "train_eval_acc", "batch_bal_acc",
+                  "step_time", "data_wait", "rss"})
+USED_PREFIXES = ("grad_norm/", "update_ratio/", "weight_norm/", "act_zero/", "act_sat/", "cuda_allocated/",
+                 "cuda_reserved/", "cuda_max_allocated/")
+# Metrics judged against a longer history than SERIES_CAP values: a run's own norm of step time.
+LONG_SERIES = {"step_time": 2048, "data_wait": 2048}
 NUMBERS = {int, float}
 # Metrics whose first non-finite value is remembered (the step a NaN loss began).
 NONFINITE_WATCH = frozenset({"loss", "val_loss"})
@@ -110,7 +114,7 @@ class RunState:
                 continue  # not numbers (bools are refused too, as wire.decode does)
             series = self.series.get(name)
             if series is None:
-                series = self.series[name] = Series()
+                series = self.series[name] = Series(LONG_SERIES.get(name, SERIES_CAP))
                 self._layers_of.clear()
             intake.parts.append([series, at, vals, 0, name if name in PEAK_WATCH else None])
             if name in NONFINITE_WATCH and name not in self.first_nonfinite:

@@ -202,3 +202,37 @@ STAGNATION_LEARNED = 0.05
 # ---- alerts ------------------------------------------------------------------------------------------
 # An active alert is sent again when its strength moves by this factor (or its severity changes), not every step.
 UPDATE_FACTOR = 2.0
+
+# ---- the machine: step timing and memory (system.py) ---------------------------------------------------
+# Steps skipped before timing and memory are judged (own: DataLoader workers start, cuDNN autotunes, the
+# caching allocator grows its pools, torch.compile compiles; all of that is over within tens of steps).
+SYSTEM_WARMUP_STEPS = 50
+# input_bound: over the last INPUT_BOUND_STEPS steps, the median step spends at least this share waiting for its
+# batch, at least INPUT_BOUND_MIN_WAIT_S of it, and the window covers INPUT_BOUND_MIN_SECONDS of steps. Own: "most of a
+# step" (the issue's words) is half; a median, not a sum, so one long wait (workers restarting at an epoch's
+# start, a checkpoint) does not make a run input-bound; below 10 ms of waiting there is little to gain.
+INPUT_BOUND_STEPS = 64
+INPUT_BOUND_FRACTION = 0.5
+INPUT_BOUND_MIN_WAIT_S = 0.010
+INPUT_BOUND_MIN_SECONDS = 1.0
+# throughput_drop: the median step of the last THROUGHPUT_RECENT_STEPS is this many times the median of up to
+# THROUGHPUT_NORM_STEPS before them, and both spans cover minutes of wall time. Own: a GPU that throttles loses
+# 30-50 % (NVIDIA's clocks-event reasons), swapping or a shared GPU halves the rate or worse; a factor of two
+# sustained over a minute is past the noise of a busy machine's seconds.
+THROUGHPUT_RECENT_STEPS = 128
+THROUGHPUT_NORM_STEPS = 1024
+THROUGHPUT_DROP_FACTOR = 2.0
+THROUGHPUT_MIN_SECONDS = 30.0
+# memory_growth: over the last MEMORY_GROWTH_WINDOW samples (at least MEMORY_GROWTH_MIN_SAMPLES spanning
+# MEMORY_GROWTH_MIN_STEPS steps), every quarter's median above the last, and the growth at least
+# MEMORY_GROWTH_MIN_BYTES and MEMORY_GROWTH_MIN_FRACTION of where it started. Own: a graph kept alive by
+# `total_loss += loss` adds the step's activations each step (megabytes for small models); allocator pools and
+# Python's arenas grow once and stop; 64 MB is above the noise of a CPU process's RSS.
+MEMORY_GROWTH_WINDOW = 64
+MEMORY_GROWTH_MIN_SAMPLES = 8
+MEMORY_GROWTH_MIN_STEPS = 100
+MEMORY_GROWTH_MIN_BYTES = 64 * 1024 * 1024
+MEMORY_GROWTH_MIN_FRACTION = 0.10
+# near_oom: PyTorch's reserved memory on a device at this share of its total. Own: the caching allocator rounds
+# blocks up and fragments; within 5 % of the total, one batch longer than the others fails to allocate.
+NEAR_OOM_FRACTION = 0.95

@@ -1,7 +1,7 @@
 """Epochs from DataLoader exhaustion, and what a loader says about the data (shuffled, batch size).
 
 The one patch: `_BaseDataLoaderIter.__next__` (every DataLoader iterator, single- or multi-process) tells the
-probe which loader each batch came from and when one runs dry. A loader is a *training* loader once an
+probe which loader each batch came from, how long the loop waited for it, and when one runs dry. A loader is a *training* loader once an
 optimizer step has happened while its batches were being consumed; only those count epochs, so a validation
 loader running out does not.
 """
@@ -9,6 +9,7 @@ loader running out does not.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Protocol
 
 from torch.utils.data import RandomSampler, SequentialSampler
@@ -18,7 +19,7 @@ _Iter = _dl._BaseDataLoaderIter
 
 
 class LoaderListener(Protocol):
-    def on_batch(self, it: Any) -> None: ...
+    def on_batch(self, it: Any, seconds: float) -> None: ...
 
     def on_exhausted(self, it: Any) -> None: ...
 
@@ -29,6 +30,7 @@ _original_next: Callable[[Any], Any] | None = None
 
 def _next(self: Any) -> Any:
     listener = _listener
+    t0 = perf_counter()
     try:
         batch = _original_next(self)  # type: ignore[misc]
     except StopIteration:
@@ -36,7 +38,7 @@ def _next(self: Any) -> Any:
             listener.on_exhausted(self)
         raise
     if listener is not None:
-        listener.on_batch(self)
+        listener.on_batch(self, perf_counter() - t0)  # the training loop's wait for this batch, host clock
     return batch
 
 

@@ -172,6 +172,13 @@ class TorchProbe:
         self.loss_calls = 0  # training loss calls while no optimizer has stepped
         self.missing_step: bool | None = None  # an optimizer exists but has not stepped (None: not looked yet)
         self.t_last_end: float | None = None
+        # Where a step's time goes (issue 19): the loop's wait in DataLoader.__next__, by loader, during the step;
+        # when no DataLoader is seen, the gap from the last step's end to this step's first training forward.
+        self.waits: dict[int, float] = {}
+        self.t_begin: float | None = None
+        self.saw_eval = False  # an evaluation forward since the last step: the gap is not waiting for data
+        self.step_tokens = 0
+        self.system = getattr(run, "system", None)
         self.t_last_flush = _perf()
         self.spent = 0.0
         self.spent_tiers = {"grads": 0.0, "deep": 0.0}
@@ -354,7 +361,9 @@ class TorchProbe:
             self.cur_root = None
             return
         self.cur_root = module
-        if module.training and not self.cur_started:
+        if not module.training:
+            self.saw_eval = True
+        elif not self.cur_started:
             self._step_begins()
         if id(module) not in self.module_name and not any(r() is module for r in self.roots):
             # A new top-level model (a submodule called on its own is already named: it stays a submodule).
@@ -406,8 +415,12 @@ class TorchProbe:
         self.root_out_module = self.last_leaf if self.last_leaf_out == id(output) else None
         self.last_leaf = None
         self.last_leaf_out = 0
-        if module.training and torch.is_grad_enabled() and (self.deep_now or not self.first_input_seen):
-            self._inputs(args, kwargs)
+        if module.training and torch.is_grad_enabled():
+            x = I.first_tensor(args, kwargs)
+            if x is not None and x.ndim >= 2 and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+                self.step_tokens += x.numel()  # token ids, [batch, sequence]: tokens/s as well as samples/s
+            if self.deep_now or not self.first_input_seen:
+                self._inputs(args, kwargs)
 
     def _inputs(self, args: tuple, kwargs: dict) -> None:
         x = I.first_tensor(args, kwargs)
@@ -747,6 +760,7 @@ class TorchProbe:
         validation pass after it could join it; that pass is over now. When steps are slow, the row leaves
         at once: otherwise a viewer would see every step one (long) step late."""
         self.cur_started = True
+        self.t_begin = _perf()
         if self.val_parts:
             self._end_val()
         ledger = self.ledger
@@ -1073,13 +1087,27 @@ class TorchProbe:
         row.step = step
         row.time = time.time()
         s = row.scalars
+        self._note_loader()
         if self.t_last_end is not None:
             dt = now - self.t_last_end
             if dt > 0:
                 s["step_time"] = dt
                 if self.step_samples:
                     s["samples_per_s"] = self.step_samples / dt
-        self._note_loader()
+                if self.step_tokens:
+                    s["tokens_per_s"] = self.step_tokens / dt
+                wait = self._data_wait()
+                if wait is not None:
+                    s["data_wait"] = min(wait, dt)
+        self.waits.clear()
+        self.saw_eval = False
+        self.step_tokens = 0
+        system = self.system
+        if system is not None and system.due(step, time.monotonic()):
+            s.update(system.sample())
+            facts = system.facts()
+            if facts is not None:
+                self.run.set_facts(**facts)
         if self.other_loss is not None and not self.primary_seen:
             self._loss_switch(step)
         elif self.other_loss_steps:
@@ -1117,12 +1145,28 @@ class TorchProbe:
         self.grads_now, self.deep_now = self.cadence.plan(step + 1)
         self.t_last_end = _perf()
 
+    def _data_wait(self) -> float | None:
+        """Seconds this step waited for its batch: the training loaders' __next__ time, or, with no DataLoader,
+        the gap before the step's first forward. The gap is not used after an evaluation pass (not waiting for
+        data), nor once CUDA is in use: a `loss.item()` after the optimizer step waits there for the device."""
+        if self.waits:
+            train = [w for key, w in self.waits.items() if key in self.train_loaders]
+            return sum(train) if train else None
+        if self.t_begin is None or self.t_last_end is None or self.saw_eval or self.t_begin < self.t_last_end:
+            return None
+        if torch.cuda.is_initialized():
+            return None
+        return self.t_begin - self.t_last_end
+
     # ==== epochs and data =====================================================================================
-    def on_batch(self, it: Any) -> None:
+    def on_batch(self, it: Any, seconds: float = 0.0) -> None:
         if self.off:
             return
         self.last_iter = weakref.ref(it)
         self.batch_fresh = True
+        if self.tid == _thread_id() and len(self.waits) < 64:
+            key = data.loader_key(it)
+            self.waits[key] = self.waits.get(key, 0.0) + seconds
 
     def on_exhausted(self, it: Any) -> None:
         if self.off or self.epochs_from_framework:

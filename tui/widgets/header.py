@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ..store import RankData, RunStore, is_missing, stop_words
+from ..system_summary import nbytes
 from . import fmt
 from .palette import OKABE_ITO, palette
 
@@ -91,6 +92,19 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     if sps is not None and info.state in ("live", "stalled", "connecting"):
         t.append("  ", style=dim)
         t.append(f"{fmt.num(sps)} steps/s")
+        samples = data.latest("samples_per_s") if data is not None and not narrow else None
+        if samples is not None and math.isfinite(samples):
+            t.append(f" · {fmt.num(samples)} samples/s", style=dim)
+    if data is not None and not narrow:
+        # In replay, as of the cursor (issue 21 item 9: everything on screen describes the run there).
+        gpu, rss = ((value_at(data, "cuda_allocated", info.head), value_at(data, "rss", info.head))
+                    if info.head is not None else (data.latest("cuda_allocated"), data.latest("rss")))
+        if gpu is not None and math.isfinite(gpu):
+            t.append("  GPU mem ", style=dim)
+            t.append(nbytes(gpu))
+        elif rss is not None and math.isfinite(rss):
+            t.append("  mem ", style=dim)
+            t.append(nbytes(rss))
     started = meta.get("started")
     end_t = data.last_t if data is not None else None
     if info.head is not None and data is not None:
