@@ -21,7 +21,9 @@ KEYS = {"id", "severity", "step", "message", "evidence", "fix", "state", "last_s
 CATALOGUE = {"nan_loss", "exploding_gradients", "vanishing_gradients", "lr_too_high", "lr_too_low", "accuracy_stuck",
              "single_class_prediction", "sigmoid_saturation", "dead_relu", "unnormalized_input", "no_input_variance",
              "loss_task_mismatch", "double_softmax", "output_activation_mismatch", "label_issue", "class_imbalance",
-             "unshuffled_data", "weights_not_updating", "overfitting", "val_loss_stagnating"}
+             "unshuffled_data", "weights_not_updating", "overfitting", "val_loss_stagnating",
+             # Added by issue 19: the machine beside the curves.
+             "input_bound", "throughput_drop", "memory_growth", "near_oom"}
 
 
 def dead_relu_sim(**kw) -> Sim:
