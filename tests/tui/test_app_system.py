@@ -61,6 +61,7 @@ def test_the_system_tab_shows_the_step_split_and_memory_of_a_cpu_run_and_says_th
             text = app.screen_text()
             assert "6 System" in text and "waiting for data" in text and "samples/s" in text
             assert "No GPU in this run" in text
+            assert "  mem " in text  # the header: the process's memory beside the step
             dots = {wid: app.query_one(f"#{wid}", LineChart).rendered().dots for wid in ("chart-time", "chart-mem")}
             assert dots["chart-time"].get("step", 0) > 0 and dots["chart-time"].get("data wait", 0) > 0
             assert dots["chart-mem"].get("process RSS", 0) > 0
