@@ -14,10 +14,11 @@ another verdict (issue 15): a diagnosis must not depend on the machine it ran on
 `every=N`) fixes the interval instead.
 
 What the tiers cost is still measured where it is spent (`time.perf_counter` around their work) and reported by
-`overhead()`; it no longer steers anything. Measured on this machine's 2 cores (BENCHMARKS.md, issue 15): a
-sampled step adds ~1.5 ms of CPU to a 1.9-ms MLP step and ~2.8 ms to a 22-ms CNN step, so the schedule's intervals
-cost the MLP under 5% of its mean step time from step 512 on and under 1% from step 8192 on (the CNN a sixth of
-that), and the median step, which is not a sampled one, nothing.
+`overhead()`; it no longer steers anything. Measured on this machine's 2 cores (thread CPU time, BENCHMARKS.md,
+issue 15): a sampled step adds ~1.5 ms to a 1.9-ms MLP step and ~2.8 ms to a 22-ms CNN step, so the schedule
+adds to the MLP's mean step about 19% below step 128 (a fraction of a second of training), 10% to step 512, 5% to
+2,048, 2.4% to 8,192, 1.2% to 32,768 and 0.3% past 131,072 (the CNN a sixth of that), and to its median step,
+which is not a sampled one, nothing.
 """
 
 from __future__ import annotations
