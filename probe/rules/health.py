@@ -256,6 +256,12 @@ class HealthTracker:
                 h.uses_inputs = h.balanced_acc >= 1 / k + BALANCED_MARGIN * (1 - 1 / k)
         if chance is None or chance < SKEWED_MAJORITY:
             return
+        if h.uses_inputs:
+            # Balanced accuracy shows the classes told apart: the imbalance is handled, whatever share the top
+            # predicted class takes in the last batches (a noisy reading at every step: healthy_weighted_imbalance
+            # flipped in and out of it and raised accuracy_stuck at every 1 and 4, not at 8 or 16).
+            h.handled_imbalance = True
+            return
         top = st.recent("pred_top_frac", h.now)
         # Sampled sparsely (every 64 steps late in a run): the last looks, however old, but not a fresh model's.
         if top is None or top[2] < 3 or top[1] < 2 * h.window:

@@ -91,3 +91,18 @@ def test_a_short_run_that_learned_only_the_prior_is_named_at_its_end():
                          "batch_bal_acc": lambda s, v: None if v is None else 0.5})
     found = run(sim)[0]
     assert "single_class_prediction" in found
+
+
+def test_skewed_classes_told_apart_by_balanced_accuracy_are_not_stuck_at_the_majority_share():
+    # healthy_weighted_imbalance: 94/6 classes under a class-weighted loss; validation accuracy at the majority's
+    # share (0.94), the top predicted class's share of a batch around it too (noisy at every step), but balanced
+    # accuracy over the sampled batches 0.9: the classes are told apart. Not accuracy_stuck, at any cadence.
+    def bal(s, v):
+        return None if v is None else 0.9 + 0.02 * math.sin(s)
+
+    for every in (1, 4, 16):
+        sim = Sim(classes=2, task="binary", class_shares=(0.94, 0.06), steps=300, final_acc=0.95, sample_every=every,
+                  overrides={"batch_bal_acc": lambda s, v, k=every: bal(s, 1.0 if s < 8 or s % k == 0 else None),
+                             "val_acc": lambda s, v: None if v is None else 0.9395})
+        found = run(sim)[0]
+        assert "accuracy_stuck" not in found, (every, found)
