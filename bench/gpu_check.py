@@ -820,13 +820,15 @@ finally:
 
 def other_issues(ck: Check, env: dict[str, str], gpu: bool, results: dict[str, dict[str, Any]], dev: str) -> None:
     cols = sorted({c for r in results.values() for c in r.get("columns", [])})
+    # --fake-cuda runs the probe on CPU (dev "cpu"): nothing there has CUDA memory or NVML figures to record.
+    device_run = gpu and dev == "cuda"
     # CUDA memory counters (issue 19): host-side allocator counters read at the flush.
     mem_src = probe_source_has("memory_allocated", "memory_reserved")
     mem_cols = [c for c in cols if re.search(r"allocated|reserved", c, re.I)
                 or (re.search(r"cuda|gpu|dev", c, re.I) and re.search(r"mem|alloc|reserv", c, re.I))]
     if not mem_src:
         ck.claim("cuda_memory_counters", NOT_PRESENT, "no use of torch.cuda.memory_allocated/memory_reserved in the probe")
-    elif not gpu:
+    elif not device_run:
         ck.claim("cuda_memory_counters", SKIP_NO_GPU, f"present in {mem_src}; memory-like series on CPU: {mem_cols}")
     else:
         ck.claim("cuda_memory_counters", "pass" if mem_cols else "fail",
@@ -837,7 +839,7 @@ def other_issues(ck: Check, env: dict[str, str], gpu: bool, results: dict[str, d
     kinds = sorted({k for r in results.values() for k in r.get("recording", {}).get("kinds", {})})
     if not nvml_src:
         ck.claim("nvml_sampling", NOT_PRESENT, "no NVML (pynvml) use in the probe")
-    elif not gpu:
+    elif not device_run:
         ck.claim("nvml_sampling", SKIP_NO_GPU, f"present in {nvml_src}")
     else:
         ck.claim("nvml_sampling", "pass" if nvml_cols else "fail",
