@@ -44,6 +44,7 @@ from .app_sources import (
     run_peek,
 )
 from .check import printable
+from .on_alert import AlertCommand
 from .store import Changes, RankData, RankGroup, RunStore, alert_message, as_of_step, stop_words
 from .widgets import (
     AlertTable,
@@ -298,8 +299,12 @@ class AccmonApp(App[int]):
     def __init__(self, source: Source | None = None, *, attach: Callable[[list[registry.RunEntry]], Source] | None = None,
                  list_runs: Callable[[], list[registry.RunEntry]] = registry.list_runs,
                  clock: Callable[[], float] = time.time, refresh_s: float = REFRESH_S,
-                 export_dir: str | os.PathLike[str] | None = None, pick: bool = False) -> None:
+                 export_dir: str | os.PathLike[str] | None = None, pick: bool = False,
+                 on_alert: AlertCommand | None = None) -> None:
         super().__init__()
+        self.on_alert = on_alert  # --on-alert: the user's command, told of each new alert
+        if on_alert is not None:
+            on_alert.say = self._say_from_thread  # its failures are said where the user looks: a notification
         self.source = source
         self.attach = attach or (lambda entries: LiveSource(entries))
         self.list_runs = list_runs
@@ -455,6 +460,9 @@ class AccmonApp(App[int]):
                 left_over = True
                 break
         self._budget = CATCH_UP_BUDGET_S if left_over else INGEST_BUDGET_S
+        if total.alerts and self.on_alert is not None and src.kind != "replay":
+            for alert in list(self.store.alerts.by_key.values()):
+                self.on_alert.offer(alert)  # only new, active alerts at its severity go out, once each
         status = src.status
         if status != self._status:
             self._on_status(self._status, status)
@@ -1180,12 +1188,20 @@ class AccmonApp(App[int]):
         console.print(self.screen._compositor.render_update(full=True))
         return console.export_text()
 
+    def _say_from_thread(self, line: str) -> None:
+        try:
+            self.call_from_thread(self.say, line, severity="warning")
+        except RuntimeError:
+            pass  # the app is closing (or not yet running): nobody to tell
+
     async def action_quit(self) -> None:
         self.exit(0)
 
     def on_unmount(self) -> None:
         if self.source is not None:
             self.source.close()
+        if self.on_alert is not None:
+            self.on_alert.close()
 
 
 def _alert_ident(alert: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -1249,9 +1265,10 @@ def run_app(app: AccmonApp, **run_kwargs: Any) -> int:
     return result or 0
 
 
-def run_live(entries: list[registry.RunEntry], *, record: str | None = None) -> int:
+def run_live(entries: list[registry.RunEntry], *, record: str | None = None, on_alert: AlertCommand | None = None) -> int:
     """`accmon` / `accmon attach`: follow one run (all its ranks), history first; re-attach when it restarts."""
-    app = AccmonApp(LiveSource(entries, record=record), attach=lambda es: LiveSource(es, record=record))
+    app = AccmonApp(LiveSource(entries, record=record), attach=lambda es: LiveSource(es, record=record),
+                    on_alert=on_alert)
     return run_app(app)
 
 

@@ -269,7 +269,7 @@ def clean_alert(a: Any, rank: int) -> dict[str, Any] | None:
         step=step if isinstance(step, int) and not isinstance(step, bool) else -1,
         message=str(a.get("message", "")),
         fix=str(a.get("fix", "")),
-        evidence=_json_safe(a.get("evidence", {})),
+        evidence=json_safe(a.get("evidence", {})),
         state=a["state"] if isinstance(a.get("state"), str) and a["state"] in ("active", "cleared") else "active",
         rank=a.get("rank") if isinstance(a.get("rank"), int) else rank,
     )
@@ -278,14 +278,14 @@ def clean_alert(a: Any, rank: int) -> dict[str, Any] | None:
     return out
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON has no NaN/Inf: write them as strings that say what they were, never as `null`."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (bytes, bytearray)):
         return obj.hex()
     if obj is None or isinstance(obj, (str, int, float, bool)):
@@ -319,7 +319,7 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
     if as_json:
         run = {k: v for k, v in vars(summary).items() if k != "disabled_rules"}
         report = {"run": run, "alerts": [_alert_json(a) for a in alerts], "disabled_rules": summary.disabled_rules}
-        out.write(json.dumps(_json_safe(report), indent=2) + "\n")
+        out.write(json.dumps(json_safe(report), indent=2) + "\n")
     else:
         _print_human(path, summary, alerts, out)
     if worst >= SEVERITY_RANK["warning"]:

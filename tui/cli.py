@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from accmon.probe import registry
 
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                                              "or ssh://host[/run] (several: one run's ranks on several hosts)")
     a.add_argument("--headless", action="store_true", help="no TUI: print alerts as lines, exit when the run ends")
     a.add_argument("--record", metavar="FILE", help="record every frame received (history first) to FILE")
+    _on_alert_args(a)
 
     r = sub.add_parser("replay", help="replay a recording")
     r.add_argument("file")
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--record", metavar="FILE", help="record the run to FILE (.accmon)")
     run.add_argument("--name", help="run name (default: the script's name)")
     run.add_argument("--bind", metavar="ENDPOINT", help="also publish on tcp://HOST:PORT (needs `accmon keys`; see README)")
+    _on_alert_args(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     c = sub.add_parser("check", help="diagnose a recording (exit 0 clean, 1 warning or worse, 2 unreadable)")
@@ -84,6 +87,25 @@ def _version() -> str:
     from accmon.probe import __version__
 
     return __version__
+
+
+def _on_alert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-alert", metavar="CMD", help="run the shell command CMD for each new alert (the alert as JSON on "
+                   "stdin; ACCMON_ALERT_ID, _SEVERITY, _STEP, _RANK, _MESSAGE and ACCMON_RUN_NAME in its environment)")
+    p.add_argument("--on-alert-severity", choices=("info", "warning", "critical"), default="warning",
+                   help="the least severe alert that runs CMD (default: warning)")
+
+
+def _alert_command(args: argparse.Namespace, run_name: str) -> Any:
+    """The --on-alert command, or None."""
+    if not getattr(args, "on_alert", None):
+        return None
+    from .on_alert import AlertCommand
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"accmon: {line}\n")
+
+    return AlertCommand(args.on_alert, min_severity=args.on_alert_severity, run_name=run_name, say=say)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,13 +161,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             except (InsecureBindError, KeysError, ValueError) as exc:
                 sys.stderr.write(f"accmon run: {exc}\n")
                 return 2
-        return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind)
+        if not argv:
+            return run_command(argv, headless=args.headless, record=args.record)  # says what is missing
+        from .runner import run_name
+
+        return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind,
+                           on_alert=_alert_command(args, args.name or run_name(argv)))
     if cmd == "attach":
         targets = args.target or [None]
         if len(targets) > 1 and not all(t.startswith("ssh://") for t in targets):
             sys.stderr.write("accmon attach: several targets must all be ssh://host (the hosts of one run)\n")
             return 2
-        return cmd_attach(targets if len(targets) > 1 else targets[0], headless=args.headless, record=args.record)
+        if args.on_alert and any(t and t.startswith("ssh://") for t in targets):
+            sys.stderr.write("accmon attach: --on-alert works on this host's runs (run it with `accmon run` there, "
+                             "or attach to a forwarded endpoint)\n")
+            return 2
+        return cmd_attach(targets if len(targets) > 1 else targets[0], headless=args.headless, record=args.record,
+                          on_alert=_alert_command(args, targets[0] or ""))
     if cmd == "replay":
         return cmd_replay(args.file)
     if cmd == "export":
@@ -216,7 +248,7 @@ def live_run_ids() -> list[str]:
     return ids
 
 
-def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | None) -> int:
+def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | None, on_alert: Any = None) -> int:
     """`accmon attach [RUN|ENDPOINT|ssh://host[/run] ...]`."""
     if isinstance(target, list) or target and target.startswith("ssh://"):
         from .remote import cmd_attach_remote
@@ -241,10 +273,10 @@ def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | 
     if headless or record and not sys.stdout.isatty():
         from .headless import HeadlessViewer
 
-        return HeadlessViewer(entries, record=record).run()
+        return HeadlessViewer(entries, record=record, on_alert=on_alert).run()
     from .app import run_live
 
-    return run_live(entries, record=record) or 0
+    return run_live(entries, record=record, on_alert=on_alert) or 0
 
 
 def cmd_replay(path: str) -> int:

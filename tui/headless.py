@@ -17,6 +17,7 @@ from accmon.probe.recording import RecordingWriter
 
 from .app_sources import SILENT_GONE_S, rank_gone
 from .check import RULE_ERROR_ID, format_alert, printable
+from .on_alert import AlertCommand
 from .store import clean_stop, stop_words
 from .subscriber import RunClient
 
@@ -28,7 +29,8 @@ class HeadlessViewer:
     """Drives one RunClient per rank; prints alerts and state changes; optionally records."""
 
     def __init__(self, entries: list[registry.RunEntry], *, record: str | None = None, out: TextIO = sys.stderr,
-                 quiet: bool = False, discover: bool = True) -> None:
+                 quiet: bool = False, discover: bool = True, on_alert: AlertCommand | None = None) -> None:
+        self.on_alert = on_alert  # --on-alert: the user's command, told of each new alert (closed with the viewer)
         self.entries: list[registry.RunEntry] = []
         self.clients: list[RunClient] = []
         self.run_id = entries[0].run_id if entries else None
@@ -110,6 +112,8 @@ class HeadlessViewer:
         for alert in self.rank_rules.observe(frame):
             self.alerts.append(alert)
             self.say(format_alert(alert))
+            if self.on_alert is not None:
+                self.on_alert.offer(alert, rank)
         if kind == "steps":
             steps = frame["steps"]
             self.steps += len(steps)
@@ -125,6 +129,8 @@ class HeadlessViewer:
                 self._rule_error(frame["alert"], frame["rank"])
             else:
                 self.say(format_alert(frame["alert"]))
+                if self.on_alert is not None:
+                    self.on_alert.offer(frame["alert"], rank)
         elif kind == "end":
             self.ended[rank] = str(frame.get("status"))
             self.stopped = self.stopped or clean_stop(frame.get("stopped"))
@@ -239,6 +245,8 @@ class HeadlessViewer:
     def close(self) -> None:
         for c in self.clients:
             c.close()
+        if self.on_alert is not None:
+            self.on_alert.close()
         if self.writer is not None:
             self.writer.close()
             self.writer = None

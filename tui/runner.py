@@ -20,9 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
+
+if TYPE_CHECKING:
+    from .on_alert import AlertCommand
 from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter, merge_recordings
 from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD
 
@@ -142,7 +146,7 @@ def _die_with(parent: int) -> Callable[[], None] | None:
 
 
 def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name: str | None = None,
-                bind: str | None = None) -> int:
+                bind: str | None = None, on_alert: AlertCommand | None = None) -> int:
     if not cmd:
         sys.stderr.write("accmon run: no command given (usage: accmon run [--headless] [--record FILE] -- CMD...)\n")
         return 2
@@ -168,9 +172,9 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     heard: dict[int, float] = {}
     try:
         if headless:
-            watched = _watch_headless(run_id, proc, heard)
+            watched = _watch_headless(run_id, proc, heard, on_alert)
         else:
-            viewer_rc = _watch_tui(run_id, proc)
+            viewer_rc = _watch_tui(run_id, proc, on_alert)
             if proc.poll() is None:
                 # The viewer closed, the training did not: say so, or the terminal sits blank and silent.
                 entries = launched(run_id)
@@ -196,15 +200,18 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
     return returncode or viewer_rc  # a viewer that died (its traceback saved) is no success either
 
 
-def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float]) -> bool:
+def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float],
+                    on_alert: AlertCommand | None = None) -> bool:
     """Follow the run on stderr; False when the command ended before its run could be attached to. `heard`
     gets when each rank was last heard (RunClient.heard_at), for the exit frames."""
     from .headless import HeadlessViewer
 
     entries = wait_for_entries(run_id, proc)
     if not entries:
+        if on_alert is not None:
+            on_alert.close()
         return False
-    viewer = HeadlessViewer(entries)
+    viewer = HeadlessViewer(entries, on_alert=on_alert)
     viewer.run(until=lambda: proc.poll() is not None)
     heard.update(viewer.last_heard())
     return True
@@ -223,13 +230,13 @@ def _say_what_was_recorded(record: str | None) -> None:
     say_recorded(record)
 
 
-def _watch_tui(launch: str, proc: subprocess.Popen) -> int:
+def _watch_tui(launch: str, proc: subprocess.Popen, on_alert: AlertCommand | None = None) -> int:
     from .app import AccmonApp, run_app
     from .app_sources import LiveSource
 
     # As app.run_live_for_process, but the run is found by this launch's token, not by an id known beforehand.
     source = LiveSource([], find_again=lambda: launched(launch), process=proc)
-    return run_app(AccmonApp(source, pick=False))
+    return run_app(AccmonApp(source, pick=False, on_alert=on_alert))
 
 
 def _show_log_tail(path: str, lines: int = 20) -> None:
