@@ -16,9 +16,9 @@ another verdict (issue 15): a diagnosis must not depend on the machine it ran on
 What the tiers cost is still measured where it is spent (`time.perf_counter` around their work) and reported by
 `overhead()`; it no longer steers anything. Measured on this machine's 2 cores (thread CPU time, BENCHMARKS.md,
 issue 15): a sampled step adds ~1.5 ms to a 1.9-ms MLP step and ~2.8 ms to a 22-ms CNN step, so the schedule
-adds to the MLP's mean step about 19% below step 128 (a fraction of a second of training), 10% to step 512, 5% to
-2,048, 2.4% to 8,192, 1.2% to 32,768 and 0.3% past 131,072 (the CNN a sixth of that), and to its median step,
-which is not a sampled one, nothing.
+adds to the MLP's mean step about 19% below step 64 (a fraction of a second of training), 10% to step 256, 5% to
+1,024, 2.4% to 4,096, 1.2% to 16,384, 0.6% to 65,536 and 0.3% beyond (the CNN a sixth of that), and to its median
+step, which is not a sampled one, nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from collections import deque
 # sampled step is a multiple of every interval before it, every power of two is sampled (the rules get per-layer
 # evidence at 16, 32, 64... steps), and the intervals agree with the rules' evaluation points (docs/rules.md:
 # multiples of 8 below step 256, 16 below 1,024, ...), each of which then has a sample at or just before it.
-# Up to step 2,048 the interval stays within what the corpus checks verdicts at (every 1, 4 and 16 steps).
+# Up to step 1,024 the interval stays within what the corpus checks verdicts at (every 1, 4 and 16 steps); from
+# step 64 on it is the rules' own interval (thresholds.EVAL_EVERY) until it passes it at step 4,096.
 SCHEDULE: tuple[tuple[int, int], ...] = (
-    (0, 1), (8, 4), (128, 8), (512, 16), (2048, 32), (8192, 64), (32768, 128), (131072, 256))
+    (0, 1), (8, 4), (64, 8), (256, 16), (1024, 32), (4096, 64), (16384, 128), (65536, 256))
 # The first steps show the most (facts, the early shape of every curve): every one is sampled.
 WARMUP_STEPS = SCHEDULE[1][0]
 # However long the run, every statistic is taken at least this often.
