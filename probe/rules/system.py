@@ -36,6 +36,9 @@ from .thresholds import (
 )
 
 MB = 1024 * 1024
+# These rules look at every 32nd step only (points are multiples of 8 to 256; from step 4,096 on every point is
+# one): their windows span hundreds of steps, and looking at each point cost the rules three times their budget.
+MACHINE_EVERY = 32
 
 
 def _mb(x: float) -> str:
@@ -47,7 +50,7 @@ class InputBound(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         waits, times = st.col("data_wait"), st.col("step_time")
-        if waits is None or times is None:
+        if waits is None or times is None or h.now % MACHINE_EVERY or waits.total < INPUT_BOUND_STEPS:
             return []
         w_steps, w = waits.last(h.now, INPUT_BOUND_STEPS)
         t_steps, t = times.last(h.now, 4 * INPUT_BOUND_STEPS)
@@ -87,7 +90,7 @@ class ThroughputDrop(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         times = st.col("step_time")
-        if times is None:
+        if times is None or h.now % MACHINE_EVERY or times.total < THROUGHPUT_NORM_STEPS // 2 + THROUGHPUT_RECENT_STEPS:
             return []
         steps, t = times.last(h.now, THROUGHPUT_NORM_STEPS + THROUGHPUT_RECENT_STEPS)
         keep = (steps >= SYSTEM_WARMUP_STEPS) & np.isfinite(t) & (t > 0)
@@ -121,6 +124,8 @@ class MemoryGrowth(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         out: list[Finding] = []
+        if h.now % MACHINE_EVERY:
+            return out
         for cause, series in [("host", st.col("rss")), *((f"cuda:{name}", s) for name, s in st.layers("cuda_allocated"))]:
             if series is None:
                 continue
@@ -130,6 +135,10 @@ class MemoryGrowth(Rule):
         return out
 
     def _growth(self, st: RunState, h: Health, cause: str, series: Any) -> Finding | None:
+        oldest, newest = series.ends(h.now, MEMORY_GROWTH_WINDOW)
+        if oldest is None or not newest - oldest >= MEMORY_GROWTH_MIN_BYTES / 2:
+            # Flat or falling across the window (the common case), or too few samples: no arrays needed.
+            return ended("memory_growth", cause) if oldest is not None and cause in st.active.get("memory_growth", ()) else None
         steps, v = series.last(h.now, MEMORY_GROWTH_WINDOW)
         keep = (steps >= _settled(st)) & np.isfinite(v)
         steps, v = steps[keep], v[keep]
