@@ -183,10 +183,8 @@ class IOThread(threading.Thread):
     def _load_rules(self) -> None:
         if not self.run_.rules:
             return
-        try:
-            from .rules import Diagnoser
-        except ImportError:
-            return
+        from .rules import Diagnoser  # here, not at the top: a run with rules=False never pays for importing them
+
         try:
             self.diagnoser = Diagnoser()
         except Exception as exc:

@@ -29,6 +29,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from accmon.probe import registry
+from accmon.probe.rules import SEVERITY_RANK
 from accmon.probe.rules.catalogue import ALERT_IDS
 
 from .app_sources import (
@@ -85,7 +86,6 @@ SYMPTOMS = frozenset({"accuracy_stuck", "single_class_prediction", "val_loss_sta
 # The rules' evaluation order puts causes before the symptoms that consult them (probe/rules/catalogue.py):
 # `n` walks alerts of one step in that order, so the root cause comes first.
 CAUSE_ORDER = {aid: i for i, aid in enumerate(ALERT_IDS)}
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 CHARTS: dict[str, ChartSpec] = {
     "chart-acc": ChartSpec("accuracy", (SeriesSpec("acc", "train", 0), SeriesSpec("val_acc", "val", 1)), unit_range=True),

@@ -19,12 +19,12 @@ from typing import Any, TextIO
 from accmon.probe import registry
 from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingError, RecordingReader
+from accmon.probe.rules import ALERT_IDS, SEVERITY_RANK, Diagnoser, severity_rank
 
 from .importers import LogError, load_log
 from .store import alert_message, clean_stop, interrupted_exit, stop_words
 from .system_summary import SystemSummary, one_line
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 # Ranks one report diagnoses: a file naming more (issue 16: 20,000 ranks in 1.3 MB took minutes, the cross-rank
 # rules growing faster than the ranks) has the others' frames left out, and says so in `problems`.
@@ -67,22 +67,6 @@ class RunSummary:
     system: dict[str, Any] | None = None
 
 
-def _make_diagnosers() -> Any:
-    try:
-        from accmon.probe.rules import Diagnoser
-    except ImportError:
-        return None
-    return Diagnoser
-
-
-def _rule_ids() -> frozenset[str]:
-    try:
-        from accmon.probe.rules import ALERT_IDS
-    except ImportError:
-        return frozenset()
-    return frozenset(ALERT_IDS)
-
-
 def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[dict[str, Any]]]:
     """Run summary and alerts from a stream of frames (a recording, or what a viewer received)."""
     summary = RunSummary()
@@ -93,7 +77,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     ends: list[dict[str, Any]] = []
     exits: list[dict[str, Any]] = []
     recorded_alerts: dict[tuple, dict[str, Any]] = {}
-    diagnoser_cls = _make_diagnosers() if rerun_rules else None
+    diagnoser_cls = Diagnoser if rerun_rules else None
     diagnosers: dict[int, Any] = {}
     rank_diagnoser = RankDiagnoser()
     skipped_ranks: set[int] = set()
@@ -172,7 +156,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     if diagnoser_cls is not None:
         # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
         # are kept as recorded.
-        known = _rule_ids()
+        known = frozenset(ALERT_IDS)
         alerts = [a for d in diagnosers.values() for a in d.alerts()]
         # A rule the probe lost while recording says nothing about today's rules: those say it themselves.
         alerts += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
@@ -315,7 +299,7 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
     if summary.status == "finished" and lost:
         summary.status = "truncated"  # a run that lost steps is never finished
     summary.complete = summary.status in ("finished", "crashed") and not lost and not summary.problems
-    worst = max((SEVERITY_RANK.get(str(a.get("severity")), 0) for a in alerts), default=0)
+    worst = max((severity_rank(a.get("severity")) for a in alerts), default=0)
     if as_json:
         run = {k: v for k, v in vars(summary).items() if k != "disabled_rules"}
         report = {"run": run, "alerts": [_alert_json(a) for a in alerts], "disabled_rules": summary.disabled_rules}

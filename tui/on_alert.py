@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from accmon.probe.rules import SEVERITY_RANK
+
 from .check import json_safe, printable
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 QUEUE = 16  # alerts waiting for their command; past this they are dropped and counted
 TIMEOUT_S = 30.0
 PER_MINUTE = 10

@@ -28,12 +28,8 @@ def diagnose(path: str) -> Iterator[dict[str, Any]]:
     """Messages (see the module docstring) for the recording at path."""
     from accmon.probe.rank_rules import RankDiagnoser
     from accmon.probe.recording import RecordingReader
+    from accmon.probe.rules import Diagnoser
 
-    try:
-        from accmon.probe.rules import Diagnoser
-    except ImportError as exc:
-        yield {"error": f"no rules engine: {exc}"}
-        return
     diagnosers: dict[int, Any] = {}
     ranks = RankDiagnoser()  # cross-rank rules (a single-rank run gets none)
     from accmon.tui.check import MAX_RANKS

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from accmon.probe import wire
+from accmon.probe.rules import SEVERITY_RANK
 
 CHUNK = 1 << 15  # rows per chunk: the unsealed tail costs at most 128 KiB per series
 BLOCK = 256  # rows per block summary: 9 bytes of summary per 256 rows (0.035 B/row)
@@ -580,7 +581,6 @@ class RankData:
         return float(np.interp(step, self.time_step.view(), self.time_t.view()))
 
 
-ALERT_SEVERITIES = ("critical", "warning", "info")
 
 
 @dataclass
@@ -599,7 +599,7 @@ class AlertBook:
         alert = dict(alert)
         step = alert.get("step")
         alert["step"] = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else -1
-        if alert.get("severity") not in ALERT_SEVERITIES:
+        if alert.get("severity") not in SEVERITY_RANK:
             alert["severity"] = "info"
         key = (alert["id"], alert.get("rank") or 0, str(alert.get("cause", "")))
         hist = self.history.setdefault(key, [])
@@ -657,8 +657,7 @@ class AlertBook:
         None), newest first, the most severe first within a step."""
         items = list(self.by_key.items()) if up_to_step is None else [
             (k, a) for k, a in ((k, self.at(k, up_to_step) or a) for k, a in self.by_key.items()) if a["step"] <= up_to_step]
-        rank = {s: i for i, s in enumerate(ALERT_SEVERITIES)}
-        return sorted(items, key=lambda ka: (-ka[1]["step"], rank[ka[1]["severity"]], ka[1]["id"]))
+        return sorted(items, key=lambda ka: (-ka[1]["step"], -SEVERITY_RANK[ka[1]["severity"]], ka[1]["id"]))
 
     def steps(self) -> list[tuple[int, str]]:
         """(step, severity) of every alert, for markers on time axes."""

@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from .base import Finding, Rule
+from .base import SEVERITIES, SEVERITY_RANK, Finding, Rule, severity_rank
 from .catalogue import ALERT_IDS, RULES, all_rules
 from .diagnoser import Diagnoser
 
-__all__ = ["ALERT_IDS", "RULES", "Diagnoser", "Finding", "Rule", "all_rules"]
+__all__ = ["ALERT_IDS", "RULES", "SEVERITIES", "SEVERITY_RANK", "Diagnoser", "Finding", "Rule", "all_rules",
+           "severity_rank"]

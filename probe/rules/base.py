@@ -11,7 +11,15 @@ from typing import Any
 from .health import Health
 from .state import RunState
 
+# The one severity order (least to most severe) every part reads: the rules, check's exit code, the viewer's
+# markers, table and header, --on-alert's threshold.
 SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: Any) -> int:
+    """0 info, 1 warning, 2 critical; anything else (an old or hostile frame's) reads as info."""
+    return SEVERITY_RANK.get(severity, 0) if isinstance(severity, str) else 0
 
 
 @dataclass

@@ -9,11 +9,14 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
 
+from accmon.probe.rules import severity_rank
+
 from ..store import alert_message
 from . import fmt
 from .palette import palette
 
 SEVERITY_GLYPH = {"critical": "✖", "warning": "▲", "info": "●"}  # shape as well as colour
+_GLYPH_SEVERITY = {g: s for s, g in SEVERITY_GLYPH.items()}
 
 
 def severity_glyph(alert: dict[str, Any], dark: bool) -> Text:
@@ -105,7 +108,8 @@ class AlertTable(DataTable):
 
 
 def _sev_rank(plain: str) -> int:
-    return {"✖": 2, "▲": 1, "●": 0}.get(plain.strip(), 0)
+    """A row's severity from its cell's glyph: the one severity order (probe.rules.base), read back."""
+    return severity_rank(_GLYPH_SEVERITY.get(plain.strip()))
 
 
 def _value(v: Any) -> str:

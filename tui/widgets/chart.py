@@ -24,6 +24,8 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
+from accmon.probe.rules import SEVERITY_RANK
+
 from ..store import FLAG_NAN, FLAG_POSINF, Buckets, RankData, RankGroup, is_missing
 from . import fmt
 from .palette import palette
@@ -31,7 +33,7 @@ from .palette import palette
 LABEL_W = 7  # y-axis labels: "-1.2e-5" is the widest `fmt.num` writes at this width
 # Braille dot weights, rows 0–3 × columns 0–1 of a cell (Unicode braille patterns, U+2800 block).
 _DOT = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint16)
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+SEVERITY_ORDER = SEVERITY_RANK  # markers: the most severe alert wins a cell
 _BRAILLE = np.array([" "] + [chr(0x2800 + i) for i in range(1, 256)], dtype="<U1")
 # Values beyond this are drawn at it and marked ✕ as NaN and Inf are: a span wider than ~1e308 overflows the
 # scale's arithmetic, and nothing a person reads off a chart needs more than 300 decades.

@@ -10,6 +10,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
+from accmon.probe.rules import severity_rank
+
 from ..store import RankData, RunStore, is_missing, stop_words
 from ..system_summary import nbytes
 from . import fmt
@@ -117,7 +119,7 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
     sevs = info.alerts if info.alerts is not None else tuple(a["severity"] for a in store.alerts.by_key.values())
     n_alerts = len(sevs)
     if n_alerts:
-        worst = max(sevs, key=lambda s: {"info": 0, "warning": 1, "critical": 2}.get(s, 0))
+        worst = max(sevs, key=severity_rank)
         t.append("  ")
         label = "" if narrow else f" alert{'s' if n_alerts > 1 else ''}"
         t.append(f"▲ {n_alerts}{label}", style=Style(color=pal.severity[worst], bold=True))
