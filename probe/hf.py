@@ -155,7 +155,7 @@ class _Hooks:
         probe = self.probe
         if probe is not None:
             # The probe measures these at every step itself; the Trainer's windowed means would only blur them.
-            measured = _probe_measures(probe) | {"lr", "grad_norm", "epoch"}
+            measured = (probe.measures() if probe is not None else set()) | {"lr", "grad_norm", "epoch"}
             values = {k: v for k, v in values.items() if k not in measured}
             if not values:
                 return
@@ -189,19 +189,6 @@ class _Hooks:
                 self.run.set_facts(transformers_metrics=dict(self._mapped))
         except Exception as exc:
             report_once("hf-end", f"the Trainer callback failed at the end ({type(exc).__name__}: {exc})")
-
-
-def _probe_measures(probe: Any) -> set[str]:
-    """Which of loss, acc, val_loss, val_acc the PyTorch probe measures itself in this run."""
-    measures = getattr(probe, "measures", None)
-    if callable(measures):
-        return set(measures())
-    out = set()
-    if getattr(probe, "primary_loss", None) is not None:
-        out |= {"loss", "val_loss"}
-        if getattr(probe, "rule", None) is not None:
-            out |= {"acc", "val_acc"}
-    return out
 
 
 def _epoch_steps(args: Any, state: Any) -> int | None:

@@ -183,8 +183,7 @@ class AccmonCallback(keras.callbacks.Callback):
             probe = apt.install(self.run, every=self.every, budget=self.budget)
             self._owns_probe = True
         self.probe = probe
-        probe.facts["framework"] = "keras"
-        probe.fixed.update(("model", "loss", "optimizer"))  # described by _facts() at the first batch
+        probe.claim_facts(fixed=("model", "loss", "optimizer"), framework="keras")  # described by _facts() at the first batch
         model = self.model
         kind = torch_loss_kind(getattr(model, "loss", None))
         original_loss = model._compute_loss
@@ -193,11 +192,8 @@ class AccmonCallback(keras.callbacks.Callback):
         def _compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
             # Keras's torch losses call torch.nn.functional losses on transformed outputs (log of the
             # probabilities): the probe must see this call as one Keras loss, not as those.
-            probe.in_loss_module += 1
-            try:
+            with probe.loss_scope():
                 loss = original_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-            finally:
-                probe.in_loss_module -= 1
             if training:
                 callback._batches_in_epoch += 1
                 callback._observe(y_pred, y, loss, kind)

@@ -38,6 +38,7 @@ from typing import Any
 from .errors import report_once
 from .integration import run_and_probe
 from .metric_names import Mapping, map_tag
+from .run import mark_crash
 
 # Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/probe.py).
 FLUSH_S = 0.5
@@ -162,9 +163,8 @@ class _Hooks:
         self._finish()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt) and not hasattr(sys, "_accmon_crash"):
-            # Read by the run's exit handler (probe/run.py): the recording says *crashed*, and why.
-            sys._accmon_crash = f"{type(exception).__name__}: {exception}"  # type: ignore[attr-defined]
+        if not isinstance(exception, KeyboardInterrupt):
+            mark_crash(exception)  # the recording says *crashed*, and why
         self._finish()
 
     def _finish(self) -> None:
@@ -235,7 +235,7 @@ class _Hooks:
                 self._framework_sent = True
                 self.run.set_facts(framework="lightning")
             if probe is not None:
-                measured = _probe_measures(probe)  # the probe's own measurement of the same thing stands
+                measured = probe.measures() if probe is not None else set()  # the probe's own measurement of the same thing stands
                 extra = {k: v for k, v in step_vals.items() if k not in measured}
                 if extra:
                     probe.log(**extra)
@@ -268,7 +268,7 @@ class _Hooks:
                 v = _scalar_value(v) if v is not None else None
                 if v is not None and (m.name not in best or m.rank < best[m.name][0]):
                     best[m.name] = (m.rank, v)
-            measured = _probe_measures(self.probe)
+            measured = self.probe.measures() if self.probe is not None else set()
             values = {k: v for k, (_, v) in best.items() if k not in measured}
             if not values:
                 return
@@ -351,21 +351,6 @@ class _Hooks:
                 read[(i, k)] = v
         cols = {k: [read.get((i, k), r.get(k)) if k in r else None for i, (_, _, r) in enumerate(rows)] for k in names}
         self.run.log_columns([s for s, _, _ in rows], cols, times=[t for _, t, _ in rows])
-
-
-def _probe_measures(probe: Any) -> set[str]:
-    """Which of loss, acc, val_loss, val_acc the PyTorch probe measures itself in this run."""
-    if probe is None:
-        return set()
-    measures = getattr(probe, "measures", None)
-    if callable(measures):
-        return set(measures())
-    out = set()
-    if getattr(probe, "primary_loss", None) is not None:
-        out |= {"loss", "val_loss"}
-        if getattr(probe, "rule", None) is not None:
-            out |= {"acc", "val_acc"}
-    return out
 
 
 def _wrappers_in_training_mode(trainer: Any) -> None:

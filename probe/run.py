@@ -232,6 +232,13 @@ def user_stop() -> dict[str, Any]:
     return {"by": "user", "reason": "KeyboardInterrupt"}
 
 
+def mark_crash(exc: BaseException) -> None:
+    """The exception the training died of (the first one said wins), for the run's end frame at exit: an uncaught
+    one (the excepthook), or one a framework caught and reported (Lightning's `on_exception`)."""
+    if not hasattr(sys, "_accmon_crash"):
+        sys._accmon_crash = f"{type(exc).__name__}: {exc}"  # type: ignore[attr-defined]
+
+
 def wrap_excepthook() -> None:
     """Make an uncaught exception end the run as *crashed*, with its message; a KeyboardInterrupt (Ctrl-C) ends
     it as stopped by the user instead (idempotent)."""
@@ -244,7 +251,7 @@ def wrap_excepthook() -> None:
         if issubclass(exc_type, KeyboardInterrupt):
             sys._accmon_stopped = user_stop()  # type: ignore[attr-defined]
         else:
-            sys._accmon_crash = f"{exc_type.__name__}: {exc}"  # type: ignore[attr-defined]
+            mark_crash(exc)
         previous(exc_type, exc, tb)
 
     hook._accmon = True  # type: ignore[attr-defined]

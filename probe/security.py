@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+import zmq.auth
 
 ENV_CONFIG = "ACCMON_CONFIG_DIR"  # overrides the whole directory (tests, several identities)
 # The opt-in to a keyless loopback bind; its one accepted value says who can then read the run.
@@ -65,6 +66,9 @@ def config_dir() -> str:
         return path
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "accmon")
+
+
+MAX_CERTIFICATE_BYTES = 64 * 1024
 
 
 def _path(*parts: str) -> str:
@@ -116,7 +120,9 @@ def write_certificate(path: str, public: bytes, secret: bytes | None = None, *, 
 
 
 def read_certificate(path: str, *, secret: bool = False) -> tuple[bytes, bytes | None]:
-    """(public, secret) keys of a certificate file; a secret one must be owned by this user and 0600."""
+    """(public, secret) keys of a certificate file, read by ZeroMQ's own `zmq.auth.load_certificate` once this
+    function has checked what it does not: a plain file of certificate size, and a secret one owned by this user
+    and 0600."""
     try:
         st = os.stat(path)
         if secret:
@@ -127,19 +133,14 @@ def read_certificate(path: str, *, secret: bool = False) -> tuple[bytes, bytes |
                     f"{path} can be read by other users (mode {stat.S_IMODE(st.st_mode):o}): anyone who has it can "
                     f"read your runs. Run `chmod 600 {path}` (or `accmon keys --new` for a fresh pair)."
                 )
-        with open(path, "rb") as fh:
-            text = fh.read(64 * 1024)  # a certificate is ~300 bytes: do not read a huge file into memory
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CERTIFICATE_BYTES:
+            # A certificate is ~300 bytes; a FIFO, a device or a huge file is not read into memory.
+            raise KeysError(f"{path} is not a certificate file (a plain file of at most {MAX_CERTIFICATE_BYTES} bytes)")
+        public, sec = zmq.auth.load_certificate(path)
     except OSError as exc:
         raise KeysError(f"cannot read {path}: {exc.strerror}") from None
-    found: dict[str, bytes] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith(b"#") or b"=" not in line:
-            continue
-        key, _, value = line.partition(b"=")
-        found[key.strip().decode("ascii", "replace")] = value.strip(b" \t'\"")
-    public = found.get("public-key")
-    sec = found.get("secret-key")
+    except (ValueError, IndexError):  # no public key, or a key line without '='
+        public, sec = None, None
     if public is None or not _is_key(public):
         raise KeysError(f"{path} holds no valid CurveZMQ public key (40 Z85 characters)")
     if secret and (sec is None or not _is_key(sec)):

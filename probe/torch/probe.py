@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -1416,6 +1418,32 @@ class TorchProbe:
             self.facts["model"] = model
             update["model"] = model
         self.run.set_facts(**update)
+
+    # ==== what framework integrations use (keras.py, lightning.py, hf.py) =====================================
+    def measures(self) -> set[str]:
+        """Which of loss, acc, val_loss and val_acc this probe measures itself: a framework's own logged values of
+        those are then left out."""
+        out: set[str] = set()
+        if self.primary_loss is not None:
+            out |= {"loss", "val_loss"}
+            if self.rule is not None:
+                out |= {"acc", "val_acc"}
+        return out
+
+    def claim_facts(self, fixed: Iterable[str] = (), **facts: Any) -> None:
+        """Facts the framework knows (`framework="keras"`); `fixed` names facts it describes itself, which the
+        probe then leaves alone."""
+        self.facts.update(facts)
+        self.fixed.update(fixed)
+
+    @contextmanager
+    def loss_scope(self) -> Iterator[None]:
+        """Everything called inside is one loss: the functional losses a framework's loss calls are not others."""
+        self.in_loss_module += 1
+        try:
+            yield
+        finally:
+            self.in_loss_module -= 1
 
     # ==== flushing and closing ================================================================================
     def _sink(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None, times: list[float]) -> None:
