@@ -234,8 +234,9 @@ def test_attach_headless_to_a_run_that_never_answers_says_it_is_still_waiting(ru
         except zmq.ZMQError:  # P+1 taken: another P
             pub.unbind(pub.last_endpoint)
     pub_ep = f"tcp://127.0.0.1:{port}"
+    # PYTHONFAULTHANDLER: a viewer that does not end on Ctrl-C is sent SIGABRT below, and says where it was.
     viewer = subprocess.Popen([*ACCMON, "attach", "--headless", pub_ep], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         assert viewer.stdout is not None
         said = []
@@ -250,6 +251,11 @@ def test_attach_headless_to_a_run_that_never_answers_says_it_is_still_waiting(ru
         assert router.poll(0) and msgpack.unpackb(router.recv_multipart()[-1])["op"] == "history"
     finally:
         viewer.send_signal(signal.SIGINT)  # Ctrl-C stops it, as the line says
-        rest, _ = viewer.communicate(timeout=60)
+        try:
+            rest, _ = viewer.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            viewer.send_signal(signal.SIGABRT)  # every thread's stack, from faulthandler
+            stacks, _ = viewer.communicate(timeout=30)
+            raise AssertionError(f"the viewer did not end on Ctrl-C; its threads:\n{stacks}") from None
     assert viewer.returncode == 130, rest
     assert "Traceback" not in "".join(said) + rest
