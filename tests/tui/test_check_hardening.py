@@ -234,9 +234,13 @@ def test_attach_headless_to_a_run_that_never_answers_says_it_is_still_waiting(ru
         except zmq.ZMQError:  # P+1 taken: another P
             pub.unbind(pub.last_endpoint)
     pub_ep = f"tcp://127.0.0.1:{port}"
-    # PYTHONFAULTHANDLER: a viewer that does not end on Ctrl-C is sent SIGABRT below, and says where it was.
+    # SIGINT at its default, as a shell starts a foreground command: a suite started in the background (`make test
+    # &`, a CI runner) has SIGINT ignored, and the viewer would inherit that and never see the Ctrl-C below (it
+    # hung so in three full runs). PYTHONFAULTHANDLER: a viewer that still does not end is sent SIGABRT below,
+    # and says where it was.
     viewer = subprocess.Popen([*ACCMON, "attach", "--headless", pub_ep], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert viewer.stdout is not None
         said = []
