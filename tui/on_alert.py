@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -86,7 +87,7 @@ class AlertCommand:
         self._wake.set()
         proc = self._proc
         if proc is not None and proc.poll() is None and self.clock() >= deadline:
-            proc.kill()
+            _kill_group(proc)
         if self._thread.is_alive():
             self._thread.join(grace_s + self.timeout_s)
 
@@ -131,10 +132,10 @@ class AlertCommand:
         try:
             _, err = proc.communicate(body, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc)
             proc.communicate()
             self.counts["timed_out"] += 1
-            self._say_once("timeout", f"--on-alert: the command ran past {self.timeout_s:.0f} s and was killed")
+            self._say_once("timeout", f"--on-alert: the command ran past {self.timeout_s:g} s and was killed")
             return
         finally:
             self._proc = None
@@ -153,3 +154,11 @@ class AlertCommand:
             except Exception:
                 pass
 
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """The command and whatever it started (its own session): killing the shell alone left a `sleep` or a `curl`
+    holding its pipes, and the command's thread waiting for them."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
