@@ -97,12 +97,10 @@ class Run:
         """Record scalars for one step (the next step when `step` is None). Python numbers only."""
         if step is None:
             step = self.step + 1
-        system = self.system
-        if step != self.step and system.due(step, time.monotonic()):
-            scalars = {**system.sample(), **scalars}
-            facts = system.facts()
-            if facts is not None:
-                self.set_facts(**facts)
+        if step != self.step:
+            figures = self.system_figures(step)
+            if figures:
+                scalars = {**figures, **scalars}
         inbox = self._inbox
         # Queued before it is counted: a Ctrl-C (KeyboardInterrupt) between the two must not leave a step counted
         # as logged that was never queued (the run would read as having lost it).
@@ -115,6 +113,18 @@ class Run:
         if step != self.step:
             self.step = step
             self.steps_logged += 1
+
+    def system_figures(self, step: int) -> dict[str, float]:
+        """The machine's figures (probe/system.py) to join to `step`, when it is one that gets them, else {}; new
+        device facts go out with them. Shared by `log` and the PyTorch probe's own rows."""
+        system = self.system
+        if not system.due(step, time.monotonic()):
+            return {}
+        figures = system.sample()
+        facts = system.facts()
+        if facts is not None:
+            self.set_facts(**facts)
+        return figures
 
     def log_columns(
         self,

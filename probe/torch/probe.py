@@ -180,7 +180,7 @@ class TorchProbe:
         self.t_begin: float | None = None
         self.saw_eval = False  # an evaluation forward since the last step: the gap is not waiting for data
         self.step_tokens = 0
-        self.system = getattr(run, "system", None)
+        self.system_figures = getattr(run, "system_figures", None)  # None: a run without them (a framework's own)
         self.t_last_flush = _perf()
         self.spent = 0.0
         self.spent_tiers = {"grads": 0.0, "deep": 0.0}
@@ -421,12 +421,11 @@ class TorchProbe:
             x = I.first_tensor(args, kwargs)
             if x is not None and x.ndim >= 2 and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
                 self.step_tokens += x.numel()  # token ids, [batch, sequence]: tokens/s as well as samples/s
-            if self.deep_now or not self.first_input_seen:
-                self._inputs(args, kwargs)
+            if x is not None and (self.deep_now or not self.first_input_seen):
+                self._inputs(x)
 
-    def _inputs(self, args: tuple, kwargs: dict) -> None:
-        x = I.first_tensor(args, kwargs)
-        if x is None or x.is_meta:  # meta tensors: a shape-only pass (Keras builds models that way)
+    def _inputs(self, x: torch.Tensor) -> None:
+        if x.is_meta:  # meta tensors: a shape-only pass (Keras builds models that way)
             return
         t0 = _perf()
         first = not self.first_input_seen
@@ -1104,12 +1103,8 @@ class TorchProbe:
         self.waits.clear()
         self.saw_eval = False
         self.step_tokens = 0
-        system = self.system
-        if system is not None and system.due(step, time.monotonic()):
-            s.update(system.sample())
-            facts = system.facts()
-            if facts is not None:
-                self.run.set_facts(**facts)
+        if self.system_figures is not None:
+            s.update(self.system_figures(step))
         if self.other_loss is not None and not self.primary_seen:
             self._loss_switch(step)
         elif self.other_loss_steps:

@@ -50,15 +50,20 @@ def _app(path: str) -> AccmonApp:
     return app
 
 
+async def system_tab(app: AccmonApp, pilot) -> str:
+    """The whole recording loaded, the System tab shown (its key), and the screen's text."""
+    await loaded(app, pilot)
+    await pilot.press("6")
+    app.sync_now()
+    await pilot.pause()
+    return app.screen_text()
+
+
 def test_the_system_tab_shows_the_step_split_and_memory_of_a_cpu_run_and_says_there_is_no_gpu(cpu_run):
     async def go():
         app = _app(cpu_run)
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(app, pilot)
-            await pilot.press("6")
-            app.sync_now()
-            await pilot.pause()
-            text = app.screen_text()
+            text = await system_tab(app, pilot)
             assert "6 System" in text and "waiting for data" in text and "samples/s" in text
             assert "No GPU in this run" in text
             assert "  mem " in text  # the header: the process's memory beside the step
@@ -79,11 +84,7 @@ def test_a_gpu_runs_memory_is_named_by_device_and_nvml_is_asked_for(tmp_path):
     async def go(path):
         app = _app(path)
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(app, pilot)
-            await pilot.press("6")
-            app.sync_now()
-            await pilot.pause()
-            text = app.screen_text()
+            text = await system_tab(app, pilot)
             assert "GPU 0 (NVIDIA H100): peak 31 GB allocated, 40 GB reserved of 80 GB" in text
             assert "nvidia-ml-py" in text and "No GPU" not in text
     run(go(write_recording(tmp_path / "gpu.accmon", [*frames, *gpu, end(902, 310)])))
