@@ -30,6 +30,8 @@ NONFINITE_WATCH = frozenset({"loss", "val_loss"})
 # averaged away by the medians the rules otherwise read. Sampled metrics (the global gradient norm without clipping)
 # are not among them: their extremes would be those of the steps a cadence happened to sample.
 PEAK_WATCH = frozenset({"loss", "grad_norm_preclip"})
+# Per-layer metrics whose first values are kept for good (in RunState.first, under their full name).
+FIRST_PREFIXES = ("act_sat/",)
 
 
 _used: dict[str, bool] = {}
@@ -122,6 +124,8 @@ class RunState:
                     if not math.isfinite(v):
                         self.first_nonfinite[name] = s
                         break
+            if name.startswith(FIRST_PREFIXES) and series.total == 0:
+                self.first.setdefault(name, [])  # a layer's first samples: what its initialisation gave it
             if name in self.first and len(self.first[name]) < START_STEPS:
                 firsts = self.first[name]
                 for s, v in zip(at, vals):

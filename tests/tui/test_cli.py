@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -135,8 +136,9 @@ def test_ctrl_c_stops_both_cleanly(tmp_path):
         (b"", "empty file"),
         (b"epoch,loss\n1,0.5\n", "not an accmon recording"),
         (HEADER.pack(b"\x89ACCMON\r\n\x1a", 9, 0), "format version 9"),
-        (os.urandom(5000), "not an accmon recording"),
+        (random.Random(14).randbytes(5000), "not an accmon recording"),
     ],
+    ids=["empty", "csv", "version-9", "noise"],
 )
 def test_check_unreadable_input_exits_2_with_one_clear_line(tmp_path, content, needle):
     path = tmp_path / "bad.accmon"
