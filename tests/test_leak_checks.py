@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO
 
 SCRATCH = textwrap.dedent(
@@ -47,11 +49,13 @@ SCRATCH = textwrap.dedent(
 )
 
 
-def test_a_leaking_test_fails_by_name_and_a_clean_one_passes(tmp_path):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_leaking_test_fails_by_name_and_a_clean_one_passes(tmp_path, workers):
+    # `make test` runs the suite in pytest-xdist workers: the checks must hold there as in one process.
     (tmp_path / "test_scratch.py").write_text(SCRATCH)
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.leaks", "-p", "no:cacheprovider", "-q", "-o", "timeout=120",
-         "--rootdir", str(tmp_path), str(tmp_path / "test_scratch.py")],
+         *workers, "--rootdir", str(tmp_path), str(tmp_path / "test_scratch.py")],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "ACCMON_LEAK_GRACE_S": "0.5"},
     )
     report = out.stdout + out.stderr

@@ -117,6 +117,10 @@ LR_LOW_RATIO = 1e-4
 LR_ZERO_STEPS = 10
 # Weights unchanged: update ratio exactly zero in this many consecutive samples (own).
 UNCHANGED_SAMPLES = 3
+# ... spanning at least this many steps (own): three samples are three steps when every step is sampled and 32 at
+# every 16th, and a run a too-high rate is breaking stops moving for a few steps (its dead units, then NaN) before
+# its loss shows it: judged over steps, the verdict does not depend on the cadence.
+UNCHANGED_STEPS = 24
 # No optimizer step: this many training loss calls with no optimizer step after them (own: gradient
 # accumulation over more micro-batches than this is rare).
 NO_STEP_CALLS = 32

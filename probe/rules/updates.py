@@ -10,7 +10,7 @@ from .base import Finding, Rule, ended, num
 from .health import Health
 from .learning_rate import current_lr
 from .state import RunState
-from .thresholds import LR_ZERO_STEPS, NO_STEP_CALLS, UNCHANGED_SAMPLES
+from .thresholds import LR_ZERO_STEPS, NO_STEP_CALLS, UNCHANGED_SAMPLES, UNCHANGED_STEPS
 
 ID = "weights_not_updating"
 
@@ -142,12 +142,17 @@ class WeightsNotUpdating(Rule):
     def _unchanged(self, st: RunState, h: Health, explained: bool) -> Finding | None:
         s = st.col("update_ratio")
         if s is not None and s.n:
-            first_step, v = s.window(h.now, UNCHANGED_SAMPLES)
-            if len(v) < UNCHANGED_SAMPLES:
-                return None
+            end = s.end(h.now)
+            start = end
             # 0/0 (a zero weight that did not move) is NaN: no update, as is an exact zero.
-            unchanged = not any(x == x and x != 0 for x in v)
-            steps = [first_step]
+            while start > 0 and not (s.vals[start - 1] == s.vals[start - 1] and s.vals[start - 1] != 0):
+                start -= 1
+            if start == end:
+                return ended(ID, "unchanged")
+            if end - start < UNCHANGED_SAMPLES or s.steps[end - 1] - s.steps[start] < UNCHANGED_STEPS:
+                return None  # not long enough to tell, in steps: the same at every sampling cadence
+            unchanged = True
+            steps = [s.steps[start]]
         else:
             norms = [series.last(h.now, UNCHANGED_SAMPLES) for _, series in st.layers("weight_norm")]
             norms = [(s_, v_) for s_, v_ in norms if len(v_) == UNCHANGED_SAMPLES]

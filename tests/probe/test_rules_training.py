@@ -185,8 +185,24 @@ def test_a_softmax_applied_as_a_function_is_never_a_saturated_sigmoid():
     assert run(sim)[0]["sigmoid_saturation"]["evidence"]["layers"] == {"1.sigmoid": 0.99}
 
 
-def test_saturation_in_a_learning_run_is_not_flagged():
-    assert "sigmoid_saturation" not in run(Sim(hidden=SIGMOID, steps=600, overrides={"act_sat/1": constant(0.8)}))[0]
+def test_saturation_grown_in_a_learning_run_is_not_flagged():
+    # Long training grows the weights and pins units near their limits; the run learns all the same.
+    grown = lambda s, v: min(0.9, s / 300)  # noqa: E731
+    assert "sigmoid_saturation" not in run(Sim(hidden=SIGMOID, steps=600, overrides={"act_sat/1": grown}))[0]
+
+
+def test_saturation_from_the_first_steps_that_recovers_is_not_flagged():
+    recovers = lambda s, v: 0.8 if s < 40 else 0.1  # noqa: E731
+    assert "sigmoid_saturation" not in run(Sim(hidden=SIGMOID, steps=600, overrides={"act_sat/1": recovers}))[0]
+
+
+def test_a_layer_saturated_by_its_initialisation_is_flagged_in_a_learning_run():
+    # One layer started with far too large weights: most of its units pass no gradient for the whole run, while
+    # the others carry the learning (the fault_sigmoid_saturation_one_layer demo: 92% validation accuracy).
+    a = run(Sim(hidden=SIGMOID, steps=600, overrides={"act_sat/1": constant(0.72)}))[0]["sigmoid_saturation"]
+    assert a["severity"] == "warning" and a["evidence"]["layers"] == {"1": 0.72}
+    assert a["evidence"]["since_step"] == 0 and 64 <= a["step"] <= 80
+    assert "since the first steps" in a["message"]
 
 
 # ---- lr_too_high -------------------------------------------------------------------------------------
@@ -244,6 +260,16 @@ def test_weights_that_never_change():
     zero = {"update_ratio": constant(0.0), **{f"update_ratio/{n}": constant(0.0) for n in ("0", "2", "4")}}
     a = run(Sim(steps=200, overrides=stuck(**zero)))[0]["weights_not_updating/unchanged"]
     assert a["severity"] == "critical" and a["step"] <= 8
+
+
+@pytest.mark.parametrize("every", [1, 4, 16])
+def test_a_few_still_steps_before_the_loss_goes_nan_are_not_weights_not_updating(every):
+    # lr=3: the ReLUs die and the weights stand still for a few steps, then the loss is NaN. The finding is the
+    # rate (lr_too_high, nan_loss), at every sampling cadence alike, not weights that never update.
+    still = lambda s, v: 0.0 if 14 <= s < 21 else (float("nan") if s >= 21 else 2.0)  # noqa: E731
+    nan = lambda s, v: float("nan") if s >= 21 else v * (1 + s)  # noqa: E731
+    sim = Sim(steps=120, sample_every=every, overrides={"update_ratio": still, "loss": nan})
+    assert not [k for k in run(sim)[0] if k.startswith("weights_not_updating")]
 
 
 # ---- accuracy_stuck ----------------------------------------------------------------------------------
