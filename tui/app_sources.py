@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from accmon.probe import registry, wire
+from accmon.probe.rules import StreamDiagnosis
 
 DISCOVER_S = 1.0  # how often a live source looks for ranks that registered late, or a restarted run
 REPLAY_QUEUE_FRAMES = 64  # frames read ahead of the app: bounded memory, and no CPU spent far ahead of the screen
@@ -159,9 +160,7 @@ class LiveSource:
         self._status = SourceStatus()
         self._stop = threading.Event()
         self._writer: Any = None
-        from accmon.probe.rank_rules import RankDiagnoser
-
-        self._rank_rules = RankDiagnoser()  # cross-rank alerts: only a viewer of every rank can raise them
+        self._rank_rules = StreamDiagnosis(per_rank=False)  # cross-rank alerts: only a viewer of every rank raises them
         self._thread = threading.Thread(target=self._run, name="accmon-live-source", daemon=True)
 
     def _same_name(self) -> list[registry.RunEntry]:
@@ -236,9 +235,8 @@ class LiveSource:
             if self._writer is not None:
                 self._guard(lambda: self._writer.write([p for _, p in batch]))  # noqa: B023 (called at once)
             frames = [f for f, _ in batch]
-            for f in list(frames):
-                if len(self._clients) > 1 and f["kind"] in ("steps", "end"):
-                    frames += [_alert_frame(f, a) for a in self._rank_rules.observe(f)]
+            for f in list(frames):  # every frame, as the headless viewer and `accmon check` feed them
+                frames += [_alert_frame(f, a) for a in self._rank_rules.observe(f)]
             self._q.push(frames)
         return n
 
@@ -266,9 +264,7 @@ class LiveSource:
             return
         again = [e for e in self.find_again() if e.run_id != self.run_id and e.alive()]
         if again:
-            from accmon.probe.rank_rules import RankDiagnoser
-
-            self._rank_rules = RankDiagnoser()
+            self._rank_rules = StreamDiagnosis(per_rank=False)
             self._attach(again)
             self._q.clear()
             self.generation += 1

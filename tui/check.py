@@ -17,18 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from accmon.probe import registry
-from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingError, RecordingReader
-from accmon.probe.rules import ALERT_IDS, SEVERITY_RANK, Diagnoser, severity_rank
+from accmon.probe.rules import ALERT_IDS, MAX_RANKS, SEVERITY_RANK, StreamDiagnosis, severity_rank
 
 from .importers import LogError, load_log
 from .store import alert_message, clean_stop, interrupted_exit, stop_words
 from .system_summary import SystemSummary, one_line
 
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
-# Ranks one report diagnoses: a file naming more (issue 16: 20,000 ranks in 1.3 MB took minutes, the cross-rank
-# rules growing faster than the ranks) has the others' frames left out, and says so in `problems`.
-MAX_RANKS = 256
 RULE_ERROR_ID = "rule_error"  # accmon.probe.rules.diagnoser.RULE_ERROR_ID (check runs without the rules too)
 
 
@@ -77,18 +73,13 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     ends: list[dict[str, Any]] = []
     exits: list[dict[str, Any]] = []
     recorded_alerts: dict[tuple, dict[str, Any]] = {}
-    diagnoser_cls = Diagnoser if rerun_rules else None
-    diagnosers: dict[int, Any] = {}
-    rank_diagnoser = RankDiagnoser()
-    skipped_ranks: set[int] = set()
+    diagnosis = StreamDiagnosis(per_rank=rerun_rules)
     machine: dict[int, SystemSummary] = {}
     devices: dict[int, Any] = {}
     for frame in frames:
         summary.frames += 1
         kind, rank = frame["kind"], frame["rank"]
-        if rank not in steps_per_rank and (len(steps_per_rank) >= MAX_RANKS or rank in skipped_ranks):
-            if len(skipped_ranks) < 1_000_000:
-                skipped_ranks.add(rank)
+        if not diagnosis.follows(rank):
             continue
         if isinstance(frame.get("t"), (int, float)) and kind != "exit":
             last_time[rank] = frame["t"]
@@ -133,17 +124,12 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
             continue
         steps_per_rank.setdefault(rank, 0)
         try:
-            rank_diagnoser.observe(frame)
-            if diagnoser_cls is not None:
-                d = diagnosers.get(rank)
-                if d is None:
-                    d = diagnosers[rank] = diagnoser_cls()
-                d.observe(frame)
+            diagnosis.observe(frame)
         except Exception as exc:  # a frame the rules cannot read costs its diagnosis, never the report
             summary.rule_errors.append(f"frame seq {frame['seq']} of rank {rank}: {exc.__class__.__name__}: {exc}")
-    if skipped_ranks:
+    if diagnosis.ranks_left_out:
         summary.problems.append({"offset": -1, "kind": "too_many_ranks",
-                                 "message": f"{len(skipped_ranks)} ranks beyond the first {MAX_RANKS} left out of the report"})
+                                 "message": f"{diagnosis.ranks_left_out} ranks beyond the first {MAX_RANKS} left out of the report"})
     summary.ranks = sorted(steps_per_rank)
     if machine:
         first = min(machine)
@@ -153,18 +139,16 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary.last_step = max(last_per_rank.values(), default=-1)
     summary.status = _status(summary, ends, exits)
     _rank_status(summary, ends, {**last_time, **last_heard}, last_per_rank)
-    if diagnoser_cls is not None:
+    alerts = diagnosis.alerts()
+    if rerun_rules:
         # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
         # are kept as recorded.
         known = frozenset(ALERT_IDS)
-        alerts = [a for d in diagnosers.values() for a in d.alerts()]
         # A rule the probe lost while recording says nothing about today's rules: those say it themselves.
         alerts += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
-        summary.disabled_rules = _disabled_rules(diagnosers)
+        summary.disabled_rules = diagnosis.disabled_rules()
     else:
-        alerts = list(recorded_alerts.values())
-    rank_diagnoser.finish()
-    alerts += rank_diagnoser.alerts()
+        alerts += list(recorded_alerts.values())
     alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in alerts) if a is not None]
     alerts.sort(key=lambda a: (a["step"], a["id"]))
     return summary, alerts
@@ -187,17 +171,6 @@ def _count_losses(summary: RunSummary, ends: list[dict[str, Any]], recorded: dic
         summary.steps_lost = sum(max(0, n - recorded.get(r, 0)) for r, n in logged.items())
     elif dropped:
         summary.steps_lost = dropped
-
-
-def _disabled_rules(diagnosers: dict[int, Any]) -> list[dict[str, Any]]:
-    """Every rule a Diagnoser disabled after it raised, rank by rank: the diagnosis is missing its alerts."""
-    out = []
-    for rank, d in sorted(diagnosers.items()):
-        ids = {type(r).__name__: list(getattr(r, "ids", ())) for r in getattr(d, "rules", ())}
-        steps = getattr(d, "error_steps", {})
-        for rule, error in getattr(d, "errors", {}).items():
-            out.append({"rule": rule, "error": str(error), "step": steps.get(rule), "rank": rank, "ids": ids.get(rule, [])})
-    return out
 
 
 def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:

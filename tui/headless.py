@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from accmon.probe import registry, security
-from accmon.probe.rank_rules import RankDiagnoser
 from accmon.probe.recording import RecordingWriter
+from accmon.probe.rules import StreamDiagnosis
 
 from .app_sources import SILENT_GONE_S, rank_gone
 from .check import RULE_ERROR_ID, format_alert, printable
@@ -52,7 +52,7 @@ class HeadlessViewer:
         self.last_step = -1
         self.alerts: list[dict] = []
         self.rule_errors: dict[str, str] = {}  # rule → the error that disabled it in the probe (said once)
-        self.rank_rules = RankDiagnoser()  # cross-rank alerts only a viewer of every rank can raise
+        self.rank_rules = StreamDiagnosis(per_rank=False)  # cross-rank alerts: only a viewer of every rank raises them
         self._rank_last: dict[int, int] = {}
         self._rank_first: dict[int, int] = {}
         self.stopped: dict | None = None  # who stopped the run, when not a crash (the end frame's `stopped`)

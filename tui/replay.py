@@ -26,26 +26,14 @@ import msgpack
 
 def diagnose(path: str) -> Iterator[dict[str, Any]]:
     """Messages (see the module docstring) for the recording at path."""
-    from accmon.probe.rank_rules import RankDiagnoser
     from accmon.probe.recording import RecordingReader
-    from accmon.probe.rules import Diagnoser
+    from accmon.probe.rules import StreamDiagnosis
 
-    diagnosers: dict[int, Any] = {}
-    ranks = RankDiagnoser()  # cross-rank rules (a single-rank run gets none)
-    from accmon.tui.check import MAX_RANKS
-
+    diagnosis = StreamDiagnosis()  # as `accmon check`: each rank's rules, and the cross-rank ones
     for frame in RecordingReader(path).frames():
-        if frame["kind"] == "alert":
-            continue
-        d = diagnosers.get(frame["rank"])
-        if d is None:
-            if len(diagnosers) >= MAX_RANKS:
-                continue  # as `accmon check`: a file naming thousands of ranks gets the first ones diagnosed
-            d = diagnosers[frame["rank"]] = Diagnoser()
-        for alert in d.observe(frame) + ranks.observe(frame):
+        for alert in diagnosis.observe(frame):
             yield {"alert": alert}
-    ranks.finish()
-    yield {"final": [a for d in diagnosers.values() for a in d.alerts()] + ranks.alerts()}
+    yield {"final": diagnosis.alerts()}
 
 
 def child_command(path: str) -> list[str]:

@@ -380,7 +380,7 @@ def test_check_reports_on_recordings_of_hostile_but_well_formed_frames(frames):
 @FUZZ
 @given(st.lists(valid_frames(), min_size=1, max_size=6))
 def test_the_headless_viewer_handles_hostile_but_well_formed_frames(frames):
-    from accmon.probe.rank_rules import RankDiagnoser
+    from accmon.probe.rules import RankDiagnoser
     from accmon.tui.check import format_alert
 
     rules = RankDiagnoser()

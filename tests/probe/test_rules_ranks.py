@@ -3,7 +3,7 @@
 import random
 
 from accmon.probe import wire
-from accmon.probe.rank_rules import RankDiagnoser
+from accmon.probe.rules import RankDiagnoser
 
 
 def stream(rank: int, start: int, n: int, step_time: float, loss: float, seq: int, t0: float = 0.0, noise: float = 0.05):

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wire
+from .. import wire
 
 # NVIDIA Resiliency Extension's straggler detection scores each rank against the fastest one (relative
 # performance score, 1.0 = as fast as the best); NeMo's example configuration flags ranks below 0.7.
