@@ -1330,9 +1330,9 @@ def run_replay(path: str, *, baseline: Baseline | None = None, align: str = "ste
     return run_app(AccmonApp(ReplaySource(path), baseline=baseline, align=align))
 
 
-def run_picker() -> int:
+def run_picker(*, baseline: Baseline | None = None, align: str = "step") -> int:
     """`accmon` with several live runs: choose one first."""
-    return run_app(AccmonApp(None, pick=True))
+    return run_app(AccmonApp(None, pick=True, baseline=baseline, align=align))
 
 
 __all__ = ["AccmonApp", "QueueSource", "LiveSource", "ReplaySource", "run_app", "run_live", "run_live_for_process", "run_picker",

@@ -76,46 +76,32 @@ class Baseline:
         return self._outcome[key]
 
 
-def load_baseline(path: str, *, frames: Iterable[dict[str, Any]] | None = None) -> Baseline:
-    """Read a recording (or a TensorBoard / CSVLogger log) into a store. Raises BaselineError, one line, when
-    it cannot be read or holds no training step; a file cut short is used for what it has (`problems`)."""
-    problems: list[str] = []
-    if frames is None:
+def load_baseline(path: str) -> Baseline:
+    """Read a recording (or a TensorBoard / CSVLogger log) into a store, with replay's reader and the store's own
+    ingestion. Raises BaselineError, one line, when it cannot be read or holds no training step; a file cut
+    short is used for what it has (`problems`)."""
+    reader: RecordingReader | None = None
+    try:
         try:
             reader = RecordingReader(path)
+            frames: Iterable[dict[str, Any]] = reader.frames()
         except RecordingError as not_a_recording:
-            try:
-                log = load_log(path)
-            except LogError as exc:
-                raise BaselineError(f"baseline {path}: {exc}") from None
-            except OSError as exc:
-                raise BaselineError(f"baseline {path}: {exc.strerror or exc}") from None
+            log = load_log(path)
             if log is None:
                 raise BaselineError(f"baseline {not_a_recording}") from None
             frames = log[1]
-        except OSError as exc:
-            raise BaselineError(f"baseline {path}: {exc.strerror or exc}") from None
-        else:
-            frames = reader.frames()
-    else:
-        reader = None
-    store = RunStore()
-    try:
-        batch: list[dict[str, Any]] = []
-        for f in frames:
-            batch.append(f)
-            if len(batch) >= INGEST_SLICE:
-                store.ingest(batch)
-                batch = []
-        store.ingest(batch)
+        store = RunStore()
+        for _ in tee(frames, store):
+            pass
+    except BaselineError:
+        raise
     except (RecordingError, LogError) as exc:
         raise BaselineError(f"baseline {exc}") from None
     except OSError as exc:
         raise BaselineError(f"baseline {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # whatever a hostile file finds: one line, never a traceback
         raise BaselineError(f"baseline {path}: cannot be read ({exc.__class__.__name__}: {str(exc)[:200]})") from None
-    if reader is not None:
-        problems = [f"byte {p.offset}: {p.message}" for p in reader.problems]
+    problems = [f"byte {p.offset}: {p.message}" for p in reader.problems] if reader is not None else []
     return from_store(path, store, problems)
 
 
@@ -388,58 +374,101 @@ def compare(new: Outcome, base: Outcome, tol: Tolerance, *, baseline_path: str =
 
 def compare_runs(new: RankData, new_alerts: Iterable[dict[str, Any]], base: Baseline,
                  base_alerts: Iterable[dict[str, Any]], tol: Tolerance) -> Comparison:
-    """Compare a run's data and alerts with a loaded baseline's, on the metrics both have."""
-    loss, acc = metrics(new, base.data)
+    """Compare a run's data and alerts with a loaded baseline's, on the metrics both have (a run that recorded no
+    step is compared on the baseline's: it reached nothing)."""
+    loss, acc = metrics(new, base.data) if new.axis.n else metrics(base.data)
     return compare(outcome(new, loss=loss, acc=acc, alerts=new_alerts),
                    outcome(base.data, loss=loss, acc=acc, alerts=base_alerts), tol, baseline_path=base.path,
                    baseline_note=base.truncated)
 
 
 # -- alignment ------------------------------------------------------------------------------------------------
-def _epoch_anchors(data: RankData) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, progress in epochs): the first step of each epoch at its epoch number, and one past the last
-    step at the last epoch's share done (its length taken as the previous epoch's)."""
-    steps, ep = series(data, "epoch")
-    fin = np.isfinite(ep)
-    steps, ep = steps[fin], ep[fin]
-    if not len(steps):
-        return None
-    change = np.flatnonzero(np.concatenate([[True], np.diff(ep) != 0]))
-    xs, us = steps[change].astype(np.float64), ep[change].astype(np.float64)
-    last = float(data.axis.last if data.axis.last is not None else steps[-1])
-    if len(xs) >= 2:
-        length = (xs[-1] - xs[-2]) / max(us[-1] - us[-2], 1e-9)
-    else:
-        length = max(last - xs[-1] + 1, 1.0)
-    xs = np.append(xs, xs[-1] + length)
-    us = np.append(us, us[-1] + 1)
-    return xs, us
+class Progress:
+    """A run's progress, in epochs or in samples seen, at anchor steps: kept up to date incrementally (each
+    `update` reads only the rows added since the last), so a live run of ten million steps costs per tick what
+    its new rows cost. Epochs: an anchor at the first step of each epoch. Samples: each step's batch is
+    samples_per_s × step_time, else the loader's batch size (facts), else the last batch known; an anchor every
+    THIN rows and at the newest row."""
 
+    THIN = 64
 
-def _sample_anchors(data: RankData, facts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, samples seen by the end of each step): each step's batch is samples_per_s × step_time, or the
-    loader's batch size; None when neither is known."""
-    if not data.axis.n:
-        return None
-    n = data.axis.n
-    steps = data.axis.steps_at(np.arange(n)).astype(np.float64)
-    batch = np.full(n, np.nan)
-    rate, dt = data.columns.get("samples_per_s"), data.columns.get("step_time")
-    if rate is not None and dt is not None:
-        r, t = rate.values(0, n).astype(np.float64), dt.values(0, n).astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            b = np.where(is_missing(rate.values(0, n)) | is_missing(dt.values(0, n)), np.nan, np.rint(r * t))
-        batch = np.where(np.isfinite(b) & (b > 0), b, np.nan)
-    size = facts.get("batch_size")
-    if isinstance(size, (int, float)) and not isinstance(size, bool) and math.isfinite(size) and size > 0:
-        batch = np.where(np.isnan(batch), float(size), batch)
-    elif np.isnan(batch).all():
-        return None
-    else:
-        batch = np.where(np.isnan(batch), np.nanmedian(batch), batch)
-    # Each row stands for the steps from the previous row's (a run logged every k-th step saw k batches).
-    gaps = np.diff(steps, prepend=steps[0] - 1).clip(1, None)
-    return steps, np.cumsum(batch * gaps)
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.rows = 0
+        self.xs: list[float] = []
+        self.us: list[float] = []
+        self._epoch: float | None = None
+        self._total = 0.0
+        self._prev_step: float | None = None
+        self._batch: float | None = None  # the last batch size known
+        self._tail: tuple[float, float] | None = None
+
+    def update(self, data: RankData, facts: dict[str, Any]) -> None:
+        n = data.axis.n
+        if n <= self.rows:
+            return
+        r0, self.rows = self.rows, n
+        steps = data.axis.steps_at(np.arange(r0, n)).astype(np.float64)
+        if self.kind == "epoch":
+            col = data.columns.get("epoch")
+            if col is None:
+                return
+            v = col.values(r0, n)
+            ok = ~is_missing(v) & np.isfinite(v)
+            for st, e in zip(steps[ok].tolist(), v[ok].astype(np.float64).tolist()):
+                if e != self._epoch:
+                    self.xs.append(st)
+                    self.us.append(e)
+                    self._epoch = e
+            return
+        batch = np.full(n - r0, np.nan)
+        rate, dt = data.columns.get("samples_per_s"), data.columns.get("step_time")
+        if rate is not None and dt is not None:
+            rv, tv = rate.values(r0, n), dt.values(r0, n)
+            with np.errstate(invalid="ignore", over="ignore"):
+                b = np.where(is_missing(rv) | is_missing(tv), np.nan, np.rint(rv.astype(np.float64) * tv))
+            batch = np.where(np.isfinite(b) & (b > 0), b, np.nan)
+        size = facts.get("batch_size")
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and math.isfinite(size) and size > 0:
+            batch = np.where(np.isnan(batch), float(size), batch)
+        known = np.flatnonzero(~np.isnan(batch))
+        if not len(known) and self._batch is None:
+            return  # nothing says how many samples a step takes (yet)
+        # Carry the last known batch forward over the rows that do not say theirs.
+        fill = np.full(len(batch), self._batch if self._batch is not None else batch[known[0]])
+        idx = np.maximum.accumulate(np.where(~np.isnan(batch), np.arange(len(batch)), -1))
+        batch = np.where(idx >= 0, batch[np.maximum(idx, 0)], fill)
+        self._batch = float(batch[-1])
+        # A run logged every k-th step saw k batches between two rows.
+        prev = self._prev_step if self._prev_step is not None else steps[0] - 1
+        gaps = np.diff(np.concatenate([[prev], steps])).clip(1, None)
+        cum = self._total + np.cumsum(batch * gaps)
+        keep = np.flatnonzero((np.arange(r0, n) % self.THIN) == 0)
+        self.xs += steps[keep].tolist()
+        self.us += cum[keep].tolist()
+        self._total, self._prev_step = float(cum[-1]), float(steps[-1])
+        self._tail = (float(steps[-1]), float(cum[-1]))
+
+    def anchors(self, last_step: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(steps, progress), increasing; None when the run says nothing of it."""
+        if not self.xs:
+            return None
+        xs, us = list(self.xs), list(self.us)
+        if self.kind == "epoch":
+            # The current epoch ends where an epoch as long as the previous one would (one past the last step
+            # when it is the only one).
+            if len(xs) >= 2:
+                length = (xs[-1] - xs[-2]) / max(us[-1] - us[-2], 1e-9)
+            else:
+                length = max(float(last_step if last_step is not None else xs[-1]) - xs[-1] + 1, 1.0)
+            xs.append(xs[-1] + length)
+            us.append(us[-1] + 1)
+        elif self._tail is not None and self._tail[0] > xs[-1]:
+            xs.append(self._tail[0])
+            us.append(self._tail[1])
+        x, u = np.array(xs), np.array(us)
+        ok = np.concatenate([[True], (np.diff(x) > 0) & (np.diff(u) > 0)])  # strictly increasing, for interp
+        return x[ok], u[ok]
 
 
 def _interp(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -464,13 +493,22 @@ class Aligner:
             raise ValueError(f"--align {align!r}: one of {', '.join(ALIGNS)}")
         self.baseline = baseline
         self.align = align
-        self._base = self._anchors(baseline.data, baseline.store.facts) if align != "step" else None
-        self._live_key: tuple | None = None
-        self._live: tuple[np.ndarray, np.ndarray] | None = None
+        self._base: tuple[np.ndarray, np.ndarray] | None = None
+        if align != "step":
+            p = Progress(align)
+            p.update(baseline.data, baseline.store.facts)
+            self._base = p.anchors(baseline.data.axis.last)
+        self._live: dict[int, Progress] = {}  # per live RankData (by id): its progress, kept up to date
         self.memo: dict[tuple, Any] = {}  # the header's first-reach scans (standing)
 
-    def _anchors(self, data: RankData, facts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        return _epoch_anchors(data) if self.align == "epoch" else _sample_anchors(data, facts)
+    def _live_anchors(self, live: RankData, facts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        p = self._live.get(id(live))
+        if p is None or p.rows > live.axis.n:  # a new store (the run restarted): start again
+            if len(self._live) > 64:
+                self._live.clear()
+            p = self._live[id(live)] = Progress(self.align)
+        p.update(live, facts)
+        return p.anchors(live.axis.last)
 
     def fallback(self, live: RankData | None, facts: dict[str, Any]) -> str | None:
         """Why this alignment cannot be used (then steps are), or None."""
@@ -482,12 +520,6 @@ class Aligner:
         if live is not None and self._live_anchors(live, facts) is None:
             return f"this run has no {what} yet: aligned by step"
         return None
-
-    def _live_anchors(self, live: RankData, facts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        key = (id(live), live.version)
-        if key != self._live_key:  # computed once per change of the run's data, not per chart
-            self._live_key, self._live = key, self._anchors(live, facts)
-        return self._live
 
     def to_baseline(self, live: RankData | None, facts: dict[str, Any], steps: np.ndarray) -> np.ndarray:
         """The baseline steps beside these steps of this run (floats)."""
@@ -526,18 +558,20 @@ def standing(live: RankData | None, facts: dict[str, Any], aligner: Aligner, ste
     replay's playhead)."""
     base = aligner.baseline
     note = f" · baseline {base.truncated}" if base.truncated else ""
+    # A baseline cut short is said first (the line is cut at the terminal's width), its details last.
+    vs = "vs truncated baseline" if base.truncated else "vs baseline"
     align = aligner.fallback(live, facts) or (f"aligned by {aligner.align}" if aligner.align != "step" else "")
     align = f" · {align}" if align else ""
     if live is None or step is None or not live.axis.n:
-        return f"vs baseline {_short(base.path)}: waiting for steps{align}{note}"
+        return f"{vs} {_short(base.path)}: waiting for steps{align}{note}"
     loss, acc = metrics(live, base.data)
     name = acc or loss
     if name is None:
-        return f"vs baseline {_short(base.path)}: no loss or accuracy in common{align}{note}"
+        return f"{vs} {_short(base.path)}: no loss or accuracy in common{align}{note}"
     b_step = float(aligner.to_baseline(live, facts, np.array([step]))[0])
     mine = level_at(live, name, step)
     theirs = level_at(base.data, name, b_step) if b_step >= (base.data.axis.first or 0) else None
-    words = f"vs baseline: {name} {_num3(mine)} vs {_num3(theirs)} at step {step}"
+    words = f"{vs}: {name} {_num3(mine)} vs {_num3(theirs)} at step {step}"
     if aligner.align != "step" and aligner.fallback(live, facts) is None:
         words += f" (baseline step {int(round(b_step))})"
     if mine is not None and theirs is not None and math.isfinite(mine) and math.isfinite(theirs):

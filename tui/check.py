@@ -29,7 +29,7 @@ from accmon.probe.rules import ALERT_IDS, SEVERITY_RANK, Diagnoser, severity_ran
 
 from .baseline import BaselineError, Comparison, Tolerance, compare_runs, from_store, tee
 from .importers import LogError, load_log
-from .store import RunStore, alert_message, clean_stop, interrupted_exit, stop_words
+from .store import RankData, RunStore, alert_message, clean_stop, interrupted_exit, stop_words
 from .system_summary import SystemSummary, one_line
 
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -360,10 +360,9 @@ def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline:
     except Exception as exc:  # a hostile baseline: one line, never a traceback
         err.write(f"accmon check: baseline {baseline}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})\n")
         return None
-    if not any(d.axis.n for d in store.ranks.values()):
-        err.write(f"accmon check: {path}: no training step recorded: nothing to compare with the baseline\n")
-        return None
-    new = store.ranks[min(r for r, d in store.ranks.items() if d.axis.n)]
+    with_steps = [r for r, d in store.ranks.items() if d.axis.n]
+    # A run that recorded no step (it crashed at start) reached nothing: worse than any baseline that did.
+    new = store.ranks[min(with_steps)] if with_steps else RankData(0)
     return compare_runs(new, alerts, base, base_alerts, tol)
 
 

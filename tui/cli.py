@@ -215,10 +215,6 @@ def _dispatch(args: argparse.Namespace) -> int:
             sys.stderr.write("accmon attach: --on-alert works on this host's runs (run it with `accmon run` there, "
                              "or attach to a forwarded endpoint)\n")
             return 2
-        if args.baseline and any(t and t.startswith("ssh://") for t in targets):
-            sys.stderr.write("accmon attach: --baseline works with this host's runs and replay (copy the recording "
-                             "and use `accmon replay FILE --baseline GOOD`)\n")
-            return 2
         viewer = _viewer_options(args, "attach")
         if viewer and args.headless:
             sys.stderr.write("accmon attach: --baseline draws in the TUI; with --headless --record FILE, compare "
@@ -301,12 +297,13 @@ def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | 
     if isinstance(target, list) or target and target.startswith("ssh://"):
         from .remote import cmd_attach_remote
 
-        return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty())
+        return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty(),
+                                 viewer=viewer)
     if target is None and not headless and not record and sys.stdout.isatty() and len(live_run_ids()) > 1:
         # Several live runs and none named: the picker the help promises, not silently the newest.
         from .app import run_picker
 
-        return run_picker()
+        return run_picker(**(viewer or {}))
     entries = resolve_target(target)
     if not entries:
         which = f"matching {target!r} " if target else ""
@@ -317,7 +314,7 @@ def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | 
         from .remote import cmd_attach_routed
 
         return cmd_attach_routed(entries, headless=headless or bool(record and not sys.stdout.isatty()), record=record,
-                                 interactive=sys.stdout.isatty())
+                                 interactive=sys.stdout.isatty(), viewer=viewer)
     if headless or record and not sys.stdout.isatty():
         from .headless import HeadlessViewer
 

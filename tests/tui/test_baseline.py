@@ -119,6 +119,10 @@ def test_check_divergence_where_the_baseline_did_not(tmp_path):
     by = {c["criterion"]: c for c in report["baseline"]["criteria"]}
     assert rc == 4 and not by["divergence"]["pass"]
     assert "loss was nan at step 300" in by["divergence"]["new"]
+    # A run that crashed before its first step reached nothing: worse.
+    empty = write_recording(tmp_path / "empty.accmon", run_frames(0, ended="crashed"))
+    rc, report = _check_json(empty, good)
+    assert rc == 4 and [c["pass"] for c in report["baseline"]["criteria"]] == [False, False, False, True]
     # Both diverged: not a regression against that baseline.
     rc, report = _check_json(nan, nan)
     assert {c["criterion"]: c["pass"] for c in report["baseline"]["criteria"]}["divergence"]
@@ -165,7 +169,7 @@ def test_truncated_baseline_is_used_for_what_it_has(runs, tmp_path):
     base = load_baseline(str(cut))
     assert base.truncated is not None and 0 < base.data.axis.n < 1500
     line = standing(base.data, {}, Aligner(base), base.data.axis.last)
-    assert "baseline truncated (byte " in line
+    assert line.startswith("vs truncated baseline: val_acc ") and "baseline truncated (byte " in line
     # Cut before its first step: nothing to compare with, said in one line.
     demo = Path(runs["good"]).read_bytes()
     (tmp_path / "stub.accmon").write_bytes(demo[:3000])
@@ -255,8 +259,12 @@ def test_aligner_by_epoch_maps_the_same_point_of_an_epoch(tmp_path):
     mapped = al.to_baseline(live, {}, np.array([0.0, 250.0, 375.0, 1000.0]))
     assert np.allclose(mapped, [0, 500, 750, 2000])
     assert Aligner(base, "step").to_baseline(live, {}, np.array([375.0]))[0] == 375
-    # Samples seen: the fixture's facts give a batch size of 64 and no samples_per_s: the same as by step here.
+    # Samples seen: the baseline's facts say batches of 64 (no samples_per_s); a run with batches of 128 has seen
+    # at its step 300 what the baseline had at its step 600 — and the same batches are the same steps.
+    by_samples = Aligner(base, "samples")
+    assert np.allclose(by_samples.to_baseline(live, {"batch_size": 128}, np.array([300.0])), [601.0], atol=1)
     assert np.allclose(Aligner(base, "samples").to_baseline(live, base.store.facts, np.array([300.0])), [300.0])
+    assert Aligner(base, "samples").fallback(live, {}) == "this run has no samples seen yet: aligned by step"
     with pytest.raises(ValueError):
         Aligner(base, "time")
 
