@@ -22,7 +22,7 @@ from accmon.probe import wire
 from accmon.probe.recording import RecordingWriter
 from accmon.tui import cli
 from accmon.tui.app import AccmonApp
-from accmon.tui.app_sources import ReplaySource
+from accmon.tui.app_sources import QueueSource, ReplaySource
 from accmon.tui.baseline import (
     Aligner,
     Tolerance,
@@ -243,6 +243,34 @@ def test_snapshot_replay_with_baseline(snap_compare, tmp_path):
         assert "vs baseline: val_acc 0.948 vs 0.988 at step 1499 (−0.04, behind)" in (app.baseline_line() or "")
 
     assert snap_compare(app, terminal_size=(160, 48), run_before=before)
+
+
+def test_live_run_ahead_of_its_baseline(tmp_path):
+    """Live (frames arriving): the header follows the newest step, says "ahead" for a better run, and the step
+    at which the run reached the baseline's final accuracy once it has."""
+    base = load_baseline(write_recording(tmp_path / "b.accmon", run_frames(1500, alerts=False)))
+    frames = _shifted(run_frames(1500, alerts=False, ended=None), 0.04, 0.6)
+    src = QueueSource()
+    src.push(*frames[:4])  # meta, facts, steps 0-499
+    app = AccmonApp(src, baseline=base, clock=lambda: T0 + 20.0, refresh_s=3600)
+    app.animation_level = "none"
+
+    async def go():
+        async with app.run_test(size=(160, 48)) as pilot:
+            app.sync_now()
+            await pilot.pause()
+            line = app.baseline_line() or ""
+            assert line.startswith("vs baseline: val_acc ") and "at step 499" in line and "ahead" in line, line
+            assert "reached baseline's final val_acc 0.948: not yet (the baseline took 1299 steps)" in line
+            src.push(*frames[4:])
+            app.sync_now()
+            await pilot.pause()
+            line = app.baseline_line() or ""
+            assert "at step 1499" in line and "reached baseline's final val_acc 0.948: at step 899" in line, line
+            assert app.query_one("#chart-acc", LineChart).rendered().dots.get("baseline val", 0) > 10
+            assert "vs baseline: val_acc" in app.screen_text()
+
+    run(go())
 
 
 def test_aligner_by_epoch_maps_the_same_point_of_an_epoch(tmp_path):
