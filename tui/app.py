@@ -160,8 +160,9 @@ the faded band the lowest to highest value any rank had; `r` shows one rank at a
 publishes each rank's partial sums of squares: its gradient norms are combined across ranks (√Σ) in every view.
 
 **Baseline** (`--baseline good.accmon`): every chart draws the baseline run's series as a dim grey line under
-this run's (legend "┈ baseline"), beside the same step, the same point of the same epoch, or the same number of
-samples seen (`b`, or `--align`); the header's last line says how this run stands against it.
+this run's (named on the chart's bottom border, "┈ baseline: train, val"), beside the same step, the same point
+of the same epoch, or the same number of samples seen (`b`, or `--align`); the header's last line says how this
+run stands against it.
 """
 
 
@@ -615,6 +616,7 @@ class AccmonApp(App[int]):
         sharded = self.store.sharded()
         tab = self._active_tab()
         model_layers = self._model_layers()
+        overlay = self._overlay()
         with self.batch_update():
             self._sync_header(force)
             self._sync_banner()
@@ -622,7 +624,7 @@ class AccmonApp(App[int]):
                 w = self._main.query_one(f"#{wid}")
                 wdata = sharded if sharded is not None and wid in SHARDED_WIDGETS else data
                 if isinstance(w, LineChart):
-                    w.show(wdata, view, self._overlay())
+                    w.show(wdata, view, overlay)
                 elif isinstance(w, LayerHeatMap):
                     if wid in SHARDED_WIDGETS:
                         w.set_note("ranks combined: √Σ grad_sq" if sharded is not None else None)
