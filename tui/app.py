@@ -44,11 +44,13 @@ from .app_sources import (
     peek_runs,
     run_peek,
 )
+from .baseline import ALIGNS, Aligner, Baseline, standing
 from .check import printable
 from .on_alert import AlertCommand
 from .store import Changes, RankData, RankGroup, RunStore, alert_message, as_of_step, stop_words
 from .widgets import (
     AlertTable,
+    BaselineOverlay,
     ChartSpec,
     HeaderInfo,
     HeatSpec,
@@ -138,6 +140,7 @@ f       follow the newest step
 e E     smoothing on/off · stronger     g  log scale
 r       ranks: all → rank 0 → rank 1 → … → all
 x c C   screenshot (SVG) · series as CSV · as Parquet
+b       baseline (--baseline): align by step → epoch → samples seen
 o       another live run    t  theme    ctrl+p  palette
 ?       help (j k scroll)   q or ctrl+c quit
 space   replay: play/pause  [ ] slower/faster
@@ -155,6 +158,11 @@ orange large), fractions 0–1 (viridis).
 **Several ranks** (DDP, torchrun): all ranks together by default — the bright line is the median across ranks,
 the faded band the lowest to highest value any rank had; `r` shows one rank at a time. A sharded model (FSDP)
 publishes each rank's partial sums of squares: its gradient norms are combined across ranks (√Σ) in every view.
+
+**Baseline** (`--baseline good.accmon`): every chart draws the baseline run's series as a dim grey line under
+this run's (named on the chart's bottom border, "┈ baseline: train, val"), beside the same step, the same point
+of the same epoch, or the same number of samples seen (`b`, or `--align`); the header's last line says how this
+run stands against it.
 """
 
 
@@ -294,14 +302,17 @@ class AccmonApp(App[int]):
         Binding("4", "tab('data')", "Data", show=False),
         Binding("5", "tab('alerts')", "Alerts", show=False),
         Binding("6", "tab('system')", "System", show=False),
+        Binding("b", "baseline_align", "Baseline align", show=False),
     ]
 
     def __init__(self, source: Source | None = None, *, attach: Callable[[list[registry.RunEntry]], Source] | None = None,
                  list_runs: Callable[[], list[registry.RunEntry]] = registry.list_runs,
                  clock: Callable[[], float] = time.time, refresh_s: float = REFRESH_S,
                  export_dir: str | os.PathLike[str] | None = None, pick: bool = False,
-                 on_alert: AlertCommand | None = None) -> None:
+                 on_alert: AlertCommand | None = None, baseline: Baseline | None = None, align: str = "step") -> None:
         super().__init__()
+        # --baseline: a run that worked, drawn under this one's series, and the header's comparison.
+        self.aligner = Aligner(baseline, align) if baseline is not None else None
         self.on_alert = on_alert  # --on-alert: the user's command, told of each new alert
         if on_alert is not None:
             on_alert.say = self._say_from_thread  # its failures are said where the user looks: a notification
@@ -605,6 +616,7 @@ class AccmonApp(App[int]):
         sharded = self.store.sharded()
         tab = self._active_tab()
         model_layers = self._model_layers()
+        overlay = self._overlay()
         with self.batch_update():
             self._sync_header(force)
             self._sync_banner()
@@ -612,7 +624,7 @@ class AccmonApp(App[int]):
                 w = self._main.query_one(f"#{wid}")
                 wdata = sharded if sharded is not None and wid in SHARDED_WIDGETS else data
                 if isinstance(w, LineChart):
-                    w.show(wdata, view)
+                    w.show(wdata, view, overlay)
                 elif isinstance(w, LayerHeatMap):
                     if wid in SHARDED_WIDGETS:
                         w.set_note("ranks combined: √Σ grad_sq" if sharded is not None else None)
@@ -625,6 +637,36 @@ class AccmonApp(App[int]):
                 self._sync_system(force)
             if self.replay:
                 self._sync_timeline(view)
+
+    def _overlay(self) -> BaselineOverlay | None:
+        """The baseline as the charts draw it, mapped onto the steps of the rank that paces the view."""
+        al = self.aligner
+        if al is None:
+            return None
+        live, facts = self.pace_data(), self.store.facts
+        if al.align == "step" or al.fallback(live, facts):
+            return BaselineOverlay(al.baseline.data, None, ("step",))
+        key = (al.align, id(live), live.version if live is not None else -1)
+        return BaselineOverlay(al.baseline.data, lambda steps: al.to_baseline(live, facts, steps), key)
+
+    def baseline_line(self) -> str | None:
+        """The header's comparison with the baseline, as of the playhead in replay; None without a baseline."""
+        if self.aligner is None:
+            return None
+        data = self.pace_data()
+        step = self.head_step() if self.replay else (data.axis.last if data is not None else None)
+        return standing(data, self.store.facts, self.aligner, step)
+
+    def action_baseline_align(self) -> None:
+        """`b`: align the baseline by step, epoch, samples seen, in turn."""
+        if self.aligner is None:
+            self.say("no baseline: start with --baseline FILE (a recording of a run that worked)")
+            return
+        nxt = ALIGNS[(ALIGNS.index(self.aligner.align) + 1) % len(ALIGNS)]
+        self.aligner = Aligner(self.aligner.baseline, nxt)
+        why = self.aligner.fallback(self.pace_data(), self.store.facts)
+        self.say(f"baseline aligned by {nxt}" + (f" — {why}" if why else ""))
+        self._sync(force=True)
 
     def _model_layers(self) -> list[str] | None:
         model = self.store.facts.get("model")
@@ -703,12 +745,13 @@ class AccmonApp(App[int]):
 
     def _sync_header(self, force: bool) -> None:
         info = self.header_info()
+        vs = self.baseline_line()
         key = (self.store.version, info, self.current_theme.dark, self.size.width,
-               int(self.clock()) if info.state == "live" else 0)
+               int(self.clock()) if info.state == "live" else 0, vs)
         if force or key != self._drawn.get("header"):
             self._drawn["header"] = key
             self._main.query_one(RunHeader).update(header_text(self.store, info, dark=self.current_theme.dark,
-                                                               width=self.size.width))
+                                                               width=self.size.width, vs_baseline=vs))
             tabs = self._main.query_one(TabbedContent)
             n = len(info.alerts) if info.alerts is not None else len(self.store.alerts)
             tabs.get_tab("alerts").label = f"5 Alerts ({n})" if n else "5 Alerts"
@@ -1265,10 +1308,11 @@ def run_app(app: AccmonApp, **run_kwargs: Any) -> int:
     return result or 0
 
 
-def run_live(entries: list[registry.RunEntry], *, record: str | None = None, on_alert: AlertCommand | None = None) -> int:
+def run_live(entries: list[registry.RunEntry], *, record: str | None = None, on_alert: AlertCommand | None = None,
+             baseline: Baseline | None = None, align: str = "step") -> int:
     """`accmon` / `accmon attach`: follow one run (all its ranks), history first; re-attach when it restarts."""
     app = AccmonApp(LiveSource(entries, record=record), attach=lambda es: LiveSource(es, record=record),
-                    on_alert=on_alert)
+                    on_alert=on_alert, baseline=baseline, align=align)
     return run_app(app)
 
 
@@ -1283,14 +1327,14 @@ def run_live_for_process(run_id: str, proc: subprocess.Popen) -> int:
     return run_app(app)
 
 
-def run_replay(path: str) -> int:
-    """`accmon replay FILE`."""
-    return run_app(AccmonApp(ReplaySource(path)))
+def run_replay(path: str, *, baseline: Baseline | None = None, align: str = "step") -> int:
+    """`accmon replay FILE [--baseline GOOD]`."""
+    return run_app(AccmonApp(ReplaySource(path), baseline=baseline, align=align))
 
 
-def run_picker() -> int:
+def run_picker(*, baseline: Baseline | None = None, align: str = "step") -> int:
     """`accmon` with several live runs: choose one first."""
-    return run_app(AccmonApp(None, pick=True))
+    return run_app(AccmonApp(None, pick=True, baseline=baseline, align=align))
 
 
 __all__ = ["AccmonApp", "QueueSource", "LiveSource", "ReplaySource", "run_app", "run_live", "run_live_for_process", "run_picker",

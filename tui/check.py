@@ -4,6 +4,12 @@ Today's rules run again over the recorded frames, so a recording made with older
 diagnosis. Exit 0 clean, 1 when a warning or worse fired, 2 when the input cannot be read, 3 when the record is
 incomplete: steps were lost (dropped by the probe, or the recording was cut short), the file is damaged, or the
 run crashed, and no warning fired (1 keeps its meaning; `run.complete` in --json says it either way).
+
+`--baseline GOOD [--tolerance T]` compares the run with a recording of one that worked (tui/baseline.py): exit 4
+when it is worse beyond tolerance, whatever else the report says (4 wins over 1 and 3: the gate's question is
+"worse than the run that worked?"; the alerts and `run.complete` still say the rest). The baseline unreadable,
+or holding no step: exit 2. `--json` adds a `baseline` object: `verdict` ("ok" or "worse"), `tolerance`, and
+per criterion `new`, `baseline`, `difference`, `tolerance` and `pass`.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -20,11 +26,13 @@ from accmon.probe import registry
 from accmon.probe.recording import RecordingError, RecordingReader
 from accmon.probe.rules import ALERT_IDS, MAX_RANKS, SEVERITY_RANK, StreamDiagnosis, severity_rank
 
+from .baseline import BaselineError, Comparison, Tolerance, compare_runs, from_store, tee
 from .importers import LogError, load_log
-from .store import alert_message, clean_stop, interrupted_exit, stop_words
+from .store import RankData, RunStore, alert_message, clean_stop, interrupted_exit, stop_words
 from .system_summary import SystemSummary, one_line
 
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_WORSE = 4  # --baseline: worse than the run that worked, beyond tolerance
 RULE_ERROR_ID = "rule_error"  # accmon.probe.rules.diagnoser.RULE_ERROR_ID (check runs without the rules too)
 
 
@@ -250,9 +258,16 @@ def json_safe(obj: Any) -> Any:
     return repr(obj)
 
 
-def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+          baseline: str | None = None, tolerance: Iterable[str] = ()) -> int:
     try:
-        summary, alerts = _diagnose_file(path)
+        tol = Tolerance.parse(tolerance)
+    except ValueError as exc:
+        err.write(f"accmon check: {exc}\n")
+        return EXIT_UNREADABLE
+    store = RunStore() if baseline else None
+    try:
+        summary, alerts = _diagnose_file(path, store)
     except (RecordingError, LogError) as exc:
         err.write(f"accmon check: {exc}\n")
         return EXIT_UNREADABLE
@@ -273,12 +288,23 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
         summary.status = "truncated"  # a run that lost steps is never finished
     summary.complete = summary.status in ("finished", "crashed") and not lost and not summary.problems
     worst = max((severity_rank(a.get("severity")) for a in alerts), default=0)
+    comparison = None
+    if baseline and store is not None:
+        comparison = _compare(path, store, alerts, baseline, tol, err)
+        if comparison is None:
+            return EXIT_UNREADABLE
     if as_json:
         run = {k: v for k, v in vars(summary).items() if k != "disabled_rules"}
         report = {"run": run, "alerts": [_alert_json(a) for a in alerts], "disabled_rules": summary.disabled_rules}
+        if comparison is not None:
+            report["baseline"] = comparison.as_json()
         out.write(json.dumps(json_safe(report), indent=2) + "\n")
     else:
         _print_human(path, summary, alerts, out)
+        if comparison is not None:
+            _Printable(out).write("".join(line + "\n" for line in comparison.lines()))
+    if comparison is not None and comparison.worse:
+        return EXIT_WORSE
     if worst >= SEVERITY_RANK["warning"]:
         return EXIT_WARNING
     if summary.status in ("truncated", "crashed") or lost or summary.problems:
@@ -286,8 +312,38 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
     return EXIT_CLEAN
 
 
-def _diagnose_file(path: str) -> tuple[RunSummary, list[dict[str, Any]]]:
-    """An accmon recording, or a log another tool wrote (TensorBoard events, Keras/Lightning CSVLogger)."""
+def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline: str, tol: Tolerance,
+             err: TextIO) -> Comparison | None:
+    """The run (its store, filled while it was diagnosed) against the baseline file, diagnosed by today's rules
+    as well; None, said in one line, when the baseline cannot be used."""
+    base_store = RunStore()
+    try:
+        base_summary, base_alerts = _diagnose_file(baseline, base_store)
+        base = from_store(baseline, base_store, [f"byte {p['offset']}: {p['message']}" for p in base_summary.problems
+                                                 if p["offset"] >= 0])
+    except BaselineError as exc:
+        err.write(f"accmon check: {exc}\n")
+        return None
+    except (RecordingError, LogError) as exc:
+        err.write(f"accmon check: baseline {exc}\n")
+        return None
+    except OSError as exc:
+        err.write(f"accmon check: baseline {baseline}: {exc.strerror or exc}\n")
+        return None
+    except Exception as exc:  # a hostile baseline: one line, never a traceback
+        err.write(f"accmon check: baseline {baseline}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})\n")
+        return None
+    with_steps = [r for r, d in store.ranks.items() if d.axis.n]
+    # A run that recorded no step (it crashed at start) reached nothing: worse than any baseline that did.
+    new = store.ranks[min(with_steps)] if with_steps else RankData(0)
+    return compare_runs(new, alerts, base, base_alerts, tol)
+
+
+def _diagnose_file(path: str, store: RunStore | None = None) -> tuple[RunSummary, list[dict[str, Any]]]:
+    """An accmon recording, or a log another tool wrote (TensorBoard events, Keras/Lightning CSVLogger). With a
+    store, the frames are ingested into it too (--baseline compares stores)."""
+    keep: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]] = (
+        (lambda frames: frames) if store is None else (lambda frames: tee(frames, store)))
     try:
         reader = RecordingReader(path)
     except RecordingError as not_a_recording:
@@ -295,8 +351,8 @@ def _diagnose_file(path: str) -> tuple[RunSummary, list[dict[str, Any]]]:
         if log is None:
             raise not_a_recording from None
         _, frames = log
-        return summarize(frames)
-    summary, alerts = summarize(reader.frames())
+        return summarize(keep(frames))
+    summary, alerts = summarize(keep(reader.frames()))
     summary.problems = [{"offset": p.offset, "kind": p.kind, "message": p.message} for p in reader.problems] + [
         p for p in summary.problems if p["kind"] == "too_many_ranks"]
     return summary, alerts

@@ -21,8 +21,10 @@ commands:
   accmon ls ssh://host [ssh://host2 ...]   list the live runs on other machines
   accmon keys                  CurveZMQ keys: binds beyond loopback that only your viewers can read
   accmon replay FILE           replay a recording
+  accmon replay NEW --baseline GOOD   the charts draw GOOD's series dim under NEW's; the header says ahead/behind
   accmon run -- CMD...         run an unmodified training command with the probe injected
   accmon check FILE [--json]   diagnose a recording headless (exit 1 when a warning or worse fired)
+  accmon check NEW --baseline GOOD [--tolerance T]   exit 4 when NEW is worse than GOOD (a CI regression gate)
   accmon export FILE --csv OUT write a recording's series as CSV
   accmon demo                  a training demo with the live view
 """
@@ -51,9 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--headless", action="store_true", help="no TUI: print alerts as lines, exit when the run ends")
     a.add_argument("--record", metavar="FILE", help="record every frame received (history first) to FILE")
     _on_alert_args(a)
+    _baseline_args(a)
 
     r = sub.add_parser("replay", help="replay a recording")
     r.add_argument("file")
+    _baseline_args(r)
 
     run = sub.add_parser("run", help="run a training command with the probe injected")
     run.add_argument("--headless", action="store_true", help="no TUI: the command's output and alerts on the terminal")
@@ -61,11 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run name (default: the script's name)")
     run.add_argument("--bind", metavar="ENDPOINT", help="also publish on tcp://HOST:PORT (needs `accmon keys`; see README)")
     _on_alert_args(run)
+    _baseline_args(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
-    c = sub.add_parser("check", help="diagnose a recording (exit 0 clean, 1 warning or worse, 2 unreadable)")
+    c = sub.add_parser("check", help="diagnose a recording (exit 0 clean, 1 warning or worse, 2 unreadable, "
+                                     "3 incomplete, 4 worse than --baseline)")
     c.add_argument("file")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--baseline", metavar="FILE", help="compare with the recording of a run that worked: exit 4 when this "
+                   "run is worse beyond --tolerance (best loss and accuracy, steps to the baseline's final accuracy, "
+                   "a loss that diverged where the baseline's did not)")
+    c.add_argument("--tolerance", metavar="T", action="append", default=[],
+                   help="how much worse passes: T (default 0.05) is relative for the best loss and absolute for the best "
+                   "accuracy; loss=T, acc=T, steps=T (steps: relative, default 0.25) set one each")
 
     e = sub.add_parser("export", help="export a recording's series")
     e.add_argument("file")
@@ -94,6 +106,29 @@ def _on_alert_args(p: argparse.ArgumentParser) -> None:
                    "stdin; ACCMON_ALERT_ID, _SEVERITY, _STEP, _RANK, _MESSAGE and ACCMON_RUN_NAME in its environment)")
     p.add_argument("--on-alert-severity", choices=("info", "warning", "critical"), default="warning",
                    help="the least severe alert that runs CMD (default: warning)")
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", metavar="FILE", help="a recording of a run that worked: every chart draws its series "
+                   "dim under this run's, and the header says how far ahead or behind this run is")
+    p.add_argument("--align", choices=("step", "epoch", "samples"), default="step",
+                   help="with --baseline: compare at the same step (default), epoch, or number of samples seen (key b)")
+
+
+def _viewer_options(args: argparse.Namespace, command: str) -> dict[str, Any] | None:
+    """The TUI's --baseline and --align, the baseline read now: a file that cannot be used stops the command
+    before anything starts (SystemExit 2, one line)."""
+    path = getattr(args, "baseline", None)
+    if not path:
+        return {}
+    from .baseline import BaselineError, load_baseline
+
+    try:
+        baseline = load_baseline(path)
+    except BaselineError as exc:
+        sys.stderr.write(f"accmon {command}: {exc}\n")
+        raise SystemExit(2) from None
+    return {"baseline": baseline, "align": args.align}
 
 
 def _alert_command(args: argparse.Namespace, run_name: str) -> Any:
@@ -148,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "check":
         from .check import check
 
-        return check(args.file, as_json=args.json)
+        return check(args.file, as_json=args.json, baseline=args.baseline, tolerance=args.tolerance)
     if cmd == "run":
         from .runner import run_command
 
@@ -165,8 +200,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             return run_command(argv, headless=args.headless, record=args.record)  # says what is missing
         from .runner import run_name
 
+        viewer = _viewer_options(args, "run")
+        if viewer and args.headless:
+            sys.stderr.write("accmon run: --baseline draws in the TUI; without it, compare the recording afterwards "
+                             "with `accmon check FILE --baseline GOOD`\n")
         return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind,
-                           on_alert=_alert_command(args, args.name or run_name(argv)))
+                           on_alert=_alert_command(args, args.name or run_name(argv)), viewer=viewer)
     if cmd == "attach":
         targets = args.target or [None]
         if len(targets) > 1 and not all(t.startswith("ssh://") for t in targets):
@@ -176,10 +215,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             sys.stderr.write("accmon attach: --on-alert works on this host's runs (run it with `accmon run` there, "
                              "or attach to a forwarded endpoint)\n")
             return 2
+        viewer = _viewer_options(args, "attach")
+        if viewer and args.headless:
+            sys.stderr.write("accmon attach: --baseline draws in the TUI; with --headless --record FILE, compare "
+                             "afterwards with `accmon check FILE --baseline GOOD`\n")
         return cmd_attach(targets if len(targets) > 1 else targets[0], headless=args.headless, record=args.record,
-                          on_alert=_alert_command(args, targets[0] or ""))
+                          on_alert=_alert_command(args, targets[0] or ""), viewer=viewer)
     if cmd == "replay":
-        return cmd_replay(args.file)
+        return cmd_replay(args.file, viewer=_viewer_options(args, "replay"))
     if cmd == "export":
         return cmd_export(args)
     if cmd == "demo":
@@ -248,17 +291,19 @@ def live_run_ids() -> list[str]:
     return ids
 
 
-def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | None, on_alert: Any = None) -> int:
+def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | None, on_alert: Any = None,
+               viewer: dict[str, Any] | None = None) -> int:
     """`accmon attach [RUN|ENDPOINT|ssh://host[/run] ...]`."""
     if isinstance(target, list) or target and target.startswith("ssh://"):
         from .remote import cmd_attach_remote
 
-        return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty())
+        return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty(),
+                                 viewer=viewer)
     if target is None and not headless and not record and sys.stdout.isatty() and len(live_run_ids()) > 1:
         # Several live runs and none named: the picker the help promises, not silently the newest.
         from .app import run_picker
 
-        return run_picker()
+        return run_picker(**(viewer or {}))
     entries = resolve_target(target)
     if not entries:
         which = f"matching {target!r} " if target else ""
@@ -269,17 +314,17 @@ def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | 
         from .remote import cmd_attach_routed
 
         return cmd_attach_routed(entries, headless=headless or bool(record and not sys.stdout.isatty()), record=record,
-                                 interactive=sys.stdout.isatty())
+                                 interactive=sys.stdout.isatty(), viewer=viewer)
     if headless or record and not sys.stdout.isatty():
         from .headless import HeadlessViewer
 
         return HeadlessViewer(entries, record=record, on_alert=on_alert).run()
     from .app import run_live
 
-    return run_live(entries, record=record, on_alert=on_alert) or 0
+    return run_live(entries, record=record, on_alert=on_alert, **(viewer or {})) or 0
 
 
-def cmd_replay(path: str) -> int:
+def cmd_replay(path: str, viewer: dict[str, Any] | None = None) -> int:
     from accmon.probe.recording import RecordingError, RecordingReader
 
     from .importers import LogError, to_recording
@@ -297,16 +342,16 @@ def cmd_replay(path: str) -> int:
             sys.stderr.write(f"accmon replay: {exc}\n")
             return 2
         try:
-            return _replay(converted)
+            return _replay(converted, viewer)
         finally:
             os.unlink(converted)
-    return _replay(path)
+    return _replay(path, viewer)
 
 
-def _replay(path: str) -> int:
+def _replay(path: str, viewer: dict[str, Any] | None = None) -> int:
     from .app import run_replay
 
-    return run_replay(path) or 0
+    return run_replay(path, **(viewer or {})) or 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

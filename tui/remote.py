@@ -959,7 +959,8 @@ def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:
     return 0
 
 
-def cmd_attach_remote(targets: str | list[str], *, headless: bool, record: str | None, interactive: bool) -> int:
+def cmd_attach_remote(targets: str | list[str], *, headless: bool, record: str | None, interactive: bool,
+                      viewer: dict[str, Any] | None = None) -> int:
     """`accmon attach ssh://[user@]host[:port][/run] [ssh://host2 ...] [--headless] [--record FILE]`: the ranks
     of one run, gathered from every host named."""
     tui = interactive and not headless
@@ -971,7 +972,7 @@ def cmd_attach_remote(targets: str | list[str], *, headless: bool, record: str |
         chosen = pick_run(listing, spec)
         several = len({e.run_id for e in listing}) > 1 and not spec
         if tui and several:
-            return _run_app(ts, None, listing, record)  # the picker chooses
+            return _run_app(ts, None, listing, record, viewer)  # the picker chooses
         if chosen and several:
             _say(f"{len({e.run_id for e in listing})} runs on {hosts}; attaching to the newest, {chosen[0].run_id} "
                  f"({chosen[0].name}). Name another with ssh://{ts[0].destination}/RUN (see `accmon ls {' '.join(map(str, ts))}`)")
@@ -980,10 +981,11 @@ def cmd_attach_remote(targets: str | list[str], *, headless: bool, record: str |
     except RemoteError as exc:
         _say(str(exc))
         return 2
-    return _attached(remote, ts, listing, headless=not tui, record=record)
+    return _attached(remote, ts, listing, headless=not tui, record=record, viewer=viewer)
 
 
-def cmd_attach_routed(entries: list[registry.RunEntry], *, headless: bool, record: str | None, interactive: bool) -> int:
+def cmd_attach_routed(entries: list[registry.RunEntry], *, headless: bool, record: str | None, interactive: bool,
+                      viewer: dict[str, Any] | None = None) -> int:
     """`accmon attach [RUN]` when the run's ranks, listed in a shared `$ACCMON_REGISTRY`, are on other hosts
     too: this host's directly, the others through ssh to the host each entry names."""
     try:
@@ -992,14 +994,14 @@ def cmd_attach_routed(entries: list[registry.RunEntry], *, headless: bool, recor
     except RemoteError as exc:
         _say(str(exc))
         return 2
-    return _attached(remote, None, routed, headless=headless or not interactive, record=record)
+    return _attached(remote, None, routed, headless=headless or not interactive, record=record, viewer=viewer)
 
 
 def _attached(remote: RemoteRun | HostsRun, ts: list[SshTarget] | None, listing: list[registry.RunEntry], *,
-              headless: bool, record: str | None) -> int:
+              headless: bool, record: str | None, viewer: dict[str, Any] | None = None) -> int:
     with remote:
         if not headless:
-            return _run_app(ts, remote, listing, record)
+            return _run_app(ts, remote, listing, record, viewer)
         if isinstance(remote, RemoteRun):
             _say(f"attached to run {remote.run_id} ({remote.entries[0].name}) on {remote.target.host} through ssh")
         else:
@@ -1010,7 +1012,8 @@ def _attached(remote: RemoteRun | HostsRun, ts: list[SshTarget] | None, listing:
 
 
 def _run_app(ts: list[SshTarget] | None, remote: RemoteRun | HostsRun | None, listing: list[registry.RunEntry],
-             record: str | None) -> int:
+             record: str | None, viewer: dict[str, Any] | None = None) -> int:
+    """`viewer`: more options for the AccmonApp (`baseline`, `align`)."""
     from .app import AccmonApp, run_app
 
     opened: list[RemoteSource] = []
@@ -1022,7 +1025,8 @@ def _run_app(ts: list[SshTarget] | None, remote: RemoteRun | HostsRun | None, li
 
     first = RemoteSource(None, remote.remote_entries, record=record, remote=remote) if remote is not None else None
     lister = RemoteLister(ts, listing) if ts else (lambda: route_local(registry.list_runs()))
-    app = AccmonApp(first, attach=attach, list_runs=lister, pick=first is None)  # type: ignore[arg-type]
+    app = AccmonApp(first, attach=attach, list_runs=lister, pick=first is None,  # type: ignore[arg-type]
+                    **(viewer or {}))
     try:
         return run_app(app)  # an app that dies exits non-zero with its traceback saved, as a local viewer does
     finally:

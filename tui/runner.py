@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
@@ -146,7 +146,9 @@ def _die_with(parent: int) -> Callable[[], None] | None:
 
 
 def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name: str | None = None,
-                bind: str | None = None, on_alert: AlertCommand | None = None) -> int:
+                bind: str | None = None, on_alert: AlertCommand | None = None,
+                viewer: dict[str, Any] | None = None) -> int:
+    """`viewer`: more options for the TUI's AccmonApp (`baseline`, `align`)."""
     if not cmd:
         sys.stderr.write("accmon run: no command given (usage: accmon run [--headless] [--record FILE] -- CMD...)\n")
         return 2
@@ -174,7 +176,7 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
         if headless:
             watched = _watch_headless(run_id, proc, heard, on_alert)
         else:
-            viewer_rc = _watch_tui(run_id, proc, on_alert)
+            viewer_rc = _watch_tui(run_id, proc, on_alert, viewer)
             if proc.poll() is None:
                 # The viewer closed, the training did not: say so, or the terminal sits blank and silent.
                 entries = launched(run_id)
@@ -230,13 +232,14 @@ def _say_what_was_recorded(record: str | None) -> None:
     say_recorded(record)
 
 
-def _watch_tui(launch: str, proc: subprocess.Popen, on_alert: AlertCommand | None = None) -> int:
+def _watch_tui(launch: str, proc: subprocess.Popen, on_alert: AlertCommand | None = None,
+               viewer: dict[str, Any] | None = None) -> int:
     from .app import AccmonApp, run_app
     from .app_sources import LiveSource
 
     # As app.run_live_for_process, but the run is found by this launch's token, not by an id known beforehand.
     source = LiveSource([], find_again=lambda: launched(launch), process=proc)
-    return run_app(AccmonApp(source, pick=False, on_alert=on_alert))
+    return run_app(AccmonApp(source, pick=False, on_alert=on_alert, **(viewer or {})))
 
 
 def _show_log_tail(path: str, lines: int = 20) -> None:

@@ -10,11 +10,17 @@ highest value any rank had), and the bright line the median across ranks of thei
 smoothing is on). Each rank's columns are read from its own block summaries: ranks × the single-rank cost.
 Rendering is a pure function (`render_chart`) of the store, the view and the size, so it is tested without an
 app; `LineChart` caches its strips until one of those changes.
+
+A baseline (`--baseline FILE`, a `BaselineOverlay`): each series' baseline is drawn first, as one dim line (its
+column means, smoothed as the live line is), so the live series draw over it. Its columns are the chart's
+columns mapped to the baseline's steps by the overlay's `to_base` (by step, epoch or samples seen), and read
+from the baseline's block summaries like any series: the cost stays per column.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +79,15 @@ class ChartSpec:
     smooth: bool = True  # whether the view's EMA applies
 
 
+@dataclass(frozen=True)
+class BaselineOverlay:
+    """A baseline run drawn under the live series: its data, and the map from this run's steps to its steps."""
+
+    data: RankData
+    to_base: Callable[[np.ndarray], np.ndarray] | None = None  # None: the same steps
+    key: object = None  # changes when the mapping does (the alignment, the live run's epochs)
+
+
 @dataclass
 class Rendered:
     lines: list[Strip]
@@ -84,6 +99,7 @@ class Rendered:
     # "line" (the bright line: EMA, or the ranks' median; absent for one rank unsmoothed). For tests and tools.
     series: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     column_steps: np.ndarray | None = None  # step edges of the dot columns: column i covers [e[i], e[i+1])
+    subtitle: Text | None = None  # the bottom border's label: the baseline's legend, when one is drawn
 
 
 def ema(means: np.ndarray, counts: np.ndarray, strength: float) -> np.ndarray:
@@ -103,7 +119,14 @@ def ema(means: np.ndarray, counts: np.ndarray, strength: float) -> np.ndarray:
 
 def step_edges(data: RankData, x0: float, x1: float, n: int, head: int | None) -> np.ndarray:
     """Row edges of n equal step ranges over [x0, x1]; the last range includes x1. Rows after head excluded."""
-    se = np.clip(x0 + (x1 - x0) * np.arange(n + 1) / n, -_STEP_MAX, _STEP_MAX)
+    return row_edges(data, x0 + (x1 - x0) * np.arange(n + 1) / n, head)
+
+
+def row_edges(data: RankData, step_edges: np.ndarray, head: int | None = None) -> np.ndarray:
+    """Row edges of the step ranges between consecutive `step_edges` (non-decreasing); the last range includes
+    its end. Rows after head excluded."""
+    se = np.clip(np.nan_to_num(np.asarray(step_edges, dtype=np.float64), nan=-_STEP_MAX), -_STEP_MAX, _STEP_MAX)
+    se = np.maximum.accumulate(se)
     edges = data.axis.rows(np.ceil(se[:-1]).astype(np.int64), "left")
     last = data.axis.rows(np.array([math.floor(se[-1])], dtype=np.int64), "right")
     edges = np.maximum.accumulate(np.concatenate([edges, last]))
@@ -190,8 +213,31 @@ class _SeriesReader:
         return None if col is None else col.buckets(self.edges(self.data))
 
 
-def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View, width: int, height: int) -> Rendered:
-    """The chart as strips of `width` cells, `height` rows: plot, time axis with alert markers, step labels."""
+def _baseline_lines(base: BaselineOverlay, spec: ChartSpec, x0: float, x1: float, wd: int,
+                    strength: float) -> list[tuple[SeriesSpec, np.ndarray]]:
+    """Per series the baseline has: its line over the chart's dot columns (column means, smoothed as the live
+    line is; NaN where the baseline has nothing)."""
+    se = x0 + (x1 - x0) * np.arange(wd + 1) / wd
+    mapped = base.to_base(se) if base.to_base is not None else se
+    edges = row_edges(base.data, mapped)
+    out = []
+    for s in spec.series:
+        col = base.data.columns.get(s.name)
+        if col is None:
+            continue
+        b = col.buckets(edges)
+        if not b.counts.any():
+            continue
+        line = ema(b.means, b.counts, strength) if strength > 0 else b.means.astype(np.float64)
+        line[b.counts == 0] = np.nan
+        out.append((s, line))
+    return out
+
+
+def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View, width: int, height: int,
+                 baseline: BaselineOverlay | None = None) -> Rendered:
+    """The chart as strips of `width` cells, `height` rows: plot, time axis with alert markers, step labels.
+    With a baseline, its series drawn dim under the live ones."""
     pal = palette(view.dark)
     base = Style(color=pal.text)
     dim = Style(color=pal.dim)
@@ -241,6 +287,14 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
             drawn.append((s, b, smooth))
             f = b.flags.reshape(pw, 2)
             flags_any |= f[:, 0] | f[:, 1]
+    base_lines: list[tuple[SeriesSpec, np.ndarray]] = []
+    if baseline is not None and baseline.data.axis.n and drawn:
+        strength = view.ema_strength if (view.ema and spec.smooth) else 0.0
+        base_lines = [(s, _log_line(v, log)) for s, v in _baseline_lines(baseline, spec, x0, x1, wd, strength)]
+    for _s, line in base_lines:
+        if np.isfinite(line).any():
+            lo = np.nanmin([lo, np.nanmin(line)]) if not math.isnan(lo) else float(np.nanmin(line))
+            hi = np.nanmax([hi, np.nanmax(line)]) if not math.isnan(hi) else float(np.nanmax(line))
     for _s, b, _smooth in drawn:
         mins, maxs, over = _scaled(b, log)
         flags_any |= (over.reshape(pw, 2).any(axis=1)).astype(np.uint8)
@@ -269,6 +323,15 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
     codes = np.zeros((plot_rows, pw), dtype=np.uint16)
     styles: list[Style] = []
     if not math.isnan(lo):
+        for s, line in base_lines:  # first: the live series draw over it
+            sv = _fill_gaps(line)
+            top, bot, valid = _spans(to_dot(sv), to_dot(sv))
+            cells = _dots_to_cells(top, bot, valid, plot_rows)
+            styles.append(dim)
+            codes |= cells
+            owner[cells > 0] = len(styles) - 1
+            series_out[f"baseline {s.label}"] = {"line": line}
+            dots[f"baseline {s.label}"] = int(valid.sum())
         for s, b, smooth in drawn:
             mins, maxs, _over = _scaled(b, log)
             mid = _fill_gaps((mins + maxs) / 2)
@@ -412,8 +475,19 @@ def render_chart(data: RankData | RankGroup | None, spec: ChartSpec, view: View,
                 continue
             lab[start : start + len(text)] = list(text)
         lines.append(Strip([Segment(" " * (LABEL_W + 1) + "".join(lab), dim)], width))
+    # The baseline's legend goes on the bottom border: the top one is full with the live series' values.
+    subtitle = Text("┈ baseline: " + ", ".join(s.label for s, _ in base_lines), style=dim) if base_lines else None
     return Rendered(lines, legend, None if math.isnan(lo) else (lo, hi), empty=not drawn, dots=dots,
-                    series=series_out, column_steps=x0 + (x1 - x0) * np.arange(wd + 1) / wd)
+                    series=series_out, column_steps=x0 + (x1 - x0) * np.arange(wd + 1) / wd, subtitle=subtitle)
+
+
+def _log_line(v: np.ndarray, log: bool) -> np.ndarray:
+    """A line's values as drawn: clamped to ±MAX_PLOT, log10 on a log scale (NaN where not positive)."""
+    v = np.clip(v, -MAX_PLOT, MAX_PLOT)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(v > 0, np.log10(v), np.nan)
+    return v
 
 
 def _sampled_every(data: RankData, name: str) -> int | None:
@@ -456,13 +530,14 @@ class LineChart(Widget):
         self.spec = spec
         self.data: RankData | RankGroup | None = None
         self.view = View()
+        self.baseline: BaselineOverlay | None = None
         self._key: tuple | None = None
         self._rendered: Rendered | None = None
         self._styled: list[Strip] = []
 
-    def show(self, data: RankData | RankGroup | None, view: View) -> None:
-        """Point the chart at data and a view; redraws only when something it draws changed."""
-        self.data, self.view = data, view
+    def show(self, data: RankData | RankGroup | None, view: View, baseline: BaselineOverlay | None = None) -> None:
+        """Point the chart at data, a view and a baseline; redraws only when something it draws changed."""
+        self.data, self.view, self.baseline = data, view, baseline
         if self._cache_key() != self._key:
             self.rendered()
             self.refresh()
@@ -473,17 +548,21 @@ class LineChart(Widget):
     def _cache_key(self) -> tuple:
         d = self.data
         # The widget's own style (background) follows the theme, which is in the view (`dark`).
-        return (id(d), d.version if d is not None else -1, self.view, self.size.width, self.size.height)
+        b = self.baseline
+        return (id(d), d.version if d is not None else -1, self.view, self.size.width, self.size.height,
+                None if b is None else (id(b.data), b.key))
 
     def rendered(self) -> Rendered:
         key = self._cache_key()
         if key != self._key or self._rendered is None:
-            self._rendered = render_chart(self.data, self.spec, self.view, self.size.width, self.size.height)
+            self._rendered = render_chart(self.data, self.spec, self.view, self.size.width, self.size.height,
+                                          self.baseline)
             base = self.rich_style
             self._styled = [line.apply_style(base) for line in self._rendered.lines]
             self._key = key
             if self.is_mounted:
                 self.border_title = self._rendered.legend
+                self.border_subtitle = self._rendered.subtitle
         return self._rendered
 
     def render_line(self, y: int) -> Strip:

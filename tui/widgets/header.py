@@ -55,8 +55,10 @@ def value_at(data: RankData, name: str, step: int) -> float | None:
     return float(vals[-1]) if len(vals) else None
 
 
-def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: int = 160) -> Text:
-    """One line of facts (fewer of them when narrow), and a second line when something is wrong."""
+def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: int = 160,
+                vs_baseline: str | None = None) -> Text:
+    """One line of facts (fewer of them when narrow), a second line when something is wrong, and a last one
+    with how the run stands against its baseline (`--baseline`; tui/baseline.py's `standing`)."""
     pal = palette(dark)
     narrow = width < 110
     dim = Style(color=pal.dim)
@@ -146,6 +148,9 @@ def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: 
             t.append(f" {note}", style=Style(color=pal.severity[sev]) if sev else dim)
         if troubles:
             t.append(("  · " if note else " ") + " · ".join(troubles), style=Style(color=pal.severity["warning"]))
+    if vs_baseline:
+        t.append("\n")
+        t.append(f" {vs_baseline}", style=Style(color=pal.text))
     return t
 
 
@@ -155,7 +160,7 @@ class RunHeader(Static):
     DEFAULT_CSS = """
     RunHeader {
         height: auto;
-        max-height: 2;
+        max-height: 3;
         background: $boost;
         text-wrap: nowrap;
         text-overflow: ellipsis;
