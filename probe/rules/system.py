@@ -41,6 +41,12 @@ MB = 1024 * 1024
 MACHINE_EVERY = 32
 
 
+def _looks(st: RunState, now: int) -> bool:
+    """Every MACHINE_EVERY-th step, and at the run's end: a run of 128 steps ends at step 127, and its window
+    past the warm-up was never looked at."""
+    return now % MACHINE_EVERY == 0 or st.ended is not None
+
+
 def _mb(x: float) -> str:
     return f"{x / MB:,.0f} MB" if x < 10 * 1024 * MB else f"{x / (1024 * MB):,.1f} GB"
 
@@ -50,7 +56,7 @@ class InputBound(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         waits, times = st.col("data_wait"), st.col("step_time")
-        if waits is None or times is None or h.now % MACHINE_EVERY or waits.total < INPUT_BOUND_STEPS:
+        if waits is None or times is None or not _looks(st, h.now) or waits.total < INPUT_BOUND_STEPS:
             return []
         w_steps, w = waits.last(h.now, INPUT_BOUND_STEPS)
         t_steps, t = times.last(h.now, 4 * INPUT_BOUND_STEPS)
@@ -90,7 +96,7 @@ class ThroughputDrop(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         times = st.col("step_time")
-        if times is None or h.now % MACHINE_EVERY or times.total < THROUGHPUT_NORM_STEPS // 2 + THROUGHPUT_RECENT_STEPS:
+        if times is None or not _looks(st, h.now) or times.total < THROUGHPUT_NORM_STEPS // 2 + THROUGHPUT_RECENT_STEPS:
             return []
         steps, t = times.last(h.now, THROUGHPUT_NORM_STEPS + THROUGHPUT_RECENT_STEPS)
         keep = (steps >= SYSTEM_WARMUP_STEPS) & np.isfinite(t) & (t > 0)
@@ -124,7 +130,7 @@ class MemoryGrowth(Rule):
 
     def check(self, st: RunState, h: Health) -> Iterable[Finding]:
         out: list[Finding] = []
-        if h.now % MACHINE_EVERY:
+        if not _looks(st, h.now):
             return out
         for cause, series in [("host", st.col("rss")), *((f"cuda:{name}", s) for name, s in st.layers("cuda_allocated"))]:
             if series is None:

@@ -229,6 +229,18 @@ def test_a_short_run_never_judges_throughput():
     assert not [a for a in _feed(d, [0.001] * 1100 + [0.01] * 200) if a["id"] == "throughput_drop"]
 
 
+def test_a_run_that_ends_between_two_looks_is_still_judged_input_bound():
+    # 128 steps (0-127) of 40 ms, 35 of them waiting: the machine rules look every 32nd step, and at step 96 the
+    # window still reaches into the warm-up. The end of the run is a look of its own.
+    d = Diagnoser()
+    steps = list(range(128))
+    alerts = d.observe(_steps_frame(steps, step_time=[0.040] * 128, data_wait=[0.035] * 128))
+    assert not [a for a in alerts if a["id"] == "input_bound"]
+    alerts = d.observe({"kind": "end", "rank": 0, "status": "finished", "total_steps": 128})
+    alert = next(a for a in alerts if a["id"] == "input_bound")
+    assert alert["step"] == 127 and alert["evidence"]["wait_share"] == pytest.approx(0.875)
+
+
 def test_reserved_memory_near_the_device_total_is_near_oom():
     d = Diagnoser()
     total = 80 * 1024 * MB
