@@ -33,7 +33,11 @@ SILENT_GONE_S = 10.0
 def rank_gone(entry: registry.RunEntry, client: Any) -> bool:
     """Whether `entry`'s rank is gone without its end frame. An entry from the registry: its process is gone.
     An entry made for an endpoint (pid 0: no process known) is judged by its connection alone — never heard
-    yet is waiting, not gone; heard, then silent for SILENT_GONE_S, is gone."""
+    yet is waiting, not gone; heard, then silent for SILENT_GONE_S, is gone. An entry forwarded over ssh
+    (remote.py) is never judged here: its pid is the remote host's, its sockets are local forwards, and the remote
+    side says when the run is gone (RemoteRun.gone) — after a reconnect that may take longer than any silence."""
+    if entry.extra.get("remote") is not None:
+        return False
     if entry.pid > 0:
         return not entry.alive()
     heard = getattr(client, "heard_at", None)

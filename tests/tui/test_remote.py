@@ -124,6 +124,28 @@ def test_targets_parse_and_hostile_ones_are_refused():
             remote.parse_target(bad)
 
 
+def test_a_forwarded_rank_is_not_judged_by_a_local_pid_or_silence(tmp_path):
+    # The forward's sockets are on this machine, so the registry would look for the remote pid here: a process
+    # that ended (or, on another host, any process with that number) must not end the viewer while the ssh
+    # connection is being re-made. The remote side says when the run is gone.
+    import socket
+
+    from accmon.tui.app_sources import rank_gone
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "r.pub"))
+    try:
+        entry = registry.RunEntry("r1", 0, "n", "gpu-7 via ssh", int(done.stdout), 1.0, ["python"],
+                                  f"ipc://{tmp_path}/r.pub", f"ipc://{tmp_path}/r.ctl", pid_start="1")
+        silent = type("Client", (), {"heard_at": 1.0})()  # heard once, long ago
+        assert rank_gone(entry, silent)  # a local entry of that pid is gone
+        forwarded = registry.RunEntry(**{**entry.__dict__, "extra": {"remote": "ssh://gpu-7"}})
+        assert not rank_gone(forwarded, silent)
+    finally:
+        sock.close()
+
+
 def test_a_hostile_listing_is_validated_not_trusted():
     good = {"run_id": "r1", "rank": 0, "name": "n", "host": "h", "pid": 1, "started": 1.0, "cmd": ["python"],
             "pub": "ipc:///tmp/x.pub", "ctl": "ipc:///tmp/x.ctl", "world_size": 1, "new_field": {"ignored": 1}}
