@@ -103,6 +103,20 @@ class _Hooks:
             # After the probe's own facts (framework "torch"), which it sends at its first step.
             self._framework_sent = True
             self.run.set_facts(framework="transformers")
+        run = self.run
+        if run is not None and run.stop_request is not None:  # --stop-on (probe/stop.py): one read a step
+            self._stop_here(args, state, control, run)
+
+    def _stop_here(self, args: Any, state: Any, control: Any, run: Any) -> None:
+        """The Trainer's own door: `control.should_training_stop` ends train() after this step, and
+        `should_save` has it write a checkpoint first, unless the user's `save_strategy` is "no"."""
+        try:
+            if run.honour_stop(int(state.global_step)) is not None:
+                control.should_training_stop = True
+                if str(getattr(getattr(args, "save_strategy", None), "value", getattr(args, "save_strategy", ""))) != "no":
+                    control.should_save = True
+        except Exception as exc:
+            report_once("hf-stop", f"could not stop the training ({type(exc).__name__}: {exc})")
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         steps = _epoch_steps(args, state)

@@ -27,6 +27,7 @@ from . import registry, wire
 from .errors import report_once, say
 from .framelog import FrameLog
 from .recording import RecordingWriter
+from .stop import alert_stop
 
 if TYPE_CHECKING:
     from .run import Run
@@ -265,6 +266,7 @@ class IOThread(threading.Thread):
                     poller.register(pub, zmq.POLLIN)
             busy = bool(self.run_._inbox)
             ended = self._drain_inbox()
+            self.run_.poll_stop()  # another rank's stop, through the job's store (multi-rank runs only)
             now = time.monotonic()
             if pub is not None and now - last_hb >= HEARTBEAT_S:
                 last_hb = now
@@ -381,13 +383,30 @@ class IOThread(threading.Thread):
                 # (END, status, error[, stopped]): `stopped` says who stopped a run that was not a crash (the
                 # user's Ctrl-C), at the newest step sent.
                 stopped = item[3] if len(item) > 3 and isinstance(item[3], dict) else None
-                extra = {"stopped": {**stopped, "step": self.step}} if stopped else {}
+                # A stop the training honoured says the step it stopped after (Run.honour_stop).
+                extra = {"stopped": {"step": self.step, **stopped}} if stopped else {}
                 self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged,
                            dropped_steps=self.run_.dropped, **extra)
+                if stopped and item[1] == "finished" and stopped.get("by") == "alert":
+                    self._tell_launcher(extra["stopped"])
                 ended = True
         if rows:
             self._emit_rows(rows)
         return ended
+
+    def _tell_launcher(self, stopped: dict[str, Any]) -> None:
+        """Under `accmon run`: leave it a note that --stop-on stopped this rank, for its exit code. The launcher
+        reads it after the command ends, whatever the script did after stopping (saved and exited 0, or not)."""
+        path = stop_note_path(os.environ.get(registry.ENV_LAUNCH, ""), self.run_.rank)
+        if path is None:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(wire_json(stopped))
+        except OSError as exc:
+            report_once("stop-note", f"cannot tell `accmon run` that the run was stopped ({exc.strerror}); its exit "
+                        "code will be the command's")
 
     def _emit_rows(self, rows: list[tuple[int, float, dict]]) -> None:
         # Rows of one step logged by several calls (log(loss=..), then log(acc=..)) merge into one.
@@ -442,6 +461,11 @@ class IOThread(threading.Thread):
             self._diagnose(frame)
 
     def _note_alert(self, alert: Any) -> None:
+        stop_on = self.run_.stop_on
+        if stop_on is not None and self.run_.stop_request is None and stop_on.matches(alert):
+            stop = alert_stop(alert)
+            self.run_.request_stop(stop)
+            say(f"stopping the run at the next step (--stop-on {stop_on}): {stop['reason']}")
         if isinstance(alert, dict):
             key = (str(alert.get("id")), str(alert.get("cause", "")))
             if key in self.alert_states or len(self.alert_states) < MAX_ALERT_KEYS:
@@ -596,6 +620,19 @@ class IOThread(threading.Thread):
                       "missing": start - since, "more": last < self.seq}
             return [wire.encode(header), *frames]
         raise ValueError(f"unknown op {op!r}")
+
+
+def stop_note_path(launch: str, rank: int | None = None) -> str | None:
+    """Where a rank of `accmon run`'s command `launch` notes that --stop-on stopped it (rank None: the glob)."""
+    if not launch or not all(c.isalnum() or c in "-_" for c in launch):
+        return None
+    return os.path.join(registry.runtime_dir(), f"{launch}.stopped.{'*' if rank is None else rank}")
+
+
+def wire_json(obj: Any) -> str:
+    import json
+
+    return json.dumps(_plain(obj))
 
 
 def _number(name: str, value: Any) -> float | int | None:

@@ -153,6 +153,17 @@ class AccmonCallback(keras.callbacks.Callback):
                     self.run.set_facts(**self._facts())
         except Exception as exc:
             self._fail(exc)
+        if self.run.stop_request is not None:  # --stop-on (probe/stop.py): one attribute read a batch
+            self._stop_here()
+
+    def _stop_here(self) -> None:
+        """Keras's own door: `model.stop_training` ends fit() after this batch; the epoch's end (and the user's
+        ModelCheckpoint, EarlyStopping, ...) still runs."""
+        try:
+            if self.run.honour_stop(self._step) is not None:
+                self.model.stop_training = True
+        except Exception as exc:
+            self._fail(exc)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._broken or self.run is None:
@@ -183,6 +194,7 @@ class AccmonCallback(keras.callbacks.Callback):
             probe = apt.install(self.run, every=self.every, budget=self.budget)
             self._owns_probe = True
         self.probe = probe
+        probe.raise_stop = False  # this callback stops fit() through model.stop_training
         probe.claim_facts(fixed=("model", "loss", "optimizer"), framework="keras")  # described by _facts() at the first batch
         model = self.model
         kind = torch_loss_kind(getattr(model, "loss", None))

@@ -244,6 +244,18 @@ class _Hooks:
                 self._end_row(trainer)
         except Exception as exc:
             report_once("lightning-batch", f"the Lightning callback's step metrics are off ({type(exc).__name__}: {exc})")
+        run = self.run
+        if run is not None and run.stop_request is not None:  # --stop-on (probe/stop.py): one read a batch
+            self._stop_here(trainer, run)
+
+    def _stop_here(self, trainer: Any, run: Any) -> None:
+        """Lightning's own door: `trainer.should_stop` ends fit() after this batch, with the epoch's end, the
+        checkpoint callbacks and teardown run as for EarlyStopping. Every rank of a job stops at the same step."""
+        try:
+            if run.honour_stop(int(trainer.global_step)) is not None:
+                trainer.should_stop = True
+        except Exception as exc:
+            report_once("lightning-stop", f"could not stop the training ({type(exc).__name__}: {exc})")
 
     # ---- validation ----------------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
