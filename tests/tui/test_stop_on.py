@@ -143,3 +143,61 @@ def test_a_users_ctrl_c_stays_the_users(tmp_path):
     assert proc.returncode != 3, err[-3000:]
     report = json.loads(run_accmon("check", str(rec), "--json").stdout)
     assert report["run"]["stopped"]["by"] == "user"
+
+
+DDP = textwrap.dedent(
+    """
+    import os, time
+    import torch
+    import torch.distributed as dist
+    from torch import nn, optim
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = DistributedDataParallel(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(rank)
+    out = os.environ["OUT"]
+    step = -1
+    try:
+        for step in range(20000):
+            x = torch.randn(32, 8, generator=g)
+            if rank == 1 and step == 30:
+                x[0, 0] = float("nan")  # one rank's batch: its loss first, every rank's weights a step later
+            y = (x[:, 0] > 0).long()
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+            time.sleep(0.002)
+    except KeyboardInterrupt:
+        torch.save(model.module.state_dict(), os.path.join(out, f"last.rank{rank}.pt"))
+        with open(os.path.join(out, f"stopped.rank{rank}"), "w") as fh:
+            fh.write(str(step))
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_torchrun_every_rank_stops_at_the_same_step(tmp_path):
+    from tests.tui.test_torchrun import torchrun
+
+    script = write_script(tmp_path, "train_ddp.py", DDP)
+    rec = tmp_path / "ddp.accmon"
+    out = run_accmon("run", "--headless", "--stop-on", "nan_loss", "--record", str(rec), "--", torchrun(),
+                     "--nproc_per_node=2", script, env={**os.environ, "OUT": str(tmp_path)}, timeout=240)
+    assert out.returncode == 3, out.stderr[-4000:]
+    # Both ranks left the loop by StopTraining, after the same step (no rank waits in an all-reduce for the
+    # other), saved, and ended the process group together.
+    steps = {r: int((tmp_path / f"stopped.rank{r}").read_text()) for r in (0, 1)}
+    assert steps[0] == steps[1], steps
+    assert all((tmp_path / f"last.rank{r}.pt").exists() for r in (0, 1))
+    report = json.loads(run_accmon("check", str(rec), "--json").stdout)
+    assert report["run"]["status"] == "finished" and report["run"]["ranks"] == [0, 1]
+    ends = [f for f in read_frames(rec) if f["kind"] == "end"]
+    assert sorted(f["rank"] for f in ends) == [0, 1]
+    for f in ends:
+        assert f["status"] == "finished" and f["stopped"]["by"] == "alert", f
+        assert f["stopped"]["step"] == steps[0] and f["stopped"]["reason"].startswith("nan_loss: ")
