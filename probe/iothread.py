@@ -115,6 +115,7 @@ class IOThread(threading.Thread):
         self.pub_renewals = 0
         self.requests_answered = 0
         self.requests_refused = 0  # requests from a peer still holding its last reply, or over the byte bound
+        self.stops_refused = 0  # stop requests from viewers not allowed to control the run (_stop_asked)
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _open_recording(self) -> None:
@@ -384,7 +385,9 @@ class IOThread(threading.Thread):
                 # user's Ctrl-C), at the newest step sent.
                 stopped = item[3] if len(item) > 3 and isinstance(item[3], dict) else None
                 # A stop the training honoured says the step it stopped after (Run.honour_stop).
-                extra = {"stopped": {"step": self.step, **stopped}} if stopped else {}
+                extra: dict[str, Any] = {"stopped": {"step": self.step, **stopped}} if stopped else {}
+                if self.stops_refused:
+                    extra["stop_refused"] = self.stops_refused  # viewers' stop requests refused (_stop_asked)
                 self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged,
                            dropped_steps=self.run_.dropped, **extra)
                 if stopped and item[1] == "finished" and stopped.get("by") == "alert":
@@ -542,12 +545,13 @@ class IOThread(threading.Thread):
     def _serve(self, ctl: zmq.Socket) -> None:
         for _ in range(MAX_REQUESTS_PER_TICK):
             try:
-                parts = ctl.recv_multipart(zmq.NOBLOCK)
+                # Frames, not bytes: a `stop` request's last frame carries the peer's ZAP User-Id (its CURVE key).
+                frames = ctl.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(parts) < 2:
+            if len(frames) < 2:
                 continue
-            ident, body = parts[0], parts[-1]
+            ident, body = frames[0].bytes, frames[-1].bytes
             owed_elsewhere = sum(self._owed.values()) - self._owed.get(ident, 0)
             if owed_elsewhere >= HISTORY_INFLIGHT_BYTES:
                 self._sweep_owed(ctl)
@@ -565,7 +569,7 @@ class IOThread(threading.Thread):
                 reply = [_BUSY]
             else:
                 try:
-                    reply = self._answer(body)
+                    reply = self._answer(body, frames[-1])
                 except Exception as exc:  # a malformed request gets an error reply, never a crash
                     reply = [wire.encode({"op": "error", "message": f"bad request: {exc}"[:200]})]
             # The rest of a message whose first part was taken is always taken (a message is queued whole).
@@ -577,6 +581,39 @@ class IOThread(threading.Thread):
             size = sum(len(p) for p in reply)
             if size > 4096:
                 self._owed[ident] = size
+
+    def _stop_asked(self, req: dict[str, Any], frame: Any) -> dict[str, Any]:
+        """A viewer asks the run to stop (its stop key): done as --stop-on does, by "viewer", if the viewer is the
+        run's own user. Over ipc:// it is (the socket is 0600 in a 0700 directory; an ssh viewer comes through it
+        as this user); over tcp:// only a CURVE viewer whose key is allowed with control. Others are refused and
+        counted (`stop_refused` in hello and in the end frame)."""
+        why = self._may_not_control(frame)
+        if why is not None:
+            self.stops_refused += 1
+            if self.stops_refused == 1:
+                say(f"refused a viewer's request to stop this run: {why}")
+            return {"op": "stop", "ok": False, "why": why, "refused": self.stops_refused}
+        reason = req.get("reason")
+        reason = reason[:200] if isinstance(reason, str) and reason.strip() else "asked from the viewer"
+        run = self.run_
+        if run.stop_request is None:
+            run.request_stop({"by": "viewer", "reason": reason})
+            say(f"stopping the run at the next step: {reason}")
+        return {"op": "stop", "ok": True, "step": self.step, "by": str(run.stop_request.get("by")) if run.stop_request else "viewer"}
+
+    def _may_not_control(self, frame: Any) -> str | None:
+        """None when the peer of `frame` may stop the run, else why not."""
+        if not self.run_.bind:
+            return None  # ipc:// only: this user's own
+        if self.security is None:
+            return "this run's tcp:// bind has no CurveZMQ keys, so no viewer can be told to be its user"
+        try:
+            user = frame.get("User-Id") if frame is not None else None
+        except (zmq.ZMQError, AttributeError):
+            user = None
+        if self.security.may_control(user):
+            return None
+        return "this viewer's key is not allowed to control the run (`accmon keys --allow KEY --control` allows it)"
 
     def _sweep_owed(self, ctl: zmq.Socket) -> None:
         """Forget the replies that peers took, or that ZeroMQ freed with a peer that left (at most once a second)."""
@@ -593,11 +630,13 @@ class IOThread(threading.Thread):
                 pass  # gone: its pipe, and the reply in it, were freed
             del self._owed[ident]
 
-    def _answer(self, body: bytes) -> list[bytes]:
+    def _answer(self, body: bytes, frame: Any = None) -> list[bytes]:
         req = msgpack.unpackb(body, raw=False, strict_map_key=True)
         if not isinstance(req, dict):
             raise ValueError("request is not a map")
         op = req.get("op")
+        if op == "stop":
+            return [wire.encode(self._stop_asked(req, frame))]
         if op == "done":  # a viewer has everything up to the end frame
             self.viewers_done += 1
             return [wire.encode({"op": "done"})]
@@ -606,7 +645,7 @@ class IOThread(threading.Thread):
             return [wire.encode({"op": "hello", "run": self.run_.run_id, "rank": self.run_.rank, "head_seq": self.seq,
                                  "first_seq": self.log.first_seq, **self.run_.meta(), "step": self.step,
                                  "status": self.end_status or "running", "alerts": len(self.alert_states),
-                                 "alerts_active": sum(self.alert_states.values())})]
+                                 "alerts_active": sum(self.alert_states.values()), "stop_refused": self.stops_refused})]
         if op == "history":
             since = req.get("since", 1)
             if not isinstance(since, int) or isinstance(since, bool) or since < 1:

@@ -725,7 +725,7 @@ def stop_words(stopped: dict[str, Any] | None) -> str | None:
         return f"stopped by accmon: {alert}{at}" + (f" ({why})" if why else "")
     how = " (Ctrl-C)" if stopped["by"] == "user" and stopped.get("reason") == "KeyboardInterrupt" else \
         f" ({stopped['reason']})" if stopped.get("reason") else ""
-    who = "the user" if stopped["by"] == "user" else stopped["by"]
+    who = {"user": "the user", "viewer": "the viewer"}.get(stopped["by"], stopped["by"])
     at = f" at step {stopped['step']}" if stopped.get("step") is not None else ""
     return f"stopped by {who}{how}{at}"
 
