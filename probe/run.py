@@ -221,7 +221,8 @@ class Run:
     def poll_stop(self) -> None:
         """The I/O thread's look for another rank's request (at most every few hundred ms)."""
         link = self._stop_link
-        if link is not None and self.stop_request is None:
+        # Only a run that can stop itself (stop_on) listens for the others; a viewer asks every rank directly.
+        if link is not None and self.stop_request is None and self.stop_on is not None:
             stop = link.poll()
             if stop is not None:
                 self.request_stop(stop)

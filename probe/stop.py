@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 ENV_STOP_ON = "ACCMON_STOP_ON"
-STORE_POLL_S = 0.2  # how often a rank's I/O thread asks the store whether another rank asked to stop
+# How often a rank's I/O thread (of a run with stop_on) asks the store whether another rank asked to stop: a
+# thousand ranks make a thousand small requests a second to the master's store. HOLD_S is well above it.
+STORE_POLL_S = 1.0
+STORE_RETRY_S = 5.0  # after the store could not be reached: a connection attempt blocks the I/O thread up to 3 s
+MAX_CONNECT_FAILURES = 3
 HOLD_S = 2.0  # how long a rank waits at a step boundary for the other ranks to arrive
 MAX_ROUNDS = 6  # boundaries tried before a rank stops alone (ranks that share no collective never meet)
 STORE_TIMEOUT_S = 3.0
@@ -127,8 +131,10 @@ class StoreLink:
         self._io: Any = None
         self._train: Any = None
         self._last_poll = 0.0
+        self._failures = 0
         self.broken = False
         self.rounds = 0
+        self._asked: tuple[int, bool] | None = None  # the last step agree() was asked about, and its answer
 
     @classmethod
     def from_env(cls, run_id: str, rank: int, world_size: int, env: dict[str, str]) -> StoreLink | None:
@@ -142,11 +148,19 @@ class StoreLink:
         import sys
 
         if "torch" not in sys.modules:
-            raise RuntimeError("torch is not imported")  # never import torch for this: only a process that did
+            raise LookupError("torch is not imported")  # never import torch for this: only a process that did
         from torch.distributed import TCPStore
 
-        return TCPStore(self.addr, self.port, None, False, datetime.timedelta(seconds=STORE_TIMEOUT_S),
-                        wait_for_workers=False)
+        try:
+            return TCPStore(self.addr, self.port, None, False, datetime.timedelta(seconds=STORE_TIMEOUT_S),
+                            wait_for_workers=False)
+        except Exception:
+            # Not up yet (a process group's store starts with rank 0), or not there at all: a few tries, spaced.
+            self._failures += 1
+            self._last_poll = time.monotonic() + STORE_RETRY_S
+            if self._failures >= MAX_CONNECT_FAILURES:
+                self.broken = True
+            raise
 
     # -- the I/O thread's side ------------------------------------------------------------------------------
     def publish(self, stop: dict[str, Any]) -> None:
@@ -179,6 +193,8 @@ class StoreLink:
         """At the boundary after `step`: True when every rank stops here, False to go on one more step."""
         if self.broken or self.rounds >= MAX_ROUNDS:
             return True
+        if self._asked is not None and self._asked[0] == step:
+            return self._asked[1]  # asked again at the same step (a framework's batch end without an optimizer step)
         try:
             if self._train is None:
                 self._train = self._client()
@@ -194,7 +210,8 @@ class StoreLink:
         except Exception:
             self.broken = True
             return True
-        if (verdict.decode() if isinstance(verdict, bytes) else str(verdict)) == "stop":
-            return True
-        self.rounds += 1
-        return False
+        stop = (verdict.decode() if isinstance(verdict, bytes) else str(verdict)) == "stop"
+        self._asked = (step, stop)
+        if not stop:
+            self.rounds += 1
+        return stop
