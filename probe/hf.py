@@ -34,17 +34,20 @@ from typing import Any
 from .errors import report_once
 from .integration import run_and_probe
 from .metric_names import Mapping, map_tag
+from .stop import parse_stop_on
 
 
 class _Hooks:
     """The callback's behaviour; mixed into a `transformers.TrainerCallback` subclass by `callback_class()`."""
 
     def __init__(self, *, run: Any = None, hooks: bool = True, name: str | None = None, record: str | None = None,
-                 every: int | None = None) -> None:
+                 every: int | None = None, stop_on: str | list[str] | None = None) -> None:
         if run is not None and not hasattr(run, "log_columns"):
             raise TypeError(f"run must be an accmon Run (accmon.probe.start()); got {type(run).__name__}")
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be a positive number of steps; got {every!r}")
+        # Alerts that stop the training (probe/stop.py): checked now, so that a wrong id fails before training.
+        self.stop_on = parse_stop_on(stop_on)
         self.run = run
         self.hooks = hooks
         self.name = name
@@ -68,6 +71,8 @@ class _Hooks:
         if self.probe is None or self.run is None or getattr(self.run, "closed", False):
             self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
                                                  every=self.every, framework="hf", fallback="what the Trainer logs")
+        if self.stop_on is not None:
+            self.run.stop_on = self.stop_on
         self._started = True
         facts: dict[str, Any] = {"framework": "transformers", "transformers": _trainer_facts(args, state)}
         steps = _epoch_steps(args, state)

@@ -24,6 +24,7 @@ from typing import Any
 import keras
 
 from .errors import report_once
+from .stop import parse_stop_on
 
 # Keras loss names (and Loss classes, by their snake_case name) → the PyTorch loss whose convention the model's
 # outputs follow, for accuracy: class scores (argmax), probabilities (0.5) or logits (0).
@@ -88,12 +89,15 @@ class AccmonCallback(keras.callbacks.Callback):
 
     `run`: the accmon run to publish to (default: the current one, or a new one).
     `every`: per-layer statistics every N steps instead of the adaptive cadence.
+    `stop_on`: alert ids or a severity that end fit() through `model.stop_training` (as `accmon run --stop-on`).
     """
 
-    def __init__(self, run: Any = None, *, every: int | None = None, budget: float | None = None) -> None:
+    def __init__(self, run: Any = None, *, every: int | None = None, budget: float | None = None,
+                 stop_on: str | list[str] | None = None) -> None:
         super().__init__()
         if every is not None and every < 1:
             raise ValueError(f"every must be a positive number of steps; got {every!r}")
+        self.stop_on = parse_stop_on(stop_on)  # alerts that stop fit() (probe/stop.py); a wrong id fails here
         self._run_arg = run
         self.every = every
         self.budget = budget
@@ -114,6 +118,8 @@ class AccmonCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         try:
             self.run = self._run_arg or _current_or_new_run()
+            if self.stop_on is not None:
+                self.run.stop_on = self.stop_on
             if keras.backend.backend() == "torch":
                 self._attach_torch()
         except Exception as exc:

@@ -10,6 +10,7 @@ import glob
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -161,3 +162,30 @@ def test_keras_stop_training(tmp_path: Path) -> None:
         pytest.skip("needs keras")
     run, steps = stop_on_nan(tmp_path, KERAS, KERAS_BACKEND="torch")
     assert (tmp_path / "out" / "last.keras").exists()  # the epoch's end ran: ModelCheckpoint saved
+
+
+def test_lightning_callback_stop_on_without_accmon_run(tmp_path: Path) -> None:
+    """The explicit API: `AccmonCallback(stop_on=...)` in an ordinary `python train.py`; a wrong id fails at once."""
+    pytest.importorskip("lightning")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    body = LIGHTNING.replace(
+        'trainer = L.Trainer(max_epochs=500,',
+        'from accmon.probe import StopOnError\n'
+        'from accmon.probe.lightning import AccmonCallback\n'
+        'try:\n'
+        '    AccmonCallback(stop_on="nan_lose")\n'
+        '    raise SystemExit("a wrong id was taken")\n'
+        'except StopOnError as exc:\n'
+        '    assert "known ids" in str(exc)\n'
+        'cb = AccmonCallback(record=os.path.join(os.environ["OUT"], "run.accmon"), stop_on="nan_loss")\n'
+        'trainer = L.Trainer(max_epochs=500, callbacks=[cb],')
+    script = write_script(tmp_path, "train.py", body)
+    e = {**os.environ, "OUT": str(out_dir), "PYTHONWARNINGS": "ignore"}
+    e.pop("ACCMON_AUTO", None)
+    proc = subprocess.run([sys.executable, script], env=e, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(run_accmon("check", str(out_dir / "run.accmon"), "--json").stdout)
+    assert report["run"]["status"] == "finished"
+    assert report["run"]["stopped"]["by"] == "alert" and report["run"]["stopped"]["alert"] == "nan_loss"
+    assert int((out_dir / "steps.txt").read_text()) < 1000
