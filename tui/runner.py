@@ -3,7 +3,8 @@
 The probe goes in through PYTHONPATH (probe/inject/sitecustomize.py) and starts when the script imports a
 framework. This process watches: headless, it prints alerts as they come; otherwise it opens the TUI. When
 the command ends, the recording gets an `exit` frame with its exit code — the one thing the training process
-cannot write about itself when it is killed. The exit code of `accmon run` is the command's.
+cannot write about itself when it is killed. The exit code of `accmon run` is the command's, except 3
+(EXIT_STOPPED) when `--stop-on` stopped the run (the ranks leave a note in the runtime directory).
 
 The command's processes find their run id themselves (registry.run_id_from_env): under a multi-node torchrun
 it is the job's, the same on every node, which this process cannot know beforehand. So it hands them a

@@ -201,3 +201,29 @@ def test_torchrun_every_rank_stops_at_the_same_step(tmp_path):
     for f in ends:
         assert f["status"] == "finished" and f["stopped"]["by"] == "alert", f
         assert f["stopped"]["step"] == steps[0] and f["stopped"]["reason"].startswith("nan_loss: ")
+
+
+def test_the_header_says_accmon_stopped_the_run_on_the_alert():
+    from accmon.tui.app import AccmonApp
+    from accmon.tui.app_sources import QueueSource
+    from tests.tui.test_app_fixtures import T0, frame, run, run_frames
+
+    frames = run_frames(300, ended=None)
+    seq = max(f["seq"] for f in frames) + 1
+    frames.append(frame("end", seq, 299, status="finished", error=None, total_steps=300,
+                        stopped={"by": "alert", "reason": "nan_loss: the training loss became NaN at step 280",
+                                 "alert": "nan_loss", "alert_step": 280, "step": 299}))
+    frames.append(frame("exit", seq + 1, 299, exit_code=1, signal=None))  # StopTraining left uncaught: exit 1
+
+    async def go():
+        src = QueueSource()
+        src.push(*frames)
+        app = AccmonApp(src, clock=lambda: T0 + 20.0)
+        app.animation_level = "none"
+        async with app.run_test(size=(160, 48)) as pilot:
+            app.sync_now()
+            await pilot.pause()
+            text = app.screen_text()
+            assert "stopped by accmon: nan_loss at step 299 (the training loss became NaN at step 280)" in text
+            assert "crashed" not in text.splitlines()[0]
+    run(go())
