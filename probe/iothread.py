@@ -10,6 +10,7 @@ batches, as one frame per tick.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -669,8 +670,6 @@ def stop_note_path(launch: str, rank: int | None = None) -> str | None:
 
 
 def wire_json(obj: Any) -> str:
-    import json
-
     return json.dumps(_plain(obj))
 
 
