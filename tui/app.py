@@ -1069,7 +1069,7 @@ class AccmonApp(App[int]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                ranks = request("the stop key (S)")
+                ranks = request("S key")
                 self.say(f"asking the run to stop ({ranks} rank{'s' if ranks != 1 else ''})…" if ranks else
                          "not connected to the run yet: nothing was asked", severity="information" if ranks else "warning")
                 if ranks:
