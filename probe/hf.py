@@ -34,17 +34,20 @@ from typing import Any
 from .errors import report_once
 from .integration import run_and_probe
 from .metric_names import Mapping, map_tag
+from .stop import parse_stop_on
 
 
 class _Hooks:
     """The callback's behaviour; mixed into a `transformers.TrainerCallback` subclass by `callback_class()`."""
 
     def __init__(self, *, run: Any = None, hooks: bool = True, name: str | None = None, record: str | None = None,
-                 every: int | None = None) -> None:
+                 every: int | None = None, stop_on: str | list[str] | None = None) -> None:
         if run is not None and not hasattr(run, "log_columns"):
             raise TypeError(f"run must be an accmon Run (accmon.probe.start()); got {type(run).__name__}")
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be a positive number of steps; got {every!r}")
+        # Alerts that stop the training (probe/stop.py): checked now, so that a wrong id fails before training.
+        self.stop_on = parse_stop_on(stop_on)
         self.run = run
         self.hooks = hooks
         self.name = name
@@ -68,6 +71,8 @@ class _Hooks:
         if self.probe is None or self.run is None or getattr(self.run, "closed", False):
             self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
                                                  every=self.every, framework="hf", fallback="what the Trainer logs")
+        if self.stop_on is not None:
+            self.run.stop_on = self.stop_on
         self._started = True
         facts: dict[str, Any] = {"framework": "transformers", "transformers": _trainer_facts(args, state)}
         steps = _epoch_steps(args, state)
@@ -103,6 +108,20 @@ class _Hooks:
             # After the probe's own facts (framework "torch"), which it sends at its first step.
             self._framework_sent = True
             self.run.set_facts(framework="transformers")
+        run = self.run
+        if run is not None and run.stop_request is not None:  # --stop-on (probe/stop.py): one read a step
+            self._stop_here(args, state, control, run)
+
+    def _stop_here(self, args: Any, state: Any, control: Any, run: Any) -> None:
+        """The Trainer's own door: `control.should_training_stop` ends train() after this step, and
+        `should_save` has it write a checkpoint first, unless the user's `save_strategy` is "no"."""
+        try:
+            if run.honour_stop(int(state.global_step)) is not None:
+                control.should_training_stop = True
+                if str(getattr(getattr(args, "save_strategy", None), "value", getattr(args, "save_strategy", ""))) != "no":
+                    control.should_save = True
+        except Exception as exc:
+            report_once("hf-stop", f"could not stop the training ({type(exc).__name__}: {exc})")
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         steps = _epoch_steps(args, state)

@@ -32,4 +32,7 @@ def run_and_probe(run: Any, *, name: str | None, record: str | None, hooks: bool
     # The flag the probe reads to leave epoch counting to the framework: loaders that read ahead
     # (Lightning's fetcher, accelerate's) run out a batch before the epoch's last step.
     probe.epochs_from_framework = True
+    # A stop (probe/stop.py) goes through the framework's own flag, set by its callback: an exception out of
+    # optimizer.step() would reach the framework's Ctrl-C handling instead (Lightning's exits with 1).
+    probe.raise_stop = False
     return run, probe

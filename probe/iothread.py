@@ -10,6 +10,7 @@ batches, as one frame per tick.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -27,6 +28,7 @@ from . import registry, wire
 from .errors import report_once, say
 from .framelog import FrameLog
 from .recording import RecordingWriter
+from .stop import alert_stop
 
 if TYPE_CHECKING:
     from .run import Run
@@ -114,6 +116,7 @@ class IOThread(threading.Thread):
         self.pub_renewals = 0
         self.requests_answered = 0
         self.requests_refused = 0  # requests from a peer still holding its last reply, or over the byte bound
+        self.stops_refused = 0  # stop requests from viewers not allowed to control the run (_stop_asked)
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _open_recording(self) -> None:
@@ -265,6 +268,7 @@ class IOThread(threading.Thread):
                     poller.register(pub, zmq.POLLIN)
             busy = bool(self.run_._inbox)
             ended = self._drain_inbox()
+            self.run_.poll_stop()  # another rank's stop, through the job's store (multi-rank runs only)
             now = time.monotonic()
             if pub is not None and now - last_hb >= HEARTBEAT_S:
                 last_hb = now
@@ -381,13 +385,32 @@ class IOThread(threading.Thread):
                 # (END, status, error[, stopped]): `stopped` says who stopped a run that was not a crash (the
                 # user's Ctrl-C), at the newest step sent.
                 stopped = item[3] if len(item) > 3 and isinstance(item[3], dict) else None
-                extra = {"stopped": {**stopped, "step": self.step}} if stopped else {}
+                # A stop the training honoured says the step it stopped after (Run.honour_stop).
+                extra: dict[str, Any] = {"stopped": {"step": self.step, **stopped}} if stopped else {}
+                if self.stops_refused:
+                    extra["stop_refused"] = self.stops_refused  # viewers' stop requests refused (_stop_asked)
                 self._emit("end", status=item[1], error=item[2], total_steps=self.run_.steps_logged,
                            dropped_steps=self.run_.dropped, **extra)
+                if stopped and item[1] == "finished" and stopped.get("by") == "alert":
+                    self._tell_launcher(extra["stopped"])
                 ended = True
         if rows:
             self._emit_rows(rows)
         return ended
+
+    def _tell_launcher(self, stopped: dict[str, Any]) -> None:
+        """Under `accmon run`: leave it a note that --stop-on stopped this rank, for its exit code. The launcher
+        reads it after the command ends, whatever the script did after stopping (saved and exited 0, or not)."""
+        path = stop_note_path(os.environ.get(registry.ENV_LAUNCH, ""), self.run_.rank)
+        if path is None:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(wire_json(stopped))
+        except OSError as exc:
+            report_once("stop-note", f"cannot tell `accmon run` that the run was stopped ({exc.strerror}); its exit "
+                        "code will be the command's")
 
     def _emit_rows(self, rows: list[tuple[int, float, dict]]) -> None:
         # Rows of one step logged by several calls (log(loss=..), then log(acc=..)) merge into one.
@@ -442,6 +465,11 @@ class IOThread(threading.Thread):
             self._diagnose(frame)
 
     def _note_alert(self, alert: Any) -> None:
+        stop_on = self.run_.stop_on
+        if stop_on is not None and self.run_.stop_request is None and stop_on.matches(alert):
+            stop = alert_stop(alert)
+            self.run_.request_stop(stop)
+            say(f"stopping the run at the next step (--stop-on {stop_on}): {stop['reason']}")
         if isinstance(alert, dict):
             key = (str(alert.get("id")), str(alert.get("cause", "")))
             if key in self.alert_states or len(self.alert_states) < MAX_ALERT_KEYS:
@@ -518,12 +546,13 @@ class IOThread(threading.Thread):
     def _serve(self, ctl: zmq.Socket) -> None:
         for _ in range(MAX_REQUESTS_PER_TICK):
             try:
-                parts = ctl.recv_multipart(zmq.NOBLOCK)
+                # Frames, not bytes: a `stop` request's last frame carries the peer's ZAP User-Id (its CURVE key).
+                frames = ctl.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(parts) < 2:
+            if len(frames) < 2:
                 continue
-            ident, body = parts[0], parts[-1]
+            ident, body = frames[0].bytes, frames[-1].bytes
             owed_elsewhere = sum(self._owed.values()) - self._owed.get(ident, 0)
             if owed_elsewhere >= HISTORY_INFLIGHT_BYTES:
                 self._sweep_owed(ctl)
@@ -541,7 +570,7 @@ class IOThread(threading.Thread):
                 reply = [_BUSY]
             else:
                 try:
-                    reply = self._answer(body)
+                    reply = self._answer(body, frames[-1])
                 except Exception as exc:  # a malformed request gets an error reply, never a crash
                     reply = [wire.encode({"op": "error", "message": f"bad request: {exc}"[:200]})]
             # The rest of a message whose first part was taken is always taken (a message is queued whole).
@@ -553,6 +582,39 @@ class IOThread(threading.Thread):
             size = sum(len(p) for p in reply)
             if size > 4096:
                 self._owed[ident] = size
+
+    def _stop_asked(self, req: dict[str, Any], frame: Any) -> dict[str, Any]:
+        """A viewer asks the run to stop (its stop key): done as --stop-on does, by "viewer", if the viewer is the
+        run's own user. Over ipc:// it is (the socket is 0600 in a 0700 directory; an ssh viewer comes through it
+        as this user); over tcp:// only a CURVE viewer whose key is allowed with control. Others are refused and
+        counted (`stop_refused` in hello and in the end frame)."""
+        why = self._may_not_control(frame)
+        if why is not None:
+            self.stops_refused += 1
+            if self.stops_refused == 1:
+                say(f"refused a viewer's request to stop this run: {why}")
+            return {"op": "stop", "ok": False, "why": why, "refused": self.stops_refused}
+        reason = req.get("reason")
+        reason = reason[:200] if isinstance(reason, str) and reason.strip() else "asked from the viewer"
+        run = self.run_
+        if run.stop_request is None:
+            run.request_stop({"by": "viewer", "reason": reason})
+            say(f"stopping the run at the next step: {reason}")
+        return {"op": "stop", "ok": True, "step": self.step, "by": str(run.stop_request.get("by")) if run.stop_request else "viewer"}
+
+    def _may_not_control(self, frame: Any) -> str | None:
+        """None when the peer of `frame` may stop the run, else why not."""
+        if not self.run_.bind:
+            return None  # ipc:// only: this user's own
+        if self.security is None:
+            return "this run's tcp:// bind has no CurveZMQ keys, so no viewer can be told to be its user"
+        try:
+            user = frame.get("User-Id") if frame is not None else None
+        except (zmq.ZMQError, AttributeError):
+            user = None
+        if self.security.may_control(user):
+            return None
+        return "this viewer's key is not allowed to control the run (`accmon keys --allow KEY --control` allows it)"
 
     def _sweep_owed(self, ctl: zmq.Socket) -> None:
         """Forget the replies that peers took, or that ZeroMQ freed with a peer that left (at most once a second)."""
@@ -569,11 +631,13 @@ class IOThread(threading.Thread):
                 pass  # gone: its pipe, and the reply in it, were freed
             del self._owed[ident]
 
-    def _answer(self, body: bytes) -> list[bytes]:
+    def _answer(self, body: bytes, frame: Any = None) -> list[bytes]:
         req = msgpack.unpackb(body, raw=False, strict_map_key=True)
         if not isinstance(req, dict):
             raise ValueError("request is not a map")
         op = req.get("op")
+        if op == "stop":
+            return [wire.encode(self._stop_asked(req, frame))]
         if op == "done":  # a viewer has everything up to the end frame
             self.viewers_done += 1
             return [wire.encode({"op": "done"})]
@@ -582,7 +646,7 @@ class IOThread(threading.Thread):
             return [wire.encode({"op": "hello", "run": self.run_.run_id, "rank": self.run_.rank, "head_seq": self.seq,
                                  "first_seq": self.log.first_seq, **self.run_.meta(), "step": self.step,
                                  "status": self.end_status or "running", "alerts": len(self.alert_states),
-                                 "alerts_active": sum(self.alert_states.values())})]
+                                 "alerts_active": sum(self.alert_states.values()), "stop_refused": self.stops_refused})]
         if op == "history":
             since = req.get("since", 1)
             if not isinstance(since, int) or isinstance(since, bool) or since < 1:
@@ -596,6 +660,17 @@ class IOThread(threading.Thread):
                       "missing": start - since, "more": last < self.seq}
             return [wire.encode(header), *frames]
         raise ValueError(f"unknown op {op!r}")
+
+
+def stop_note_path(launch: str, rank: int | None = None) -> str | None:
+    """Where a rank of `accmon run`'s command `launch` notes that --stop-on stopped it (rank None: the glob)."""
+    if not launch or not all(c.isalnum() or c in "-_" for c in launch):
+        return None
+    return os.path.join(registry.runtime_dir(), f"{launch}.stopped.{'*' if rank is None else rank}")
+
+
+def wire_json(obj: Any) -> str:
+    return json.dumps(_plain(obj))
 
 
 def _number(name: str, value: Any) -> float | int | None:

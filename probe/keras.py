@@ -24,6 +24,7 @@ from typing import Any
 import keras
 
 from .errors import report_once
+from .stop import parse_stop_on
 
 # Keras loss names (and Loss classes, by their snake_case name) → the PyTorch loss whose convention the model's
 # outputs follow, for accuracy: class scores (argmax), probabilities (0.5) or logits (0).
@@ -88,12 +89,15 @@ class AccmonCallback(keras.callbacks.Callback):
 
     `run`: the accmon run to publish to (default: the current one, or a new one).
     `every`: per-layer statistics every N steps instead of the adaptive cadence.
+    `stop_on`: alert ids or a severity that end fit() through `model.stop_training` (as `accmon run --stop-on`).
     """
 
-    def __init__(self, run: Any = None, *, every: int | None = None, budget: float | None = None) -> None:
+    def __init__(self, run: Any = None, *, every: int | None = None, budget: float | None = None,
+                 stop_on: str | list[str] | None = None) -> None:
         super().__init__()
         if every is not None and every < 1:
             raise ValueError(f"every must be a positive number of steps; got {every!r}")
+        self.stop_on = parse_stop_on(stop_on)  # alerts that stop fit() (probe/stop.py); a wrong id fails here
         self._run_arg = run
         self.every = every
         self.budget = budget
@@ -114,6 +118,8 @@ class AccmonCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         try:
             self.run = self._run_arg or _current_or_new_run()
+            if self.stop_on is not None:
+                self.run.stop_on = self.stop_on
             if keras.backend.backend() == "torch":
                 self._attach_torch()
         except Exception as exc:
@@ -153,6 +159,17 @@ class AccmonCallback(keras.callbacks.Callback):
                     self.run.set_facts(**self._facts())
         except Exception as exc:
             self._fail(exc)
+        if self.run.stop_request is not None:  # --stop-on (probe/stop.py): one attribute read a batch
+            self._stop_here()
+
+    def _stop_here(self) -> None:
+        """Keras's own door: `model.stop_training` ends fit() after this batch; the epoch's end (and the user's
+        ModelCheckpoint, EarlyStopping, ...) still runs."""
+        try:
+            if self.run.honour_stop(self._step) is not None:
+                self.model.stop_training = True
+        except Exception as exc:
+            self._fail(exc)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._broken or self.run is None:
@@ -183,6 +200,7 @@ class AccmonCallback(keras.callbacks.Callback):
             probe = apt.install(self.run, every=self.every, budget=self.budget)
             self._owns_probe = True
         self.probe = probe
+        probe.raise_stop = False  # this callback stops fit() through model.stop_training
         probe.claim_facts(fixed=("model", "loss", "optimizer"), framework="keras")  # described by _facts() at the first batch
         model = self.model
         kind = torch_loss_kind(getattr(model, "loss", None))

@@ -39,6 +39,7 @@ from .errors import report_once
 from .integration import run_and_probe
 from .metric_names import Mapping, map_tag
 from .run import mark_crash
+from .stop import parse_stop_on
 
 # Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/probe.py).
 FLUSH_S = 0.5
@@ -99,12 +100,14 @@ class _Hooks:
     """The callback's behaviour, shared by the callback classes of `lightning` and `pytorch_lightning`."""
 
     def __init__(self, *, run: Any = None, hooks: bool = True, name: str | None = None, record: str | None = None,
-                 every: int | None = None) -> None:
+                 every: int | None = None, stop_on: str | list[str] | None = None) -> None:
         super().__init__()
         if run is not None and not hasattr(run, "log_columns"):
             raise TypeError(f"run must be an accmon Run (accmon.probe.start()); got {type(run).__name__}")
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be a positive number of steps; got {every!r}")
+        # Alerts that stop the training (probe/stop.py): checked now, so that a wrong id fails before training.
+        self.stop_on = parse_stop_on(stop_on)
         self.run = run
         self.hooks = hooks
         self.name = name
@@ -148,6 +151,8 @@ class _Hooks:
             self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
                                                  every=self.every, framework="lightning", fallback="what self.log logs",
                                                  **where)
+        if self.stop_on is not None:
+            self.run.stop_on = self.stop_on
         _patch_log(type(pl_module))
         with _lock:
             if self not in _active_callbacks:
@@ -244,6 +249,18 @@ class _Hooks:
                 self._end_row(trainer)
         except Exception as exc:
             report_once("lightning-batch", f"the Lightning callback's step metrics are off ({type(exc).__name__}: {exc})")
+        run = self.run
+        if run is not None and run.stop_request is not None:  # --stop-on (probe/stop.py): one read a batch
+            self._stop_here(trainer, run)
+
+    def _stop_here(self, trainer: Any, run: Any) -> None:
+        """Lightning's own door: `trainer.should_stop` ends fit() after this batch, with the epoch's end, the
+        checkpoint callbacks and teardown run as for EarlyStopping. Every rank of a job stops at the same step."""
+        try:
+            if run.honour_stop(int(trainer.global_step)) is not None:
+                trainer.should_stop = True
+        except Exception as exc:
+            report_once("lightning-stop", f"could not stop the training ({type(exc).__name__}: {exc})")
 
     # ---- validation ----------------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from . import registry
 from .errors import report_once
 from .iothread import ALERT, COLUMNS, END, FACTS, ROW, IOThread
+from .stop import ENV_STOP_ON, StopOn, StopOnError, StopTraining, StoreLink, parse_stop_on
 from .system import SystemStats
 
 __version__ = "0.1.0"
@@ -60,7 +61,10 @@ class Run:
         rules: bool = True,
         memory_budget: int | None = None,
         cmd: list[str] | None = None,
+        stop_on: str | list[str] | StopOn | None = None,
     ) -> None:
+        # Checked first, so that a wrong id is said before anything starts (a StopOnError naming the known ids).
+        self.stop_on = parse_stop_on(stop_on) if stop_on is not None else _env_stop_on()
         if bind is not None:
             from .security import check_bind
 
@@ -84,6 +88,11 @@ class Run:
         self.steps_logged = 0
         self.dropped = 0
         self.closed = False
+        # A stop asked for ({"by": "alert", "reason": ...}), set by the I/O thread (or `request_stop`) and read by
+        # the training side once a step: None until then. `stopped` is the request once the training honoured it.
+        self.stop_request: dict[str, Any] | None = None
+        self.stopped: dict[str, Any] | None = None
+        self._stop_link = StoreLink.from_env(self.run_id, self.rank, self.world_size, dict(os.environ))
         self._inbox: deque[tuple] = deque()
         self._pid = os.getpid()
         self.system = SystemStats()  # memory and GPU figures, joined to a step about once a second
@@ -167,8 +176,16 @@ class Run:
         self.closed = True
         if os.getpid() != self._pid:
             return  # a forked child: the I/O thread belongs to the parent
-        if status == "crashed" and stopped is None and error is not None and error.split(":", 1)[0] == "KeyboardInterrupt":
-            status, error, stopped = "finished", None, user_stop()
+        if status == "crashed" and stopped is None and error is not None:
+            kind = error.split(":", 1)[0]
+            if kind == "StopTraining" or kind == "KeyboardInterrupt" and self.stopped is not None:
+                status, error, stopped = "finished", None, self.stopped or self.stop_request or user_stop()
+            elif kind == "KeyboardInterrupt":
+                status, error, stopped = "finished", None, user_stop()
+        if status == "finished" and self.stopped is not None and (stopped is None or stopped.get("by") == "user"):
+            # The script caught StopTraining (saved, exited 0), or a framework ended its loop at our request; a
+            # KeyboardInterrupt after we raised one is ours, not the user's Ctrl-C.
+            stopped = self.stopped
         self._inbox.append((END, status, error, stopped))
         self._io.stop_requested.set()
         self._io.wake()
@@ -179,6 +196,36 @@ class Run:
         with _current_lock:
             if _current is self:
                 _current = None
+
+    # -- stopping (stop.py) ---------------------------------------------------------------------------------
+    def request_stop(self, stop: dict[str, Any]) -> None:
+        """Ask the training to stop at its next step boundary (any thread; the first request wins). A multi-rank
+        run tells its other ranks through the job's store, so that every rank stops, at the same step."""
+        if self.stop_request is not None:
+            return
+        self.stop_request = dict(stop)
+        if self._stop_link is not None and stop.get("from_rank") is None:
+            self._stop_link.publish({**stop, "from_rank": self.rank})
+
+    def honour_stop(self, step: int) -> dict[str, Any] | None:
+        """Called by the training side at the boundary after `step` once `stop_request` is set: the request when
+        the training is to stop now, None to go on (the ranks have not met yet, or it was honoured already)."""
+        request = self.stop_request
+        if request is None or self.stopped is not None:
+            return None
+        if self._stop_link is not None and not self._stop_link.agree(step):
+            return None
+        self.stopped = {**request, "step": step}
+        return self.stopped
+
+    def poll_stop(self) -> None:
+        """The I/O thread's look for another rank's request (at most every few hundred ms)."""
+        link = self._stop_link
+        # Only a run that can stop itself (stop_on) listens for the others; a viewer asks every rank directly.
+        if link is not None and self.stop_request is None and self.stop_on is not None:
+            stop = link.poll()
+            if stop is not None:
+                self.request_stop(stop)
 
     # -- introspection ------------------------------------------------------------------------------------
     @property
@@ -200,6 +247,8 @@ class Run:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None or issubclass(exc_type, SystemExit) and not exc.code:
             self.close("finished")
+        elif issubclass(exc_type, StopTraining):
+            self.close("finished", stopped=exc.stopped)
         elif issubclass(exc_type, KeyboardInterrupt):
             self.close("finished", stopped=user_stop())
         else:
@@ -207,6 +256,15 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<accmon Run {self.run_id} rank {self.rank} {self.name!r} step {self.step}>"
+
+
+def _env_stop_on() -> StopOn | None:
+    """$ACCMON_STOP_ON (set by `accmon run --stop-on`, which checked it): a bad value is said, never fatal."""
+    try:
+        return parse_stop_on(os.environ.get(ENV_STOP_ON) or None)
+    except StopOnError as exc:
+        report_once("stop-on", f"${ENV_STOP_ON} ignored: {exc}")
+        return None
 
 
 def _script_name() -> str:
@@ -227,6 +285,8 @@ def start(name: str | None = None, **kwargs: Any) -> Run:
     global _current
     with _current_lock:
         if _current is not None and not _current.closed and _current._pid == os.getpid():
+            if kwargs.get("stop_on") is not None:  # asked for by a later start() or watch(): honoured, not dropped
+                _current.stop_on = parse_stop_on(kwargs["stop_on"])
             return _current
         run = Run(name, **kwargs)
         _current = run
@@ -258,7 +318,9 @@ def wrap_excepthook() -> None:
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
         # Read at exit by _close_at_exit, so the recording says *crashed* and why, or who stopped the run.
-        if issubclass(exc_type, KeyboardInterrupt):
+        if issubclass(exc_type, StopTraining):
+            sys._accmon_stopped = exc.stopped  # type: ignore[attr-defined]
+        elif issubclass(exc_type, KeyboardInterrupt):
             sys._accmon_stopped = user_stop()  # type: ignore[attr-defined]
         else:
             mark_crash(exc)

@@ -14,7 +14,9 @@ Keys live in the user's config directory (`$XDG_CONFIG_HOME/accmon`, else `~/.co
       client.key            public key of this user's viewer
       client.key_secret     0600
       servers/HOST.key      optional: the server key of a host whose probes use another key pair
-      allowed/NAME.key      the allow-list: public keys of viewers that may connect (ironhouse)
+      allowed/NAME.key      the allow-list: public keys of viewers that may connect (ironhouse); one whose
+                            metadata says `control = "yes"` (`accmon keys --allow KEY --control`) may also ask
+                            a run to stop (the viewer's stop key); files without it (older ones) only read
 
 The files are ZeroMQ certificates (the format of `zmq.auth.create_certificates`), but written 0600 from the
 first byte rather than chmod-ed after. A secret key file that others can read is refused, as ssh refuses one.
@@ -41,6 +43,7 @@ INSECURE_LOCAL = "local-users"
 SERVER = "server"
 CLIENT = "client"
 ALLOWED = "allowed"
+CONTROL = "control"  # the allow-list file's metadata key that lets a viewer ask a run to stop
 ZAP_DOMAIN = "accmon"
 SERVERS = "servers"
 # The allow-list is re-read at most this often, so `accmon keys --revoke` reaches running probes
@@ -97,12 +100,14 @@ def _private_dir(path: str) -> None:
 
 
 # -- certificate files --------------------------------------------------------------------------------------
-def write_certificate(path: str, public: bytes, secret: bytes | None = None, *, comment: str = "") -> None:
+def write_certificate(path: str, public: bytes, secret: bytes | None = None, *, comment: str = "",
+                      metadata: dict[str, str] | None = None) -> None:
     """Write a ZeroMQ certificate, 0600 from creation, replacing any file atomically."""
     lines = ["#   accmon CurveZMQ " + ("SECRET certificate: never share this file" if secret else "public certificate")]
     if comment:
         lines.append(f"#   {comment}")
-    lines += ["", "metadata", "curve", f'    public-key = "{public.decode("ascii")}"']
+    lines += ["", "metadata", *(f'    {k} = "{v}"' for k, v in (metadata or {}).items()),
+              "curve", f'    public-key = "{public.decode("ascii")}"']
     if secret:
         lines.append(f'    secret-key = "{secret.decode("ascii")}"')
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -191,15 +196,63 @@ def parse_public_key(text_or_path: str) -> bytes:
     raise KeysError(f"{text_or_path!r} is neither a public key (40 Z85 characters) nor a certificate file")
 
 
-def allow(public: bytes, name: str) -> str:
-    """Add a viewer's public key to the allow-list under `name`; returns the file written."""
+def allow(public: bytes, name: str, *, control: bool = False) -> str:
+    """Add a viewer's public key to the allow-list under `name`; returns the file written. `control`: it may
+    also ask runs to stop (the viewer's stop key), not only read them."""
     if not _NAME.match(name) or name.startswith("."):
         raise KeysError(f"viewer name {name!r}: use letters, digits and . _ - @ (at most 64), not starting with a dot")
     _private_dir(config_dir())
     _private_dir(allowed_dir())
     path = os.path.join(allowed_dir(), f"{name}.key")
-    write_certificate(path, public, comment=f"viewer {name}, allowed {time.strftime('%Y-%m-%d')}")
+    write_certificate(path, public, comment=f"viewer {name}, allowed {time.strftime('%Y-%m-%d')}"
+                      + (", with control" if control else ""), metadata={CONTROL: "yes"} if control else None)
     return path
+
+
+def has_control(path: str) -> bool:
+    """Whether an allow-list file grants control: a `control = "yes"` line in its metadata section. Files written
+    before control existed have none: they stay read-only, and readable."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            text = fh.read(MAX_CERTIFICATE_BYTES)
+    except OSError:
+        return False
+    section = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not line[:1].isspace():
+            section = stripped
+            continue
+        if section == "metadata" and "=" in stripped:
+            key, value = (p.strip() for p in stripped.split("=", 1))
+            if key == CONTROL and value.strip("'\"") == "yes":
+                return True
+    return False
+
+
+def control_keys() -> set[bytes]:
+    """Viewer keys that may control (stop) this user's runs: the allow-list's entries with control, and this
+    user's own viewer key (`client.key`: whoever holds its secret is this user)."""
+    d = allowed_dir()
+    keys: set[bytes] = set()
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        names = []
+    for fn in names:
+        path = os.path.join(d, fn)
+        if fn.endswith(".key") and has_control(path):
+            try:
+                keys.add(read_certificate(path)[0])
+            except KeysError:
+                continue
+    try:
+        keys.add(read_certificate(public_path(CLIENT))[0])
+    except KeysError:
+        pass
+    return keys
 
 
 def revoke(name: str) -> bool:
@@ -290,6 +343,7 @@ class _AllowList:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._keys: dict[bytes, str] = {}
+        self._control: set[bytes] = set()
         self._stamp: Any = None
         self._checked = 0.0
         self.refused = 0
@@ -302,15 +356,26 @@ class _AllowList:
         except OSError:
             return None
 
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked >= ALLOW_LIST_RECHECK_S or self._stamp is None:
+            self._checked = now
+            stamp = self._stamp_now()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._keys = allowed_keys()
+                self._control = control_keys()
+
+    def may_control(self, key: bytes) -> bool:
+        """Whether the viewer with this public key (Z85, the ZAP User-Id) may ask the run to stop: allowed with
+        control now (a revoked or downgraded key no longer may, within a second)."""
+        with self._lock:
+            self._refresh()
+            return key in self._control
+
     def callback(self, domain: str, key: bytes) -> bool:
         with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= ALLOW_LIST_RECHECK_S or self._stamp is None:
-                self._checked = now
-                stamp = self._stamp_now()
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self._keys = allowed_keys()
+            self._refresh()
             ok = key in self._keys
             if ok:
                 self.admitted += 1
@@ -335,6 +400,13 @@ class ServerSecurity:
         s.curve_publickey = self.pair.public
         s.curve_server = True
         s.zap_domain = ZAP_DOMAIN.encode()
+
+    def may_control(self, user_id: str | bytes | None) -> bool:
+        """Whether the CURVE viewer whose ZAP User-Id (its public key, Z85) is `user_id` may stop the run."""
+        if not user_id:
+            return False
+        key = user_id.encode("ascii", "replace") if isinstance(user_id, str) else user_id
+        return _is_key(key) and self.allow_list.may_control(key)
 
     def stop(self) -> None:
         if self.auth is not None:

@@ -142,6 +142,7 @@ r       ranks: all → rank 0 → rank 1 → … → all
 x c C   screenshot (SVG) · series as CSV · as Parquet
 b       baseline (--baseline): align by step → epoch → samples seen
 o       another live run    t  theme    ctrl+p  palette
+S       stop the live run at its next step (asks first)
 ?       help (j k scroll)   q or ctrl+c quit
 space   replay: play/pause  [ ] slower/faster
 ← →     replay: seek 1 % (shift: 10 %)  home end
@@ -292,6 +293,7 @@ class AccmonApp(App[int]):
         Binding("g", "toggle_log", "Log"),
         Binding("r", "next_rank", "Rank", show=False),
         Binding("o", "pick", "Runs", show=False),
+        Binding("S", "stop_run", "Stop the run", show=False),
         Binding("x", "screenshot", "SVG", show=False),
         Binding("c", "export_csv", "CSV", show=False),
         Binding("C", "export_parquet", "Parquet", show=False),
@@ -1097,6 +1099,39 @@ class AccmonApp(App[int]):
                 self.goto_alert(alert)
 
     # -- runs -----------------------------------------------------------------------------------------------
+    def action_stop_run(self) -> None:
+        """`S`: ask, then ask the live run to stop at its next step (tui/stop_screen.py)."""
+        from .stop_screen import StopScreen
+
+        request = getattr(self.source, "request_stop", None)
+        if request is None or self.replay:
+            self.say("only a live run can be stopped", severity="warning")
+            return
+        if isinstance(self.screen, StopScreen):
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                ranks = request("S key")
+                self.say(f"asking the run to stop ({ranks} rank{'s' if ranks != 1 else ''})…" if ranks else
+                         "not connected to the run yet: nothing was asked", severity="information" if ranks else "warning")
+                if ranks:
+                    self._stop_asked_at: float = time.monotonic()
+                    self._stop_timer = self.set_interval(0.2, self._stop_answered)
+
+        self.push_screen(StopScreen(self.store.name or getattr(self.source, "name", None) or "the run"), confirmed)
+
+    def _stop_answered(self) -> None:
+        from .stop_screen import reply_words
+
+        replies: list[dict | None] = getattr(self.source, "stop_replies", lambda: [])()
+        words = reply_words(replies)
+        done = words is not None and (all(r is not None for r in replies) or "refused" in words)
+        if done or time.monotonic() - self._stop_asked_at > 10.0:
+            self._stop_timer.stop()
+            self.say(words or "the run did not answer the stop request",
+                     severity="warning" if words is None or "refused" in words else "information")
+
     def action_pick(self) -> None:
         if isinstance(self.screen, PickerScreen):
             return

@@ -187,6 +187,18 @@ class LiveSource:
         if self._thread.is_alive():
             self._thread.join(3.0)
 
+    def request_stop(self, reason: str = "") -> int:
+        """Ask every rank of the run to stop at its next step (the viewer's stop key); the ranks' answers come in
+        `stop_replies()`. Returns how many ranks were asked."""
+        clients = [c for _, c in self._clients]  # replaced whole by the source's thread, never changed in place
+        for c in clients:
+            c.request_stop(reason)
+        return len(clients)
+
+    def stop_replies(self) -> list[dict[str, Any] | None]:
+        """Each rank's answer to the last stop request (None: none yet)."""
+        return [getattr(c, "stop_reply", None) for _, c in self._clients]
+
     # -- the source's thread -----------------------------------------------------------------------------
     def _attach(self, entries: list[registry.RunEntry]) -> None:
         for _, c in self._clients:

@@ -185,7 +185,7 @@ def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
     summary.stopped = next((s for s in (clean_stop(e.get("stopped")) for e in ends) if s is not None), None)
     for e in exits:
         summary.exit_code = e.get("exit_code")
-        if summary.stopped is not None and interrupted_exit(e):
+        if summary.stopped is not None and interrupted_exit(e, summary.stopped):
             continue  # a Ctrl-C ends Python by SIGINT: the run said the user stopped it, not a crash
         if e.get("exit_code") not in (0, None) or e.get("signal"):
             summary.error = summary.error or (f"killed by {e['signal']}" if e.get("signal") else f"exit code {e['exit_code']}")

@@ -23,6 +23,7 @@ commands:
   accmon replay FILE           replay a recording
   accmon replay NEW --baseline GOOD   the charts draw GOOD's series dim under NEW's; the header says ahead/behind
   accmon run -- CMD...         run an unmodified training command with the probe injected
+                               (--stop-on nan_loss: stop it gracefully on that alert; exit code 3)
   accmon check FILE [--json]   diagnose a recording headless (exit 1 when a warning or worse fired)
   accmon check NEW --baseline GOOD [--tolerance T]   exit 4 when NEW is worse than GOOD (a CI regression gate)
   accmon export FILE --csv OUT write a recording's series as CSV
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", metavar="ENDPOINT", help="also publish on tcp://HOST:PORT (needs `accmon keys`; see README)")
     _on_alert_args(run)
     _baseline_args(run)
+    run.add_argument("--stop-on", metavar="IDS", help="stop the training gracefully at the next step when one of these "
+                     "alerts fires: ids (nan_loss,lr_too_high) or a severity (critical: that or worse); exit code 3")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     c = sub.add_parser("check", help="diagnose a recording (exit 0 clean, 1 warning or worse, 2 unreadable, "
@@ -196,6 +199,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             except (InsecureBindError, KeysError, ValueError) as exc:
                 sys.stderr.write(f"accmon run: {exc}\n")
                 return 2
+        if args.stop_on is not None:
+            from accmon.probe.stop import StopOnError, parse_stop_on
+
+            try:
+                if parse_stop_on(args.stop_on) is None:
+                    raise StopOnError("--stop-on names no alert id or severity")
+            except StopOnError as exc:
+                sys.stderr.write(f"accmon run: {str(exc).replace('in stop_on', 'in --stop-on')}\n")
+                return 2
         if not argv:
             return run_command(argv, headless=args.headless, record=args.record)  # says what is missing
         from .runner import run_name
@@ -205,7 +217,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             sys.stderr.write("accmon run: --baseline draws in the TUI; without it, compare the recording afterwards "
                              "with `accmon check FILE --baseline GOOD`\n")
         return run_command(argv, headless=args.headless, record=args.record, name=args.name, bind=args.bind,
-                           on_alert=_alert_command(args, args.name or run_name(argv)), viewer=viewer)
+                           on_alert=_alert_command(args, args.name or run_name(argv)), viewer=viewer,
+                           stop_on=args.stop_on)
     if cmd == "attach":
         targets = args.target or [None]
         if len(targets) > 1 and not all(t.startswith("ssh://") for t in targets):

@@ -11,6 +11,8 @@ from .runner import run_command
 
 DEFAULT_WITH_TORCH = "healthy_mlp"
 DEFAULT_WITHOUT_TORCH = "numpy_softmax"
+# Demos that show `accmon run --stop-on`: run with it, as their docstring says.
+STOP_ON = {"fault_nan_loss_stopped": "nan_loss"}
 
 
 def demos_dir() -> str:
@@ -50,4 +52,4 @@ def cmd_demo(name: str | None, *, list_only: bool = False, headless: bool = Fals
         sys.stderr.write(f"accmon demo: no demo {name!r}; {hint}`accmon demo --list` lists them\n")
         return 2
     script = os.path.join(demos_dir(), name + ".py")
-    return run_command([sys.executable, script], headless=headless, record=None, name=name)
+    return run_command([sys.executable, script], headless=headless, record=None, name=name, stop_on=STOP_ON.get(name))

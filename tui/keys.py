@@ -2,6 +2,8 @@
 
     accmon keys                          make the keys if missing, and say where they are and what to do next
     accmon keys --allow KEY|FILE --name N   let another viewer in (its client.key, or the 40-character key)
+    accmon keys --allow KEY|FILE --control  ... and let it stop runs too (the viewer's `S` key); without
+                                         --control an allowed viewer only reads
     accmon keys --revoke N               take a viewer off the allow-list (running probes notice within a second)
     accmon keys --list                   this user's public keys and the allow-list
     accmon keys --new                    replace both key pairs (every viewer must then get the new server.key)
@@ -25,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("--allow", metavar="KEY|FILE", help="allow a viewer: its public key or its client.key file")
     k.add_argument("--name", help="the allowed viewer's name (default: derived from the file or key)")
+    k.add_argument("--control", action="store_true", help="with --allow: the viewer may also stop runs (its S key)")
     k.add_argument("--revoke", metavar="NAME", help="remove a viewer from the allow-list")
     k.add_argument("--list", action="store_true", help="show the public keys and the allow-list")
     k.add_argument("--new", action="store_true", help="replace the server and client key pairs")
@@ -38,9 +41,14 @@ def cmd_keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.allow:
             public = security.parse_public_key(args.allow)
             name = args.name or _default_name(args.allow)
-            path = security.allow(public, name)
-            out.write(f"allowed viewer {name!r} ({public.decode()}): {path}\n")
+            control = bool(getattr(args, "control", False))
+            path = security.allow(public, name, control=control)
+            out.write(f"allowed viewer {name!r} ({public.decode()}){' with control (may stop runs)' if control else ''}: "
+                      f"{path}\n")
             return 0
+        if getattr(args, "control", False):
+            sys.stderr.write("accmon keys: --control goes with --allow KEY|FILE\n")
+            return 2
         if args.revoke:
             if security.revoke(args.revoke):
                 out.write(f"viewer {args.revoke!r} removed from the allow-list; running probes refuse it from now on\n")
@@ -105,6 +113,7 @@ def _list(out: TextIO) -> int:
         out.write(f"{name:<7} {public}\n")
     allowed = security.allowed_keys()
     out.write(f"allowed viewers ({security.allowed_dir()}):\n" if allowed else f"no allowed viewers in {d}\n")
+    control = security.control_keys()
     for key, name in sorted(allowed.items(), key=lambda kv: kv[1]):
-        out.write(f"  {name:<24} {key.decode()}\n")
+        out.write(f"  {name:<24} {key.decode()}{'  control' if key in control else ''}\n")
     return 0

@@ -856,6 +856,14 @@ class RemoteSource:
     def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
         return self._inner.drain(max_frames) if self._inner is not None else []
 
+    def request_stop(self, reason: str = "") -> int:
+        """The viewer's stop key, through the forwarded control sockets (the remote run sees this host's ssh
+        user on its ipc:// socket: its own user)."""
+        return self._inner.request_stop(reason) if self._inner is not None else 0
+
+    def stop_replies(self) -> list[dict[str, Any] | None]:
+        return self._inner.stop_replies() if self._inner is not None else []
+
     @property
     def status(self) -> Any:
         from .app_sources import SourceStatus

@@ -3,7 +3,8 @@
 The probe goes in through PYTHONPATH (probe/inject/sitecustomize.py) and starts when the script imports a
 framework. This process watches: headless, it prints alerts as they come; otherwise it opens the TUI. When
 the command ends, the recording gets an `exit` frame with its exit code — the one thing the training process
-cannot write about itself when it is killed. The exit code of `accmon run` is the command's.
+cannot write about itself when it is killed. The exit code of `accmon run` is the command's, except 3
+(EXIT_STOPPED) when `--stop-on` stopped the run (the ranks leave a note in the runtime directory).
 
 The command's processes find their run id themselves (registry.run_id_from_env): under a multi-node torchrun
 it is the job's, the same on every node, which this process cannot know beforehand. So it hands them a
@@ -14,6 +15,7 @@ this host that carry it. With `--record F` on each node, each node's F holds tha
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -24,19 +26,32 @@ from typing import TYPE_CHECKING, Any
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
+from accmon.probe.iothread import stop_note_path
+from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter, merge_recordings
+from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD
+from accmon.probe.stop import ENV_STOP_ON
+
+from .store import clean_stop, stop_words
 
 if TYPE_CHECKING:
     from .on_alert import AlertCommand
-from accmon.probe.recording import RecordingError, RecordingReader, RecordingWriter, merge_recordings
-from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD
 
 INJECT_DIR = os.path.join(os.path.dirname(os.path.abspath(registry.__file__)), "inject")
 
 
-def child_env(launch: str, record: str | None, name: str | None, bind: str | None) -> dict[str, str]:
+# `accmon run`'s exit code when --stop-on stopped the run (whatever the script's own code after it saved): no
+# other path of `accmon run` gives it (2 is a bad command line, 127 a command not found, 128+N a signal).
+EXIT_STOPPED = 3
+
+
+def child_env(launch: str, record: str | None, name: str | None, bind: str | None,
+              stop_on: str | None = None) -> dict[str, str]:
     """The command's environment: the probe injected, and this launch's token. A `$ACCMON_RUN_ID` of the
     user's own is passed on: it names the run (the same value on every node joins their ranks)."""
     env = dict(os.environ)
+    env.pop(ENV_STOP_ON, None)  # only this launch's --stop-on, never one inherited from an outer `accmon run`
+    if stop_on:
+        env[ENV_STOP_ON] = stop_on
     env[ENV_AUTO] = "1"
     env[registry.ENV_LAUNCH] = launch
     env["PYTHONPATH"] = os.pathsep.join(p for p in (INJECT_DIR, env.get("PYTHONPATH", "")) if p)
@@ -147,13 +162,14 @@ def _die_with(parent: int) -> Callable[[], None] | None:
 
 def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name: str | None = None,
                 bind: str | None = None, on_alert: AlertCommand | None = None,
-                viewer: dict[str, Any] | None = None) -> int:
-    """`viewer`: more options for the TUI's AccmonApp (`baseline`, `align`)."""
+                viewer: dict[str, Any] | None = None, stop_on: str | None = None) -> int:
+    """`viewer`: more options for the TUI's AccmonApp (`baseline`, `align`); `stop_on`: alert ids or a severity
+    that stop the training gracefully (exit code 3)."""
     if not cmd:
         sys.stderr.write("accmon run: no command given (usage: accmon run [--headless] [--record FILE] -- CMD...)\n")
         return 2
     run_id = registry.new_run_id()  # the launch token; also the run's id unless the command's ranks agree on one
-    env = child_env(run_id, record, name or run_name(cmd), bind)
+    env = child_env(run_id, record, name or run_name(cmd), bind, stop_on)
     log_path = None
     stdout = stderr = None
     if not headless:
@@ -190,16 +206,39 @@ def run_command(cmd: Sequence[str], *, headless: bool, record: str | None, name:
         signal.signal(signal.SIGTERM, forward)
         if stdout is not None:
             stdout.close()
+    stopped = take_stop_notes(run_id)
     if record:
         finish_recording(record, returncode, heard)
     if not watched:
         _say_what_was_recorded(record)
     if log_path:
         _show_log_tail(log_path)
+    if stopped is not None and (returncode >= 0 or returncode == -signal.SIGINT):
+        sys.stderr.write(f"accmon: {stop_words(stopped)} (--stop-on); exit code {EXIT_STOPPED}\n")
+        return EXIT_STOPPED
     if returncode < 0:
         sys.stderr.write(f"accmon: the command was killed by {signal.Signals(-returncode).name}\n")
         return 128 - returncode
     return returncode or viewer_rc  # a viewer that died (its traceback saved) is no success either
+
+
+def take_stop_notes(launch: str) -> dict | None:
+    """What the command's ranks noted when --stop-on stopped them (probe/iothread.py `_tell_launcher`): the
+    first rank's `stopped`, or None. The notes are removed. Read from the runtime directory, not from the
+    viewer: it holds also when the run ended before a viewer heard its end, and with no recording."""
+    pattern = stop_note_path(launch)
+    if pattern is None:
+        return None
+    found: dict | None = None
+    for path in sorted(glob.glob(glob.escape(os.path.dirname(pattern)) + "/" + glob.escape(launch) + ".stopped.*")):
+        try:
+            with open(path) as fh:
+                note = clean_stop(json.loads(fh.read(4096)))
+            os.unlink(path)
+        except (OSError, ValueError):
+            continue
+        found = found or note
+    return found
 
 
 def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float],

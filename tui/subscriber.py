@@ -44,6 +44,8 @@ DEALER_RCVHWM = 2
 # After the live connection drops: ZeroMQ starts reconnecting at once when the peer closed it; when ZeroMQ cut
 # it (a message over MAX_MESSAGE_BYTES, or not ZeroMQ) it does not. Wait this long for the first sign of it.
 CUT_GRACE_S = 0.5
+STOP_RETRY_S = 1.0  # a stop request unanswered (the probe's reply pipe held a history reply) is sent again
+STOP_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,12 @@ class RunClient:
         self._status = ClientStatus(last_seq=since - 1)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # The viewer's stop key: the reason to send (set from any thread; the reader sends it, again every
+        # STOP_RETRY_S until the probe answers, at most STOP_TRIES times), and the probe's answer.
+        self._stop_wanted: str | None = None
+        self._stop_sent_at = 0.0
+        self._stop_tries = 0
+        self.stop_reply: dict[str, Any] | None = None
         self._thread = threading.Thread(target=self._run, name="accmon-client", daemon=True)
 
     # -- the consumer's side ----------------------------------------------------------------------------
@@ -107,6 +115,14 @@ class RunClient:
             if q:  # appended between the check and the clear
                 self.wake.set()
         return out
+
+    def request_stop(self, reason: str = "") -> None:
+        """Ask the run to stop at its next step (the `stop` request, docs/frames.md); the answer lands in
+        `stop_reply` ({"op": "stop", "ok": bool, "why"?}). Any thread; never blocks."""
+        self.stop_reply = None
+        self._stop_tries = 0
+        self._stop_sent_at = 0.0
+        self._stop_wanted = reason
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -200,6 +216,8 @@ class RunClient:
             st = self._status
             if self._history_sent_at is not None and now - self._history_sent_at > HISTORY_RETRY_S:
                 self._request_history(dealer)  # lost (the probe restarted its socket) or not yet connected
+            if self._stop_wanted is not None and now - self._stop_sent_at >= STOP_RETRY_S:
+                self._send_stop(dealer, now)
             if self._status.state == "ended" and not self._said_done:
                 self._said_done = True  # lets the probe exit without waiting for us
                 self._send(dealer, {"op": "done"})
@@ -245,6 +263,16 @@ class RunClient:
             self.wake.set()
         return dropped
 
+    def _send_stop(self, dealer: zmq.Socket, now: float) -> None:
+        if self._stop_tries >= STOP_TRIES:
+            self._stop_wanted = None
+            self.stop_reply = {"op": "stop", "ok": False, "why": "the run did not answer"}
+            self.wake.set()
+            return
+        self._stop_tries += 1
+        self._stop_sent_at = now
+        self._send(dealer, {"op": "stop", "reason": self._stop_wanted or ""})
+
     def _request_history(self, dealer: zmq.Socket) -> None:
         self._history_sent_at = time.monotonic()
         since = self._status.last_seq + 1
@@ -269,6 +297,12 @@ class RunClient:
                 # "busy": the probe holds too many unread replies now; the retry timer asks again. "ping": it
                 # checks whether we took our last reply.
                 if isinstance(header, dict) and header.get("op") in ("done", "busy", "ping"):
+                    continue
+                if isinstance(header, dict) and header.get("op") == "stop":
+                    self._stop_wanted = None
+                    self.stop_reply = {"op": "stop", "ok": header.get("ok") is True,
+                                       "why": str(header.get("why") or "")[:300]}
+                    self.wake.set()
                     continue
                 if not isinstance(header, dict) or header.get("op") != "history":
                     raise ValueError(f"unexpected reply {header!r:.80}")

@@ -110,13 +110,20 @@ def watch(
     budget: float | None = None,
     name: str | None = None,
     record: str | None = None,
+    stop_on: str | list[str] | None = None,
 ) -> Watch:
     """Observe `model` (and `optimizer`, `loss_fn` when given; found automatically otherwise).
 
     `run`: the run to report to; the current one, or a new one (`name`, `record`) when None.
     `every`: take per-layer statistics every N steps instead of the step-number schedule (cadence.SCHEDULE).
     `budget`: accepted for compatibility; the schedule depends on the step number only (issue 15).
+    `stop_on`: alert ids (`"nan_loss,lr_too_high"`) or a severity (`"critical"`: that or worse) that stop the
+    training at the next optimizer step: `accmon.probe.StopTraining` (a KeyboardInterrupt) is raised from
+    `optimizer.step()`, after the step. An unknown id raises StopOnError (a ValueError) here, naming the known ids.
     """
+    from ..stop import parse_stop_on
+
+    stop = parse_stop_on(stop_on)  # checked before anything starts
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() needs the torch.nn.Module being trained; got {type(model).__name__}")
     if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
@@ -133,6 +140,8 @@ def watch(
     owns = False
     if run is None:
         run, owns = _current_or_new_run(name, record)
+    if stop is not None:
+        run.stop_on = stop
     probe = TorchProbe(run, budget=budget, every=every, model=model, optimizers=opts or None, loss_fn=loss_fn)
     hooks.attach(probe)
     return Watch(probe, run, owns)
