@@ -15,8 +15,10 @@ import pytest
 from accmon.probe import registry
 from accmon.tui.app import AccmonApp
 from accmon.tui.app_sources import LiveSource
+from accmon.tui.remote import RemoteSource, open_remote
 from accmon.tui.stop_screen import StopScreen
 from tests.conftest import read_frames, write_script
+from tests.sshd import sshd  # noqa: F401  (the fixture)
 
 pytest.importorskip("torch")
 
@@ -48,15 +50,28 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_the_stop_key_stops_a_real_training_process(tmp_path):
+def _start(tmp_path):
     script = write_script(tmp_path, "train.py", SCRIPT)
     log = open(tmp_path / "train.log", "wb")  # a file, not a pipe nobody reads while the app runs
     proc = subprocess.Popen([sys.executable, script], env={**os.environ, "OUT": str(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 60
+    while not registry.find_run("stop-key") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, log, deadline
+
+
+def _stopped_by_the_viewer(tmp_path):
+    step, kind = (tmp_path / "stopped.txt").read_text().split()
+    assert kind == "StopTraining" and (tmp_path / "last.pt").exists()
+    end = next(f for f in read_frames(tmp_path / "run.accmon") if f["kind"] == "end")
+    assert end["status"] == "finished"
+    assert end["stopped"]["by"] == "viewer" and end["stopped"]["step"] == int(step)
+
+
+def test_the_stop_key_stops_a_real_training_process(tmp_path):
+    proc, log, deadline = _start(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not registry.find_run("stop-key") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         entries = registry.find_run("stop-key")
         assert entries, (tmp_path / "train.log").read_text()[-2000:]
 
@@ -90,8 +105,30 @@ def test_the_stop_key_stops_a_real_training_process(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
-    step, kind = (tmp_path / "stopped.txt").read_text().split()
-    assert kind == "StopTraining" and (tmp_path / "last.pt").exists()
-    end = next(f for f in read_frames(tmp_path / "run.accmon") if f["kind"] == "end")
-    assert end["status"] == "finished"
-    assert end["stopped"]["by"] == "viewer" and end["stopped"]["step"] == int(step)
+    _stopped_by_the_viewer(tmp_path)
+
+
+def test_a_viewer_over_ssh_may_stop_the_run(sshd, tmp_path):  # noqa: F811 (the fixture)
+    # The TUI's source for `accmon attach ssh://…`: the request goes through the ssh forward to the run's ipc
+    # control socket, where the ssh user is the run's own user.
+    proc, log, deadline = _start(tmp_path)
+    source = None
+    try:
+        assert registry.find_run("stop-key"), (tmp_path / "train.log").read_text()[-2000:]
+        source = RemoteSource(None, [], remote=open_remote(sshd.target(), run="stop-key"))
+        source.start()
+        while not any(f["kind"] == "steps" for f in source.drain()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert source.request_stop("test") == 1
+        assert proc.wait(60) == 0
+        while not any(source.stop_replies()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r and r["ok"] for r in source.stop_replies()] == [True], source.stop_replies()
+    finally:
+        if source is not None:
+            source.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    _stopped_by_the_viewer(tmp_path)
