@@ -150,20 +150,23 @@ def test_the_picker_shows_each_live_runs_step_status_and_alerts():
             app = AccmonApp(None, attach=lambda es: None, list_runs=registry.list_runs)
             app.animation_level = "none"
             async with app.run_test(size=(140, 30)) as pilot:
+                want = {"alpha": ["41", "running", "2 (1 active)"], "beta": ["6", "running", "0"]}
+                rows: dict = {}
                 deadline = time.monotonic() + WAIT_S
-                while time.monotonic() < deadline:
+                # The picker scans every second, each rank given PEEK_TIMEOUT_S to answer: on a loaded machine a
+                # scan can miss a rank ("—"), and the next one shows it. Wait for the rows, not for one scan.
+                while rows != want and time.monotonic() < deadline:
                     await app.workers.wait_for_complete()
-                    await pilot.pause()
-                    if isinstance(app.screen, PickerScreen) and len(app.screen.runs) == 2:
-                        break
-                screen = app.screen
-                assert isinstance(screen, PickerScreen)
-                table = screen.table
-                labels = [str(c.label) for c in table.columns.values()]
+                    await pilot.pause(0.1)
+                    screen = app.screen
+                    if isinstance(screen, PickerScreen) and len(screen.runs) == 2:
+                        table = screen.table
+                        rows = {str(table.get_cell(k, "name")): [str(table.get_cell(k, c)) for c in ("step", "status", "alerts")]
+                                for k in screen.runs}
+                assert isinstance(app.screen, PickerScreen)
+                labels = [str(c.label) for c in app.screen.table.columns.values()]
                 assert labels[:7] == ["run", "name", "ranks", "step", "status", "alerts", "age"]
-                rows = {str(table.get_cell(k, "name")): [str(table.get_cell(k, c)) for c in ("step", "status", "alerts")]
-                        for k in screen.runs}
-                assert rows == {"alpha": ["41", "running", "2 (1 active)"], "beta": ["6", "running", "0"]}
+                assert rows == want
                 assert "alerts" in app.screen_text() and "running" in app.screen_text()
         run(go())
     finally:
