@@ -268,14 +268,8 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
     store = RunStore() if baseline else None
     try:
         summary, alerts = _diagnose_file(path, store)
-    except (RecordingError, LogError) as exc:
-        err.write(f"accmon check: {exc}\n")
-        return EXIT_UNREADABLE
-    except OSError as exc:
-        err.write(f"accmon check: {path}: {exc.strerror or exc}\n")
-        return EXIT_UNREADABLE
     except Exception as exc:  # whatever a hostile file finds: unreadable, said in one line, never a traceback
-        err.write(f"accmon check: {path}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})\n")
+        err.write(f"accmon check: {_unreadable(path, exc)}\n")
         return EXIT_UNREADABLE
     if summary.frames == 0 and summary.problems:
         p = summary.problems[0]
@@ -312,6 +306,15 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
     return EXIT_CLEAN
 
 
+def _unreadable(path: str, exc: Exception) -> str:
+    """Why `path` could not be read, in one line: the reader's own words, the OS's, or the exception's."""
+    if isinstance(exc, (RecordingError, LogError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{path}: {exc.strerror or exc}"
+    return f"{path}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})"
+
+
 def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline: str, tol: Tolerance,
              err: TextIO) -> Comparison | None:
     """The run (its store, filled while it was diagnosed) against the baseline file, diagnosed by today's rules
@@ -324,14 +327,8 @@ def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline:
     except BaselineError as exc:
         err.write(f"accmon check: {exc}\n")
         return None
-    except (RecordingError, LogError) as exc:
-        err.write(f"accmon check: baseline {exc}\n")
-        return None
-    except OSError as exc:
-        err.write(f"accmon check: baseline {baseline}: {exc.strerror or exc}\n")
-        return None
     except Exception as exc:  # a hostile baseline: one line, never a traceback
-        err.write(f"accmon check: baseline {baseline}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})\n")
+        err.write(f"accmon check: baseline {_unreadable(baseline, exc)}\n")
         return None
     with_steps = [r for r, d in store.ranks.items() if d.axis.n]
     # A run that recorded no step (it crashed at start) reached nothing: worse than any baseline that did.

@@ -167,6 +167,9 @@ def test_the_picker_shows_each_live_runs_step_status_and_alerts():
                 labels = [str(c.label) for c in app.screen.table.columns.values()]
                 assert labels[:7] == ["run", "name", "ranks", "step", "status", "alerts", "age"]
                 assert rows == want
+                # The screen as drawn: the compositor's frame can lag the table's update by a refresh.
+                while not ("alerts" in app.screen_text() and "running" in app.screen_text()) and time.monotonic() < deadline:
+                    await pilot.pause(0.1)
                 assert "alerts" in app.screen_text() and "running" in app.screen_text()
         run(go())
     finally:
