@@ -144,11 +144,13 @@ def test_dropped_live_frames_are_counted_and_repaired_from_history(monkeypatch):
     monkeypatch.setattr(subscriber, "RCVHWM", 4)
     run = accmon.start("gaps")
     client = connected(run, RunClient(*run.endpoints).start())  # a run with no subscriber sends nothing to drop
-    for _ in range(20_000):
-        run.log(loss=1.0)
-    run.close()
-    frames = receive_all(client, timeout=60)
-    client.close()
+    try:
+        for _ in range(20_000):
+            run.log(loss=1.0)
+        run.close()
+        frames = receive_all(client, timeout=60)
+    finally:  # a failure here must not leave the reader thread running into the next test
+        client.close()
     assert run.dropped_live > 0, "the burst should have overflowed the live stream"
     assert all_steps(frames) == list(range(20_000))
 
