@@ -67,8 +67,11 @@ TOPIC_BYTES_LIMIT = 1024 * 1024
 _PING = msgpack.packb({"op": "ping"})
 _BUSY = msgpack.packb({"op": "busy"})
 # At the end of a run, connected viewers may still be repairing gaps from the log: wait for them to say they
-# have the end frame, but never hold the process's exit longer than this.
+# have the end frame, as long as they keep asking (each request gives them CLOSE_LINGER_S more: on a loaded
+# machine a viewer fetching thousands of frames takes longer than one such span), but never hold the process's
+# exit longer than CLOSE_LINGER_MAX_S.
 CLOSE_LINGER_S = 3.0
+CLOSE_LINGER_MAX_S = 30.0
 # PUB drops silently at its high-water mark (design.md: 500k burst → 168k delivered): raise it, and use
 # XPUB_NODROP so that a full pipe is an EAGAIN we can count instead of a silent loss.
 SNDHWM = 10_000
@@ -319,7 +322,8 @@ class IOThread(threading.Thread):
     def _linger(self, pub: zmq.Socket, ctl: zmq.Socket) -> None:
         """Serve viewers still catching up (history, gap repair) until each has the end frame, or time is up;
         under `accmon run`, first wait for its viewer to subscribe."""
-        deadline = time.monotonic() + CLOSE_LINGER_S
+        start = time.monotonic()
+        deadline = start + CLOSE_LINGER_S
         self._heartbeat()  # tells a viewer that missed the end frame that there is more to fetch
         last_hb = time.monotonic()
         poller = zmq.Poller()
@@ -331,6 +335,7 @@ class IOThread(threading.Thread):
             events = dict(poller.poll(LINGER_POLL_MS))
             if ctl in events:
                 self._serve(ctl)
+                deadline = min(start + CLOSE_LINGER_MAX_S, time.monotonic() + CLOSE_LINGER_S)
             if pub in events:
                 self._read_subscriptions(pub)
             if time.monotonic() - last_hb > HEARTBEAT_S / 4:

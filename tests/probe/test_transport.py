@@ -366,3 +366,38 @@ def test_a_port_in_use_costs_the_live_view_only(tmp_path, monkeypatch, zmq_ctx):
         assert all_steps(frames) == list(range(10)) and frames[-1]["kind"] == "end"
     finally:
         taken.close(0)
+
+
+def test_a_viewer_still_fetching_history_at_the_end_keeps_the_run_serving(monkeypatch, zmq_ctx):
+    # On a loaded machine a viewer repairing a large gap asks for history many times after the end frame; one
+    # fixed span of linger cut it off half way (the viewer then lacked the run's tail for good). Each request
+    # buys the viewer another span: here six requests, 0.8 s apart, outlast the first 2-s span twice over.
+    monkeypatch.setattr(iothread, "CLOSE_LINGER_S", 2.0)
+    run = accmon.start("linger")
+    sub = zmq_ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(run.endpoints[0])
+    deadline = time.monotonic() + 20
+    while run._io.subscribers < 1:
+        assert time.monotonic() < deadline, "the subscription never reached the run"
+        time.sleep(0.01)
+    for _ in range(10):
+        run.log(loss=1.0)
+    closer = threading.Thread(target=run.close)
+    closer.start()
+    dealer = zmq_ctx.socket(zmq.DEALER)
+    dealer.connect(run.endpoints[1])
+    answered = 0
+    try:
+        for _ in range(6):
+            time.sleep(0.8)
+            dealer.send(msgpack.packb({"op": "history", "since": 0}))
+            if not dealer.poll(10_000):
+                break
+            dealer.recv_multipart()
+            answered += 1
+        dealer.send(msgpack.packb({"op": "done"}))
+    finally:
+        closer.join(60)
+    assert answered == 6, "the run stopped serving a viewer that was still asking"
+    assert not closer.is_alive()
