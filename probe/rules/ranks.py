@@ -21,9 +21,12 @@ STRAGGLER_SCORE = 0.7
 # ...and at least this much slower per step, in seconds: ranks whose steps take microseconds (a shared CPU,
 # the OS scheduling one process later than another) differ by large ratios that cost nothing.
 STRAGGLER_MIN_GAP_S = 0.005
-# Step times are compared over this many recent steps per rank, so one slow step (a checkpoint, a GC pause)
-# does not make a straggler.
+# Step times are compared over the same this-many recent steps on every rank, by their median, so one slow step
+# (a checkpoint, a GC pause, a rank descheduled for a moment on a loaded machine) does not make a straggler.
 STEP_TIME_WINDOW = 50
+# Step times kept per rank (step, seconds): enough that ranks reporting apart (a frame holds about 0.5 s of
+# steps) and a straggler falling behind still share a window.
+STEP_TIME_KEPT = 8 * STEP_TIME_WINDOW
 # In data-parallel training every rank sees different batches, so per-rank losses differ by batch noise only.
 # A rank whose recent mean loss is this many times the others' median — or NaN while theirs is finite —
 # has diverged (a corrupt shard, a bad GPU, a desynchronised replica). A margin of our own, not a published
@@ -41,7 +44,17 @@ STOPPED_AFTER_STEPS = 50
 class _RankState:
     last_step: int = -1
     ended: str | None = None
-    step_times: deque = field(default_factory=lambda: deque(maxlen=STEP_TIME_WINDOW))
+    step_times: deque = field(default_factory=lambda: deque(maxlen=STEP_TIME_KEPT))  # (step, seconds)
+
+    def recent_step_times(self, upto: int) -> list[float]:
+        """The step times of steps (upto - STEP_TIME_WINDOW, upto], newest first."""
+        out = []
+        for step, seconds in reversed(self.step_times):
+            if step <= upto - STEP_TIME_WINDOW:
+                break
+            if step <= upto:
+                out.append(seconds)
+        return out
     losses: deque = field(default_factory=lambda: deque(maxlen=4 * LOSS_WINDOW))  # (step, loss)
     last_time: float | None = None
 
@@ -65,7 +78,7 @@ class RankDiagnoser:
             for i, step in enumerate(steps):
                 t = times[i] if i < len(times) else None
                 if t is not None and st.last_time is not None and step > st.last_step >= 0:
-                    st.step_times.append((t - st.last_time) / (step - st.last_step))
+                    st.step_times.append((step, (t - st.last_time) / (step - st.last_step)))
                 if t is not None:
                     st.last_time = t
                 st.last_step = max(st.last_step, step)
@@ -101,18 +114,28 @@ class RankDiagnoser:
 
     # -- rules --------------------------------------------------------------------------------------------
     def _straggler(self) -> list[dict[str, Any]]:
-        means = {r: statistics.fmean(s.step_times) for r, s in self.ranks.items()
-                 if len(s.step_times) >= STEP_TIME_WINDOW // 2 and s.ended is None}
-        if len(means) < 2:
+        # The same steps on every rank: ranks report apart (a frame holds about 0.5 s of steps) and a machine's
+        # speed changes over time, so windows of different steps would compare different moments. In lockstep
+        # (data parallel) training a rank's time per step is then the others' within scheduling noise.
+        live = {r: s for r, s in self.ranks.items() if s.ended is None and s.step_times}
+        if len(live) < 2:
             return []
-        best = min(means.values())
+        common = min(s.step_times[-1][0] for s in live.values())
+        medians = {}
+        for r, s in live.items():
+            window = s.recent_step_times(common)
+            if len(window) >= STEP_TIME_WINDOW // 2:
+                medians[r] = statistics.median(window)
+        if len(medians) < 2:
+            return []
+        best = min(medians.values())
         changed = []
-        for rank, mean in means.items():
-            score = best / mean if mean > 0 else 1.0
-            active = score < STRAGGLER_SCORE and mean - best >= STRAGGLER_MIN_GAP_S
+        for rank, median in medians.items():
+            score = best / median if median > 0 else 1.0
+            active = score < STRAGGLER_SCORE and median - best >= STRAGGLER_MIN_GAP_S
             changed += self._update("straggler_rank", rank, active, "warning",
                                     f"rank {rank} runs at {score:.0%} of the fastest rank's speed",
-                                    {"rank": rank, "relative_speed": round(score, 3), "step_time_s": mean,
+                                    {"rank": rank, "relative_speed": round(score, 3), "step_time_s": median,
                                      "fastest_step_time_s": best, "threshold": STRAGGLER_SCORE,
                                      "min_gap_s": STRAGGLER_MIN_GAP_S},
                                     "every step waits for the slowest rank: look for a slow data loader on that rank "
@@ -154,7 +177,8 @@ class RankDiagnoser:
                 continue
             if s.ended is not None or newest is None or s.last_time is None:
                 continue
-            own = statistics.median(s.step_times) if s.step_times else 0.0
+            recent = s.recent_step_times(s.last_step)
+            own = statistics.median(recent) if recent else 0.0
             silent = newest - s.last_time
             changed += self._stopped_alert(rank, silent > max(STOPPED_AFTER_S, STOPPED_AFTER_STEPS * own), newest_step)
         return changed

@@ -38,6 +38,25 @@ def test_a_straggler_is_named_and_clears_when_it_catches_up():
     assert any(a["id"] == "straggler_rank" and a["state"] == "cleared" for a in changed)
 
 
+def test_lockstep_ranks_that_report_apart_while_the_machine_slows_make_no_straggler():
+    # Data-parallel ranks finish each step together; their frames (about 0.5 s of steps each) arrive apart. Here
+    # the machine slows from 10 to 25 ms a step at step 100, and rank 0's frame of the slow steps comes before
+    # rank 1's: windows of each rank's newest steps compared slow steps with fast ones (seen on a loaded machine,
+    # a healthy torchrun job called a straggler). One rank descheduled for 0.3 s at one step changes nothing.
+    def times(rank: int, steps: range) -> list[float]:
+        t = [0.01 * min(s, 100) + 0.025 * max(s - 100, 0) for s in steps]
+        return [x + (0.3 if rank == 1 and s >= 160 else 0.0) for x, s in zip(t, steps)]
+
+    d = RankDiagnoser()
+    frames = []
+    for i in range(6):
+        for r in (0, 1):
+            steps = range(i * 50, i * 50 + 50)
+            frames.append(wire.envelope("steps", "r", r, i + 1, steps[-1], steps=list(steps), times=times(r, steps),
+                                        cols={"loss": [1.0] * 50}))
+    assert [a for a in feed(d, frames) if a["id"] == "straggler_rank"] == []
+
+
 def test_microsecond_steps_that_differ_by_a_large_ratio_make_no_straggler():
     # Steps of 0.2 ms and 0.6 ms (processes sharing a CPU): three times slower, and 0.4 ms a step lost.
     d = RankDiagnoser()
