@@ -28,7 +28,7 @@ from accmon.probe.rules import ALERT_IDS, MAX_RANKS, SEVERITY_RANK, StreamDiagno
 
 from .baseline import BaselineError, Comparison, Tolerance, compare_runs, from_store, tee
 from .importers import LogError, load_log
-from .store import RankData, RunStore, alert_message, clean_stop, interrupted_exit, stop_words
+from .store import RankData, RunStore, alert_message, run_outcome, stop_words
 from .system_summary import SystemSummary, one_line
 
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -145,8 +145,11 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary.steps = max(steps_per_rank.values(), default=0)
     _count_losses(summary, ends, steps_per_rank)
     summary.last_step = max(last_per_rank.values(), default=-1)
-    summary.status = _status(summary, ends, exits)
-    _rank_status(summary, ends, {**last_time, **last_heard}, last_per_rank)
+    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)
+    outcome = run_outcome(summary.ranks, ends, exits, lost=lost, running=lambda: _registered(summary.id),
+                          last_heard={**last_time, **last_heard}, last_step=last_per_rank)
+    summary.status, summary.error, summary.exit_code = outcome.status, outcome.error, outcome.exit_code
+    summary.stopped, summary.rank_status = outcome.stopped, outcome.ranks
     alerts = diagnosis.alerts()
     if rerun_rules:
         # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
@@ -181,46 +184,9 @@ def _count_losses(summary: RunSummary, ends: list[dict[str, Any]], recorded: dic
         summary.steps_lost = dropped
 
 
-def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
-    summary.stopped = next((s for s in (clean_stop(e.get("stopped")) for e in ends) if s is not None), None)
-    for e in exits:
-        summary.exit_code = e.get("exit_code")
-        if summary.stopped is not None and interrupted_exit(e, summary.stopped):
-            continue  # a Ctrl-C ends Python by SIGINT: the run said the user stopped it, not a crash
-        if e.get("exit_code") not in (0, None) or e.get("signal"):
-            summary.error = summary.error or (f"killed by {e['signal']}" if e.get("signal") else f"exit code {e['exit_code']}")
-    crashed = [e for e in ends if e.get("status") == "crashed"]
-    if crashed:
-        summary.error = crashed[0].get("error") or summary.error
-        return "crashed"
-    if summary.error:
-        return "crashed"
-    if ends:
-        return "finished"
-    if exits:  # the command ended, but its run never wrote its end: the recording was cut short
-        return "truncated"
-    if summary.id and any(e.run_id == summary.id for e in registry.list_runs()):
-        return "running"
-    return "truncated"
-
-
-def _rank_status(summary: RunSummary, ends: list[dict], last_time: dict[int, float], last_step: dict[int, int]) -> None:
-    """Per rank: finished, crashed, or stopped (no end frame: the rank was killed). A multi-rank run with a
-    rank that stopped is crashed and says which — the first to fall silent when the launcher then killed the
-    others (torchrun does)."""
-    ended = {e["rank"]: e.get("status", "finished") for e in ends}
-    summary.rank_status = {r: ended.get(r, "stopped") for r in summary.ranks}
-    stopped = sorted((r for r, st in summary.rank_status.items() if st == "stopped"), key=lambda r: last_time.get(r, 0.0))
-    if len(summary.ranks) < 2 or not stopped:
-        return
-    summary.status = "crashed"
-    if len(stopped) < len(summary.ranks):
-        what = f"rank {', '.join(map(str, stopped))} stopped without an end frame (killed?)"
-    else:
-        first = stopped[0]
-        what = (f"rank {first} stopped first, at step {last_step.get(first, -1)}, without an end frame (killed?); "
-                f"the other ranks stopped after it")
-    summary.error = what + (f"; {summary.error}" if summary.error else "")
+def _registered(run_id: str | None) -> bool:
+    """Whether the live registry lists the run: a recording of a run still going is not cut short."""
+    return run_id is not None and any(e.run_id == run_id for e in registry.list_runs())
 
 
 def clean_alert(a: Any, rank: int) -> dict[str, Any] | None:
@@ -277,9 +243,7 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
         return EXIT_UNREADABLE
     if summary.problems and summary.status == "running":
         summary.status = "truncated"
-    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)
-    if summary.status == "finished" and lost:
-        summary.status = "truncated"  # a run that lost steps is never finished
+    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)  # then the run is never finished (run_outcome)
     summary.complete = summary.status in ("finished", "crashed") and not lost and not summary.problems
     worst = max((severity_rank(a.get("severity")) for a in alerts), default=0)
     comparison = None

@@ -1,8 +1,85 @@
-"""How a run ended: who stopped it, how its command exited, and the words for it."""
+"""How a run ended: the one answer to "finished, crashed, truncated or still running?" (`run_outcome`, read by the
+viewer's store and by `check`), who stopped it, how its command exited, and the words for it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+STATUSES = ("running", "finished", "crashed", "truncated")  # `check --json`'s run.status (design.md, "Contracts")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A run's outcome as its frames tell it."""
+
+    status: str  # one of STATUSES
+    error: str | None = None  # why it crashed: the crashed end frame's error, the command's exit, the silent ranks
+    exit_code: int | None = None  # the command's, from the last exit frame (`accmon run` appends it)
+    stopped: dict[str, Any] | None = None  # who stopped a run that did not crash (clean_stop): the first end frame's
+    # Per rank: its end frame's status; "stopped" for a rank with none once the run is over, "running" before.
+    ranks: dict[int, str] = field(default_factory=dict)
+
+
+def _never() -> bool:
+    return False
+
+
+def run_outcome(ranks: Iterable[int], ends: Iterable[dict[str, Any]], exits: Iterable[dict[str, Any]], *,
+                lost: bool = False, running: Callable[[], bool] = _never,
+                last_heard: Mapping[int, float] | None = None, last_step: Mapping[int, int] | None = None) -> Outcome:
+    """Finished, crashed, truncated or running, from what the run sent: `ranks` heard from, their `end` frames, the
+    launcher's `exit` frames, whether steps were `lost`, and `running()`: whether the run may still send (the live
+    registry lists it; for a viewer, no exit frame yet), asked only when the frames leave it open.
+
+    - crashed: an end frame says so, or the command died (a signal, a non-zero exit code; not the SIGINT or 130 of
+      a run the user or accmon stopped), or, the run over, a rank of several never sent its end frame (killed?):
+      the error names it, the first to fall silent (`last_heard`) when none ended;
+    - finished: every rank heard from ended, and no step was lost (else truncated: never finished with a gap);
+    - running: a rank has not ended and the run may still send;
+    - truncated: no end frame, and the run is over (a recording cut short).
+    """
+    ends = list(ends)  # in the order they came: the first crash is the likeliest cause, the others its echo
+    exits = list(exits)
+    stopped = next((s for s in (clean_stop(e.get("stopped")) for e in ends) if s is not None), None)
+    error: str | None = None
+    exit_code: int | None = None
+    for e in exits:
+        exit_code = e.get("exit_code")
+        if stopped is not None and interrupted_exit(e, stopped):
+            continue  # a Ctrl-C ends Python by SIGINT: the run said the user stopped it, not a crash
+        if e.get("exit_code") not in (0, None) or e.get("signal"):
+            error = error or (f"killed by {e['signal']}" if e.get("signal") else f"exit code {e['exit_code']}")
+    crashed = [e for e in ends if e.get("status") == "crashed"]
+    if crashed:
+        error = crashed[0].get("error") or error
+    ended = {e.get("rank", 0): e.get("status", "finished") for e in ends}
+    heard = sorted(set(ranks) | ended.keys())
+    silent = [r for r in heard if r not in ended]
+    over = bool(exits) or not silent or not running()
+    if crashed or error:
+        status = "crashed"
+    elif ends and not silent:
+        status = "truncated" if lost else "finished"
+    elif not over:
+        status = "running"
+    else:
+        status = "truncated"  # the command ended, or nothing runs, and its run never wrote its end: cut short
+    per_rank = {r: ended.get(r, "stopped" if over else "running") for r in heard}
+    if over and len(heard) >= 2 and silent:
+        # A multi-rank run with a rank that stopped is crashed and says which: the first to fall silent when the
+        # launcher then killed the others (torchrun does).
+        when = last_heard or {}
+        silent.sort(key=lambda r: when.get(r, 0.0))
+        if len(silent) < len(heard):
+            what = f"rank {', '.join(map(str, silent))} stopped without an end frame (killed?)"
+        else:
+            first = silent[0]
+            what = (f"rank {first} stopped first, at step {(last_step or {}).get(first, -1)}, without an end frame "
+                    f"(killed?); the other ranks stopped after it")
+        status, error = "crashed", what + (f"; {error}" if error else "")
+    return Outcome(status, error, exit_code, stopped, per_rank)
 
 
 def clean_stop(stopped: Any) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .alerts import AlertBook
 from .groups import SHARD_PREFIX, RankGroup, ShardCombiner
-from .outcome import clean_stop, interrupted_exit
+from .outcome import Outcome, run_outcome
 from .rank import MAX_RANKS, RankData
 
 
@@ -27,6 +27,10 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.alerts or self.facts or self.meta or self.ended or self.malformed)
+
+
+def _always() -> bool:
+    return True
 
 
 class RunStore:
@@ -129,20 +133,21 @@ class RunStore:
             ch.ended = True
 
     # -- summaries for the header -----------------------------------------------------------------------
+    def outcome(self) -> Outcome:
+        """How the run ended, as `check` says it of the same frames (run_outcome). The store cannot tell a silent
+        rank from a dead one before the command's exit frame (its source can, and says "gone"): until then a rank
+        with no end frame is still running."""
+        exits = [self.exit] if self.exit is not None else []
+        return run_outcome(self.meta.keys() | self.ranks.keys(), self.ends.values(), exits,
+                           lost=bool(self.loss()["lost"]), running=_always,
+                           last_heard={r: d.last_t for r, d in self.ranks.items() if d.last_t is not None},
+                           last_step={r: d.axis.last for r, d in self.ranks.items() if d.axis.last is not None})
+
     def status(self) -> str | None:
         """'finished', 'crashed' or 'truncated' once the run ended; None while it runs. A run that lost steps,
         or whose command exited with no end frame (its recording cut short), is never 'finished'."""
-        if any(e.get("status") == "crashed" for e in self.ends.values()):
-            return "crashed"
-        if self.exit is not None:
-            code, sig = self.exit.get("exit_code"), self.exit.get("signal")
-            if (sig or code not in (0, None)) and not (self.stopped() and interrupted_exit(self.exit, self.stopped())):
-                return "crashed"
-            if not self.ends:
-                return "truncated"
-        if self.exit is not None or self.ends and len(self.ends) >= max(1, len(self.meta)):
-            return "truncated" if self.loss()["lost"] else "finished"
-        return None
+        status = self.outcome().status
+        return None if status == "running" else status
 
     def loss(self) -> dict[str, Any]:
         """What the viewer holds of the run, for the header: `logged` (steps the ranks that ended logged, None
@@ -168,23 +173,15 @@ class RunStore:
                 "dropped": dropped, "complete": ended and not lost and not dropped}
 
     def stopped(self) -> dict[str, Any] | None:
-        """Who stopped the run, when it did not crash (the user's Ctrl-C): the first rank's end frame that says so."""
-        for r in sorted(self.ends):
-            stop = clean_stop(self.ends[r].get("stopped"))
-            if stop is not None:
-                return stop
-        return None
+        """Who stopped the run, when it did not crash (the user's Ctrl-C): the first end frame that says so."""
+        return self.outcome().stopped
 
     def error(self) -> str | None:
-        for e in self.ends.values():
-            if e.get("status") == "crashed":
-                return str(e.get("error") or "crashed")
-        if self.exit is not None and not (self.stopped() and interrupted_exit(self.exit, self.stopped())):
-            if self.exit.get("signal"):
-                return f"killed by {self.exit['signal']}"
-            if self.exit.get("exit_code") not in (0, None):
-                return f"exit code {self.exit['exit_code']}"
-        return None
+        """Why the run crashed (a crashed end frame without its words: "crashed"), or None."""
+        o = self.outcome()
+        if o.error is not None:
+            return str(o.error)
+        return "crashed" if o.status == "crashed" else None
 
     def last_step(self) -> int | None:
         lasts = [d.axis.last for d in self.ranks.values() if d.axis.last is not None]
