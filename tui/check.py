@@ -18,13 +18,14 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from accmon.probe import registry
 from accmon.probe.recording import RecordingError, RecordingReader
 from accmon.probe.rules import ALERT_IDS, MAX_RANKS, SEVERITY_RANK, StreamDiagnosis, severity_rank
+from accmon.probe.rules.base import Alert, clean_alert
 
 from .baseline import BaselineError, Comparison, Tolerance, compare_runs, from_store, tee
 from .importers import LogError, load_log
@@ -71,7 +72,7 @@ class RunSummary:
     system: dict[str, Any] | None = None
 
 
-def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[dict[str, Any]]]:
+def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[Alert]]:
     """Run summary and alerts from a stream of frames (a recording, or what a viewer received)."""
     summary = RunSummary()
     steps_per_rank: dict[int, int] = {}
@@ -80,7 +81,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     last_heard: dict[int, float] = {}
     ends: list[dict[str, Any]] = []
     exits: list[dict[str, Any]] = []
-    recorded_alerts: dict[tuple, dict[str, Any]] = {}
+    recorded_alerts: dict[tuple, Alert] = {}
     diagnosis = StreamDiagnosis(per_rank=rerun_rules)
     machine: dict[int, SystemSummary] = {}
     devices: dict[int, Any] = {}
@@ -150,17 +151,17 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
                           last_heard={**last_time, **last_heard}, last_step=last_per_rank)
     summary.status, summary.error, summary.exit_code = outcome.status, outcome.error, outcome.exit_code
     summary.stopped, summary.rank_status = outcome.stopped, outcome.ranks
-    alerts = diagnosis.alerts()
+    found: list[Any] = diagnosis.alerts()
     if rerun_rules:
         # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
         # are kept as recorded.
         known = frozenset(ALERT_IDS)
         # A rule the probe lost while recording says nothing about today's rules: those say it themselves.
-        alerts += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
+        found += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
         summary.disabled_rules = diagnosis.disabled_rules()
     else:
-        alerts += list(recorded_alerts.values())
-    alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in alerts) if a is not None]
+        found += list(recorded_alerts.values())
+    alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in found) if a is not None]
     alerts.sort(key=lambda a: (a["step"], a["id"]))
     return summary, alerts
 
@@ -187,26 +188,6 @@ def _count_losses(summary: RunSummary, ends: list[dict[str, Any]], recorded: dic
 def _registered(run_id: str | None) -> bool:
     """Whether the live registry lists the run: a recording of a run still going is not cut short."""
     return run_id is not None and any(e.run_id == run_id for e in registry.list_runs())
-
-
-def clean_alert(a: Any, rank: int) -> dict[str, Any] | None:
-    """An alert as the report shows it, whatever a recording holds: known fields of known types, or None."""
-    if not isinstance(a, dict) or not isinstance(a.get("id"), str):
-        return None
-    step = a.get("step")
-    out = dict(a)
-    out.update(
-        severity=a["severity"] if isinstance(a.get("severity"), str) and a["severity"] in SEVERITY_RANK else "info",
-        step=step if isinstance(step, int) and not isinstance(step, bool) else -1,
-        message=str(a.get("message", "")),
-        fix=str(a.get("fix", "")),
-        evidence=json_safe(a.get("evidence", {})),
-        state=a["state"] if isinstance(a.get("state"), str) and a["state"] in ("active", "cleared") else "active",
-        rank=a.get("rank") if isinstance(a.get("rank"), int) else rank,
-    )
-    if "cause" in out and not isinstance(out["cause"], (str, type(None))):
-        out["cause"] = str(out["cause"])
-    return out
 
 
 def json_safe(obj: Any) -> Any:
@@ -279,7 +260,7 @@ def _unreadable(path: str, exc: Exception) -> str:
     return f"{path}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})"
 
 
-def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline: str, tol: Tolerance,
+def _compare(path: str, store: RunStore, alerts: list[Alert], baseline: str, tol: Tolerance,
              err: TextIO) -> Comparison | None:
     """The run (its store, filled while it was diagnosed) against the baseline file, diagnosed by today's rules
     as well; None, said in one line, when the baseline cannot be used."""
@@ -297,10 +278,11 @@ def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline:
     with_steps = [r for r, d in store.ranks.items() if d.axis.n]
     # A run that recorded no step (it crashed at start) reached nothing: worse than any baseline that did.
     new = store.ranks[min(with_steps)] if with_steps else RankData(0)
-    return compare_runs(new, alerts, base, base_alerts, tol)
+    # compare_runs reads alerts as plain dicts (an Alert is one; its annotation can say Mapping[str, Any]).
+    return compare_runs(new, cast("list[dict[str, Any]]", alerts), base, cast("list[dict[str, Any]]", base_alerts), tol)
 
 
-def _diagnose_file(path: str, store: RunStore | None = None) -> tuple[RunSummary, list[dict[str, Any]]]:
+def _diagnose_file(path: str, store: RunStore | None = None) -> tuple[RunSummary, list[Alert]]:
     """An accmon recording, or a log another tool wrote (TensorBoard events, Keras/Lightning CSVLogger). With a
     store, the frames are ingested into it too (--baseline compares stores)."""
     keep: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]] = (
@@ -329,7 +311,7 @@ class _Printable:
         return self._out.write("\n".join(printable(line) for line in text.split("\n")))
 
 
-def _alert_json(a: dict[str, Any]) -> dict[str, Any]:
+def _alert_json(a: Alert) -> dict[str, Any]:
     keys = ("id", "severity", "step", "message", "evidence", "fix")
     extra = {k: v for k, v in a.items() if k not in keys}
     return {**{k: a.get(k) for k in keys}, **extra}
@@ -345,7 +327,7 @@ def printable(text: Any) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
-def format_alert(a: dict[str, Any]) -> str:
+def format_alert(a: Mapping[str, Any]) -> str:
     """One line per alert, as `attach --headless` and `check` print them."""
     sev = str(a.get("severity", "info")).upper()
     state = " (cleared)" if a.get("state") == "cleared" else ""
@@ -353,7 +335,7 @@ def format_alert(a: dict[str, Any]) -> str:
     return printable(f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {alert_message(a)} — fix: {a.get('fix')}")
 
 
-def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: TextIO) -> None:
+def _print_human(path: str, s: RunSummary, alerts: list[Alert], out: TextIO) -> None:
     out = _Printable(out)  # type: ignore[assignment]  # only write() is used
     ranks = f", ranks {','.join(map(str, s.ranks))}" if len(s.ranks) > 1 else ""
     out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from accmon.probe.rules import SEVERITY_RANK
+from accmon.probe.rules.base import clean_alert
 
 
 @dataclass
@@ -16,19 +16,18 @@ class AlertBook:
     `history` a bounded list of its updates in the order of the step each is as of, so that a replay describes an
     alert as it stood at the playhead (`at`), not as it ended."""
 
+    # Each held as the plain dict clean_alert made (an `Alert`): the app and the widgets read them as dicts.
     by_key: dict[tuple, dict[str, Any]] = field(default_factory=dict)
     history: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict)
     version: int = 0
 
-    def update(self, alert: dict[str, Any]) -> bool:
-        if not isinstance(alert, dict) or not isinstance(alert.get("id"), str):
+    def update(self, raw: Any, rank: int = 0) -> bool:
+        """Take one update of an alert (a frame's, from `rank`); False for what is no alert (clean_alert)."""
+        clean = clean_alert(raw, rank)
+        if clean is None:
             return False
-        alert = dict(alert)
-        step = alert.get("step")
-        alert["step"] = int(step) if isinstance(step, (int, float)) and math.isfinite(step) else -1
-        if alert.get("severity") not in SEVERITY_RANK:
-            alert["severity"] = "info"
-        key = (alert["id"], alert.get("rank") or 0, str(alert.get("cause", "")))
+        alert = cast("dict[str, Any]", clean)
+        key = alert_key(alert)
         hist = self.history.setdefault(key, [])
         at = as_of_step(alert)
         # In step order; an update as of the same step as the last one replaces it (the same evidence, or its
@@ -50,17 +49,17 @@ class AlertBook:
         self.version += 1
         return True
 
-    def replaced_by(self, alerts: Iterable[dict[str, Any]]) -> AlertBook:
+    def replaced_by(self, alerts: Iterable[Any]) -> AlertBook:
         """A book of `alerts` (a replay's final diagnosis: each alert's newest update), each with the updates this
         book saw of it before: the rules child streamed them as they fired."""
         book = AlertBook()
-        final = [a for a in alerts if isinstance(a, dict) and isinstance(a.get("id"), str)]
-        keys = {(a["id"], a.get("rank") or 0, str(a.get("cause", ""))) for a in final}
+        final = [c for c in (clean_alert(a) for a in alerts) if c is not None]
+        keys = {alert_key(a) for a in final}
         for key in keys:
             for a in self.history.get(key, ()):
                 book.update(a)
-        for a in final:
-            book.update(a)
+        for alert in final:
+            book.update(alert)
         book.version = self.version + 1
         return book
 
@@ -97,7 +96,12 @@ class AlertBook:
 ALERT_HISTORY = 64  # updates kept per alert (see AlertBook.update)
 
 
-def as_of_step(alert: dict[str, Any]) -> int:
+def alert_key(alert: Mapping[str, Any]) -> tuple[str, int, str]:
+    """A clean alert's identity in the book (id, rank, cause): updates of one key replace each other."""
+    return alert["id"], alert["rank"] or 0, str(alert.get("cause", ""))
+
+
+def as_of_step(alert: Mapping[str, Any]) -> int:
     """The step an alert update describes the run at: when it was cleared, else the last step its evidence was
     taken at, else when it was raised."""
     for k in ("cleared_step", "last_step", "step"):
@@ -107,7 +111,7 @@ def as_of_step(alert: dict[str, Any]) -> int:
     return -1
 
 
-def alert_message(alert: dict[str, Any]) -> str:
+def alert_message(alert: Mapping[str, Any]) -> str:
     """An alert's message as every view shows it. A cleared alert keeps the message of its last active update,
     which reads as if it still held ("accuracy is stuck at chance"): it is bounded in time instead, "until step
     207: accuracy is stuck at chance …", beside its "(cleared)" label."""

@@ -111,7 +111,7 @@ class RunStore:
             if self.shards is None and any(isinstance(k, str) and k.startswith(SHARD_PREFIX) for k in frame["cols"]):
                 self.shards = ShardCombiner()
         elif kind == "alert":
-            if not self.alerts.update({**frame["alert"], "rank": frame["alert"].get("rank", rank)}):
+            if not self.alerts.update(frame["alert"], rank):
                 raise ValueError("alert without an id")
             ch.alerts = True
         elif kind == "facts":
