@@ -1,4 +1,4 @@
-"""What a rule is and what it returns."""
+"""What a rule is and what it returns; what an alert is (`Severity`, `Alert`) and the one way to read one (`clean_alert`)."""
 
 from __future__ import annotations
 

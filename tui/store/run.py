@@ -168,7 +168,7 @@ class RunStore:
         if logged is not None and len(self.ends) < len(self.ranks):
             logged = None
         dropped = max(dropped, self.live_dropped)
-        ended = bool(self.ends) and len(self.ends) >= max(1, len(self.meta))
+        ended = bool(self.ends) and (self.meta.keys() | self.ranks.keys()) <= self.ends.keys()  # as run_outcome says
         return {"logged": logged, "received": received, "lost": max(lost, dropped) if lost or dropped else 0,
                 "dropped": dropped, "complete": ended and not lost and not dropped}
 
