@@ -122,3 +122,9 @@ def test_the_registry_is_asked_only_when_the_frames_leave_it_open():
     assert run_outcome([0], [], [{"rank": 0, "exit_code": 0}], running=running).status == "truncated"
     assert not asked
     assert run_outcome([0], [], [], running=running).status == "running" and asked
+
+
+def test_nothing_heard_yet_is_running_not_cut_short():
+    assert RunStore().status() is None and RunStore().outcome().status == "running"
+    assert run_outcome([], [], [], running=lambda: True).status == "running"
+    assert run_outcome([], [], []).status == "truncated"  # check of a file with no rank's frame, the run not live

@@ -57,7 +57,7 @@ def run_outcome(ranks: Iterable[int], ends: Iterable[dict[str, Any]], exits: Ite
     ended = {e.get("rank", 0): e.get("status", "finished") for e in ends}
     heard = sorted(set(ranks) | ended.keys())
     silent = [r for r in heard if r not in ended]
-    over = bool(exits) or not silent or not running()
+    over = bool(exits) or (bool(ends) and not silent) or not running()
     if crashed or error:
         status = "crashed"
     elif ends and not silent:

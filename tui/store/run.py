@@ -53,6 +53,7 @@ class RunStore:
         # Sharded models: the ranks' grad_sq/<layer> combined into true norms (None until a rank sends one).
         self.shards: ShardCombiner | None = None
         self._group: RankGroup | None = None
+        self._outcome: tuple[tuple, Outcome] | None = None  # (what it was computed from, outcome())
 
     def rank(self, r: int) -> RankData:
         data = self.ranks.get(r)
@@ -136,16 +137,23 @@ class RunStore:
     def outcome(self) -> Outcome:
         """How the run ended, as `check` says it of the same frames (run_outcome). The store cannot tell a silent
         rank from a dead one before the command's exit frame (its source can, and says "gone"): until then a rank
-        with no end frame is still running."""
-        exits = [self.exit] if self.exit is not None else []
-        return run_outcome(self.meta.keys() | self.ranks.keys(), self.ends.values(), exits,
-                           lost=bool(self.loss()["lost"]), running=_always,
-                           last_heard={r: d.last_t for r, d in self.ranks.items() if d.last_t is not None},
-                           last_step={r: d.axis.last for r, d in self.ranks.items() if d.axis.last is not None})
+        with no end frame is still running. Kept until a frame changes the store: the header asks every tick, and
+        with thousands of ranks one answer costs milliseconds."""
+        key = (self.version, self.live_dropped, len(self.ends), len(self.ranks), self.exit is not None)
+        if self._outcome is None or self._outcome[0] != key:
+            exits = [self.exit] if self.exit is not None else []
+            self._outcome = key, run_outcome(
+                self.meta.keys() | self.ranks.keys(), self.ends.values(), exits,
+                lost=bool(self.loss()["lost"]), running=_always,
+                last_heard={r: d.last_t for r, d in self.ranks.items() if d.last_t is not None},
+                last_step={r: d.axis.last for r, d in self.ranks.items() if d.axis.last is not None})
+        return self._outcome[1]
 
     def status(self) -> str | None:
         """'finished', 'crashed' or 'truncated' once the run ended; None while it runs. A run that lost steps,
         or whose command exited with no end frame (its recording cut short), is never 'finished'."""
+        if not self.ends and self.exit is None:
+            return None  # what run_outcome says of it, without a look at every rank on every tick of a live run
         status = self.outcome().status
         return None if status == "running" else status
 
@@ -174,10 +182,12 @@ class RunStore:
 
     def stopped(self) -> dict[str, Any] | None:
         """Who stopped the run, when it did not crash (the user's Ctrl-C): the first end frame that says so."""
-        return self.outcome().stopped
+        return self.outcome().stopped if self.ends else None
 
     def error(self) -> str | None:
         """Why the run crashed (a crashed end frame without its words: "crashed"), or None."""
+        if not self.ends and self.exit is None:
+            return None
         o = self.outcome()
         if o.error is not None:
             return str(o.error)
