@@ -30,13 +30,13 @@ from .columns import (
     is_missing,
 )
 from .groups import PENDING_MAX, SHARD_PREFIX, GroupAxis, RankGroup, ShardCombiner
-from .outcome import STATUSES, Outcome, clean_stop, interrupted_exit, run_outcome, stop_words
+from .outcome import Outcome, clean_stop, interrupted_exit, run_outcome, stop_words
 from .rank import MAX_RANKS, MAX_SERIES, RankData
 from .run import Changes, RunStore
 
 __all__ = [
     "ALERT_HISTORY", "BLOCK", "BLOCKS_PER_CHUNK", "CHUNK", "FLAG_NAN", "FLAG_NEGINF", "FLAG_POSINF", "LOG_RATIO",
-    "MAX_RANKS", "MAX_SERIES", "MISSING", "MISSING_BITS", "PENDING_MAX", "SHARD_PREFIX", "STATUSES",
+    "MAX_RANKS", "MAX_SERIES", "MISSING", "MISSING_BITS", "PENDING_MAX", "SHARD_PREFIX",
     "AlertBook", "Buckets", "Changes", "Column", "GroupAxis", "Outcome", "RankData", "RankGroup", "RunStore",
     "ShardCombiner",
     "StepAxis", "alert_message", "as_of_step", "clean_stop", "interrupted_exit", "is_missing", "run_outcome", "stop_words",

@@ -7,14 +7,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("running", "finished", "crashed", "truncated")  # `check --json`'s run.status (design.md, "Contracts")
-
 
 @dataclass(frozen=True)
 class Outcome:
     """A run's outcome as its frames tell it."""
 
-    status: str  # one of STATUSES
+    status: str  # running, finished, crashed or truncated: `check --json`'s run.status (design.md, "Contracts")
     error: str | None = None  # why it crashed: the crashed end frame's error, the command's exit, the silent ranks
     exit_code: int | None = None  # the command's, from the last exit frame (`accmon run` appends it)
     stopped: dict[str, Any] | None = None  # who stopped a run that did not crash (clean_stop): the first end frame's
