@@ -18,17 +18,18 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from accmon.probe import registry
 from accmon.probe.recording import RecordingError, RecordingReader
 from accmon.probe.rules import ALERT_IDS, MAX_RANKS, SEVERITY_RANK, StreamDiagnosis, severity_rank
+from accmon.probe.rules.base import Alert, clean_alert
 
 from .baseline import BaselineError, Comparison, Tolerance, compare_runs, from_store, tee
 from .importers import LogError, load_log
-from .store import RankData, RunStore, alert_message, clean_stop, interrupted_exit, stop_words
+from .store import RankData, RunStore, alert_message, run_outcome, stop_words
 from .system_summary import SystemSummary, one_line
 
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -71,7 +72,7 @@ class RunSummary:
     system: dict[str, Any] | None = None
 
 
-def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[dict[str, Any]]]:
+def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> tuple[RunSummary, list[Alert]]:
     """Run summary and alerts from a stream of frames (a recording, or what a viewer received)."""
     summary = RunSummary()
     steps_per_rank: dict[int, int] = {}
@@ -80,7 +81,7 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     last_heard: dict[int, float] = {}
     ends: list[dict[str, Any]] = []
     exits: list[dict[str, Any]] = []
-    recorded_alerts: dict[tuple, dict[str, Any]] = {}
+    recorded_alerts: dict[tuple, Alert] = {}
     diagnosis = StreamDiagnosis(per_rank=rerun_rules)
     machine: dict[int, SystemSummary] = {}
     devices: dict[int, Any] = {}
@@ -145,19 +146,22 @@ def summarize(frames: Iterable[dict[str, Any]], *, rerun_rules: bool = True) -> 
     summary.steps = max(steps_per_rank.values(), default=0)
     _count_losses(summary, ends, steps_per_rank)
     summary.last_step = max(last_per_rank.values(), default=-1)
-    summary.status = _status(summary, ends, exits)
-    _rank_status(summary, ends, {**last_time, **last_heard}, last_per_rank)
-    alerts = diagnosis.alerts()
+    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)
+    outcome = run_outcome(summary.ranks, ends, exits, lost=lost, running=lambda: _registered(summary.id),
+                          last_heard={**last_time, **last_heard}, last_step=last_per_rank)
+    summary.status, summary.error, summary.exit_code = outcome.status, outcome.error, outcome.exit_code
+    summary.stopped, summary.rank_status = outcome.stopped, outcome.ranks
+    found: list[Any] = diagnosis.alerts()
     if rerun_rules:
         # Today's rules replace what older rules recorded; alerts no rule makes (a framework integration's own)
         # are kept as recorded.
         known = frozenset(ALERT_IDS)
         # A rule the probe lost while recording says nothing about today's rules: those say it themselves.
-        alerts += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
+        found += [a for a in recorded_alerts.values() if a["id"] not in known and a["id"] != RULE_ERROR_ID]
         summary.disabled_rules = diagnosis.disabled_rules()
     else:
-        alerts += list(recorded_alerts.values())
-    alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in alerts) if a is not None]
+        found += list(recorded_alerts.values())
+    alerts = [a for a in (clean_alert(a, a.get("rank", 0)) for a in found) if a is not None]
     alerts.sort(key=lambda a: (a["step"], a["id"]))
     return summary, alerts
 
@@ -181,66 +185,9 @@ def _count_losses(summary: RunSummary, ends: list[dict[str, Any]], recorded: dic
         summary.steps_lost = dropped
 
 
-def _status(summary: RunSummary, ends: list[dict], exits: list[dict]) -> str:
-    summary.stopped = next((s for s in (clean_stop(e.get("stopped")) for e in ends) if s is not None), None)
-    for e in exits:
-        summary.exit_code = e.get("exit_code")
-        if summary.stopped is not None and interrupted_exit(e, summary.stopped):
-            continue  # a Ctrl-C ends Python by SIGINT: the run said the user stopped it, not a crash
-        if e.get("exit_code") not in (0, None) or e.get("signal"):
-            summary.error = summary.error or (f"killed by {e['signal']}" if e.get("signal") else f"exit code {e['exit_code']}")
-    crashed = [e for e in ends if e.get("status") == "crashed"]
-    if crashed:
-        summary.error = crashed[0].get("error") or summary.error
-        return "crashed"
-    if summary.error:
-        return "crashed"
-    if ends:
-        return "finished"
-    if exits:  # the command ended, but its run never wrote its end: the recording was cut short
-        return "truncated"
-    if summary.id and any(e.run_id == summary.id for e in registry.list_runs()):
-        return "running"
-    return "truncated"
-
-
-def _rank_status(summary: RunSummary, ends: list[dict], last_time: dict[int, float], last_step: dict[int, int]) -> None:
-    """Per rank: finished, crashed, or stopped (no end frame: the rank was killed). A multi-rank run with a
-    rank that stopped is crashed and says which — the first to fall silent when the launcher then killed the
-    others (torchrun does)."""
-    ended = {e["rank"]: e.get("status", "finished") for e in ends}
-    summary.rank_status = {r: ended.get(r, "stopped") for r in summary.ranks}
-    stopped = sorted((r for r, st in summary.rank_status.items() if st == "stopped"), key=lambda r: last_time.get(r, 0.0))
-    if len(summary.ranks) < 2 or not stopped:
-        return
-    summary.status = "crashed"
-    if len(stopped) < len(summary.ranks):
-        what = f"rank {', '.join(map(str, stopped))} stopped without an end frame (killed?)"
-    else:
-        first = stopped[0]
-        what = (f"rank {first} stopped first, at step {last_step.get(first, -1)}, without an end frame (killed?); "
-                f"the other ranks stopped after it")
-    summary.error = what + (f"; {summary.error}" if summary.error else "")
-
-
-def clean_alert(a: Any, rank: int) -> dict[str, Any] | None:
-    """An alert as the report shows it, whatever a recording holds: known fields of known types, or None."""
-    if not isinstance(a, dict) or not isinstance(a.get("id"), str):
-        return None
-    step = a.get("step")
-    out = dict(a)
-    out.update(
-        severity=a["severity"] if isinstance(a.get("severity"), str) and a["severity"] in SEVERITY_RANK else "info",
-        step=step if isinstance(step, int) and not isinstance(step, bool) else -1,
-        message=str(a.get("message", "")),
-        fix=str(a.get("fix", "")),
-        evidence=json_safe(a.get("evidence", {})),
-        state=a["state"] if isinstance(a.get("state"), str) and a["state"] in ("active", "cleared") else "active",
-        rank=a.get("rank") if isinstance(a.get("rank"), int) else rank,
-    )
-    if "cause" in out and not isinstance(out["cause"], (str, type(None))):
-        out["cause"] = str(out["cause"])
-    return out
+def _registered(run_id: str | None) -> bool:
+    """Whether the live registry lists the run: a recording of a run still going is not cut short."""
+    return run_id is not None and any(e.run_id == run_id for e in registry.list_runs())
 
 
 def json_safe(obj: Any) -> Any:
@@ -277,9 +224,7 @@ def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: Te
         return EXIT_UNREADABLE
     if summary.problems and summary.status == "running":
         summary.status = "truncated"
-    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)
-    if summary.status == "finished" and lost:
-        summary.status = "truncated"  # a run that lost steps is never finished
+    lost = bool(summary.steps_lost) or bool(summary.steps_dropped)  # then the run is never finished (run_outcome)
     summary.complete = summary.status in ("finished", "crashed") and not lost and not summary.problems
     worst = max((severity_rank(a.get("severity")) for a in alerts), default=0)
     comparison = None
@@ -315,7 +260,7 @@ def _unreadable(path: str, exc: Exception) -> str:
     return f"{path}: cannot be read ({exc.__class__.__name__}: {str(exc)[:300]})"
 
 
-def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline: str, tol: Tolerance,
+def _compare(path: str, store: RunStore, alerts: list[Alert], baseline: str, tol: Tolerance,
              err: TextIO) -> Comparison | None:
     """The run (its store, filled while it was diagnosed) against the baseline file, diagnosed by today's rules
     as well; None, said in one line, when the baseline cannot be used."""
@@ -333,10 +278,11 @@ def _compare(path: str, store: RunStore, alerts: list[dict[str, Any]], baseline:
     with_steps = [r for r, d in store.ranks.items() if d.axis.n]
     # A run that recorded no step (it crashed at start) reached nothing: worse than any baseline that did.
     new = store.ranks[min(with_steps)] if with_steps else RankData(0)
-    return compare_runs(new, alerts, base, base_alerts, tol)
+    # compare_runs reads alerts as plain dicts (an Alert is one; its annotation can say Mapping[str, Any]).
+    return compare_runs(new, cast("list[dict[str, Any]]", alerts), base, cast("list[dict[str, Any]]", base_alerts), tol)
 
 
-def _diagnose_file(path: str, store: RunStore | None = None) -> tuple[RunSummary, list[dict[str, Any]]]:
+def _diagnose_file(path: str, store: RunStore | None = None) -> tuple[RunSummary, list[Alert]]:
     """An accmon recording, or a log another tool wrote (TensorBoard events, Keras/Lightning CSVLogger). With a
     store, the frames are ingested into it too (--baseline compares stores)."""
     keep: Callable[[Iterable[dict[str, Any]]], Iterable[dict[str, Any]]] = (
@@ -365,7 +311,7 @@ class _Printable:
         return self._out.write("\n".join(printable(line) for line in text.split("\n")))
 
 
-def _alert_json(a: dict[str, Any]) -> dict[str, Any]:
+def _alert_json(a: Alert) -> dict[str, Any]:
     keys = ("id", "severity", "step", "message", "evidence", "fix")
     extra = {k: v for k, v in a.items() if k not in keys}
     return {**{k: a.get(k) for k in keys}, **extra}
@@ -381,7 +327,7 @@ def printable(text: Any) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
-def format_alert(a: dict[str, Any]) -> str:
+def format_alert(a: Mapping[str, Any]) -> str:
     """One line per alert, as `attach --headless` and `check` print them."""
     sev = str(a.get("severity", "info")).upper()
     state = " (cleared)" if a.get("state") == "cleared" else ""
@@ -389,7 +335,7 @@ def format_alert(a: dict[str, Any]) -> str:
     return printable(f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {alert_message(a)} — fix: {a.get('fix')}")
 
 
-def _print_human(path: str, s: RunSummary, alerts: list[dict[str, Any]], out: TextIO) -> None:
+def _print_human(path: str, s: RunSummary, alerts: list[Alert], out: TextIO) -> None:
     out = _Printable(out)  # type: ignore[assignment]  # only write() is used
     ranks = f", ranks {','.join(map(str, s.ranks))}" if len(s.ranks) > 1 else ""
     out.write(f"{path}: run {s.name or '?'} ({s.id}) {s.status}, {s.steps} steps (last step {s.last_step}){ranks}\n")
