@@ -1,74 +1,68 @@
-"""The `accmon` terminal app: live panels, alerts you can act on, replay with a timeline — at any run length.
+"""`AccmonApp`: the timer that pulls frames from a source into the store, the redraw of what changed, the keys.
 
-Frames come from a source (a live run, a recording, a test) that does its I/O on its own thread. The app pulls
-them on a timer (`REFRESH_S`), ingests them into the columnar store under a time budget, and redraws only the
-widgets of the visible tab whose data or view changed. Charts read decimated summaries, so a redraw costs the
-same at step 1,000 and at step 10,000,000.
-
-Entry points for the command line (tui/cli.py, tui/runner.py): `run_live`, `run_live_for_process`,
-`run_replay`, `run_picker`.
+What the app shows is computed elsewhere in this package: the window and the playhead (view.py), the alerts'
+order and words (alerts.py), the panels (layout.py); screens.py holds help and the picker, files.py what the
+export and screenshot keys write.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.reactive import var
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent
 
 from accmon.probe import registry
-from accmon.probe.rules import SEVERITY_RANK
-from accmon.probe.rules.catalogue import ALERT_IDS
 
-from .app_sources import (
-    LiveSource,
-    QueueSource,
-    ReplaySource,
-    Source,
-    SourceStatus,
-    age_words,
-    group_runs,
-    peek_cells,
-    peek_runs,
-    run_peek,
-)
-from .baseline import ALIGNS, Aligner, Baseline, standing
-from .check import printable
-from .on_alert import AlertCommand
-from .store import Changes, RankData, RankGroup, RunStore, alert_message, as_of_step, stop_words
-from .widgets import (
+from .. import export  # the module, not its names: tests replace export.have_pyarrow
+from ..app_sources import LiveSource, Source, SourceStatus
+from ..baseline import ALIGNS, Aligner, Baseline, standing
+from ..on_alert import AlertCommand
+from ..stop_screen import StopScreen, reply_words
+from ..store import Changes, RankData, RankGroup, RunStore, alert_message, as_of_step, stop_words
+from ..widgets import (
     AlertTable,
     BaselineOverlay,
-    ChartSpec,
     HeaderInfo,
-    HeatSpec,
     LayerHeatMap,
     LineChart,
     RunHeader,
-    SeriesSpec,
     Timeline,
     TimelineState,
     View,
     alert_detail,
-    fmt,
     header_text,
-    severity_text,
     summary_text,
     system_text,
 )
-from .widgets.palette import palette
+from . import view as vm
+from .alerts import (
+    alert_ident,
+    alert_order,
+    banner_alert,
+    banner_text,
+    book_key,
+    causes_of,
+    jump_target,
+    layer_kinds,
+    no_alert_text,
+)
+from .files import export_name, svg_to_png, write_series
+from .layout import SHARDED_WIDGETS, TAB_NOTES, TAB_WIDGETS, compose_tabs
+from .screens import HelpScreen, PickerScreen
+from .view import SEEK_FRACTION, SPEEDS
 
 # 5 redraws a second: smooth enough to watch a run, and a redraw of every visible panel costs a few ms at most.
 REFRESH_S = 0.2
@@ -78,184 +72,6 @@ INGEST_BUDGET_S = 0.1
 CATCH_UP_BUDGET_S = 0.45
 DRAIN_SLICE = 8  # frames per store.ingest call (a frame holds up to a few thousand steps): the budget's grain
 FIRST_FRAME_BUDGET_S = 0.03  # until something is drawn: show the first steps now, the rest on the next ticks
-SPEEDS: tuple[int | None, ...] = (1, 10, 100, 1000, None)  # replay ×1 … ×1000 and max (None)
-# max: at least ×1000, and at least 1/150 of the run per tick — the whole run in 30 s at 5 ticks a second.
-MAX_SPEED_FRACTION = 1 / 150
-EMA_STRENGTHS = (0.6, 0.9, 0.99, 0.999)
-SEEK_FRACTION = 0.01  # ←/→ in replay: 1 % of the run; shift: 10 %
-# Alerts that report what a person sees rather than why: their detail names the cause alerts beside them.
-SYMPTOMS = frozenset({"accuracy_stuck", "single_class_prediction", "val_loss_stagnating", "lr_too_low"})
-# The rules' evaluation order puts causes before the symptoms that consult them (probe/rules/catalogue.py):
-# `n` walks alerts of one step in that order, so the root cause comes first.
-CAUSE_ORDER = {aid: i for i, aid in enumerate(ALERT_IDS)}
-
-CHARTS: dict[str, ChartSpec] = {
-    "chart-acc": ChartSpec("accuracy", (SeriesSpec("acc", "train", 0), SeriesSpec("val_acc", "val", 1)), unit_range=True),
-    "chart-loss": ChartSpec("loss", (SeriesSpec("loss", "train", 0), SeriesSpec("val_loss", "val", 1))),
-    "chart-grad": ChartSpec("gradient norm", (SeriesSpec("grad_norm", "global", 2),), log=True),
-    "chart-lr": ChartSpec("learning rate", (SeriesSpec("lr", "lr", 3),), log=True, smooth=False),
-    "chart-grad2": ChartSpec("gradient norm", (SeriesSpec("grad_norm", "global", 2),
-                                               SeriesSpec("nonfinite_grads", "non-finite", 5)), log=True),
-    "chart-update": ChartSpec("update ratio ‖Δw‖/‖w‖", (SeriesSpec("update_ratio", "all layers", 3),), log=True),
-    "chart-lr2": ChartSpec("learning rate", (SeriesSpec("lr", "lr", 3),), log=True, smooth=False),
-    "chart-input": ChartSpec("input batch", (SeriesSpec("input_mean", "mean", 0), SeriesSpec("input_std", "std", 1)),
-                             smooth=False),
-    "chart-time": ChartSpec("seconds per step · of which waiting for data",
-                            (SeriesSpec("step_time", "step", 0), SeriesSpec("data_wait", "data wait", 1)), log=True),
-    "chart-rate": ChartSpec("throughput", (SeriesSpec("samples_per_s", "samples/s", 2),
-                                           SeriesSpec("tokens_per_s", "tokens/s", 3)), log=True),
-    "chart-mem": ChartSpec("memory, bytes", (SeriesSpec("rss", "process RSS", 0), SeriesSpec("cuda_allocated", "GPU allocated", 2),
-                                             SeriesSpec("cuda_reserved", "GPU reserved", 3)), smooth=False),
-    "chart-gpu": ChartSpec("GPU (NVML)", (SeriesSpec("gpu_util", "util %", 0), SeriesSpec("gpu_temp", "°C", 1),
-                                          SeriesSpec("gpu_power", "W", 2)), smooth=False),
-}
-HEATS: dict[str, HeatSpec] = {
-    "heat-grad": HeatSpec("gradient norm per layer · blue: vanishing · orange: exploding", "grad_norm/"),
-    "heat-dead": HeatSpec("dead fraction per layer (outputs exactly 0)", "act_zero/", log=False, reduce="mean"),
-    "heat-sat": HeatSpec("saturated fraction per layer (outputs at the activation's limits)", "act_sat/", log=False,
-                         reduce="mean"),
-}
-# Widgets that show gradient norms: for a sharded model (FSDP) they read the norms combined across ranks.
-SHARDED_WIDGETS = frozenset({"chart-grad", "chart-grad2", "heat-grad"})
-TAB_WIDGETS = {
-    "overview": ("chart-acc", "chart-loss", "chart-grad", "chart-lr"),
-    "gradients": ("chart-grad2", "heat-grad", "chart-update"),
-    "activations": ("heat-dead", "heat-sat", "chart-lr2"),
-    "data": ("chart-input",),
-    "alerts": (),
-    "system": ("chart-time", "chart-rate", "chart-mem", "chart-gpu"),
-}
-
-HELP = """\
-**Why is my accuracy zero, or stuck?** The panels show the run; the alerts say what is wrong, the fix and the
-evidence. `n` moves every chart to where the next alert began.
-
-```
-n p     next / previous alert: charts go where it began
-1-6     overview · gradients · activations · data · alerts · system
-tab     into the alert list: ↑ ↓ choose, enter goes there
-+ - 0   zoom in / out along steps · whole run
-< >     pan along steps (live: ← → too)
-f       follow the newest step
-e E     smoothing on/off · stronger     g  log scale
-r       ranks: all → rank 0 → rank 1 → … → all
-x c C   screenshot (SVG) · series as CSV · as Parquet
-b       baseline (--baseline): align by step → epoch → samples seen
-o       another live run    t  theme    ctrl+p  palette
-S       stop the live run at its next step (asks first)
-?       help (j k scroll)   q or ctrl+c quit
-space   replay: play/pause  [ ] slower/faster
-← →     replay: seek 1 % (shift: 10 %)  home end
-```
-
-**Mouse**: click a tab, an alert, the replay timeline (to seek); scroll a pane. Replay speeds: ×1 … ×1000, max.
-
-**Colours and marks**: ▲ on a time axis marks an alert (red ✖ critical, orange ▲ warning, blue ● info);
-✕ marks NaN or Inf values (and values past 1e300). Time charts draw, per column of braille dots, the min–max
-span of the steps it covers (a spike in ten million steps still shows), the smoothed line over the faded raw
-one. Heat maps colour each layer per time column: gradient norms on a log scale (blue small, grey middle,
-orange large), fractions 0–1 (viridis).
-
-**Several ranks** (DDP, torchrun): all ranks together by default — the bright line is the median across ranks,
-the faded band the lowest to highest value any rank had; `r` shows one rank at a time. A sharded model (FSDP)
-publishes each rank's partial sums of squares: its gradient norms are combined across ranks (√Σ) in every view.
-
-**Baseline** (`--baseline good.accmon`): every chart draws the baseline run's series as a dim grey line under
-this run's (named on the chart's bottom border, "┈ baseline: train, val"), beside the same step, the same point
-of the same epoch, or the same number of samples seen (`b`, or `--align`); the header's last line says how this
-run stands against it.
-"""
-
-
-class HelpScreen(ModalScreen[None]):
-    """Keys and what the panels mean."""
-
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close"),
-                Binding("j,down", "scroll(1)", "Down", show=False), Binding("k,up", "scroll(-1)", "Up", show=False),
-                Binding("space,pagedown", "scroll(10)", "Page down", show=False)]
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90%; max-width: 100; height: 100%; max-height: 40; border: round $accent;
-                                  background: $surface; border-title-align: center; }
-    HelpScreen MarkdownFence { margin: 0; padding: 0 1; }
-    """
-
-    def compose(self) -> ComposeResult:
-        from textual.widgets import Markdown  # markdown-it costs ~80 ms of import: only when help is asked for
-
-        with VerticalScroll() as box:
-            box.border_title = "accmon help · escape closes"
-            yield Markdown(HELP)
-
-    def action_scroll(self, lines: int) -> None:
-        self.query_one(VerticalScroll).scroll_relative(y=lines, animate=False)
-
-
-class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
-    """Live runs on this host (what `accmon ls` lists); enter attaches. Refreshed every second, off the UI loop."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
-    DEFAULT_CSS = """
-    PickerScreen { align: center middle; }
-    PickerScreen > Vertical { width: 90%; max-width: 130; height: 70%; border: round $accent; background: $surface; }
-    PickerScreen #picker-note { height: auto; color: $text-muted; padding: 0 1; }
-    """
-
-    def __init__(self, list_runs: Callable[[], list[registry.RunEntry]] = registry.list_runs) -> None:
-        super().__init__()
-        self.list_runs = list_runs
-        self.runs: dict[str, list[registry.RunEntry]] = {}
-
-    def compose(self) -> ComposeResult:
-        self.table: DataTable = DataTable(id="picker-table", cursor_type="row")
-        self.note = Static("Live runs on this host — enter to attach, escape to cancel", id="picker-note")
-        with Vertical():
-            yield self.note
-            yield self.table
-
-    def on_mount(self) -> None:
-        for label, key in (("run", "run"), ("name", "name"), ("ranks", "ranks"), ("step", "step"), ("status", "status"),
-                           ("alerts", "alerts"), ("age", "age"), ("pid", "pid"), ("command", "cmd")):
-            self.table.add_column(label, key=key)
-        self.scan()
-        self.set_interval(1.0, self.scan)
-
-    @work(thread=True, exclusive=True, group="picker", exit_on_error=False)
-    def scan(self) -> None:
-        entries = self.list_runs()
-        peeks = peek_runs(entries)  # each rank's step, status and alerts: at most PEEK_TIMEOUT_S for all together
-        peeks.update(getattr(self.list_runs, "peeks", None) or {})  # another host's, as its accmon answered them
-        self.app.call_from_thread(self._show, entries, peeks)
-
-    def _show(self, entries: list[registry.RunEntry], peeks: dict | None = None) -> None:
-        if not self.is_attached:
-            return  # dismissed while the scan ran
-        table = self.table
-        runs = {r.run_id: r.entries for r in group_runs(entries)}
-        for gone in [k for k in self.runs if k not in runs]:
-            table.remove_row(gone)
-        now = time.time()
-        for run_id, es in runs.items():
-            e = es[0]
-            step, status, alerts = peek_cells(run_peek(es, peeks or {}))
-            # What a run's registry entry says is a peer's text: escaped, and never read as Rich markup.
-            cells = (Text(printable(run_id)), Text(printable(e.name)), str(len(es)), Text(step, justify="right"),
-                     status, alerts, age_words(now - e.started), str(e.pid), Text(printable(" ".join(e.cmd)[:60])))
-            if run_id not in self.runs:
-                table.add_row(*cells, key=run_id)
-            else:
-                for key, cell in (("ranks", cells[2]), ("step", cells[3]), ("status", cells[4]), ("alerts", cells[5]),
-                                  ("age", cells[6])):
-                    table.update_cell(run_id, key, cell)
-        self.runs = runs
-        self.note.update(
-            "Live runs on this host — enter to attach, escape to cancel" if runs else
-            "No live run on this host yet (start one with `accmon run -- python train.py`); waiting…")
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        entries = self.runs.get(str(event.row_key.value))
-        if entries:
-            self.dismiss(entries)
 
 
 class AccmonApp(App[int]):
@@ -307,6 +123,23 @@ class AccmonApp(App[int]):
         Binding("b", "baseline_align", "Baseline align", show=False),
     ]
 
+    # The view state, as Textual reactives. None has a watcher: the timer's redraw compares what each panel was
+    # drawn from (`_drawn`, the widgets' own keys), so an action that changes three of them redraws once, not
+    # three times. The window they give is view.window; the playhead's moves are view.advance and view.head_at.
+    rank: var[int | None] = var(None)  # the rank shown; None: all ranks together (one rank: that rank)
+    # The view: every time chart shares it (design: zoom and pan move all charts together).
+    span: var[float | None] = var(None)  # steps shown; None = the whole run
+    follow = var(True)  # the right edge follows the newest step (replay: the playhead)
+    x_end = var(0.0)  # the right edge when not following
+    cursor: var[int | None] = var(None)  # a step marked on every chart: where the chosen alert began
+    ema_on = var(True)
+    ema_strength = var(0.9)
+    log_y = var(False)
+    # Replay: the playhead.
+    head: var[float | None] = var(None)  # None: at the newest step read (follows the file while it loads)
+    playing = var(False)
+    speed_i = var(1)  # index into view.SPEEDS
+
     def __init__(self, source: Source | None = None, *, attach: Callable[[list[registry.RunEntry]], Source] | None = None,
                  list_runs: Callable[[], list[registry.RunEntry]] = registry.list_runs,
                  clock: Callable[[], float] = time.time, refresh_s: float = REFRESH_S,
@@ -327,21 +160,8 @@ class AccmonApp(App[int]):
         self.pick_at_start = pick or source is None
         self.store = RunStore()
         self._generation = source.generation if source is not None else 0
-        self.rank: int | None = None  # the rank shown; None: all ranks together (one rank: that rank)
-        # The view: every time chart shares it (design: zoom and pan move all charts together).
-        self.span: float | None = None  # steps shown; None = the whole run
-        self.follow = True
-        self.x_end: float = 0.0
-        self.cursor: int | None = None
         self.current_alert: dict[str, Any] | None = None  # the alert `n`/`p`/enter last moved to
         self._restarted = False  # the source moved on to a new run after this one had shown steps
-        self.ema_on = True
-        self.ema_strength = 0.9
-        self.log_y = False
-        # Replay: the playhead.
-        self.head: float | None = None  # None: at the newest step read (follows the file while it loads)
-        self.playing = False
-        self.speed_i = 1
         self._last_tick = time.monotonic()
         self._budget = INGEST_BUDGET_S
         self._catching_up = False
@@ -353,49 +173,7 @@ class AccmonApp(App[int]):
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
         yield Static(id="alert-banner")
-        with TabbedContent(initial="overview", id="tabs"):
-            with TabPane("1 Overview", id="overview"):
-                with Horizontal(id="overview-body"):
-                    with Vertical(id="overview-charts"):
-                        with Horizontal(classes="chart-row"):
-                            yield LineChart(CHARTS["chart-acc"], id="chart-acc")
-                            yield LineChart(CHARTS["chart-loss"], id="chart-loss")
-                        with Horizontal(classes="chart-row", id="overview-row2"):
-                            yield LineChart(CHARTS["chart-grad"], id="chart-grad")
-                            yield LineChart(CHARTS["chart-lr"], id="chart-lr")
-                    with Vertical(id="overview-side"):
-                        yield AlertTable(id="side-alerts")
-                        with VerticalScroll(id="side-detail-box"):
-                            yield Static(id="side-detail")
-            with TabPane("2 Gradients", id="gradients"):
-                with Vertical():
-                    yield LineChart(CHARTS["chart-grad2"], id="chart-grad2")
-                    yield LayerHeatMap(HEATS["heat-grad"], id="heat-grad")
-                    yield LineChart(CHARTS["chart-update"], id="chart-update")
-            with TabPane("3 Activations", id="activations"):
-                with Vertical():
-                    yield LayerHeatMap(HEATS["heat-dead"], id="heat-dead")
-                    yield LayerHeatMap(HEATS["heat-sat"], id="heat-sat")
-                    yield LineChart(CHARTS["chart-lr2"], id="chart-lr2")
-            with TabPane("4 Data", id="data"):
-                with Horizontal():
-                    with VerticalScroll(id="summary-box"):
-                        yield Static(id="summary")
-                    yield LineChart(CHARTS["chart-input"], id="chart-input")
-            with TabPane("5 Alerts", id="alerts"):
-                with Horizontal():
-                    yield AlertTable(id="alert-table")
-                    with VerticalScroll(id="detail-box"):
-                        yield Static(id="alert-detail")
-            with TabPane("6 System", id="system"):
-                with Vertical():
-                    yield Static(id="system-note")
-                    with Horizontal(classes="chart-row"):
-                        yield LineChart(CHARTS["chart-time"], id="chart-time")
-                        yield LineChart(CHARTS["chart-rate"], id="chart-rate")
-                    with Horizontal(classes="chart-row"):
-                        yield LineChart(CHARTS["chart-mem"], id="chart-mem")
-                        yield LineChart(CHARTS["chart-gpu"], id="chart-gpu")
+        yield from compose_tabs()
         yield Timeline(id="timeline")
         yield Footer()
 
@@ -537,41 +315,17 @@ class AccmonApp(App[int]):
 
     def head_step(self) -> int | None:
         b = self._bounds()
-        if b is None:
-            return None
-        if self.head is None:
-            return b[1]
-        return int(round(min(max(self.head, b[0]), b[1])))
+        return None if b is None else vm.head_at(self.head, *b)
 
     def _advance(self, dt: float) -> None:
         b = self._bounds()
         if b is None:
             return
         first, last = b
-        head = float(self.head_step() or first)
-        speed = SPEEDS[self.speed_i]
-        data = self.pace_data()
-        if speed is None:
-            step = max((last - first) * MAX_SPEED_FRACTION, self._paced(data, head, dt * 1000) - head, 1.0)
-            head += step
-        else:
-            head = self._paced(data, head, dt * speed)
-        if head >= last:
-            head = last
-            if self._status.loaded:
-                self.playing = False
+        head = vm.advance(float(self.head_step() or first), first, last, SPEEDS[self.speed_i], self.pace_data(), dt)
+        if head >= last and self._status.loaded:
+            self.playing = False  # at the end of a recording read whole
         self.head = head
-
-    @staticmethod
-    def _paced(data: Any, head: float, run_seconds: float) -> float:
-        """The step the run reached `run_seconds` of its own time after `head` (its own pace, from frame times)."""
-        t = data.time_at_step(head)
-        if t is None:
-            return head + run_seconds * 100  # no times recorded: 100 steps a second at ×1
-        nxt = data.step_at_time(t + run_seconds)
-        if nxt is None or nxt <= head:
-            return head + max(run_seconds * 1e-3, 1e-3)  # a pause in the run: creep on, never stand still
-        return float(nxt)
 
     # -- view --------------------------------------------------------------------------------------------
     def view(self) -> View:
@@ -586,15 +340,8 @@ class AccmonApp(App[int]):
         head = self.head_step() if self.replay else None
         if self.replay and self.head is None:
             head = None  # at the end: nothing hidden
-        right = head if head is not None else last
-        x0: float
-        x1: float
-        if self.span is None:
-            x0, x1 = first, max(last, first + 1)
-        else:
-            x1 = right if self.follow else self.x_end
-            x0 = x1 - self.span
-        return View(float(x0), float(max(x1, x0 + 1)), head=head, **common)
+        x0, x1 = vm.window(first, last, head, span=self.span, follow=self.follow, x_end=self.x_end)
+        return View(x0, x1, head=head, **common)
 
     def _active_tab(self) -> str:
         try:
@@ -723,26 +470,12 @@ class AccmonApp(App[int]):
         if not items:
             banner.display = False
             return
-        cur = self.current_alert
-        if cur is None or _alert_ident(cur) not in {_alert_ident(a) for a in items}:
-            cur = max(items, key=lambda a: (SEVERITY_RANK.get(str(a.get("severity", "info")), 0),
-                                            -CAUSE_ORDER.get(str(a.get("id")), 99), -a.get("step", 0)))
-        key = (_alert_ident(cur), alert_message(cur), len(items), self.current_theme.dark, self.size.width)
+        cur = banner_alert(items, self.current_alert)
+        key = (alert_ident(cur), alert_message(cur), len(items), self.current_theme.dark, self.size.width)
         if key == self._drawn.get("banner") and banner.display:
             return
         self._drawn["banner"] = key
-        from rich.style import Style
-
-        pal = palette(self.current_theme.dark)
-        t = Text(no_wrap=True, overflow="ellipsis")
-        t.append_text(severity_text(cur, self.current_theme.dark))
-        t.append(f" {cur.get('id')}", style=Style(bold=True))
-        t.append(f" @{cur.get('step')}: ", style=Style(color=pal.dim))
-        t.append(alert_message(cur))
-        more = len(items) - 1
-        t.append(f"  · {more} more: n/p" if more else "  ", style=Style(color=pal.dim))
-        t.append(" · 5: details", style=Style(color=pal.dim))
-        banner.update(t)
+        banner.update(banner_text(cur, len(items), self.current_theme.dark))
         banner.display = True
 
     def _sync_header(self, force: bool) -> None:
@@ -787,57 +520,19 @@ class AccmonApp(App[int]):
         head = self.head_step() if self.replay and self.head is not None else None
         if head is not None:
             # The alert as it stood at the playhead: its update as of then, not its newest (issue 21 item 9).
-            key = (alert.get("id"), alert.get("rank") or 0, str(alert.get("cause", "")))
-            alert = self.store.alerts.at(key, head) or alert
+            alert = self.store.alerts.at(book_key(alert), head) or alert
             if as_of_step(alert) > head:  # even its first update is from after the playhead: say so
                 as_of = (as_of_step(alert), head)
-        causes = []
-        if alert.get("id") in SYMPTOMS:
-            up_to = self.head_step() if self.replay and self.head is not None else None
-            causes = [a for a in self.alert_order() if a.get("id") not in SYMPTOMS and a.get("id") != alert.get("id")
-                      and (up_to is None or a.get("step", 0) <= up_to)
-                      and a.get("step", 0) <= max(alert.get("step", 0), alert.get("last_step") or 0)]
-            if up_to is not None:  # each cause as it stood at the playhead too
-                causes = [self.store.alerts.at((c.get("id"), c.get("rank") or 0, str(c.get("cause", ""))), up_to) or c
-                          for c in causes]
-        kinds = {}
-        model = self.store.facts.get("model")
-        if isinstance(model, dict) and isinstance(model.get("layers"), list):
-            kinds = {str(layer.get("name")): str(layer.get("kind")) for layer in model["layers"]
-                     if isinstance(layer, dict) and layer.get("kind")}
-        return alert_detail(alert, dark, causes=causes[:4], layer_kinds=kinds, as_of=as_of)
+        causes = causes_of(alert, self.alert_order(), head, self.store.alerts.at)
+        return alert_detail(alert, dark, causes=causes[:4], layer_kinds=layer_kinds(self.store.facts), as_of=as_of)
 
     def _no_alert_text(self, dark: bool) -> Text:
-        from rich.style import Style
-
-        dim = Style(color=palette(dark).dim)
-        data = self.pace_data()
         step = self.head_step() if self.replay else self.store.last_step()
-        if step is None:
-            return Text("Waiting for the run's first steps; alerts appear here as the rules fire.", style=dim)
-        ended = self.header_info().state in ("finished",) or (
+        ended = step is not None and (self.header_info().state in ("finished",) or bool(
             self.replay and self._status.loaded and self.store.status() == "finished"
-            and (self.head is None or step >= (self._bounds() or (0, 0))[1]))
-        checked = ("the loss (NaN, divergence, mismatched loss), gradients (vanishing, exploding), learning rate, "
-                   "dead and saturated activations, inputs, labels and class balance, weight updates, accuracy "
-                   f"and validation: {len(ALERT_IDS)} checks")
-        if self.store.alerts.newest_first(up_to_step=step if self.replay else None):
-            return Text("↑/↓ to choose an alert, enter to move the charts to where it began.", style=dim)
-        if ended:
-            t = Text()
-            t.append("✔ Finished clean", style=Style(bold=True, color=palette(dark).series[2]))
-            t.append(f": no problem found, steps 0–{fmt.steps(step)}.\n\n")
-            facts = []
-            for name, label in (("loss", "training loss"), ("val_loss", "validation loss"), ("acc", "accuracy"),
-                                ("val_acc", "validation accuracy")):
-                v = data.latest(name) if data is not None else None
-                if v is not None:
-                    facts.append(f"{label} {fmt.num(v)}")
-            if facts:
-                t.append("It ended with " + ", ".join(facts) + ".\n\n")
-            t.append("Checked: " + checked + ".", style=dim)
-            return t
-        return Text(f"No alerts so far (step {fmt.steps(step)}). Watching " + checked + ".", style=dim)
+            and (self.head is None or step >= (self._bounds() or (0, 0))[1])))
+        shown = step is not None and bool(self.store.alerts.newest_first(up_to_step=step if self.replay else None))
+        return no_alert_text(step, data=self.pace_data(), any_shown=shown, ended=ended, dark=dark)
 
     def _sync_summary(self, force: bool) -> None:
         data = self.pace_data()
@@ -947,14 +642,11 @@ class AccmonApp(App[int]):
 
     def action_zoom(self, factor: float) -> None:
         v = self.view()
-        centre = (v.x0 + v.x1) / 2 if not self.follow else v.x1
-        span = (v.x1 - v.x0) * factor
-        if span >= self._run_span():
+        span, x_end = vm.zoomed(v.x0, v.x1, factor, follow=self.follow, x_end=self.x_end, run_span=self._run_span())
+        if span is None:
             self.action_zoom_all()
             return
-        self.span = max(8.0, span)
-        if not self.follow:
-            self.x_end = centre + self.span / 2
+        self.span, self.x_end = span, x_end
         self._sync()
 
     def action_zoom_all(self) -> None:
@@ -963,16 +655,10 @@ class AccmonApp(App[int]):
 
     def action_pan(self, direction: int) -> None:
         v = self.view()
-        if self.span is None:
-            self.span = (v.x1 - v.x0) / 2  # panning the whole run: zoom to half first, as pan needs room
-            self.x_end = v.x1 if direction > 0 else v.x0 + self.span
-        else:
-            self.x_end = v.x1 + direction * self.span / 4
-        self.follow = False
         b = self._bounds()
         edge = self.head_step() if self.replay else None
-        if b is not None and self.x_end >= (edge if edge is not None else b[1]) and direction > 0:
-            self.follow = True
+        right = None if b is None else (edge if edge is not None else b[1])
+        self.span, self.x_end, self.follow = vm.panned(v.x0, v.x1, direction, span=self.span, right_edge=right)
         self._sync()
 
     def action_follow(self) -> None:
@@ -985,8 +671,7 @@ class AccmonApp(App[int]):
         self._sync()
 
     def action_ema_strength(self) -> None:
-        i = EMA_STRENGTHS.index(self.ema_strength) if self.ema_strength in EMA_STRENGTHS else 0
-        self.ema_strength = EMA_STRENGTHS[(i + 1) % len(EMA_STRENGTHS)]
+        self.ema_strength = vm.next_strength(self.ema_strength)
         self.ema_on = True
         self._sync()
 
@@ -998,12 +683,7 @@ class AccmonApp(App[int]):
         """All ranks → rank 0 → rank 1 → … → all ranks (a run with one rank: nothing to cycle)."""
         ranks = sorted(self.store.ranks)
         if len(ranks) > 1:
-            if self.rank is None:
-                self.rank = ranks[0]
-            elif self.rank in ranks and self.rank != ranks[-1]:
-                self.rank = ranks[ranks.index(self.rank) + 1]
-            else:
-                self.rank = None
+            self.rank = vm.next_rank(ranks, self.rank)
             self._sync(force=True)
 
     def action_toggle_theme(self) -> None:
@@ -1036,28 +716,16 @@ class AccmonApp(App[int]):
         """Alerts in the order `n` walks them: by step; within a step the causes before the symptoms they
         explain (dead_relu before accuracy_stuck, the rules' own order); then id and rank, so that no two alerts
         tie (a sort by (step, id) compared by step alone never reached some of them: issue 21 item 3)."""
-        return sorted(self.store.alerts.by_key.values(),
-                      key=lambda a: (a.get("step", -1), CAUSE_ORDER.get(str(a.get("id")), len(CAUSE_ORDER)),
-                                     str(a.get("id")), a.get("rank") or 0))
+        return alert_order(self.store.alerts.by_key.values())
 
     def action_alert_jump(self, direction: int) -> None:
         alerts = self.alert_order()
         if not alerts:
             self.say("no alerts")
             return
-        ident = [_alert_ident(a) for a in alerts]
-        at = self.current_alert
-        if at is not None and _alert_ident(at) in ident and self.cursor == at.get("step"):
-            # On an alert: the next one in the order, round to the first after the last.
-            target = alerts[(ident.index(_alert_ident(at)) + direction) % len(alerts)]
-        else:
-            here = self.cursor if self.cursor is not None else (self.head_step() if self.replay else None)
-            if here is None:
-                target = alerts[0] if direction > 0 and self.replay else (alerts[-1] if direction > 0 else alerts[0])
-            elif direction > 0:
-                target = next((a for a in alerts if a["step"] > here), alerts[0])
-            else:
-                target = next((a for a in reversed(alerts) if a["step"] < here), alerts[-1])
+        here = self.cursor if self.cursor is not None else (self.head_step() if self.replay else None)
+        target = jump_target(alerts, direction, current=self.current_alert, cursor=self.cursor, here=here,
+                             replay=self.replay)
         self._select_in_tables(target)
         self.goto_alert(target)
 
@@ -1101,8 +769,6 @@ class AccmonApp(App[int]):
     # -- runs -----------------------------------------------------------------------------------------------
     def action_stop_run(self) -> None:
         """`S`: ask, then ask the live run to stop at its next step (tui/stop_screen.py)."""
-        from .stop_screen import StopScreen
-
         request = getattr(self.source, "request_stop", None)
         if request is None or self.replay:
             self.say("only a live run can be stopped", severity="warning")
@@ -1122,8 +788,6 @@ class AccmonApp(App[int]):
         self.push_screen(StopScreen(self.store.name or getattr(self.source, "name", None) or "the run"), confirmed)
 
     def _stop_answered(self) -> None:
-        from .stop_screen import reply_words
-
         replies: list[dict | None] = getattr(self.source, "stop_replies", lambda: [])()
         words = reply_words(replies)
         done = words is not None and (all(r is not None for r in replies) or "refused" in words)
@@ -1162,15 +826,7 @@ class AccmonApp(App[int]):
 
     # -- export -------------------------------------------------------------------------------------------------
     def _export_name(self, ext: str) -> Path:
-        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (self.store.name or "run"))
-        step = self.head_step()
-        stem = f"accmon-{name}-step{step if step is not None else 0}"
-        target = self.export_dir / f"{stem}.{ext}"
-        n = 2
-        while target.exists():  # a finished run stays at one step: never overwrite the previous export
-            target = self.export_dir / f"{stem}-{n}.{ext}"
-            n += 1
-        return target
+        return export_name(self.export_dir, self.store.name, self.head_step(), ext)
 
     def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
         """`x`: an SVG of the screen (and a PNG when a converter is installed), named after the run and step,
@@ -1192,29 +848,16 @@ class AccmonApp(App[int]):
         self._export(self._export_name("csv"), "csv")
 
     def action_export_parquet(self) -> None:
-        from .export import PARQUET_HINT, have_pyarrow
-
-        if not have_pyarrow():
-            self.say(f"Parquet export {PARQUET_HINT}", severity="error")
+        if not export.have_pyarrow():
+            self.say(f"Parquet export {export.PARQUET_HINT}", severity="error")
             return
         self._export(self._export_name("parquet"), "parquet")
 
     @work(thread=True, group="export", exit_on_error=False)
     def _export(self, target: Path, fmt: str) -> None:
-        from .export import export_recording, export_store, export_store_parquet
-
         what = "CSV" if fmt == "csv" else "Parquet"
         try:
-            if isinstance(self.source, ReplaySource):
-                # The recording holds the exact values (the store keeps older steps to 16 bits).
-                rc = (export_recording(self.source.path, quiet=True, csv=str(target)) if fmt == "csv" else
-                      export_recording(self.source.path, quiet=True, parquet=str(target)))
-                if rc != 0:
-                    raise OSError(f"cannot read {self.source.path}")
-            elif fmt == "csv":
-                export_store(self.store, str(target))
-            else:
-                export_store_parquet(self.store, str(target))
+            write_series(self.source, self.store, target, fmt)
         except OSError as exc:
             self.call_from_thread(self.say, f"{what} export failed: {exc.strerror or exc}", severity="error")
             return
@@ -1223,12 +866,7 @@ class AccmonApp(App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         # accmon's own actions only: Textual's (its theme picker, its screenshot, its key panel) duplicated
         # `t`, `x` and `?` under other names.
-        for key, (tab, what) in enumerate((("overview", "accuracy, loss, gradients, learning rate, alerts"),
-                                           ("gradients", "per-layer gradient norms, update ratio"),
-                                           ("activations", "dead and saturated fractions per layer"),
-                                           ("data", "the model, loss, optimizer, inputs and labels"),
-                                           ("alerts", "every alert with its fix and evidence"),
-                                           ("system", "step time and data wait, throughput, memory, GPU")), start=1):
+        for key, (tab, what) in enumerate(TAB_NOTES, start=1):
             yield SystemCommand(f"Tab {key}: {tab}", what, lambda tab=tab: self.action_tab(tab))
         for a in self.alert_order():
             yield SystemCommand(f"Go to alert {a.get('id')} (step {a.get('step')})", str(a.get("message", ""))[:120],
@@ -1257,10 +895,6 @@ class AccmonApp(App[int]):
         """The screen as plain text, as a person would read it (tests, and checks over SSH without a terminal).
 
         The one use of a private Textual API in accmon (the compositor, as `App.export_screenshot` uses it)."""
-        import io
-
-        from rich.console import Console
-
         console = Console(width=self.size.width, height=self.size.height, file=io.StringIO(), record=True,
                           color_system=None, legacy_windows=False, safe_box=False)
         console.print(self.screen._compositor.render_update(full=True))
@@ -1280,97 +914,3 @@ class AccmonApp(App[int]):
             self.source.close()
         if self.on_alert is not None:
             self.on_alert.close()
-
-
-def _alert_ident(alert: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return alert.get("id"), alert.get("step"), alert.get("rank") or 0
-
-
-def svg_to_png(svg: str) -> str | None:
-    """Convert with the first converter present (rsvg-convert, cairosvg, inkscape); None when there is none."""
-    png = str(Path(svg).with_suffix(".png"))
-    try:
-        if shutil.which("rsvg-convert"):
-            subprocess.run(["rsvg-convert", "-o", png, svg], check=True, capture_output=True, timeout=60)
-            return png
-        try:
-            import cairosvg  # type: ignore[import-not-found,unused-ignore]
-
-            cairosvg.svg2png(url=svg, write_to=png)
-            return png
-        except ImportError:
-            pass
-        if shutil.which("inkscape"):
-            subprocess.run(["inkscape", svg, "--export-type=png", f"--export-filename={png}"], check=True,
-                           capture_output=True, timeout=120)
-            return png
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return None
-
-
-# -- entry points for the command line --------------------------------------------------------------------------
-def save_crash(exc: BaseException, where: str | None = None) -> str | None:
-    """Write `exc`'s traceback to a file of its own (in the per-user runtime directory) and return its path."""
-    import traceback
-
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        folder = where or registry.runtime_dir()
-        path = os.path.join(folder, f"accmon-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return path
-    except OSError:
-        return None
-
-
-def run_app(app: AccmonApp, **run_kwargs: Any) -> int:
-    """Run the app; when it died of an exception, save the traceback, say where, and return 1 (Textual ends an
-    app on an unhandled exception with return code 1 and prints the traceback, but `run()` returns None: the
-    command exited 0 and the traceback scrolled away). Reads Textual's `_exception`, the error it ended on."""
-    result = app.run(**run_kwargs)
-    code = app.return_code or 0
-    if code:
-        import sys
-
-        exc = getattr(app, "_exception", None)
-        path = save_crash(exc) if isinstance(exc, BaseException) else None
-        saved = f"; the traceback is saved in {path}" if path else ""
-        sys.stderr.write(f"accmon: the viewer stopped on an error{saved} — please attach it to a bug report\n")
-        return code
-    return result or 0
-
-
-def run_live(entries: list[registry.RunEntry], *, record: str | None = None, on_alert: AlertCommand | None = None,
-             baseline: Baseline | None = None, align: str = "step") -> int:
-    """`accmon` / `accmon attach`: follow one run (all its ranks), history first; re-attach when it restarts."""
-    app = AccmonApp(LiveSource(entries, record=record), attach=lambda es: LiveSource(es, record=record),
-                    on_alert=on_alert, baseline=baseline, align=align)
-    return run_app(app)
-
-
-def run_live_for_process(run_id: str, proc: subprocess.Popen) -> int:
-    """`accmon run -- CMD`: follow the run that `proc` is about to register as `run_id`; stay open after it ends."""
-
-    def find() -> list[registry.RunEntry]:
-        return [e for e in registry.list_runs() if e.run_id == run_id]
-
-    source = LiveSource([], find_again=find, process=proc)
-    app = AccmonApp(source, pick=False)
-    return run_app(app)
-
-
-def run_replay(path: str, *, baseline: Baseline | None = None, align: str = "step") -> int:
-    """`accmon replay FILE [--baseline GOOD]`."""
-    return run_app(AccmonApp(ReplaySource(path), baseline=baseline, align=align))
-
-
-def run_picker(*, baseline: Baseline | None = None, align: str = "step") -> int:
-    """`accmon` with several live runs: choose one first."""
-    return run_app(AccmonApp(None, pick=True, baseline=baseline, align=align))
-
-
-__all__ = ["AccmonApp", "QueueSource", "LiveSource", "ReplaySource", "run_app", "run_live", "run_live_for_process", "run_picker",
-           "run_replay", "svg_to_png"]
