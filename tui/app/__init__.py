@@ -5,10 +5,12 @@ them on a timer (`REFRESH_S`), ingests them into the columnar store under a time
 widgets of the visible tab whose data or view changed. Charts read decimated summaries, so a redraw costs the
 same at step 1,000 and at step 10,000,000.
 
-The rooms: `viewer` (`AccmonApp`: the timer, ingest, redraw, keys), `view` (the view state's maths and the
-replay playhead), `alerts` (the order `n` walks, the banner, the detail's words), `layout` (charts, heat maps,
-tabs), `screens` (help, the run picker), `files` (exports and screenshots), `launch` (the entry points for the
-command line: `run_live`, `run_live_for_process`, `run_replay`, `run_picker`, `run_app`).
+The rooms: `viewer` (`AccmonApp`: the timer, ingest, redraw), built on `state` (the view state as reactives and
+what derives from it) with the mixins `alert_panes`, `view_keys` and `run_keys`; pure functions in `view` (the
+window, zoom, pan, the replay playhead) and `alerts` (the order `n` walks, the banner, the detail's words);
+`layout` (charts, heat maps, tabs), `screens` (help, the run picker), `files` (exports and screenshots),
+`launch` (the entry points for the command line: `run_live`, `run_live_for_process`, `run_replay`, `run_picker`,
+`run_app`).
 """
 
 from __future__ import annotations
