@@ -17,6 +17,7 @@ No textual here (the import-linter contracts): check uses it headless, the app a
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -617,6 +618,4 @@ def _signed(v: float) -> str:
 
 
 def _short(path: str) -> str:
-    import os
-
     return os.path.basename(path) or path
