@@ -1,4 +1,10 @@
-"""The `accmon` command."""
+"""The `accmon` command.
+
+What every command needs is imported here; a command's own module is imported when it runs, where it would load
+the store and the rules (check, run, attach's viewers, replay, export, demo: 40 to 120 ms each) or textual (the
+app) for a command that does not use them: `accmon --help`, `ls` and `check` stay quick, and neither `check` nor
+`ls` loads textual (tests/tui/test_cli.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,24 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from accmon.probe import registry
+from accmon.probe import __version__, registry
+from accmon.probe.recording import RecordingError, RecordingReader
+from accmon.probe.security import InsecureBindError, KeysError, check_bind
+from accmon.probe.stop import StopOnError, parse_stop_on
+
+from .importers import LogError, to_recording
+from .keys import add_parser as add_keys_parser
+from .keys import cmd_keys
+from .remote import (
+    RemoteError,
+    cmd_attach_remote,
+    cmd_attach_routed,
+    cmd_ls_remote,
+    entries_json,
+    follow_runs,
+    parse_target,
+    print_entries,
+)
 
 EPILOG = """\
 commands:
@@ -34,7 +57,7 @@ commands:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="accmon", description="Live training monitor: why is my accuracy zero, or stuck?",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"accmon {_version()}")
+    p.add_argument("--version", action="version", version=f"accmon {__version__}")
     p.add_argument("--ssh", metavar="[USER@]HOST[:PORT]", help="attach to (or `ls`) the runs on HOST through ssh")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -87,8 +110,6 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--csv", metavar="OUT", help="write the series as CSV")
     e.add_argument("--parquet", metavar="OUT", help="write the series as Parquet (needs pyarrow)")
 
-    from .keys import add_parser as add_keys_parser
-
     add_keys_parser(sub)
 
     d = sub.add_parser("demo", help="a training demo with the live view")
@@ -96,12 +117,6 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--list", action="store_true", help="list the demos")
     d.add_argument("--headless", action="store_true", help="print alerts instead of opening the TUI")
     return p
-
-
-def _version() -> str:
-    from accmon.probe import __version__
-
-    return __version__
 
 
 def _on_alert_args(p: argparse.ArgumentParser) -> None:
@@ -124,7 +139,7 @@ def _viewer_options(args: argparse.Namespace, command: str) -> dict[str, Any] | 
     path = getattr(args, "baseline", None)
     if not path:
         return {}
-    from .baseline import BaselineError, load_baseline
+    from .baseline import BaselineError, load_baseline  # the store and the rules: only with --baseline
 
     try:
         baseline = load_baseline(path)
@@ -138,7 +153,7 @@ def _alert_command(args: argparse.Namespace, run_name: str) -> Any:
     """The --on-alert command, or None."""
     if not getattr(args, "on_alert", None):
         return None
-    from .on_alert import AlertCommand
+    from .on_alert import AlertCommand  # check's formatting, the store and the rules: only with --on-alert
 
     def say(line: str) -> None:
         sys.stderr.write(f"accmon: {line}\n")
@@ -166,8 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if args.ssh and cmd in (None, "ls", "attach"):
-        from .remote import RemoteError, parse_target
-
         try:
             host = parse_target(args.ssh)
         except RemoteError as exc:
@@ -180,28 +193,22 @@ def _dispatch(args: argparse.Namespace) -> int:
             os.environ[registry.ENV_REGISTRY] = args.registry  # this one invocation reads that registry
         return cmd_ls(args.target, as_json=args.json, follow=args.follow, here=args.here, peek=args.peek)
     if cmd == "keys":
-        from .keys import cmd_keys
-
         return cmd_keys(args)
     if cmd == "check":
-        from .check import check
+        from .check import check  # the store, the rules and the baseline: this command's own
 
         return check(args.file, as_json=args.json, baseline=args.baseline, tolerance=args.tolerance)
     if cmd == "run":
-        from .runner import run_command
+        from .runner import run_command, run_name  # the launcher, the store: this command's own
 
         argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if args.bind:
-            from accmon.probe.security import InsecureBindError, KeysError, check_bind
-
             try:
                 check_bind(args.bind)  # before the command starts: refused here, not inside the training process
             except (InsecureBindError, KeysError, ValueError) as exc:
                 sys.stderr.write(f"accmon run: {exc}\n")
                 return 2
         if args.stop_on is not None:
-            from accmon.probe.stop import StopOnError, parse_stop_on
-
             try:
                 if parse_stop_on(args.stop_on) is None:
                     raise StopOnError("--stop-on names no alert id or severity")
@@ -210,8 +217,6 @@ def _dispatch(args: argparse.Namespace) -> int:
                 return 2
         if not argv:
             return run_command(argv, headless=args.headless, record=args.record)  # says what is missing
-        from .runner import run_name
-
         viewer = _viewer_options(args, "run")
         if viewer and args.headless:
             sys.stderr.write("accmon run: --baseline draws in the TUI; without it, compare the recording afterwards "
@@ -239,7 +244,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "export":
         return cmd_export(args)
     if cmd == "demo":
-        from .demo import cmd_demo
+        from .demo import cmd_demo  # the launcher, as `run`
 
         return cmd_demo(args.name, list_only=args.list, headless=args.headless)
     target = getattr(args, "target", None)
@@ -251,16 +256,11 @@ def cmd_ls(target: str | list[str] | None = None, *, as_json: bool = False, foll
     """`accmon ls [ssh://host ...] [--json]`: this host's runs (and other hosts' in a shared $ACCMON_REGISTRY),
     or the runs on the hosts named."""
     if follow:
-        from .remote import follow_runs
-
         return follow_runs(follow, sys.stdout)
     if target:
-        from .remote import cmd_ls_remote
-
         return cmd_ls_remote(target, as_json=as_json)
     runs = registry.list_runs(here=here)
-    from .app_sources import peek_runs
-    from .remote import entries_json, print_entries
+    from .app_sources import peek_runs  # the live engine's modules: only for a listing of this host
 
     if as_json:
         print(entries_json(runs, peek_runs(runs) if peek else None))
@@ -308,13 +308,11 @@ def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | 
                viewer: dict[str, Any] | None = None) -> int:
     """`accmon attach [RUN|ENDPOINT|ssh://host[/run] ...]`."""
     if isinstance(target, list) or target and target.startswith("ssh://"):
-        from .remote import cmd_attach_remote
-
         return cmd_attach_remote(target, headless=headless, record=record, interactive=sys.stdout.isatty(),
                                  viewer=viewer)
     if target is None and not headless and not record and sys.stdout.isatty() and len(live_run_ids()) > 1:
         # Several live runs and none named: the picker the help promises, not silently the newest.
-        from .app import run_picker
+        from .app import run_picker  # textual: only when the TUI opens
 
         return run_picker(**(viewer or {}))
     entries = resolve_target(target)
@@ -324,24 +322,18 @@ def cmd_attach(target: str | list[str] | None, *, headless: bool, record: str | 
         return 1
     if not all(registry.is_local(e) for e in entries if e.host != "?"):
         # A shared $ACCMON_REGISTRY lists ranks of other hosts too: those are reached through ssh.
-        from .remote import cmd_attach_routed
-
         return cmd_attach_routed(entries, headless=headless or bool(record and not sys.stdout.isatty()), record=record,
                                  interactive=sys.stdout.isatty(), viewer=viewer)
     if headless or record and not sys.stdout.isatty():
-        from .headless import HeadlessViewer
+        from .headless import HeadlessViewer  # the live engine, the store and the rules: attach's own
 
         return HeadlessViewer(entries, record=record, on_alert=on_alert).run()
-    from .app import run_live
+    from .app import run_live  # textual: only when the TUI opens
 
     return run_live(entries, record=record, on_alert=on_alert, **(viewer or {})) or 0
 
 
 def cmd_replay(path: str, viewer: dict[str, Any] | None = None) -> int:
-    from accmon.probe.recording import RecordingError, RecordingReader
-
-    from .importers import LogError, to_recording
-
     try:
         RecordingReader(path)
     except RecordingError as not_a_recording:
@@ -362,7 +354,7 @@ def cmd_replay(path: str, viewer: dict[str, Any] | None = None) -> int:
 
 
 def _replay(path: str, viewer: dict[str, Any] | None = None) -> int:
-    from .app import run_replay
+    from .app import run_replay  # textual: only when the TUI opens
 
     return run_replay(path, **(viewer or {})) or 0
 
@@ -371,7 +363,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not (args.csv or args.parquet):
         sys.stderr.write("accmon export: say what to write: --csv OUT or --parquet OUT\n")
         return 2
-    from .export import export_recording
+    from .export import export_recording  # the store: this command's own
 
     return export_recording(args.file, csv=args.csv, parquet=args.parquet)
 

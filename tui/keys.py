@@ -16,10 +16,9 @@ import getpass
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    pass
+from accmon.probe import security
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from accmon.probe import security
-
     out = out or sys.stdout
     try:
         if args.allow:
@@ -67,8 +64,6 @@ def cmd_keys(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _default_name(given: str) -> str:
-    from accmon.probe import security
-
     if security.parse_public_key(given).decode() == given.strip():
         return "viewer-" + "".join(c for c in given[:8] if c.isalnum())
     base = os.path.basename(given)
@@ -77,8 +72,6 @@ def _default_name(given: str) -> str:
 
 
 def _make(replace: bool, out: TextIO) -> int:
-    from accmon.probe import security
-
     server, made_server = security.create_pair(security.SERVER, replace=replace)
     client, made_client = security.create_pair(security.CLIENT, replace=replace)
     own_name = f"{getpass.getuser()}@{socket.gethostname()}"[:64]
@@ -102,8 +95,6 @@ def _make(replace: bool, out: TextIO) -> int:
 
 
 def _list(out: TextIO) -> int:
-    from accmon.probe import security
-
     d = security.config_dir()
     for name in (security.SERVER, security.CLIENT):
         try:

@@ -87,7 +87,7 @@ def test_group_buckets_are_the_median_and_spread_across_ranks(n_ranks, columns):
     store = RunStore()
     store.ingest(frames)
     group = store.all_ranks()
-    from accmon.tui.widgets.chart import step_edges
+    from accmon.tui.widgets.plot import step_edges
 
     b = group.buckets("loss", lambda d: step_edges(d, 0.0, 299.0, columns, None))
     edges = 0.0 + 299.0 * np.arange(columns + 1) / columns

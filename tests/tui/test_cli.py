@@ -250,3 +250,24 @@ def test_a_run_over_before_the_viewer_attached_is_reported_from_its_recording(tm
     _say_what_was_recorded(str(rec))
     err = capsys.readouterr().err
     assert "run finished: 10 steps recorded (steps 0 to 9)" in err and "before the viewer attached" in err
+
+
+def test_help_ls_and_check_load_no_tui(tmp_path):
+    # cli.py imports at the top what every command needs; textual, rich and the app load only when a TUI opens.
+    code = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from accmon.tui import cli
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            for argv in (["--help"], ["ls"], ["check", {str(tmp_path / "missing.accmon")!r}]):
+                try:
+                    cli.main(argv)
+                except SystemExit:
+                    pass
+        print(",".join(sorted(m for m in ("textual", "rich", "accmon.tui.app") if m in sys.modules)))
+        """
+    )
+    env = {**os.environ, "ACCMON_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"the command line loaded {out.stdout.strip()}"

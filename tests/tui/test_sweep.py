@@ -17,7 +17,8 @@ import pytest
 from textual import events
 
 from accmon.probe.recording import RecordingReader
-from accmon.tui.app import AccmonApp, _alert_ident
+from accmon.tui.app import AccmonApp
+from accmon.tui.app.alerts import alert_ident
 from accmon.tui.app_sources import QueueSource, ReplaySource
 from tests.tui.conftest import DEMOS
 from tests.tui.test_app_fixtures import loaded
@@ -52,14 +53,14 @@ async def _type(app: AccmonApp, pilot: Any, keys: tuple[str, ...]) -> None:
 async def _reach_every_alert_with_n(app: AccmonApp, pilot: Any, *, keys: bool) -> None:
     """From the start, `n` as many times as there are alerts: every alert must have been reached. `keys`: through
     the key binding (pilot.press, ~0.15 s a key here); else the action `n` is bound to, run directly."""
-    wanted = {_alert_ident(a) for a in app.store.alerts.by_key.values()}
+    wanted = {alert_ident(a) for a in app.store.alerts.by_key.values()}
     if app.replay:
         await (pilot.press("home") if keys else app.run_action("seek_edge(0)"))
     seen = set()
     for _ in range(len(wanted) + 1):
         await (pilot.press("n") if keys else app.run_action("alert_jump(1)"))
         if app.current_alert is not None:
-            seen.add(_alert_ident(app.current_alert))
+            seen.add(alert_ident(app.current_alert))
     assert seen == wanted, f"not reachable with n: {wanted - seen}"
 
 

@@ -22,7 +22,8 @@ from accmon.tui.widgets import (
     render_timeline,
     summary_text,
 )
-from accmon.tui.widgets.chart import LABEL_W, ema
+from accmon.tui.widgets.chart import LABEL_W
+from accmon.tui.widgets.plot import ema
 from tests.tui.test_app_fixtures import LAYERS, alert, end, facts, meta, run_frames, steps
 
 LOSS = ChartSpec("loss", (SeriesSpec("loss", "train", 0), SeriesSpec("val_loss", "val", 1)))

@@ -58,7 +58,7 @@ def value_at(data: RankData, name: str, step: int) -> float | None:
 def header_text(store: RunStore, info: HeaderInfo, *, dark: bool = True, width: int = 160,
                 vs_baseline: str | None = None) -> Text:
     """One line of facts (fewer of them when narrow), a second line when something is wrong, and a last one
-    with how the run stands against its baseline (`--baseline`; tui/baseline.py's `standing`)."""
+    with how the run stands against its baseline (`--baseline`; tui/baseline/standing.py)."""
     pal = palette(dark)
     narrow = width < 110
     dim = Style(color=pal.dim)

@@ -26,8 +26,9 @@ from textual.strip import Strip
 
 from ..store import RankData, RankGroup
 from . import fmt
-from .chart import SEVERITY_ORDER, View, _SeriesReader
+from .chart import SEVERITY_ORDER, View
 from .palette import palette, ramp_colors
+from .plot import SeriesReader
 
 VALUE_W = 8
 
@@ -93,7 +94,7 @@ def render_heatmap(data: RankData | RankGroup | None, spec: HeatSpec, view: View
         msg = "waiting for the run" if data is None else f"no {what} logged so far"
         return HeatRendered([Strip([Segment(msg.center(width)[:width], dim)], width)], [], vals)
     x0, x1 = float(view.x0), float(max(view.x1, view.x0 + 1))
-    reader = _SeriesReader(data, x0, x1, cells, view.head)
+    reader = SeriesReader(data, x0, x1, cells, view.head)
     for i, layer in enumerate(layers):
         b = reader.buckets(spec.prefix + layer)
         if b is None:
