@@ -5,7 +5,7 @@ diagnosis. Exit 0 clean, 1 when a warning or worse fired, 2 when the input canno
 incomplete: steps were lost (dropped by the probe, or the recording was cut short), the file is damaged, or the
 run crashed, and no warning fired (1 keeps its meaning; `run.complete` in --json says it either way).
 
-`--baseline GOOD [--tolerance T]` compares the run with a recording of one that worked (tui/baseline.py): exit 4
+`--baseline GOOD [--tolerance T]` compares the run with a recording of one that worked (tui/baseline/): exit 4
 when it is worse beyond tolerance, whatever else the report says (4 wins over 1 and 3: the gate's question is
 "worse than the run that worked?"; the alerts and `run.complete` still say the rest). The baseline unreadable,
 or holding no step: exit 2. `--json` adds a `baseline` object: `verdict` ("ok" or "worse"), `tolerance`, and
