@@ -68,7 +68,7 @@ def test_the_bound_catches_rows_held_as_lists_of_strings(tmp_path: Path, monkeyp
     def whole_file(f):  # type: ignore[no-untyped-def]
         return iter(list(streaming(f)))
 
-    monkeypatch.setattr(importers.csv, "reader", whole_file)
+    monkeypatch.setattr(importers.csvlog.csv, "reader", whole_file)
     got, load_peak = traced_peak(importers.load_log, str(tmp_path / "metrics.csv"))
     assert got is not None and got[0]["steps"] == ROWS
     assert load_peak > LOAD_BOUND * size, f"list(reader) took only {load_peak / size:.1f}x the file's size"
@@ -76,8 +76,8 @@ def test_the_bound_catches_rows_held_as_lists_of_strings(tmp_path: Path, monkeyp
 
 def test_only_the_columns_accmon_reads_are_stored_and_at_most_so_many(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importers, "MAX_CSV_COLUMNS", 2)
-    monkeypatch.setattr(importers, "MAX_IGNORED_NAMED", 1)
+    monkeypatch.setattr(importers.csvlog, "MAX_CSV_COLUMNS", 2)
+    monkeypatch.setattr(importers.csvlog, "MAX_IGNORED_NAMED", 1)
     p = tmp_path / "metrics.csv"
     p.write_text("step,custom0,loss,custom1,accuracy,lr,custom2\n0,1,0.5,1,0.25,0.1,1\n1,1,0.4,1,0.5,0.1,1\n")
     got = importers.read_all(str(p))
@@ -104,7 +104,7 @@ def test_a_header_of_many_columns_costs_no_more_than_a_few_times_its_size(tmp_pa
     size = os.path.getsize(p)
     got, peak = traced_peak(importers.load_log, str(p))
     assert got is not None and got[0]["mapped"] == {"loss": "loss"}
-    assert len(got[0]["ignored"]) == importers.MAX_IGNORED_NAMED + 1
+    assert len(got[0]["ignored"]) == importers.csvlog.MAX_IGNORED_NAMED + 1
     assert peak < 20 * size, f"loading took {peak / size:.1f}x the file's {size} bytes"
 
 
@@ -113,4 +113,4 @@ def test_distinct_steps_are_numpys_unique() -> None:
     for n in (0, 1, 2, 5, 1000):
         for a in (rng.integers(-5, 50, n), np.sort(rng.integers(0, 2**62, n)), np.arange(n), np.zeros(n, np.int64)):
             a = a.astype(np.int64)
-            assert np.array_equal(importers._sorted_unique(a), np.unique(a))
+            assert np.array_equal(importers.table.sorted_unique(a), np.unique(a))
