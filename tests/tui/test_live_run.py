@@ -29,7 +29,7 @@ def steps_of(got: list, rank: int) -> set[int]:
     return {int(s) for r, f in got if r == rank and f["kind"] == "steps" for s in f["steps"]}
 
 
-def test_a_live_run_finds_a_late_rank_records_both_and_ends(tmp_path):
+def test_a_live_run_finds_a_late_rank_records_both_raises_cross_rank_alerts_and_ends(tmp_path):
     said: list[str] = []
     got: list = []
     first = Run("late-rank", run_id="late-rank-1", rank=0, world_size=2, rules=False)
@@ -37,16 +37,23 @@ def test_a_live_run_finds_a_late_rank_records_both_and_ends(tmp_path):
     live = LiveRun(registry.find_run("late-rank-1"), record=str(tmp_path / "viewer.accmon"), on_event=said.append)
     live.start()
     try:
-        for step in range(20):
+        for step in range(60):
             first.log(step, loss=1.0)
-        drive(live, lambda: len(steps_of(got, 0)) == 20 and live.status.state == "live", got)
+        drive(live, lambda: len(steps_of(got, 0)) == 60 and live.status.state == "live", got)
         assert live.status.ranks == 1
         # Rank 1 registers late (torchrun starts ranks in parallel): the run finds it, by (rank, pid).
         second = Run("late-rank", run_id="late-rank-1", rank=1, world_size=2, rules=False)
-        for step in range(30):
-            second.log(step, loss=2.0)
-        drive(live, lambda: len(steps_of(got, 1)) == 30, got)
+        for step in range(60):
+            second.log(step, loss=10.0)  # ten times rank 0's loss over the same steps: a diverging rank
+        drive(live, lambda: len(steps_of(got, 1)) == 60, got)
         assert said == [f"rank 1 joined (pid {os.getpid()})"] and live.status.ranks == 2
+        # The cross-rank rules saw every frame of both ranks; their alert comes as an alert frame, after the
+        # frame that raised it, as a probe's own alert would.
+        drive(live, lambda: any(f["kind"] == "alert" for _, f in got), got)
+        at = next(i for i, (_, f) in enumerate(got) if f["kind"] == "alert")
+        alert = got[at][1]["alert"]
+        assert (alert["id"], alert["rank"], got[at][1]["rank"]) == ("rank_diverging", 1, 1)
+        assert any(f["kind"] == "steps" for _, f in got[:at])
         first.close()
         second.close()
         drive(live, lambda: live.status.state == "ended", got)
@@ -60,7 +67,7 @@ def test_a_live_run_finds_a_late_rank_records_both_and_ends(tmp_path):
     for f in RecordingReader(tmp_path / "viewer.accmon").frames():
         if f["kind"] == "steps":
             recorded[f["rank"]] |= set(f["steps"])
-    assert recorded == {0: set(range(20)), 1: set(range(30))}  # the very frames received, both ranks
+    assert recorded == {0: set(range(60)), 1: set(range(60))}  # the very frames received, both ranks
 
 
 def test_a_live_run_with_no_entries_waits_then_attaches_to_the_run_it_finds_again():
