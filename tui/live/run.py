@@ -100,8 +100,10 @@ class LiveRun:
             batch = client.drain_with_bytes()
             if not batch:
                 continue
-            if self.writer is not None:
-                self._guard(lambda: self.writer.write([p for _, p in batch]))  # type: ignore[union-attr]  # noqa: B023
+            writer = self.writer
+            if writer is not None:
+                payloads = [p for _, p in batch]
+                self._guard(lambda: writer.write(payloads))  # noqa: B023 (called at once)
             frames = [f for f, _ in batch]
             for f in list(frames):
                 frames += self.diagnose(f)
