@@ -82,7 +82,7 @@ def test_a_live_run_with_no_entries_waits_then_attaches_to_the_run_it_finds_agai
         found += registry.find_run("found-later-1")
         run.log(0, loss=1.0)
         drive(live, lambda: steps_of(got, 0) == {0}, got)
-        assert live.generation == 1 and live.run_id == "found-later-1"
+        assert live.generation == 1 and live.run_id == "found-later-1" and live.name == "found-later"
     finally:
         live.close()
         run.close()

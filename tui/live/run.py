@@ -88,8 +88,6 @@ class LiveRun:
         if self.record:
             self.writer = RecordingWriter(self.record)
         self._attach(self.entries if entries is None else entries)
-        if self.name is None and self.entries:
-            self.name = self.entries[0].name
         return self
 
     def pump(self) -> list[Received]:
@@ -178,6 +176,8 @@ class LiveRun:
         self.entries = list(entries)
         self.run_id = entries[0].run_id if entries else None
         self.world_size = max((e.world_size for e in entries), default=1)
+        if self.name is None and entries:  # `accmon run`'s source starts before the run has a name
+            self.name = entries[0].name
 
     def _guard(self, fn: Callable[[], Any]) -> None:
         try:
