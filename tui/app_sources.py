@@ -21,22 +21,18 @@ import msgpack
 from accmon.probe import registry, wire
 from accmon.probe.recording import RecordingReader
 
-from .live import (  # noqa: F401  (the picker's and `accmon ls`'s names, imported from here by the app and cli)
+from .live import SILENT_GONE_S, LiveRun, SourceStatus, alert_frame, rank_gone  # noqa: F401  (also imported from here)
+from .peek import (  # noqa: F401  (the picker's and `accmon ls`'s names, imported from here by the app and cli)
     NOTHING,
     PEEK_TIMEOUT_S,
-    SILENT_GONE_S,
-    LiveRun,
     PickerEntry,
     RankPeek,
     RunPeek,
-    SourceStatus,
     age_words,
-    alert_frame,
     group_runs,
     peek_cells,
     peek_from_dict,
     peek_runs,
-    rank_gone,
     run_peek,
 )
 from .replay import child_command

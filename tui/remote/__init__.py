@@ -44,7 +44,11 @@ The package, one concern a module, each importing only those listed after it:
     target     `SshTarget`, the ssh command lines, what a failed ssh means
 """
 
-from .commands import cmd_attach_remote, cmd_attach_routed, cmd_ls_remote, print_entries
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .forward import BACKOFF_FIRST_S, BACKOFF_MAX_S, RECONNECT_READY_TIMEOUT_S, RemoteRun, open_remote
 from .listing import (
     FIRST_CONNECT_TIMEOUT_S,
@@ -59,7 +63,6 @@ from .listing import (
     wait_for_ranks,
 )
 from .routing import HostsRun, gather, needs_ssh, open_hosts, open_routes, route_local
-from .source import PICKER_LIST_EVERY_S, RECONNECTED_NOTE_S, RemoteLister, RemoteSource
 from .target import (
     ENV_REMOTE_CMD,
     ENV_SSH,
@@ -72,6 +75,25 @@ from .target import (
     parse_target,
     remote_command,
 )
+
+if TYPE_CHECKING:
+    from .commands import cmd_attach_remote, cmd_attach_routed, cmd_ls_remote, print_entries
+    from .source import PICKER_LIST_EVERY_S, RECONNECTED_NOTE_S, RemoteLister, RemoteSource
+
+# The viewer's side (the commands, the app's source) is loaded when first asked for: the remote host runs
+# `accmon ls --json [--follow]` through this package on every connection and reconnection, and needs only the
+# listing, not the headless viewer, the check or the live engine (about twice the start-up time on a busy node).
+_LAZY = {"cmd_attach_remote": "commands", "cmd_attach_routed": "commands", "cmd_ls_remote": "commands",
+         "print_entries": "commands", "PICKER_LIST_EVERY_S": "source", "RECONNECTED_NOTE_S": "source",
+         "RemoteLister": "source", "RemoteSource": "source"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "BACKOFF_FIRST_S", "BACKOFF_MAX_S", "ENV_REMOTE_CMD", "ENV_SSH", "ENV_SSH_OPTS", "FIRST_CONNECT_TIMEOUT_S",

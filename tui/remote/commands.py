@@ -11,7 +11,7 @@ from accmon.probe import registry
 
 from ..check import printable
 from ..headless import HeadlessViewer
-from ..live import RankPeek, age_words, peek_cells
+from ..peek import RankPeek, age_words, peek_cells
 from .forward import RemoteRun
 from .listing import entries_json, pick_run, wait_for_ranks
 from .routing import HostsRun, gather, open_hosts, open_routes, route_local

@@ -12,7 +12,7 @@ from typing import IO
 
 from accmon.probe import registry
 
-from ..live import RankPeek, peek_from_dict
+from ..peek import RankPeek, peek_from_dict
 from .target import RemoteError, SshTarget, _explain_exit, _ssh_base, parse_target, remote_command
 
 FIRST_CONNECT_TIMEOUT_S = 180.0  # the first connection may wait for a password or a host-key question

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from accmon.probe import registry
 
-from ..live import RankPeek
+from ..peek import RankPeek
 from .forward import RemoteRun
 from .listing import _names, list_remote, pick_run, wait_for_ranks
 from .target import VIA, VIA_REGISTRY, RemoteError, SshTarget, parse_target

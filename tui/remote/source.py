@@ -9,7 +9,7 @@ from dataclasses import replace
 from accmon.probe import registry
 
 from ..app_sources import LiveSource, SourceStatus
-from ..live import RankPeek
+from ..peek import RankPeek
 from .forward import RemoteRun
 from .listing import list_remote
 from .routing import HostsRun, gather, open_routes
