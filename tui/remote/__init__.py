@@ -40,7 +40,7 @@ The package, one concern a module, each importing only those listed after it:
     source     the app's side: `RemoteSource` (a LiveSource whose thread connects first), `RemoteLister`
     routing    which entries go through which host (`gather`, `route_local`); `HostsRun`, `open_routes`
     forward    `RemoteRun`: one host's sockets forwarded by one ssh process, reconnected with back-off
-    listing    `accmon ls --json` over ssh, validated; `pick_run`; the remote side's `follow_runs`
+    listing    `accmon ls --json` over ssh, validated; the `ls` table; `pick_run`; the remote side's `follow_runs`
     target     `SshTarget`, the ssh command lines, what a failed ssh means
 """
 
@@ -60,6 +60,7 @@ from .listing import (
     list_remote,
     parse_listing,
     pick_run,
+    print_entries,
     wait_for_ranks,
 )
 from .routing import HostsRun, gather, needs_ssh, open_hosts, open_routes, route_local
@@ -77,14 +78,14 @@ from .target import (
 )
 
 if TYPE_CHECKING:
-    from .commands import cmd_attach_remote, cmd_attach_routed, cmd_ls_remote, print_entries
+    from .commands import cmd_attach_remote, cmd_attach_routed, cmd_ls_remote
     from .source import PICKER_LIST_EVERY_S, RECONNECTED_NOTE_S, RemoteLister, RemoteSource
 
 # The viewer's side (the commands, the app's source) is loaded when first asked for: the remote host runs
 # `accmon ls --json [--follow]` through this package on every connection and reconnection, and needs only the
 # listing, not the headless viewer, the check or the live engine (about twice the start-up time on a busy node).
 _LAZY = {"cmd_attach_remote": "commands", "cmd_attach_routed": "commands", "cmd_ls_remote": "commands",
-         "print_entries": "commands", "PICKER_LIST_EVERY_S": "source", "RECONNECTED_NOTE_S": "source",
+         "PICKER_LIST_EVERY_S": "source", "RECONNECTED_NOTE_S": "source",
          "RemoteLister": "source", "RemoteSource": "source"}
 
 

@@ -4,16 +4,15 @@ connect before the TUI takes the terminal, then the app or the headless viewer."
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from accmon.probe import registry
 
 from ..check import printable
 from ..headless import HeadlessViewer
-from ..peek import RankPeek, age_words, peek_cells
+from ..peek import RankPeek
 from .forward import RemoteRun
-from .listing import entries_json, pick_run, wait_for_ranks
+from .listing import entries_json, pick_run, print_entries, wait_for_ranks
 from .routing import HostsRun, gather, open_hosts, open_routes, route_local
 from .source import RemoteLister, RemoteSource
 from .target import RemoteError, SshTarget, parse_target
@@ -22,21 +21,6 @@ from .target import RemoteError, SshTarget, parse_target
 def _say(line: str) -> None:
     sys.stderr.write(f"accmon: {printable(line)}\n")
     sys.stderr.flush()
-
-
-def print_entries(entries: list[registry.RunEntry], peeks: dict[tuple[str, int, int], RankPeek] | None = None,
-                  *, now: float | None = None) -> None:
-    """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts). STEP,
-    STATUS and ALERTS are what each rank answered to `hello` (peek_runs); "—" where it did not answer in time, or
-    cannot be asked from here."""
-    now = time.time() if now is None else now
-    peeks = peeks or {}
-    print(f"{'RUN':<20} {'RANK':>4} {'HOST':<16} {'NAME':<20} {'PID':>7} {'STEP':>9} {'STATUS':<8} {'ALERTS':<6} "
-          f"{'AGE':>6}  COMMAND")
-    for e in entries:
-        step, status, alerts = peek_cells(peeks.get((e.run_id, e.rank, e.pid)))
-        print(printable(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {step:>9} "
-                        f"{status:<8} {alerts:<6} {age_words(now - e.started):>6}  {' '.join(e.cmd)[:60]}"))
 
 
 def cmd_ls_remote(targets: str | list[str], *, as_json: bool = False) -> int:

@@ -12,7 +12,7 @@ from typing import IO
 
 from accmon.probe import registry
 
-from ..peek import RankPeek, peek_from_dict
+from ..peek import RankPeek, age_words, peek_cells, peek_from_dict
 from .target import RemoteError, SshTarget, _explain_exit, _ssh_base, parse_target, remote_command
 
 FIRST_CONNECT_TIMEOUT_S = 180.0  # the first connection may wait for a password or a host-key question
@@ -117,6 +117,23 @@ def _parse_peeks(text: bytes, entries: list[registry.RunEntry]) -> dict[tuple[st
             if p is not None:
                 out[key] = p
     return out
+
+
+def print_entries(entries: list[registry.RunEntry], peeks: dict[tuple[str, int, int], RankPeek] | None = None,
+                  *, now: float | None = None) -> None:
+    """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts). STEP,
+    STATUS and ALERTS are what each rank answered to `hello` (peek_runs); "—" where it did not answer in time, or
+    cannot be asked from here."""
+    from ..check import printable  # check loads the store: the remote host's `ls --json` never prints this table
+
+    now = time.time() if now is None else now
+    peeks = peeks or {}
+    print(f"{'RUN':<20} {'RANK':>4} {'HOST':<16} {'NAME':<20} {'PID':>7} {'STEP':>9} {'STATUS':<8} {'ALERTS':<6} "
+          f"{'AGE':>6}  COMMAND")
+    for e in entries:
+        step, status, alerts = peek_cells(peeks.get((e.run_id, e.rank, e.pid)))
+        print(printable(f"{e.run_id:<20} {e.rank:>4} {e.host[:16]:<16} {e.name[:20]:<20} {e.pid:>7} {step:>9} "
+                        f"{status:<8} {alerts:<6} {age_words(now - e.started):>6}  {' '.join(e.cmd)[:60]}"))
 
 
 def pick_run(entries: list[registry.RunEntry], spec: str | None) -> list[registry.RunEntry]:
