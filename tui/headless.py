@@ -11,35 +11,25 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from accmon.probe import registry, security
-from accmon.probe.recording import RecordingWriter
-from accmon.probe.rules import StreamDiagnosis
+from accmon.probe import registry
+from accmon.probe.recording import RecordingError, RecordingReader
 
-from .app_sources import SILENT_GONE_S, rank_gone
 from .check import RULE_ERROR_ID, format_alert, printable
+from .live import SILENT_GONE_S, LiveRun, client_for
 from .on_alert import AlertCommand
 from .store import clean_stop, stop_words
 from .subscriber import RunClient
 
-SYNC_S = 1.0
 SILENT_SAY_S = 5.0  # with nothing received by then, say what is being waited for (never wait in silence)
 
 
 class HeadlessViewer:
-    """Drives one RunClient per rank; prints alerts and state changes; optionally records."""
+    """Prints a live run: alerts and state changes as lines, and at the end how it ended. The run itself (the
+    clients, discovery, the recording, the cross-rank rules) is a `LiveRun`, driven from the caller's thread."""
 
     def __init__(self, entries: list[registry.RunEntry], *, record: str | None = None, out: TextIO = sys.stderr,
                  quiet: bool = False, discover: bool = True, on_alert: AlertCommand | None = None) -> None:
         self.on_alert = on_alert  # --on-alert: the user's command, told of each new alert (closed with the viewer)
-        self.entries: list[registry.RunEntry] = []
-        self.clients: list[RunClient] = []
-        self.run_id = entries[0].run_id if entries else None
-        # Ranks register one by one (torchrun starts them in parallel): keep looking for the others.
-        self.discover = discover and self.run_id not in (None, "?")
-        self.world_size = max((e.world_size for e in entries), default=1)
-        for e in entries:
-            self._add(e)
-        self.writer = RecordingWriter(record) if record else None
         self.out = out
         self.quiet = quiet
         self.ended: dict[int, str] = {}
@@ -52,35 +42,32 @@ class HeadlessViewer:
         self.last_step = -1
         self.alerts: list[dict] = []
         self.rule_errors: dict[str, str] = {}  # rule → the error that disabled it in the probe (said once)
-        self.rank_rules = StreamDiagnosis(per_rank=False)  # cross-rank alerts: only a viewer of every rank raises them
         self._rank_last: dict[int, int] = {}
         self._rank_first: dict[int, int] = {}
         self.stopped: dict | None = None  # who stopped the run, when not a crash (the end frame's `stopped`)
+        # Ranks register one by one (torchrun starts them in parallel): the run keeps looking for the others.
+        self.live = LiveRun(entries, record=record, discover=discover, on_event=self.say,
+                            client_factory=lambda e: client_for(e, arrays=False)).start()
 
-    def _add(self, entry: registry.RunEntry) -> None:
-        self.entries.append(entry)
-        self.clients.append(RunClient(entry.pub, entry.ctl, curve=security.curve_for(entry.pub, entry.extra)).start())
+    @property
+    def entries(self) -> list[registry.RunEntry]:
+        return self.live.entries
 
-    def _discover(self) -> None:
-        # By process, not rank alone: under Lightning's ddp_spawn the launching process registered rank 0 before
-        # it spawned the real rank 0. Only this host's: another host's sockets (listed from a shared
-        # $ACCMON_REGISTRY) are not reachable here.
-        known = {(e.rank, e.pid) for e in self.entries}
-        for e in registry.list_runs(here=True):
-            if e.run_id == self.run_id and (e.rank, e.pid) not in known:
-                self._add(e)
-                self.world_size = max(self.world_size, e.world_size)
-                self.say(f"rank {e.rank} joined (pid {e.pid})")
+    @property
+    def clients(self) -> list[RunClient]:
+        return [c for _, c in self.live.clients]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.live.run_id
+
+    @property
+    def world_size(self) -> int:
+        return self.live.world_size
 
     def last_heard(self) -> dict[int, float]:
-        """Per rank, the wall time of its last frame or heartbeat, or of its connection closing: a rank killed in a
-        collective falls silent before the ranks waiting on it, which keep heartbeating until their launcher stops
-        them."""
-        out: dict[int, float] = {}
-        for entry, client in zip(self.entries, self.clients):
-            if client.heard_at is not None:
-                out[entry.rank] = max(out.get(entry.rank, 0.0), client.heard_at)
-        return out
+        """Per rank, when it was last heard (LiveRun.last_heard): for the exit frames `accmon run` appends."""
+        return self.live.last_heard()
 
     def say(self, line: str) -> None:
         if not self.quiet:
@@ -88,32 +75,20 @@ class HeadlessViewer:
             self.out.flush()
 
     def pump(self) -> int:
-        """Handle what has arrived; return the number of frames."""
+        """Handle what has arrived (recorded and diagnosed across ranks by the LiveRun); return the number of
+        frames received."""
         n = 0
-        for entry, client in zip(self.entries, self.clients):
-            batch = client.drain_with_bytes()
-            if not batch:
-                continue
-            n += len(batch)
-            if self.writer is not None:
-                try:
-                    self.writer.write([payload for _, payload in batch])
-                except OSError as exc:
-                    self.say(f"recording to {self.writer.path} stopped: {exc.strerror or exc}; frames so far are kept")
-                    self.writer = None
-            for frame, _ in batch:
-                self.handle(frame, entry.rank)
+        for received in self.live.pump():
+            n += received.count
+            for frame in received.frames:
+                self.handle(frame, received.entry.rank)
         self.frames += n
         return n
 
     def handle(self, frame: dict, rank: int) -> None:
-        """One frame of `rank`: count its steps, say its alerts, note its end."""
+        """One frame of `rank` (the cross-rank alerts come as alert frames): count its steps, say its alerts, note
+        its end."""
         kind = frame["kind"]
-        for alert in self.rank_rules.observe(frame):
-            self.alerts.append(alert)
-            self.say(format_alert(alert))
-            if self.on_alert is not None:
-                self.on_alert.offer(alert, rank)
         if kind == "steps":
             steps = frame["steps"]
             self.steps += len(steps)
@@ -186,7 +161,7 @@ class HeadlessViewer:
     def run(self, *, until: Callable[[], bool] | None = None, poll: float = 0.1) -> int:
         """Receive until every rank ended, its process is gone (a run attached by endpoint: it fell silent), or
         `until()` says so. Returns an exit code."""
-        last_sync = last_discovery = started = time.monotonic()
+        started = time.monotonic()
         said_waiting = False
         try:
             while True:
@@ -195,24 +170,17 @@ class HeadlessViewer:
                     said_waiting = True
                     where = ", ".join(e.pub for e in self.entries)
                     self.say(f"nothing received yet from {where}; still waiting (is the run up? Ctrl-C stops)")
-                if self.discover and time.monotonic() - last_discovery > 0.5:
-                    last_discovery = time.monotonic()
-                    self._discover()
+                self.live.tick()  # ranks that register late, the recording's sync
                 if len(self.ended) == len(self.entries) >= self.world_size:
                     break
                 if until is not None and until():
                     self._drain_after_exit()
                     break
                 if not got:
-                    if self._all_gone():
+                    if self.live.all_gone():
                         self._drain_after_exit()
                         break
-                    for c in self.clients:
-                        c.wake.wait(poll)
-                        break
-                if self.writer is not None and time.monotonic() - last_sync > SYNC_S:
-                    last_sync = time.monotonic()
-                    self.writer.sync()
+                    self.live.wait(poll)
         finally:
             self.close()
         crashed = [s for s in self.ended.values() if s != "finished"]
@@ -231,10 +199,6 @@ class HeadlessViewer:
         # 3, as `accmon check` says it: the record of the run is incomplete.
         return 1 if crashed else 3 if lost else 0
 
-    def _all_gone(self) -> bool:
-        # An entry attached by endpoint names no process: its connection says whether it is still there.
-        return all(rank_gone(e, c) for e, c in zip(self.entries, self.clients))
-
     def _drain_after_exit(self, grace: float = 1.0) -> None:
         """The process is gone: give frames already in flight a moment to arrive."""
         deadline = time.monotonic() + grace
@@ -243,24 +207,19 @@ class HeadlessViewer:
                 time.sleep(0.05)
 
     def close(self) -> None:
-        for c in self.clients:
-            c.close()
+        self.live.close()
         if self.on_alert is not None:
             self.on_alert.close()
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 def say_recorded(path: str, out: TextIO | None = None) -> None:
     """What a headless viewer would have said of a run that ended before it attached (a few fast steps), read
     from the run's recording: its alerts as they were raised, then how it ended."""
-    from accmon.probe.recording import RecordingError, RecordingReader
-
     viewer = HeadlessViewer([], out=out or sys.stderr, discover=False)
     try:
         for frame in RecordingReader(path).frames():
-            viewer.handle(frame, frame.get("rank", 0))
+            for f in [frame, *viewer.live.diagnose(frame)]:
+                viewer.handle(f, frame.get("rank", 0))
     except (OSError, RecordingError) as exc:
         viewer.say(f"the run ended before it could be watched; its recording cannot be read: {exc}")
         return

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accmon.probe import registry, wire
 from accmon.probe.autorun import ENV_AUTO
@@ -31,10 +31,10 @@ from accmon.probe.recording import RecordingError, RecordingReader, RecordingWri
 from accmon.probe.run import ENV_BIND, ENV_NAME, ENV_RECORD
 from accmon.probe.stop import ENV_STOP_ON
 
+from .app_sources import LiveSource
+from .headless import HeadlessViewer, say_recorded
+from .on_alert import AlertCommand
 from .store import clean_stop, stop_words
-
-if TYPE_CHECKING:
-    from .on_alert import AlertCommand
 
 INJECT_DIR = os.path.join(os.path.dirname(os.path.abspath(registry.__file__)), "inject")
 
@@ -245,8 +245,6 @@ def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float]
                     on_alert: AlertCommand | None = None) -> bool:
     """Follow the run on stderr; False when the command ended before its run could be attached to. `heard`
     gets when each rank was last heard (RunClient.heard_at), for the exit frames."""
-    from .headless import HeadlessViewer
-
     entries = wait_for_entries(run_id, proc)
     if not entries:
         if on_alert is not None:
@@ -261,8 +259,6 @@ def _watch_headless(run_id: str, proc: subprocess.Popen, heard: dict[int, float]
 def _say_what_was_recorded(record: str | None) -> None:
     """A run over before the viewer found it (a few fast steps), or none at all: say which, from the recording
     when there is one, so a headless log never ends in silence."""
-    from .headless import say_recorded
-
     if record is None or not os.path.exists(record):
         why = "" if record is None else f" and {record} was not written"
         sys.stderr.write(f"accmon: the command ended before a run could be watched{why} (did it import PyTorch or "
@@ -273,8 +269,7 @@ def _say_what_was_recorded(record: str | None) -> None:
 
 def _watch_tui(launch: str, proc: subprocess.Popen, on_alert: AlertCommand | None = None,
                viewer: dict[str, Any] | None = None) -> int:
-    from .app import AccmonApp, run_app
-    from .app_sources import LiveSource
+    from .app import AccmonApp, run_app  # textual: `accmon run --headless` never loads it
 
     # As app.run_live_for_process, but the run is found by this launch's token, not by an id known beforehand.
     source = LiveSource([], find_again=lambda: launched(launch), process=proc)

@@ -130,7 +130,7 @@ def test_a_forwarded_rank_is_not_judged_by_a_local_pid_or_silence(tmp_path):
     # connection is being re-made. The remote side says when the run is gone.
     import socket
 
-    from accmon.tui.app_sources import rank_gone
+    from accmon.tui.live import rank_gone
 
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     sock = socket.socket(socket.AF_UNIX)
