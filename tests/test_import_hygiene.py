@@ -35,7 +35,8 @@ def test_probe_modules_import_neither_textual_nor_frameworks(module):
 
 # What runs with no terminal UI: `accmon check` in CI, `attach --headless`, replay's rules child, the live engine.
 HEADLESS_VIEWER_MODULES = ["accmon.tui.app_sources", "accmon.tui.baseline", "accmon.tui.check", "accmon.tui.export", "accmon.tui.headless",
-                           "accmon.tui.importers", "accmon.tui.replay", "accmon.tui.store", "accmon.tui.subscriber"]
+                           "accmon.tui.importers", "accmon.tui.live", "accmon.tui.peek", "accmon.tui.replay", "accmon.tui.store",
+                           "accmon.tui.subscriber", "accmon.tui.text"]
 
 
 @pytest.mark.parametrize("module", HEADLESS_VIEWER_MODULES)

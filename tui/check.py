@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO, cast
 
@@ -29,12 +28,12 @@ from accmon.probe.rules.base import Alert, clean_alert
 
 from .baseline import BaselineError, Comparison, Tolerance, compare_runs, from_store, tee
 from .importers import LogError, load_log
-from .store import RankData, RunStore, alert_message, run_outcome, stop_words
+from .store import RankData, RunStore, run_outcome, stop_words
 from .system_summary import SystemSummary, one_line
+from .text import RULE_ERROR_ID, format_alert, json_safe, printable
 
 EXIT_CLEAN, EXIT_WARNING, EXIT_UNREADABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 EXIT_WORSE = 4  # --baseline: worse than the run that worked, beyond tolerance
-RULE_ERROR_ID = "rule_error"  # accmon.probe.rules.diagnoser.RULE_ERROR_ID (check runs without the rules too)
 
 
 @dataclass
@@ -190,21 +189,6 @@ def _registered(run_id: str | None) -> bool:
     return run_id is not None and any(e.run_id == run_id for e in registry.list_runs())
 
 
-def json_safe(obj: Any) -> Any:
-    """JSON has no NaN/Inf: write them as strings that say what they were, never as `null`."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (bytes, bytearray)):
-        return obj.hex()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return repr(obj)
-
-
 def check(path: str, *, as_json: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
           baseline: str | None = None, tolerance: Iterable[str] = ()) -> int:
     try:
@@ -319,22 +303,6 @@ def _alert_json(a: Alert) -> dict[str, Any]:
 
 # C0 and C1 control characters (ESC, BEL, CSI...) and DEL: text from a recording or a live run must never reach
 # a terminal as commands (issue 16: `ESC]0;…BEL` retitled it, `ESC[2J` cleared it).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: Any) -> str:
-    """`text` as one line safe to print: control characters shown as \\xNN escapes."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-
-
-def format_alert(a: Mapping[str, Any]) -> str:
-    """One line per alert, as `attach --headless` and `check` print them."""
-    sev = str(a.get("severity", "info")).upper()
-    state = " (cleared)" if a.get("state") == "cleared" else ""
-    rank = f" rank {a['rank']}" if a.get("rank") not in (None, 0) else ""
-    return printable(f"[step {a.get('step')}{rank}] {sev} {a.get('id')}{state}: {alert_message(a)} — fix: {a.get('fix')}")
-
-
 def _print_human(path: str, s: RunSummary, alerts: list[Alert], out: TextIO) -> None:
     out = _Printable(out)  # type: ignore[assignment]  # only write() is used
     ranks = f", ranks {','.join(map(str, s.ranks))}" if len(s.ranks) > 1 else ""

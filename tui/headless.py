@@ -14,11 +14,11 @@ from typing import TextIO
 from accmon.probe import registry
 from accmon.probe.recording import RecordingError, RecordingReader
 
-from .check import RULE_ERROR_ID, format_alert, printable
 from .live import SILENT_GONE_S, LiveRun, client_for
 from .on_alert import AlertCommand
 from .store import clean_stop, stop_words
 from .subscriber import RunClient
+from .text import RULE_ERROR_ID, format_alert, printable
 
 SILENT_SAY_S = 5.0  # with nothing received by then, say what is being waited for (never wait in silence)
 

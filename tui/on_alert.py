@@ -22,7 +22,7 @@ from typing import Any
 
 from accmon.probe.rules import SEVERITY_RANK
 
-from .check import json_safe, printable
+from .text import json_safe, printable
 
 QUEUE = 16  # alerts waiting for their command; past this they are dropped and counted
 TIMEOUT_S = 30.0

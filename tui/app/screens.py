@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 from accmon.probe import registry
 
 from ..app_sources import age_words, group_runs, peek_cells, peek_runs, run_peek
-from ..check import printable
+from ..text import printable
 
 HELP = """\
 **Why is my accuracy zero, or stuck?** The panels show the run; the alerts say what is wrong, the fix and the

@@ -8,9 +8,9 @@ from typing import Any
 
 from accmon.probe import registry
 
-from ..check import printable
 from ..headless import HeadlessViewer
 from ..peek import RankPeek
+from ..text import printable
 from .forward import RemoteRun
 from .listing import entries_json, pick_run, print_entries, wait_for_ranks
 from .routing import HostsRun, gather, open_hosts, open_routes, route_local

@@ -124,7 +124,7 @@ def print_entries(entries: list[registry.RunEntry], peeks: dict[tuple[str, int, 
     """The `accmon ls` table (HOST: where the rank runs; RUN groups the ranks of one run across hosts). STEP,
     STATUS and ALERTS are what each rank answered to `hello` (peek_runs); "—" where it did not answer in time, or
     cannot be asked from here."""
-    from ..check import printable  # check loads the store: the remote host's `ls --json` never prints this table
+    from ..text import printable  # text loads the store: the remote host's `ls --json` never prints this table
 
     now = time.time() if now is None else now
     peeks = peeks or {}
