@@ -18,7 +18,8 @@ from typing import Any
 
 from . import registry
 from .errors import report_once
-from .iothread import ALERT, COLUMNS, END, FACTS, ROW, IOThread
+from .inbox import ALERT, COLUMNS, END, FACTS, ROW
+from .iothread import IOThread
 from .stop import ENV_STOP_ON, StopOn, StopOnError, StopTraining, StoreLink, parse_stop_on
 from .system import SystemStats
 
