@@ -80,6 +80,17 @@ def _instrument(module_name: str) -> None:
             report_once(f"autorun:{module_name}", f"instrumenting {module_name} failed ({exc!r}); training goes on")
 
 
+def when_imported(module_name: str, callback: Callable[[str], None]) -> None:
+    """Call `callback(module_name)` right after the module is first imported (at once if it already is). One
+    watch per module: a second call while the first still waits does nothing."""
+    if module_name in sys.modules:
+        callback(module_name)
+        return
+    if any(isinstance(f, _PostImportFinder) and module_name in f.names for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PostImportFinder({module_name}, callback))
+
+
 class _PostImportFinder(importlib.abc.MetaPathFinder):
     """Runs a callback right after one of the watched top-level modules has been imported."""
 

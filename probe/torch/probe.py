@@ -216,6 +216,38 @@ class TorchProbe(CallTracking, LossWatch, OptimizerWatch, EpochClock, FactBook):
         finally:
             self.in_loss_module -= 1
 
+    def hand_over(self, *, epochs: bool, stop: bool) -> None:
+        """A framework's callback drives the loop. `epochs`: it gives the epochs (`set_epoch`, `follow_epoch`), and
+        loaders running out no longer count them (Lightning's fetcher and accelerate's loaders read ahead and run
+        dry a batch before the epoch's last step). `stop`: it opens its own door for a stop (probe/stop.py), and
+        the probe no longer raises StopTraining out of optimizer.step() (an exception there would reach the
+        framework's Ctrl-C handling instead)."""
+        if epochs:
+            self.epochs_from_framework = True
+        if stop:
+            self.raise_stop = False
+
+    def follow_epoch(self, epoch: int) -> None:
+        """The framework says the step in progress is in `epoch`: `set_epoch` when that is news (another epoch, or
+        none known yet). Cheap enough to call every step."""
+        if self.epoch != epoch or not self.epoch_known:
+            self.set_epoch(epoch)
+
+    @property
+    def facts_sent(self) -> bool:
+        """Whether the probe has sent its own facts (at its first step): a framework's facts sent after them
+        stand (its `framework` name over the probe's "torch")."""
+        return self.sent_host_facts
+
+    def fact(self, key: str) -> Any:
+        """One fact as the probe holds it now (None when it has none)."""
+        return self.facts.get(key)
+
+    def name_parameters(self, names: Iterable[tuple[torch.Tensor, str]]) -> None:
+        """Layer names for parameters the probe cannot find in a torch module (a Keras model's variables)."""
+        for tensor, layer in names:
+            self.extra_names[id(tensor)] = layer
+
     # ==== flushing and closing ================================================================================
     def _sink(self, steps: list[int], cols: dict[str, list], hists: dict[str, list] | None, times: list[float]) -> None:
         self.run.log_columns(steps, cols, hists, times)

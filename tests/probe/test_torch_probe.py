@@ -686,7 +686,7 @@ def test_framework_given_epochs_override_loader_exhaustion(rec):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     probe = apt.install(rec.run)
-    probe.epochs_from_framework = True  # what the Lightning and HF callbacks set
+    probe.hand_over(epochs=True, stop=False)  # what the Lightning and HF callbacks do (integration.py)
     for epoch in range(2):
         probe.set_epoch(epoch * 10)  # the framework's numbering, whatever the loader does
         for xb, yb in loader:
