@@ -25,6 +25,7 @@ import keras
 
 from .errors import report_once
 from .integration import FrameworkCallback
+from .run import start
 
 # Keras loss names (and Loss classes, by their snake_case name) → the PyTorch loss whose convention the model's
 # outputs follow, for accuracy: class scores (argmax), probabilities (0.5) or logits (0).
@@ -115,7 +116,7 @@ class AccmonCallback(FrameworkCallback, keras.callbacks.Callback):
     # -- lifecycle ----------------------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         try:
-            self.run = self._run_arg or _current_or_new_run()
+            self.run = self._run_arg or start()  # the run already started in this process, or a new one
             self._arm_stop()
             if keras.backend.backend() == "torch":
                 self._attach_torch()
@@ -367,12 +368,6 @@ def _lr_value(model: Any) -> float | None:
         return float(keras.ops.convert_to_numpy(opt.learning_rate))
     except Exception:
         return None
-
-
-def _current_or_new_run() -> Any:
-    import accmon.probe as ap
-
-    return ap.current() or ap.start()
 
 
 # -- zero code: every fit() gets the callback --------------------------------------------------------------

@@ -40,7 +40,7 @@ from .integration import FrameworkCallback
 from .metric_names import Mapping, map_tag
 from .run import mark_crash
 
-# Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/probe.py).
+# Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/state.py).
 FLUSH_S = 0.5
 
 _TRAIN_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
