@@ -45,6 +45,8 @@ def install() -> None:
         return  # a DataLoader or pool worker: its parent is the one training
     if _is_launcher():
         return  # torchrun's agent imports torch but trains nothing; its workers are the ranks
+    # Here, not at the top: every Python process of the command runs this module (sitecustomize), and only a
+    # training one should pay for importing the run (zmq, msgpack).
     from .run import wrap_excepthook
 
     wrap_excepthook()
@@ -68,7 +70,7 @@ def _is_launcher() -> bool:
 
 
 def _instrument(module_name: str) -> None:
-    from . import run as run_module
+    from . import run as run_module  # see install(): only a process that imports a framework pays for it
 
     with _lock:
         try:
