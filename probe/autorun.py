@@ -45,6 +45,8 @@ def install() -> None:
         return  # a DataLoader or pool worker: its parent is the one training
     if _is_launcher():
         return  # torchrun's agent imports torch but trains nothing; its workers are the ranks
+    # Here, not at the top: every Python process of the command runs this module (sitecustomize), and only a
+    # training one should pay for importing the run (zmq, msgpack).
     from .run import wrap_excepthook
 
     wrap_excepthook()
@@ -68,7 +70,7 @@ def _is_launcher() -> bool:
 
 
 def _instrument(module_name: str) -> None:
-    from . import run as run_module
+    from . import run as run_module  # see install(): only a process that imports a framework pays for it
 
     with _lock:
         try:
@@ -78,6 +80,17 @@ def _instrument(module_name: str) -> None:
             report_once(f"autorun:{module_name}", f"{module_name} is not instrumented: {exc}")
         except Exception as exc:
             report_once(f"autorun:{module_name}", f"instrumenting {module_name} failed ({exc!r}); training goes on")
+
+
+def when_imported(module_name: str, callback: Callable[[str], None]) -> None:
+    """Call `callback(module_name)` right after the module is first imported (at once if it already is). One
+    watch per module: a second call while the first still waits does nothing."""
+    if module_name in sys.modules:
+        callback(module_name)
+        return
+    if any(isinstance(f, _PostImportFinder) and module_name in f.names for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PostImportFinder({module_name}, callback))
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):

@@ -31,31 +31,25 @@ import math
 import sys
 from typing import Any
 
+from .autorun import when_imported
 from .errors import report_once
-from .integration import run_and_probe
+from .integration import FrameworkCallback
 from .metric_names import Mapping, map_tag
-from .stop import parse_stop_on
 
 
-class _Hooks:
+class _Hooks(FrameworkCallback):
     """The callback's behaviour; mixed into a `transformers.TrainerCallback` subclass by `callback_class()`."""
+
+    framework_name = "transformers"
+    warn_prefix = "hf"
 
     def __init__(self, *, run: Any = None, hooks: bool = True, name: str | None = None, record: str | None = None,
                  every: int | None = None, stop_on: str | list[str] | None = None) -> None:
-        if run is not None and not hasattr(run, "log_columns"):
-            raise TypeError(f"run must be an accmon Run (accmon.probe.start()); got {type(run).__name__}")
-        if every is not None and (not isinstance(every, int) or every < 1):
-            raise ValueError(f"every must be a positive number of steps; got {every!r}")
-        # Alerts that stop the training (probe/stop.py): checked now, so that a wrong id fails before training.
-        self.stop_on = parse_stop_on(stop_on)
-        self.run = run
+        self._configure(run, every, stop_on)
         self.hooks = hooks
         self.name = name
         self.record = record
-        self.every = every
-        self.probe: Any = None
         self._mapped: dict[str, str] = {}
-        self._framework_sent = False
         self._started = False
         self._row: tuple[int, dict[str, float]] | None = None  # hooks=False: the newest step's values
 
@@ -68,60 +62,42 @@ class _Hooks:
                         "training goes on without it")
 
     def _start(self, args: Any, state: Any) -> None:
-        if self.probe is None or self.run is None or getattr(self.run, "closed", False):
-            self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
-                                                 every=self.every, framework="hf", fallback="what the Trainer logs")
-        if self.stop_on is not None:
-            self.run.stop_on = self.stop_on
+        self._join(name=self.name, record=self.record, hooks=self.hooks, fallback="what the Trainer logs")
         self._started = True
         facts: dict[str, Any] = {"framework": "transformers", "transformers": _trainer_facts(args, state)}
         steps = _epoch_steps(args, state)
         if steps:
             facts["epoch_steps"] = steps
         self.run.set_facts(**facts)
-        if state.global_step > 0 and self.probe is not None and getattr(self.probe, "step", -1) < state.global_step - 1:
-            report_once("hf-resumed", f"training resumes at global step {state.global_step}; accmon numbers the "
-                        "steps of this process from 0")
+        self._note_resumed(state.global_step)
 
     # ---- steps and epochs ----------------------------------------------------------------------------------
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._set_epoch(state)
+        self._trainer_epoch(state)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # accelerate's loaders read one batch ahead: the probe sees the loader run out a step before the
         # epoch ends. The Trainer's own epoch count is the one to trust.
-        self._set_epoch(state)
+        self._trainer_epoch(state)
 
-    def _set_epoch(self, state: Any) -> None:
-        probe = self.probe
-        epoch = state.epoch
-        if probe is None or not isinstance(epoch, (int, float)) or not math.isfinite(epoch):
-            return
-        try:
-            if getattr(probe, "epoch", None) != int(epoch) or not getattr(probe, "epoch_known", True):
-                probe.set_epoch(int(epoch))
-        except Exception as exc:
-            report_once("hf-epoch", f"epoch numbers are off ({type(exc).__name__}: {exc})")
+    def _trainer_epoch(self, state: Any) -> None:
+        epoch = state.epoch  # progress: 1.5 is half-way through epoch 1
+        if isinstance(epoch, (int, float)) and math.isfinite(epoch):
+            self._set_epoch(int(epoch), changes_only=True)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._framework_sent and (self.probe is None or getattr(self.probe, "sent_host_facts", True)):
-            # After the probe's own facts (framework "torch"), which it sends at its first step.
-            self._framework_sent = True
-            self.run.set_facts(framework="transformers")
+        self._say_framework()
         run = self.run
         if run is not None and run.stop_request is not None:  # --stop-on (probe/stop.py): one read a step
-            self._stop_here(args, state, control, run)
+            self._stop_here(args, state, control)
 
-    def _stop_here(self, args: Any, state: Any, control: Any, run: Any) -> None:
+    def _stop_here(self, args: Any, state: Any, control: Any) -> None:
         """The Trainer's own door: `control.should_training_stop` ends train() after this step, and
         `should_save` has it write a checkpoint first, unless the user's `save_strategy` is "no"."""
-        try:
-            if run.honour_stop(int(state.global_step)) is not None:
-                control.should_training_stop = True
-                if str(getattr(getattr(args, "save_strategy", None), "value", getattr(args, "save_strategy", ""))) != "no":
-                    control.should_save = True
-        except Exception as exc:
-            report_once("hf-stop", f"could not stop the training ({type(exc).__name__}: {exc})")
+        if self._stop_now(int(state.global_step)):
+            control.should_training_stop = True
+            if str(getattr(getattr(args, "save_strategy", None), "value", getattr(args, "save_strategy", ""))) != "no":
+                control.should_save = True
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         steps = _epoch_steps(args, state)
@@ -174,8 +150,7 @@ class _Hooks:
         probe = self.probe
         if probe is not None:
             # The probe measures these at every step itself; the Trainer's windowed means would only blur them.
-            measured = (probe.measures() if probe is not None else set()) | {"lr", "grad_norm", "epoch"}
-            values = {k: v for k, v in values.items() if k not in measured}
+            values = self._not_measured(values, also=("lr", "grad_norm", "epoch"))
             if not values:
                 return
             if val:
@@ -275,15 +250,7 @@ def install(run: Any) -> None:
 
     `import transformers` is lazy and so is this: the Trainer is patched when the script first imports it.
     """
-    module = sys.modules.get(_TRAINER_MODULE)
-    if module is not None:
-        _patch(module, run)
-        return
-    from .autorun import _PostImportFinder
-
-    if any(isinstance(f, _PostImportFinder) and _TRAINER_MODULE in f.names for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _PostImportFinder({_TRAINER_MODULE}, lambda name: _patch(sys.modules[name], run)))
+    when_imported(_TRAINER_MODULE, lambda name: _patch(sys.modules[name], run))
 
 
 def _patch(module: Any, run: Any) -> None:

@@ -24,7 +24,8 @@ from typing import Any
 import keras
 
 from .errors import report_once
-from .stop import parse_stop_on
+from .integration import FrameworkCallback
+from .run import start
 
 # Keras loss names (and Loss classes, by their snake_case name) → the PyTorch loss whose convention the model's
 # outputs follow, for accuracy: class scores (argmax), probabilities (0.5) or logits (0).
@@ -83,7 +84,7 @@ class _OptimizerView:
         self.param_groups[0]["lr"] = self.optimizer.learning_rate
 
 
-class AccmonCallback(keras.callbacks.Callback):
+class AccmonCallback(FrameworkCallback, keras.callbacks.Callback):
     """Publishes a Keras training run to accmon: per-batch loss and accuracy, validation, lr, epochs,
     gradient and weight statistics (torch backend), and facts about the model, loss and optimizer.
 
@@ -92,17 +93,15 @@ class AccmonCallback(keras.callbacks.Callback):
     `stop_on`: alert ids or a severity that end fit() through `model.stop_training` (as `accmon run --stop-on`).
     """
 
+    framework_name = "keras"
+    warn_prefix = "keras"
+
     def __init__(self, run: Any = None, *, every: int | None = None, budget: float | None = None,
                  stop_on: str | list[str] | None = None) -> None:
         super().__init__()
-        if every is not None and every < 1:
-            raise ValueError(f"every must be a positive number of steps; got {every!r}")
-        self.stop_on = parse_stop_on(stop_on)  # alerts that stop fit() (probe/stop.py); a wrong id fails here
-        self._run_arg = run
-        self.every = every
+        self._configure(run, every, stop_on)
+        self._run_arg = run  # the run of each fit(): this one, else the current one or a new one (on_train_begin)
         self.budget = budget
-        self.run: Any = None
-        self.probe: Any = None
         self._owns_probe = False
         self._patched: list[tuple[Any, str]] = []
         self._opt_view: _OptimizerView | None = None
@@ -117,9 +116,8 @@ class AccmonCallback(keras.callbacks.Callback):
     # -- lifecycle ----------------------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         try:
-            self.run = self._run_arg or _current_or_new_run()
-            if self.stop_on is not None:
-                self.run.stop_on = self.stop_on
+            self.run = self._run_arg or start()  # the run already started in this process, or a new one
+            self._arm_stop()
             if keras.backend.backend() == "torch":
                 self._attach_torch()
         except Exception as exc:
@@ -135,8 +133,7 @@ class AccmonCallback(keras.callbacks.Callback):
         self._epoch = epoch
         self._prev_logs = {}
         self._batches_in_epoch = 0
-        if self.probe is not None:
-            self.probe.set_epoch(epoch)
+        self._set_epoch(epoch)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._t_batch = time.perf_counter()
@@ -165,11 +162,8 @@ class AccmonCallback(keras.callbacks.Callback):
     def _stop_here(self) -> None:
         """Keras's own door: `model.stop_training` ends fit() after this batch; the epoch's end (and the user's
         ModelCheckpoint, EarlyStopping, ...) still runs."""
-        try:
-            if self.run.honour_stop(self._step) is not None:
-                self.model.stop_training = True
-        except Exception as exc:
-            self._fail(exc)
+        if self._stop_now(self._step):
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._broken or self.run is None:
@@ -186,7 +180,7 @@ class AccmonCallback(keras.callbacks.Callback):
                     self.probe.log_eval(**val)
                 else:
                     self.run.log(self._step, **{f"val_{k}": v for k, v in val.items()})
-            if "epoch_steps" not in (self.probe.facts if self.probe is not None else {}) and epoch == 0:
+            if (self.probe is None or self.probe.fact("epoch_steps") is None) and epoch == 0:
                 self.run.set_facts(epoch_steps=self._batches_in_epoch or None)
         except Exception as exc:
             self._fail(exc)
@@ -200,7 +194,7 @@ class AccmonCallback(keras.callbacks.Callback):
             probe = apt.install(self.run, every=self.every, budget=self.budget)
             self._owns_probe = True
         self.probe = probe
-        probe.raise_stop = False  # this callback stops fit() through model.stop_training
+        probe.hand_over(epochs=False, stop=True)  # this callback stops fit() through model.stop_training
         probe.claim_facts(fixed=("model", "loss", "optimizer"), framework="keras")  # described by _facts() at the first batch
         model = self.model
         kind = torch_loss_kind(getattr(model, "loss", None))
@@ -249,9 +243,7 @@ class AccmonCallback(keras.callbacks.Callback):
         view = self._opt_view
         if view is None or len(view.param_groups[0]["params"]) != len(variables):
             view = self._opt_view = _OptimizerView(self.model.optimizer, variables)
-            names = self.probe.extra_names
-            for v in variables:
-                names[id(v.value)] = _layer_of(v, self.model)
+            self.probe.name_parameters((v.value, _layer_of(v, self.model)) for v in variables)
         return view
 
     def _patch(self, obj: Any, name: str, fn: Any) -> None:
@@ -376,12 +368,6 @@ def _lr_value(model: Any) -> float | None:
         return float(keras.ops.convert_to_numpy(opt.learning_rate))
     except Exception:
         return None
-
-
-def _current_or_new_run() -> Any:
-    import accmon.probe as ap
-
-    return ap.current() or ap.start()
 
 
 # -- zero code: every fit() gets the callback --------------------------------------------------------------

@@ -36,12 +36,11 @@ import time
 from typing import Any
 
 from .errors import report_once
-from .integration import run_and_probe
+from .integration import FrameworkCallback
 from .metric_names import Mapping, map_tag
 from .run import mark_crash
-from .stop import parse_stop_on
 
-# Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/probe.py).
+# Half a second between host transfers in hooks=False mode: as the PyTorch probe's FLUSH_S (probe/torch/state.py).
 FLUSH_S = 0.5
 
 _TRAIN_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
@@ -96,24 +95,19 @@ def _scalar_value(value: Any) -> Any:
     return None
 
 
-class _Hooks:
+class _Hooks(FrameworkCallback):
     """The callback's behaviour, shared by the callback classes of `lightning` and `pytorch_lightning`."""
+
+    framework_name = "lightning"
+    warn_prefix = "lightning"
 
     def __init__(self, *, run: Any = None, hooks: bool = True, name: str | None = None, record: str | None = None,
                  every: int | None = None, stop_on: str | list[str] | None = None) -> None:
         super().__init__()
-        if run is not None and not hasattr(run, "log_columns"):
-            raise TypeError(f"run must be an accmon Run (accmon.probe.start()); got {type(run).__name__}")
-        if every is not None and (not isinstance(every, int) or every < 1):
-            raise ValueError(f"every must be a positive number of steps; got {every!r}")
-        # Alerts that stop the training (probe/stop.py): checked now, so that a wrong id fails before training.
-        self.stop_on = parse_stop_on(stop_on)
-        self.run = run
+        self._configure(run, every, stop_on)
         self.hooks = hooks
         self.name = name
         self.record = record
-        self.every = every
-        self.probe: Any = None
         self._mapped: dict[str, str] = {}  # logged name → accmon name, for the facts
         self._val_names: dict[str, Mapping] = {}  # names logged in validation hooks this pass → accmon name
         self._step_vals: dict[str, tuple[int, Any]] = {}  # accmon name → (rank, value) logged this batch
@@ -123,7 +117,6 @@ class _Hooks:
         self._t_flush = time.monotonic()
         self._suspended = False
         self._set_up = False
-        self._framework_sent = False
         self._spawned = False  # unpickled in a process that ddp_spawn started (see __getstate__)
 
     # ---- processes -----------------------------------------------------------------------------------------
@@ -145,14 +138,9 @@ class _Hooks:
 
     def _setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         rank, world = _rank_of(trainer)
-        if self.probe is None or self.run is None or getattr(self.run, "closed", False):
-            # A spawned rank (ddp_spawn) knows its rank from Lightning alone: no RANK in its environment.
-            where = {"rank": rank, "world_size": world} if self._spawned else {}
-            self.run, self.probe = run_and_probe(self.run, name=self.name, record=self.record, hooks=self.hooks,
-                                                 every=self.every, framework="lightning", fallback="what self.log logs",
-                                                 **where)
-        if self.stop_on is not None:
-            self.run.stop_on = self.stop_on
+        # A spawned rank (ddp_spawn) knows its rank from Lightning alone: no RANK in its environment.
+        where = {"rank": rank, "world_size": world} if self._spawned else {}
+        self._join(name=self.name, record=self.record, hooks=self.hooks, fallback="what self.log logs", **where)
         _patch_log(type(pl_module))
         with _lock:
             if self not in _active_callbacks:
@@ -211,18 +199,12 @@ class _Hooks:
 
     # ---- training ------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        probe = self.probe
-        if probe is not None and trainer.global_step > 0 and getattr(probe, "step", -1) < trainer.global_step - 1:
-            report_once("lightning-resumed", f"training resumes at global step {trainer.global_step}; accmon numbers "
-                        "the steps of this process from 0")
+        self._note_resumed(trainer.global_step)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self.probe is not None:
             _wrappers_in_training_mode(trainer)
-            try:
-                self.probe.set_epoch(int(trainer.current_epoch))
-            except Exception as exc:
-                report_once("lightning-epoch", f"epoch numbers are off ({type(exc).__name__}: {exc})")
+            self._set_epoch(int(trainer.current_epoch))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         try:
@@ -235,13 +217,9 @@ class _Hooks:
                 if loss is not None:
                     step_vals["loss"] = loss
             probe = self.probe
-            if not self._framework_sent and (probe is None or getattr(probe, "sent_host_facts", True)):
-                # After the probe's own facts (framework "torch"), which it sends at its first step.
-                self._framework_sent = True
-                self.run.set_facts(framework="lightning")
+            self._say_framework()
             if probe is not None:
-                measured = probe.measures() if probe is not None else set()  # the probe's own measurement of the same thing stands
-                extra = {k: v for k, v in step_vals.items() if k not in measured}
+                extra = self._not_measured(step_vals)
                 if extra:
                     probe.log(**extra)
             else:
@@ -251,16 +229,13 @@ class _Hooks:
             report_once("lightning-batch", f"the Lightning callback's step metrics are off ({type(exc).__name__}: {exc})")
         run = self.run
         if run is not None and run.stop_request is not None:  # --stop-on (probe/stop.py): one read a batch
-            self._stop_here(trainer, run)
+            self._stop_here(trainer)
 
-    def _stop_here(self, trainer: Any, run: Any) -> None:
+    def _stop_here(self, trainer: Any) -> None:
         """Lightning's own door: `trainer.should_stop` ends fit() after this batch, with the epoch's end, the
         checkpoint callbacks and teardown run as for EarlyStopping. Every rank of a job stops at the same step."""
-        try:
-            if run.honour_stop(int(trainer.global_step)) is not None:
-                trainer.should_stop = True
-        except Exception as exc:
-            report_once("lightning-stop", f"could not stop the training ({type(exc).__name__}: {exc})")
+        if self._stop_now(int(trainer.global_step)):
+            trainer.should_stop = True
 
     # ---- validation ----------------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -285,8 +260,7 @@ class _Hooks:
                 v = _scalar_value(v) if v is not None else None
                 if v is not None and (m.name not in best or m.rank < best[m.name][0]):
                     best[m.name] = (m.rank, v)
-            measured = self.probe.measures() if self.probe is not None else set()
-            values = {k: v for k, (_, v) in best.items() if k not in measured}
+            values = self._not_measured({k: v for k, (_, v) in best.items()})
             if not values:
                 return
             if self.probe is not None:

@@ -17,8 +17,9 @@ from collections import deque
 from typing import Any
 
 from . import registry
-from .errors import report_once
-from .iothread import ALERT, COLUMNS, END, FACTS, ROW, IOThread
+from .errors import report_once, say
+from .inbox import ALERT, COLUMNS, END, FACTS, ROW
+from .iothread import IOThread
 from .stop import ENV_STOP_ON, StopOn, StopOnError, StopTraining, StoreLink, parse_stop_on
 from .system import SystemStats
 
@@ -335,8 +336,6 @@ def _hint_where_to_attach(run: Run) -> None:
     # whose viewer is already attached.
     interactive = "ipykernel" in sys.modules or hasattr(sys, "ps1")
     if interactive and os.environ.get("ACCMON_AUTO") != "1":
-        from .errors import say
-
         say(f"watching run {run.name} ({run.run_id}) — attach with `accmon attach {run.run_id}`")
 
 

@@ -19,10 +19,13 @@ a boundary holds every other rank of a DDP job at most one step away, so the sec
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from . import registry
 
 ENV_STOP_ON = "ACCMON_STOP_ON"
 # How often a rank's I/O thread (of a run with stop_on) asks the store whether another rank asked to stop: a
@@ -115,6 +118,13 @@ def alert_stop(alert: dict[str, Any]) -> dict[str, Any]:
     if isinstance(alert.get("step"), int):
         stop["alert_step"] = alert["step"]
     return stop
+
+
+def stop_note_path(launch: str, rank: int | None = None) -> str | None:
+    """Where a rank of `accmon run`'s command `launch` notes that --stop-on stopped it (rank None: the glob)."""
+    if not launch or not all(c.isalnum() or c in "-_" for c in launch):
+        return None
+    return os.path.join(registry.runtime_dir(), f"{launch}.stopped.{'*' if rank is None else rank}")
 
 
 class StoreLink:

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import run as run_module
+from ..stop import parse_stop_on
 from . import hooks
 from .probe import TorchProbe
 
@@ -121,8 +123,6 @@ def watch(
     training at the next optimizer step: `accmon.probe.StopTraining` (a KeyboardInterrupt) is raised from
     `optimizer.step()`, after the step. An unknown id raises StopOnError (a ValueError) here, naming the known ids.
     """
-    from ..stop import parse_stop_on
-
     stop = parse_stop_on(stop_on)  # checked before anything starts
     if not isinstance(model, nn.Module):
         raise TypeError(f"watch() needs the torch.nn.Module being trained; got {type(model).__name__}")
@@ -148,18 +148,11 @@ def watch(
 
 
 def _current_or_new_run(name: str | None, record: str | None) -> tuple[Any, bool]:
-    import accmon.probe as ap
-
-    current = getattr(ap, "current", None)
-    start = getattr(ap, "start", None)
-    if current is None or start is None:  # the package root re-exports these; fall back to where they live
-        from accmon.probe import run as _run
-
-        current, start = _run.current, _run.start
-    got = current()
+    """The run started in this process, or a new one; True when it is new (the Watch then ends it)."""
+    got = run_module.current()
     if got is not None:
         return got, False
     kwargs: dict[str, Any] = {}
     if record is not None:
         kwargs["record"] = record
-    return start(name, **kwargs), True
+    return run_module.start(name, **kwargs), True

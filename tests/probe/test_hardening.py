@@ -12,7 +12,7 @@ import msgpack
 import zmq
 
 import accmon.probe as accmon
-from accmon.probe import iothread
+from accmon.probe import ioserve, iothread
 from accmon.tui.subscriber import RunClient
 from tests.probe.test_transport import connected, receive_all
 
@@ -78,9 +78,9 @@ def test_a_peer_that_asks_for_history_and_never_reads_gets_one_reply_at_a_time()
 
 
 def test_replies_held_for_many_peers_are_bounded_in_bytes_and_freed_when_they_leave(monkeypatch):
-    monkeypatch.setattr(iothread, "HISTORY_MAX_BYTES", 1024 * 1024)
-    monkeypatch.setattr(iothread, "HISTORY_INFLIGHT_BYTES", 3 * 1024 * 1024)
-    monkeypatch.setattr(iothread, "OWED_SWEEP_S", 0.0)
+    monkeypatch.setattr(ioserve, "HISTORY_MAX_BYTES", 1024 * 1024)
+    monkeypatch.setattr(ioserve, "HISTORY_INFLIGHT_BYTES", 3 * 1024 * 1024)
+    monkeypatch.setattr(ioserve, "OWED_SWEEP_S", 0.0)
     run = accmon.start("many")
     try:
         big_history(run)

@@ -488,7 +488,8 @@ def test_slow_steps_compute_accuracy_in_the_step(rec):
     import time
 
     from accmon.probe.torch import hooks
-    from accmon.probe.torch.probe import DEFER_STEP_S, TorchProbe
+    from accmon.probe.torch.losswatch import DEFER_STEP_S
+    from accmon.probe.torch.probe import TorchProbe
 
     x, y = blobs()
     model = mlp()
@@ -549,10 +550,10 @@ def test_torchscript_still_compiles_functional_losses_under_the_probe(rec):
 
 
 def test_long_evaluation_is_folded_and_manual_update_loops_still_have_steps(rec, monkeypatch):
-    from accmon.probe.torch import probe as P
+    from accmon.probe.torch import losswatch
 
-    monkeypatch.setattr(P, "VAL_COMPACT", 8)
-    monkeypatch.setattr(P, "LOSS_STEPS_AFTER", 3)
+    monkeypatch.setattr(losswatch, "VAL_COMPACT", 8)
+    monkeypatch.setattr(losswatch, "LOSS_STEPS_AFTER", 3)
     x, y = blobs()
     model = mlp()
     apt.install(rec.run, every=1)
@@ -685,7 +686,7 @@ def test_framework_given_epochs_override_loader_exhaustion(rec):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     probe = apt.install(rec.run)
-    probe.epochs_from_framework = True  # what the Lightning and HF callbacks set
+    probe.hand_over(epochs=True, stop=False)  # what the Lightning and HF callbacks do (integration.py)
     for epoch in range(2):
         probe.set_epoch(epoch * 10)  # the framework's numbering, whatever the loader does
         for xb, yb in loader:
@@ -698,9 +699,9 @@ def test_framework_given_epochs_override_loader_exhaustion(rec):
 
 
 def test_update_ratio_of_a_model_larger_than_the_copy_budget_goes_round_robin(rec, monkeypatch):
-    from accmon.probe.torch import probe as P
+    from accmon.probe.torch import optwatch
 
-    monkeypatch.setattr(P, "UPDATE_BYTES", 4300)  # room for the 32x32 layer (4224 bytes), not for two layers
+    monkeypatch.setattr(optwatch, "UPDATE_BYTES", 4300)  # room for the 32x32 layer (4224 bytes), not for two layers
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

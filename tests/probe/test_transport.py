@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 import accmon.probe as accmon
-from accmon.probe import iothread, registry, wire
+from accmon.probe import ioframes, iothread, registry, wire
 from accmon.tui import subscriber
 from accmon.tui.subscriber import RCVHWM, RunClient
 from tests.conftest import all_steps, read_frames
@@ -140,7 +140,7 @@ def test_late_joiner_gets_history_then_live_with_no_gap_and_no_duplicate():
 def test_dropped_live_frames_are_counted_and_repaired_from_history(monkeypatch):
     # Tiny high-water marks and one step per frame make the publisher overflow for certain.
     monkeypatch.setattr(iothread, "SNDHWM", 4)
-    monkeypatch.setattr(iothread, "MAX_STEPS_PER_FRAME", 1)
+    monkeypatch.setattr(ioframes, "MAX_STEPS_PER_FRAME", 1)
     monkeypatch.setattr(subscriber, "RCVHWM", 4)
     run = accmon.start("gaps")
     client = connected(run, RunClient(*run.endpoints).start())  # a run with no subscriber sends nothing to drop
