@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from accmon.probe.registry import RunEntry
@@ -304,6 +306,39 @@ def test_the_picker_attaches_the_chosen_run():
             assert app.store.name == "picked" and "picked" in app.screen_text()
     run(go())
 
+
+
+def test_the_picker_never_starts_a_scan_beside_one_still_running(monkeypatch):
+    # A scan slow to finish (a loaded machine, ranks slow to answer their peek) is left to finish: a new one every
+    # second would cancel it and pile up threads (and a test waiting for the scan saw it cancelled).
+    entry = RunEntry(run_id="0101-abc", rank=0, name="slow", host="h", pid=1, started=T0, cmd=["python", "t.py"],
+                     pub="ipc:///nowhere.pub", ctl="ipc:///nowhere.ctl")
+    release, scans, ticks = threading.Event(), [], []
+    rescan = PickerScreen._rescan
+    monkeypatch.setattr(PickerScreen, "_rescan", lambda self: (ticks.append(1), rescan(self))[-1])
+
+    def list_runs():
+        scans.append(1)
+        release.wait(60)
+        return [entry]
+
+    async def go():
+        app = AccmonApp(None, attach=lambda es: None, list_runs=list_runs, clock=lambda: T0)
+        app.animation_level = "none"
+        async with app.run_test(size=(120, 40)) as pilot:
+            deadline = time.monotonic() + 60
+            while len(ticks) < 3:  # three of the picker's 1-s timer calls, the first scan still running
+                assert time.monotonic() < deadline, "the picker's timer never fired"
+                await pilot.pause(0.1)
+            assert len(scans) == 1
+            release.set()
+            while "slow" not in app.screen_text():
+                assert time.monotonic() < deadline, "the scan's rows never showed"
+                await pilot.pause(0.1)
+    try:
+        run(go())
+    finally:
+        release.set()
 
 def test_alerts_update_in_place_and_clear():
     async def go():

@@ -110,7 +110,13 @@ class PickerScreen(ModalScreen["list[registry.RunEntry] | None"]):
                            ("alerts", "alerts"), ("age", "age"), ("pid", "pid"), ("command", "cmd")):
             self.table.add_column(label, key=key)
         self.scan()
-        self.set_interval(1.0, self.scan)
+        self.set_interval(1.0, self._rescan)
+
+    def _rescan(self) -> None:
+        # Never a second scan beside one still running (a loaded machine, ranks slow to answer their peek): it
+        # would cancel the first and, scan after scan, pile up threads that all end in the same table.
+        if not any(w.group == "picker" and not w.is_finished for w in self.workers):
+            self.scan()
 
     @work(thread=True, exclusive=True, group="picker", exit_on_error=False)
     def scan(self) -> None:
