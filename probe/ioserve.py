@@ -119,7 +119,7 @@ class HistoryServer:
             user = None
         if self.security.may_control(user):
             return None
-        return "this viewer's key is not allowed to control the run (`accmon keys --allow KEY --control` allows it)"
+        return "this viewer's key is not allowed to control the run (`accmon keys --allow=KEY --control` allows it)"
 
     def _sweep_owed(self, ctl: zmq.Socket) -> None:
         """Forget the replies that peers took, or that ZeroMQ freed with a peer that left (at most once a second)."""

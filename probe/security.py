@@ -15,7 +15,7 @@ Keys live in the user's config directory (`$XDG_CONFIG_HOME/accmon`, else `~/.co
       client.key_secret     0600
       servers/HOST.key      optional: the server key of a host whose probes use another key pair
       allowed/NAME.key      the allow-list: public keys of viewers that may connect (ironhouse); one whose
-                            metadata says `control = "yes"` (`accmon keys --allow KEY --control`) may also ask
+                            metadata says `control = "yes"` (`accmon keys --allow=KEY --control`) may also ask
                             a run to stop (the viewer's stop key); files without it (older ones) only read
 
 The files are ZeroMQ certificates (the format of `zmq.auth.create_certificates`), but written 0600 from the
@@ -324,7 +324,7 @@ def check_bind(endpoint: str) -> None:
     if keys:
         raise InsecureBindError(
             f"refusing to bind {endpoint}: CurveZMQ keys exist but no viewer is allowed to connect. "
-            f"Allow one with `accmon keys --allow KEY_OR_FILE --name NAME` (its keys in {allowed_dir()})."
+            f"Allow one with `accmon keys --allow=KEY_OR_FILE --name NAME` (its keys in {allowed_dir()})."
         )
     who = "every user of this machine" if loopback else "anyone who can reach this host"
     opt_in = (f" To accept that every local user can read the run, set {ENV_INSECURE_BIND}={INSECURE_LOCAL}."

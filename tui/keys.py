@@ -1,8 +1,9 @@
 """`accmon keys`: the CurveZMQ keys that let a probe bind tcp:// and admit only your viewers.
 
     accmon keys                          make the keys if missing, and say where they are and what to do next
-    accmon keys --allow KEY|FILE --name N   let another viewer in (its client.key, or the 40-character key)
-    accmon keys --allow KEY|FILE --control  ... and let it stop runs too (the viewer's `S` key); without
+    accmon keys --allow=KEY|FILE --name N   let another viewer in (its client.key, or the 40-character key;
+                                         with `=`: a key may begin with `-`, which argparse would take for an option)
+    accmon keys --allow=KEY|FILE --control  ... and let it stop runs too (the viewer's `S` key); without
                                          --control an allowed viewer only reads
     accmon keys --revoke N               take a viewer off the allow-list (running probes notice within a second)
     accmon keys --list                   this user's public keys and the allow-list
@@ -24,7 +25,7 @@ from accmon.probe import security
 def add_parser(sub: argparse._SubParsersAction) -> None:
     k = sub.add_parser("keys", help="make CurveZMQ keys and manage which viewers may connect to wide binds",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    k.add_argument("--allow", metavar="KEY|FILE", help="allow a viewer: its public key or its client.key file")
+    k.add_argument("--allow", metavar="KEY|FILE", help="allow a viewer: its public key or client.key file (--allow=KEY: a key may begin with -)")
     k.add_argument("--name", help="the allowed viewer's name (default: derived from the file or key)")
     k.add_argument("--control", action="store_true", help="with --allow: the viewer may also stop runs (its S key)")
     k.add_argument("--revoke", metavar="NAME", help="remove a viewer from the allow-list")
@@ -89,7 +90,7 @@ def _make(replace: bool, out: TextIO) -> int:
         "  accmon run --bind tcp://0.0.0.0:5555 -- python train.py\n"
         "  accmon attach tcp://THIS_HOST:5555\n"
         "On another machine, copy this directory there (a shared home directory already is), or copy only\n"
-        f"server.key and allow that machine's own viewer key: accmon keys --allow client.key --name laptop\n"
+        f"server.key and allow that machine's own viewer key: accmon keys --allow=client.key --name laptop\n"
     )
     return 0
 

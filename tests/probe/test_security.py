@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from zmq.utils import z85
 
 from accmon.probe import Run, registry, security
 from accmon.tui.subscriber import RunClient
@@ -214,7 +215,12 @@ def test_allow_list_and_revoke_from_the_command_line(config_dir, tmp_path):
     assert run_accmon("keys", "--allow", str(key_file)).returncode == 0
     assert security.allowed_keys()[laptop_pub] == "laptop"
     other_pub, _ = zmq.curve_keypair()
-    assert run_accmon("keys", "--allow", other_pub.decode(), "--name", "ci-box").returncode == 0
+    assert run_accmon("keys", f"--allow={other_pub.decode()}", "--name", "ci-box").returncode == 0
+    # One key in 85 begins with "-" (Z85), which `--allow KEY` would hand argparse as an option: `--allow=KEY` takes it.
+    dash_pub = z85.encode((63 * 85**4 + 40 * 85**3).to_bytes(4, "big") + bytes(28))  # "-E000…"
+    assert dash_pub.startswith(b"-")
+    assert run_accmon("keys", f"--allow={dash_pub.decode()}", "--name", "dash").returncode == 0
+    assert security.allowed_keys()[dash_pub] == "dash"
     listing = run_accmon("keys", "--list").stdout
     assert "laptop" in listing and "ci-box" in listing and other_pub.decode() in listing
     assert run_accmon("keys", "--revoke", "laptop").returncode == 0

@@ -25,7 +25,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def viewer(name: str, *, control: bool) -> dict[str, bytes]:
     public, secret = zmq.curve_keypair()
-    args = ["keys", "--allow", public.decode(), "--name", name] + (["--control"] if control else [])
+    args = ["keys", f"--allow={public.decode()}", "--name", name] + (["--control"] if control else [])
     out = run_accmon(*args)
     assert out.returncode == 0, out.stderr
     assert ("with control" in out.stdout) == control
