@@ -58,10 +58,12 @@ class Source(Protocol):
 
 
 class _Queue:
-    """A deque of frames with a wake event; appended by one thread, drained by the UI."""
+    """A deque of frames with a wake event; appended by one thread, drained by the UI. A restart leaves a boundary
+    in it (`mark_restart`): the drain that meets it comes back empty, so a consumer that drains in a loop stops
+    there and looks at `generation` before it takes a frame of the new run (the app resets its store then)."""
 
     def __init__(self) -> None:
-        self.q: deque[dict[str, Any]] = deque()
+        self.q: deque[dict[str, Any] | None] = deque()  # None: a restart's boundary
         self.wake = threading.Event()
         self.lock = threading.Lock()
 
@@ -71,19 +73,29 @@ class _Queue:
         self.wake.set()
 
     def drain(self, max_frames: int | None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         with self.lock:
-            if max_frames is None or max_frames >= len(self.q):
-                out = list(self.q)
-                self.q.clear()
-            else:
-                out = [self.q.popleft() for _ in range(max_frames)]
-            if not self.q:
+            q = self.q
+            while q and (max_frames is None or len(out) < max_frames):
+                frame = q[0]
+                if frame is None:  # a restart: this drain ends here; an empty one takes the boundary away
+                    if not out:
+                        q.popleft()
+                    break
+                out.append(frame)
+                q.popleft()
+            if not q:
                 self.wake.clear()
         return out
 
     def clear(self) -> None:
         with self.lock:
             self.q.clear()
+
+    def mark_restart(self) -> None:
+        with self.lock:
+            self.q.append(None)
+        self.wake.set()
 
 
 class QueueSource:
@@ -111,6 +123,7 @@ class QueueSource:
         """The run's process restarted: what follows is a new run."""
         self._q.clear()
         self.generation += 1
+        self._q.mark_restart()
 
     def drain(self, max_frames: int | None = None) -> list[dict[str, Any]]:
         return self._q.drain(max_frames)
@@ -206,9 +219,11 @@ class LiveSource:
                 generation = live.generation
                 live.tick()
                 if live.generation != generation:  # the run restarted: what was queued belongs to the old one
+                    # Cleared, then the new generation, then the boundary: a consumer takes no frame of the new
+                    # run before it has seen `generation` change (it drained them into the old store, then reset).
                     self._q.clear()
                     self.generation = live.generation
-                    self.wake.set()
+                    self._q.mark_restart()
                 if live.status != self._status:
                     self._status = live.status
                     self.wake.set()

@@ -9,7 +9,7 @@ from accmon.probe import registry
 from accmon.probe.recording import RecordingReader
 from accmon.probe.run import Run
 from accmon.tui.app import AccmonApp
-from accmon.tui.app_sources import LiveSource
+from accmon.tui.app_sources import LiveSource, QueueSource
 from accmon.tui.store import RunStore
 
 
@@ -95,3 +95,18 @@ def test_the_app_on_a_real_run_shows_it_live_then_finished():
         asyncio.run(go())
     finally:
         run.close()
+
+
+def test_a_restart_ends_the_drain_before_the_new_runs_frames():
+    # A consumer drains in a loop and looks at `generation` between loops (the app resets its store then). A restart
+    # in the middle of a loop must not hand it the new run's first frames (its meta) for the old store: the drain
+    # that meets the restart comes back empty, and only the next one takes the new run's frames.
+    src = QueueSource()
+    src.push({"kind": "steps", "n": 1})
+    assert src.drain() == [{"kind": "steps", "n": 1}]
+    src.push({"kind": "steps", "n": 2})  # the old run's, still queued at the restart: dropped with it
+    src.restart()
+    src.push({"kind": "meta", "n": 3})
+    assert src.generation == 1
+    assert src.drain() == []
+    assert src.drain() == [{"kind": "meta", "n": 3}]
