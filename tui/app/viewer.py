@@ -189,16 +189,22 @@ class AccmonApp(AlertPanes, ViewKeys, RunKeys):
         src = self.source
         if src is None:
             return total
-        if src.generation != self._generation:
-            self._generation = src.generation
-            self._reset_store()
-            total.meta = True
         deadline = time.perf_counter() + (budget if budget is not None else 1e9)
         left_over = False
         while True:
+            if src.generation != self._generation:
+                self._generation = src.generation
+                self._reset_store()
+                total.meta = True
             frames = src.drain(DRAIN_SLICE)
             if not frames:
-                break
+                # A drain that meets a restart's boundary comes back empty (app_sources._Queue): the new run's
+                # frames may follow. Look at the generation again before taking them, so none reaches the old store.
+                if src.generation != self._generation:
+                    continue
+                frames = src.drain(DRAIN_SLICE)
+                if not frames:
+                    break
             ch = self.store.ingest(frames)
             total.steps |= ch.steps
             total.alerts |= ch.alerts
