@@ -16,7 +16,7 @@ from accmon.probe.recording import RecordingError, RecordingReader
 
 from .live import SILENT_GONE_S, LiveRun, client_for
 from .on_alert import AlertCommand
-from .store import clean_stop, stop_words
+from .store import Outcome, run_outcome, stop_words
 from .subscriber import RunClient
 from .text import RULE_ERROR_ID, format_alert, printable
 
@@ -32,7 +32,8 @@ class HeadlessViewer:
         self.on_alert = on_alert  # --on-alert: the user's command, told of each new alert (closed with the viewer)
         self.out = out
         self.quiet = quiet
-        self.ended: dict[int, str] = {}
+        self.ended: dict[int, str] = {}  # rank → its end frame's status
+        self.ends: list[dict] = []  # the end frames, as they came: `outcome` reads them as `check` does
         # Per rank: the steps received (each new step once), and what its end frame says it logged and dropped.
         self.received: dict[int, int] = {}
         self.logged: dict[int, int] = {}
@@ -44,7 +45,6 @@ class HeadlessViewer:
         self.rule_errors: dict[str, str] = {}  # rule → the error that disabled it in the probe (said once)
         self._rank_last: dict[int, int] = {}
         self._rank_first: dict[int, int] = {}
-        self.stopped: dict | None = None  # who stopped the run, when not a crash (the end frame's `stopped`)
         # Ranks register one by one (torchrun starts them in parallel): the run keeps looking for the others.
         self.live = LiveRun(entries, record=record, discover=discover, on_event=self.say,
                             client_factory=lambda e: client_for(e, arrays=False)).start()
@@ -108,7 +108,8 @@ class HeadlessViewer:
                     self.on_alert.offer(frame["alert"], rank)
         elif kind == "end":
             self.ended[rank] = str(frame.get("status"))
-            self.stopped = self.stopped or clean_stop(frame.get("stopped"))
+            self.ends.append({"rank": rank, "status": frame.get("status"), "error": frame.get("error"),
+                              "stopped": frame.get("stopped")})
             total, dropped = frame.get("total_steps"), frame.get("dropped_steps")
             if isinstance(total, int) and not isinstance(total, bool):
                 self.logged[rank] = total
@@ -126,13 +127,23 @@ class HeadlessViewer:
         span = f"step {first:,}" if first == last else f"steps {first:,} to {last:,}"
         return f"{total:,} step{'s' if total != 1 else ''} {verb}{ranks} ({span})"
 
+    def outcome(self) -> Outcome:
+        """How the run ended, read from its end frames by the same `run_outcome` as `check` and the viewer's
+        header, once the run is over: a rank with no end frame by then stopped without one."""
+        ranks = set(self.received) | {e.rank for e in self.entries}
+        return run_outcome(ranks, self.ends, [], lost=self.lost() > 0, last_heard=self.last_heard(),
+                           last_step=self._rank_last)
+
     def end_words(self) -> str:
-        """How the run ended: 'crashed', 'finished', 'finished, stopped by the user (Ctrl-C) at step 41' …"""
-        crashed = [s for s in self.ended.values() if s != "finished"]
-        state = "crashed" if crashed else "finished" if self.ended and not self.lost() else "ended incomplete" \
-            if self.ended else "ended without an end frame"
-        stop = stop_words(self.stopped) if not crashed else None
-        return f"{state}, {stop}" if stop else state
+        """How the run ended: 'crashed (RuntimeError: …)', 'finished', 'finished, stopped by the user (Ctrl-C) at
+        step 41', 'ended incomplete' (steps lost), 'ended without an end frame'."""
+        o = self.outcome()
+        if o.status == "crashed":
+            return f"crashed ({o.error})" if o.error else "crashed"
+        if o.status == "finished":
+            stop = stop_words(o.stopped)
+            return f"finished, {stop}" if stop else "finished"
+        return "ended incomplete" if self.ends else "ended without an end frame"
 
     def lost(self) -> int:
         """Steps the ranks that ended logged but this viewer never received (dropped, or no longer held)."""
@@ -183,7 +194,7 @@ class HeadlessViewer:
                     self.live.wait(poll)
         finally:
             self.close()
-        crashed = [s for s in self.ended.values() if s != "finished"]
+        outcome = self.outcome()
         missing = sorted(e.rank for e in self.entries if e.rank not in self.ended)
         if missing:
             which = ", ".join(map(str, missing))
@@ -194,10 +205,9 @@ class HeadlessViewer:
                 "crashed or unreachable)"
             self.say(f"rank {which} {how}; {self.steps_words('received')}")
             return 1
-        lost = self.lost()
         self.say(f"run {self.end_words()}: {self.steps_words('received')}{self._loss_words()}")
         # 3, as `accmon check` says it: the record of the run is incomplete.
-        return 1 if crashed else 3 if lost else 0
+        return 1 if outcome.status == "crashed" else 3 if outcome.status != "finished" else 0
 
     def _drain_after_exit(self, grace: float = 1.0) -> None:
         """The process is gone: give frames already in flight a moment to arrive."""

@@ -128,3 +128,33 @@ def test_nothing_heard_yet_is_running_not_cut_short():
     assert RunStore().status() is None and RunStore().outcome().status == "running"
     assert run_outcome([], [], [], running=lambda: True).status == "running"
     assert run_outcome([], [], []).status == "truncated"  # check of a file with no rank's frame, the run not live
+
+
+HEADLESS_WORDS = {"finished": "run finished", "crashed": "run crashed (", "truncated": "run ended incomplete"}
+
+
+# The cases the end frames decide: the headless viewer of `accmon run` stops before the launcher's exit frame.
+HEADLESS_CASES = {c: frames for c, (frames, _) in ENDED.items() if any(f["kind"] == "end" for f in frames) and not any(
+    f["kind"] == "exit" and (f.get("exit_code") or f.get("signal") not in (None, "SIGINT")) for f in frames)}
+HEADLESS_CASES["an end status no probe sends"] = [meta(0), steps(0, 0, 10, 1.0), end(0, 10, 1.0, status="paused")]
+
+
+@pytest.mark.parametrize("case", list(HEADLESS_CASES))
+def test_the_headless_viewer_says_what_check_says_of_the_same_recording(case, tmp_path):
+    # Before: the headless viewer worded the end itself, and an end frame whose status was not "finished" (a
+    # hostile peer's) made it "crashed" where check and the header said "finished". It now asks run_outcome too.
+    import io
+
+    from accmon.tui.headless import say_recorded
+    from tests.tui.test_app_fixtures import write_recording
+
+    frames = HEADLESS_CASES[case]
+    by_check, _ = both(frames)
+    out = io.StringIO()
+    say_recorded(write_recording(tmp_path / "run.accmon", frames), out)
+    last = out.getvalue().splitlines()[-1]
+    assert HEADLESS_WORDS[by_check["status"]] in last, (by_check, last)
+    if by_check["error"]:
+        assert by_check["error"] in last
+    if by_check["stopped"]:
+        assert "stopped by the user (Ctrl-C) at step 9" in last
