@@ -19,6 +19,26 @@ from tests.leaks import pytest_configure, pytest_runtest_setup, pytest_runtest_t
 REPO = Path(__file__).resolve().parents[1]
 ACCMON = [sys.executable, "-m", "accmon.tui.cli"]
 
+# The files that take longest (10 s and more each, idle: real training processes, torchrun, sshd, the demos),
+# heaviest first. `make test` deals whole files to two xdist workers in collection order; in name order these sat
+# at the end (tests/tui/test_s*, test_t*), and the worker that drew the last of them ran on alone for a minute
+# while the other had nothing left. Dealt first, they leave short files for the end, and the workers finish
+# together.
+HEAVY_FIRST = (
+    "tests/probe/test_lightning.py", "tests/tui/test_multihost.py", "tests/probe/test_torch_zero_code.py",
+    "tests/tui/test_stop_on.py", "tests/tui/test_sweep.py", "tests/probe/test_stop_frameworks.py",
+    "tests/test_gpu_check.py", "tests/tui/test_torchrun.py", "tests/tui/test_stop_key.py", "tests/tui/test_cli.py",
+    "tests/tui/test_remote.py", "tests/probe/test_transport.py", "tests/tui/test_app_replay.py",
+    "tests/tui/test_attach_endpoint.py", "tests/probe/test_system.py", "tests/probe/test_hf.py",
+    "tests/tui/test_importers.py", "tests/probe/test_keras_probe.py", "tests/tui/test_app_extremes.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heavy files first, each file's tests kept together and in their order (a stable sort)."""
+    rank = {str(REPO / path): i for i, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(str(Path(item.path).resolve()), len(rank)))
+
 
 @pytest.fixture
 def zmq_ctx() -> Iterator[zmq.Context]:
