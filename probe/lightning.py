@@ -74,7 +74,7 @@ def _import_default_package() -> Any:
         import lightning.pytorch as pl
     except ImportError:
         try:
-            import pytorch_lightning as pl  # type: ignore[no-redef]
+            import pytorch_lightning as pl
         except ImportError:
             raise ImportError("accmon.probe.lightning needs PyTorch Lightning: pip install 'accmon[lightning]'") from None
     return pl
