@@ -329,14 +329,20 @@ def test_the_app_says_when_ssh_drops_and_continues_after_it(sshd, training, tmp_
     async def go() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_async(app, pilot, lambda: (app.head_step() or 0) > 100, "steps in the app")
+            # The host stops answering before the connection drops, so that the header's stalled state lasts
+            # until the test has seen it: with sshd up, the reconnection could come before the app was looked at
+            # again on a loaded machine (it did so in a loaded fresh-clone run).
+            sshd.stop()
             os.kill(source.remote.ssh_pid, signal.SIGKILL)
 
             def said_lost() -> bool:
                 info = app.header_info()
                 notes.append(f"{info.state}: {info.note}")
-                return info.state == "stalled" and "lost" in (info.note or "")
+                # "connection to … lost (…); reconnecting", then "reconnect N to … failed (…); next try in …"
+                return info.state == "stalled" and any(w in (info.note or "") for w in ("lost", "failed"))
 
             await wait_async(app, pilot, said_lost, "the header to say the connection is lost")
+            sshd.start(port=sshd.port)
             await wait_async(app, pilot, lambda: "reconnected" in (app.header_info().note or ""), "reconnected")
             at = app.head_step()
             await wait_async(app, pilot, lambda: app.head_step() > at + 100, "live steps after the reconnection")
