@@ -25,7 +25,6 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("ACCMON_RUNTIME_DIR", tempfile.mkdtemp(prefix="amfz", dir="/tmp"))
 
-import msgpack  # noqa: E402
 import zmq  # noqa: E402
 
 from accmon.probe import Run, wire  # noqa: E402
@@ -163,9 +162,9 @@ def router_target(rng: random.Random) -> tuple[Callable[[], bytes], Callable[[by
                 req["since"] = rng.choice([0, 1, -1, 2**63, 2**64 - 1, "1", None, 1.5, True, [1]])
             if rng.random() < 0.3:
                 req["max_frames"] = rng.choice([0, -1, 10**9, "x", None])
-            body = msgpack.packb(req)
+            body = wire.encode(req)
         else:
-            body = mutate(rng, msgpack.packb({"op": "history", "since": 1}))
+            body = mutate(rng, wire.encode({"op": "history", "since": 1}))
         return body
 
     def case(body: bytes) -> str:
@@ -173,14 +172,14 @@ def router_target(rng: random.Random) -> tuple[Callable[[], bytes], Callable[[by
         if not dealer.poll(2000):
             raise Crash("the probe did not answer")
         reply = dealer.recv_multipart()
-        header = msgpack.unpackb(reply[0])
+        header = wire.decode_message(reply[0])
         return f"answered {header.get('op')}"
 
     def check_and_close() -> None:
-        dealer.send(msgpack.packb({"op": "history", "since": 1}))
+        dealer.send(wire.encode({"op": "history", "since": 1}))
         if not dealer.poll(2000):
             raise Crash("the probe stopped serving history after the fuzzing")
-        header = msgpack.unpackb(dealer.recv_multipart()[0])
+        header = wire.decode_message(dealer.recv_multipart()[0])
         assert header["op"] == "history" and header["first_seq"] == 1
         dealer.close(0)
         ctx.term()

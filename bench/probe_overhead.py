@@ -151,14 +151,14 @@ class ZmqSend(Variant):
     name = "zmq-send"
 
     def __init__(self, tmp: str) -> None:
-        import msgpack
+        import msgspec
         import zmq
 
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(f"ipc://{tmp}/bench.sock")
-        self.pack = msgpack.Packer().pack
+        self.pack = msgspec.msgpack.Encoder().encode
         self.noblock = zmq.NOBLOCK
 
     def after_step(self, loop: Loop, loss: torch.Tensor) -> None:

@@ -1,15 +1,14 @@
-"""Issue 17 item 9: would typed frames (msgspec Structs) decode faster than today's msgpack + `wire.decode` checks?
+"""What decoding a frame costs: `wire.decode` against the bare unpacking it is built on (issue 17 item 9).
 
-    .venv/bin/pip install --target /tmp/msgspec_pkg msgspec     # not a dependency of accmon
-    PYTHONPATH=/tmp/msgspec_pkg .venv/bin/python bench/wire_decode.py
+    .venv/bin/python bench/wire_decode.py
+    PYTHONPATH=/path/to/other/tree/.pkg .venv/bin/python bench/wire_decode.py    # another tree's wire.decode
 
 Per frame, the median of repeated rounds, in µs, for frames as the probe sends them:
-- `unpackb`: msgpack.unpackb alone, as wire.decode calls it (no checks);
-- `wire.decode`: today's path, unpack and every check (arrays=True, as the viewer reads);
-- `msgspec any`: msgspec's msgpack decoder into plain maps (a drop-in for unpackb; the checks would remain);
-- `msgspec typed`: a steps frame decoded into a Struct whose types do the checks, then its packed columns read
-  as arrays as wire.decode does. Only steps frames have a fixed shape: meta, facts and alerts carry the user's
-  own keys, which a Struct would drop, so they stay maps whichever library decodes them.
+- `unpack`: msgspec's msgpack decoder into plain maps, with no checks at all: the floor;
+- `decode`: `wire.decode(arrays=True)`, unpacking and every check, packed columns as numpy arrays (how the viewer
+  ingests them);
+- `as lists`: `wire.decode()`, packed columns turned into lists (how `check` and the rules read them).
+The two trees' figures are in BENCHMARKS.md ("Typed frames").
 """
 
 from __future__ import annotations
@@ -20,40 +19,21 @@ import sys
 import time
 from collections.abc import Callable
 
-import msgpack
+import msgspec
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from accmon.probe import wire  # noqa: E402
 
-try:
-    import msgspec
-except ImportError:
-    sys.exit("msgspec is not installed: see this script's docstring")
-
 STEPS, FLOAT_COLS, INT_COLS = 256, 48, 4  # one frame of a torch probe's ~0.5 s flush: steps x columns
 
 
-class Steps(msgspec.Struct):
-    """A steps frame as a type: the envelope, then columns packed (bytes) or as lists."""
-
-    v: int
-    kind: str
-    run: str
-    rank: int
-    seq: int
-    step: int
-    t: float
-    steps: bytes | list[int]
-    times: bytes | list[float | int | None] | None = None
-    cols: dict[str, bytes | list[float | int | bool | None]] = {}
-    hists: dict[str, list[float | int | None]] = {}
-
-
-def steps_frame(packed: bool) -> bytes:
+def steps_frame(packed: bool, missing: bool = False) -> bytes:
     rng = np.random.default_rng(0)
     cols: dict[str, list] = {f"grad_norm/layer{i}": rng.random(STEPS).tolist() for i in range(FLOAT_COLS)}
+    if missing:  # sampled tiers: most columns measured every few steps only
+        cols = {k: [x if i % 4 == 0 else None for i, x in enumerate(v)] for k, v in cols.items()}
     cols.update({f"count{i}": list(range(STEPS)) for i in range(INT_COLS)})
     frame = wire.envelope("steps", "0101000000-0c0e11", 0, 7, STEPS - 1, steps=list(range(STEPS)),
                           times=[float(i) for i in range(STEPS)], cols=cols)
@@ -66,22 +46,11 @@ def facts_frame() -> bytes:
                                                                                     "optimizer": {"lr": 1e-3}}))
 
 
-def typed_steps(decoder: msgspec.msgpack.Decoder) -> Callable[[bytes], object]:
-    f8 = np.dtype("<f8")
-
-    def decode(data: bytes) -> object:
-        frame = decoder.decode(data)
-        if isinstance(frame.steps, bytes):
-            np.frombuffer(frame.steps, dtype="<i8")
-        if isinstance(frame.times, bytes):
-            np.frombuffer(frame.times, dtype=f8)
-        for v in frame.cols.values():
-            if isinstance(v, bytes):
-                values = np.frombuffer(v, dtype=f8)
-                _ = values.view("<u8") == wire.MISSING_BITS  # as wire's Floats: which rows were not measured
-        return frame
-
-    return decode
+def alert_frame() -> bytes:
+    alert = {"id": "exploding_gradients", "severity": "critical", "step": 812, "message": "the gradient norm grew "
+             "1000x in 40 steps", "evidence": {"grad_norm": [0.5, 3.0, 410.0], "steps": [700, 780, 812]},
+             "fix": "lower the learning rate", "state": "active", "last_step": 812, "cleared_step": None, "rank": 0}
+    return wire.encode(wire.envelope("alert", "0101000000-0c0e11", 0, 40, 812, alert=alert))
 
 
 def per_frame_us(fn: Callable[[bytes], object], data: bytes, rounds: int, n: int) -> float:
@@ -95,28 +64,20 @@ def per_frame_us(fn: Callable[[bytes], object], data: bytes, rounds: int, n: int
 
 
 def main() -> None:
-    untyped = msgspec.msgpack.Decoder()
-    typed = typed_steps(msgspec.msgpack.Decoder(Steps))
+    unpack = msgspec.msgpack.Decoder().decode
 
-    def unpackb(data: bytes) -> object:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, timestamp=1)
-
-    def today(data: bytes) -> object:
+    def decode(data: bytes) -> object:
         return wire.decode(data, arrays=True)
 
-    cases = [("steps, packed", steps_frame(True), True), ("steps, as lists", steps_frame(False), True),
-             ("facts", facts_frame(), False)]
-    print(f"msgspec {msgspec.__version__}, msgpack {msgpack.version}, python {sys.version.split()[0]}; "
+    cases = [("steps, packed", steps_frame(True)), ("steps, sparse", steps_frame(True, missing=True)),
+             ("steps, as lists", steps_frame(False)), ("facts", facts_frame()), ("alert", alert_frame())]
+    print(f"wire: {wire.__file__}; msgspec {msgspec.__version__}, python {sys.version.split()[0]}; "
           f"steps frames: {STEPS} steps x {FLOAT_COLS} float + {INT_COLS} int columns")
-    print(f"{'frame':<17}{'bytes':>9}{'unpackb':>10}{'wire.decode':>13}{'msgspec any':>13}{'msgspec typed':>15}"
-          f"{'typed / today':>15}")
-    for name, data, has_type in cases:
+    print(f"{'frame':<17}{'bytes':>9}{'unpack':>9}{'decode':>9}{'as lists':>10}")
+    for name, data in cases:
         n = max(20, 2_000_000 // len(data))
-        row = [per_frame_us(fn, data, 9, n) for fn in (unpackb, today, untyped.decode)]
-        t_typed = per_frame_us(typed, data, 9, n) if has_type else None
-        typed_s = f"{t_typed:.1f}" if t_typed is not None else "(a map)"
-        ratio = f"{t_typed / row[1]:.2f}" if t_typed is not None else "-"
-        print(f"{name:<17}{len(data):>9,}{row[0]:>10.1f}{row[1]:>13.1f}{row[2]:>13.1f}{typed_s:>15}{ratio:>15}")
+        row = [per_frame_us(fn, data, 9, n) for fn in (unpack, decode, wire.decode)]
+        print(f"{name:<17}{len(data):>9,}" + "".join(f"{x:>{w}.1f}" for x, w in zip(row, (9, 9, 10), strict=True)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgpack
 import zmq
 
 from . import wire
@@ -27,8 +26,8 @@ MAX_REQUESTS_PER_TICK = 64  # a flood of requests must not starve the data path
 # gets a small "busy" answer and the viewer asks again.
 HISTORY_INFLIGHT_BYTES = 24 * 1024 * 1024
 OWED_SWEEP_S = 1.0  # how often, at most, peers owing a reply are checked for having taken it or gone
-_PING = msgpack.packb({"op": "ping"})
-_BUSY = msgpack.packb({"op": "busy"})
+_PING = wire.encode({"op": "ping"})
+_BUSY = wire.encode({"op": "busy"})
 
 
 class HistoryServer:
@@ -137,9 +136,7 @@ class HistoryServer:
             del self._owed[ident]
 
     def _answer(self, body: bytes, frame: Any = None) -> list[bytes]:
-        req = msgpack.unpackb(body, raw=False, strict_map_key=True)
-        if not isinstance(req, dict):
-            raise ValueError("request is not a map")
+        req = wire.decode_message(body)
         op = req.get("op")
         if op == "stop":
             return [wire.encode(self._stop_asked(req, frame))]

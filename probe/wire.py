@@ -1,16 +1,19 @@
 """Wire frames: versioned msgpack maps, decoded with limits (docs/frames.md).
 
 The same bytes travel over ZeroMQ and into recordings. msgpack keeps NaN and ±Inf exactly, which
-JSON encoders do not, and it never executes anything it reads (no pickle anywhere).
+JSON encoders do not, and it never executes anything it reads (no pickle anywhere). msgspec encodes them and
+decodes them against `Frame`, the frames' keys and types: the type checks run in C while the bytes are read,
+and frames stay plain maps for their readers.
 """
 
 from __future__ import annotations
 
+import datetime
 import struct
 import time
-from typing import Any
+from typing import Any, TypedDict
 
-import msgpack
+import msgspec
 import numpy as np
 
 SCHEMA_VERSION = 1
@@ -22,17 +25,77 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 # Real frames nest 4 deep (frame → facts → model → layers → layer); 16 leaves room for user facts.
 MAX_DEPTH = 16
 
+_Numbers = list[int | float | None]  # a column as a list: None where the metric was not measured; a bool is no number
+
+
+class _Envelope(TypedDict):
+    """Every frame's keys."""
+
+    v: Any  # Any: a newer version is refused with its own message, not as a type error
+    kind: Any
+    run: str
+    rank: int
+    seq: int
+    step: int
+
+
+class Frame(_Envelope, total=False):
+    """Every key a frame may carry, with its type (docs/frames.md). A key not listed here is dropped while
+    decoding (frames.md: unknown fields are ignored). Bodies that their readers check for themselves (facts,
+    alerts, meta, the end) are Any: their depth and map keys are checked after decoding."""
+
+    t: float
+    # meta
+    name: Any
+    host: Any
+    pid: Any
+    cmd: Any
+    started: Any
+    world_size: Any
+    probe: Any
+    record: Any
+    source: Any
+    # facts
+    facts: Any
+    # steps: `steps`, `times` and float columns packed (bytes, see pack_steps) or as lists
+    steps: bytes | list[int]
+    times: bytes | _Numbers | None
+    cols: dict[str, bytes | _Numbers]
+    hists: dict[str, _Numbers]
+    # alert
+    alert: Any
+    # end
+    status: Any
+    error: Any
+    total_steps: Any
+    dropped_steps: Any
+    stopped: Any
+    stop_refused: Any
+    # exit
+    exit_code: Any
+    signal: Any
+    last_heard: Any
+    # hb
+    dropped: Any
+
 
 class FrameError(ValueError):
     """A frame that cannot be used: not msgpack, too big, too deep, or not of a known schema."""
 
 
-_packer = msgpack.Packer(use_bin_type=True)
+def _plain_scalar(obj: Any) -> Any:
+    """What msgspec does not encode by itself: numpy scalars (np.float64 is a float to msgpack users)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode a {type(obj).__name__}")
 
 
-def encode(frame: dict[str, Any]) -> bytes:
-    """Encode one frame. The caller owns the envelope keys (see `envelope`)."""
-    return _packer.pack(frame)
+_encoder = msgspec.msgpack.Encoder(enc_hook=_plain_scalar)
+
+
+def encode(frame: Any) -> bytes:
+    """Encode one frame (or a control request or reply). The caller owns the envelope keys (see `envelope`)."""
+    return _encoder.encode(frame)
 
 
 def envelope(kind: str, run: str, rank: int, seq: int, step: int, **body: Any) -> dict[str, Any]:
@@ -42,24 +105,15 @@ def envelope(kind: str, run: str, rank: int, seq: int, step: int, **body: Any) -
     return frame
 
 
-def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth of containers, stopping as soon as `limit` is passed (iterative: no recursion limit)."""
-    deepest = 0
-    stack = [(obj, 1)]
-    while stack:
-        item, d = stack.pop()
-        children: Any
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, d + 1) for child in children if isinstance(child, (dict, list)))
-    return deepest
+def _refuse_ext(code: int, data: memoryview) -> None:
+    raise FrameError(f"msgpack extension type {code} is not part of the accmon schema")
+
+
+_frame_decoder = msgspec.msgpack.Decoder(Frame, ext_hook=_refuse_ext)
+_map_decoder = msgspec.msgpack.Decoder(dict[str, Any], ext_hook=_refuse_ext)
+_any_decoder = msgspec.msgpack.Decoder(ext_hook=_refuse_ext)
+# Typed by `Frame`, checked by msgspec: not walked again.
+_TYPED_KEYS = frozenset({"steps", "times", "cols", "hists"})
 
 
 def decode(data: bytes | bytearray | memoryview, *, arrays: bool = False) -> dict[str, Any]:
@@ -70,58 +124,100 @@ def decode(data: bytes | bytearray | memoryview, *, arrays: bool = False) -> dic
     if len(data) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
-        frame = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            # Extension types are never produced by accmon: refuse them rather than hand them on.
-            ext_hook=_refuse_ext,
-            timestamp=1,  # msgpack timestamps (never produced by accmon) become plain float seconds
-        )
+        frame: dict[str, Any] = _frame_decoder.decode(data)  # type: ignore[assignment]  # a TypedDict is a dict
     except FrameError:
         raise
-    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+    except msgspec.ValidationError as exc:
+        raise FrameError(_why_not_a_frame(data, exc)) from None
+    except Exception as exc:  # malformed, truncated, too deep for the decoder's recursion limit
         raise FrameError(f"not a msgpack frame: {exc.__class__.__name__}: {exc}") from None
-    if not isinstance(frame, dict):
-        raise FrameError(f"frame is a {type(frame).__name__}, not a map")
-    v = frame.get("v")
+    v = frame["v"]
     if type(v) is not int or v != SCHEMA_VERSION:  # `true == 1` in Python: a bool is no version
         raise FrameError(f"unknown frame schema version {v!r} (this accmon reads version {SCHEMA_VERSION}; upgrade accmon?)")
-    kind = frame.get("kind")
+    kind = frame["kind"]
     if kind not in KINDS:
         raise FrameError(f"unknown frame kind {kind!r}")
-    # Columns are validated as flat lists below; walking them here too would cost as much as decoding.
-    nested = {k: val for k, val in frame.items() if k not in _FLAT_KEYS} if kind == "steps" else frame
-    if _depth(nested, MAX_DEPTH) > MAX_DEPTH:
-        raise FrameError(f"frame nests deeper than {MAX_DEPTH} levels")
-    for key, typ in (("run", str), ("rank", int), ("seq", int), ("step", int)):
-        if not isinstance(frame.get(key), typ) or isinstance(frame.get(key), bool):
-            raise FrameError(f"{kind} frame has no valid {key!r} field")
+    _check_nested(frame)
     if kind == "steps":
         _check_steps(frame, arrays)
     return frame
 
 
-def _refuse_ext(code: int, data: bytes) -> None:
-    raise FrameError(f"msgpack extension type {code} is not part of the accmon schema")
+def decode_message(data: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """A control request or reply (docs/frames.md, "Requests"): a map, nesting and keys checked as a frame's."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise FrameError(f"message of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        message: dict[str, Any] = _map_decoder.decode(data)
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"not a msgpack map: {exc.__class__.__name__}: {exc}") from None
+    _check_nested(message)
+    return message
 
 
-_FLAT_KEYS = frozenset({"steps", "times", "cols", "hists"})
-# Type sets are checked with map(type, ...), which runs in C: per-value isinstance loops cost more than decoding.
-_STEP_TYPES = {int}
-_NUMBER_TYPES = {int, float, type(None)}
+def _why_not_a_frame(data: bytes | bytearray | memoryview, exc: msgspec.ValidationError) -> str:
+    """A frame that failed its types: say why as a reader needs it (not a map, a newer version, which field)."""
+    try:
+        loose = _any_decoder.decode(data)
+    except FrameError as err:  # an extension value
+        return str(err)
+    except Exception:
+        loose = None
+    if not isinstance(loose, dict):
+        return f"frame is a {type(loose).__name__}, not a map" if loose is not None else f"not a frame: {exc}"
+    if not set(map(type, loose)) <= _KEY_TYPES:
+        return "not a frame: a map key that is not a string"
+    v = loose.get("v")
+    if type(v) is not int or v != SCHEMA_VERSION:
+        return f"unknown frame schema version {v!r} (this accmon reads version {SCHEMA_VERSION}; upgrade accmon?)"
+    kind = loose.get("kind")
+    if kind not in KINDS:
+        return f"unknown frame kind {kind!r}"
+    return f"{kind} frame: {exc}"  # msgspec's message names the field, e.g. "Expected `int`, got `str` - at `$.rank`"
+
+
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes})
+_KEY_TYPES = {str}
+
+
+def _check_nested(obj: dict[str, Any]) -> None:
+    """The untyped parts: at most MAX_DEPTH levels (the map itself is 1), string keys, no extension values.
+    msgpack timestamps (never produced by accmon) become plain float seconds, as they always have."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FrameError(f"frame nests deeper than {MAX_DEPTH} levels")
+        pairs: Any
+        if type(item) is dict:
+            if depth > 1 and not set(map(type, item)) <= _KEY_TYPES:
+                raise FrameError("a map key that is not a string")
+            pairs = item.items()
+        else:
+            pairs = enumerate(item)
+        for key, child in pairs:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth > 1 or key not in _TYPED_KEYS:
+                    stack.append((child, depth + 1))
+            elif kind is datetime.datetime:
+                item[key] = child.timestamp()
+            elif kind not in _LEAF_TYPES:
+                raise FrameError(f"a {kind.__name__} is not part of the accmon schema")
 
 
 def _check_steps(frame: dict[str, Any], arrays: bool) -> None:
+    """The lengths of a steps frame's fields (their types were checked while decoding), packed fields read."""
     steps = frame.get("steps")
+    if steps is None:
+        raise FrameError("steps frame has no valid 'steps' list")
     if isinstance(steps, bytes):
         if len(steps) % 8:
             raise FrameError("steps frame: packed 'steps' is not a whole number of int64 values")
         packed = np.frombuffer(steps, dtype=_I8)
         frame["steps"] = steps = packed if arrays else packed.tolist()
-    elif not isinstance(steps, list) or not set(map(type, steps)) <= _STEP_TYPES:
-        raise FrameError("steps frame has no valid 'steps' list")
     n = len(steps)
     times = frame.get("times")
     if isinstance(times, bytes):
@@ -129,28 +225,17 @@ def _check_steps(frame: dict[str, Any], arrays: bool) -> None:
             raise FrameError("steps frame: 'times' does not match 'steps'")
         packed = np.frombuffer(times, dtype=_F8)
         frame["times"] = packed if arrays else packed.tolist()
-    elif times is not None and (not isinstance(times, list) or len(times) != n or not set(map(type, times)) <= _NUMBER_TYPES):
+    elif times is not None and len(times) != n:
         raise FrameError("steps frame: 'times' does not match 'steps'")
     cols = frame.setdefault("cols", {})  # readers may count on it: a frame of steps with no values has {}
-    if not isinstance(cols, dict):
-        raise FrameError("steps frame: 'cols' is not a map")
     for name, values in cols.items():
         if isinstance(values, bytes):
             if len(values) != 8 * n:
                 raise FrameError(f"steps frame: column {name!r} does not have {n} values")
             col = _unpack_floats(values)
             cols[name] = col if arrays else col.tolist()
-            continue
-        if not isinstance(values, list) or len(values) != n:
+        elif len(values) != n:
             raise FrameError(f"steps frame: column {name!r} does not have {n} values")
-        odd = set(map(type, values)) - _NUMBER_TYPES
-        if odd:
-            raise FrameError(f"steps frame: column {name!r} holds a {odd.pop().__name__}")
-    hists = frame.get("hists", {})
-    if not isinstance(hists, dict) or not all(
-        isinstance(h, list) and set(map(type, h)) <= _NUMBER_TYPES for h in hists.values()
-    ):
-        raise FrameError("steps frame: 'hists' is not a map of number lists")
 
 
 # ---- packed columns -------------------------------------------------------------------------------------------
@@ -162,6 +247,7 @@ MISSING_BITS = 0x7FF8_ACC0_0000_0001
 _F8 = np.dtype("<f8")
 _I8 = np.dtype("<i8")
 _U8 = np.dtype("<u8")
+_MISSING_BYTES = struct.pack("<Q", MISSING_BITS)
 
 
 class Floats:
@@ -224,6 +310,9 @@ def floats_of_list(values: list) -> tuple[np.ndarray, np.ndarray | None]:
     return arr, missing
 
 
+_NUMBER_TYPES = {int, float, type(None)}
+
+
 def packable(values: Any) -> bool:
     """Whether a column is floats (packed), rather than ints or booleans (kept as a list, exactly)."""
     if isinstance(values, Floats):
@@ -251,6 +340,10 @@ def pack_steps(frame: dict[str, Any]) -> dict[str, Any]:
 
 def _unpack_floats(data: bytes) -> Floats:
     values = np.frombuffer(data, dtype=_F8)
+    # A byte search (C's memmem) rules out the common column, every row measured, in a fraction of the
+    # element-wise compare; a hit (perhaps across two values) is settled by the compare.
+    if _MISSING_BYTES not in data:
+        return Floats(values, None)
     missing = values.view(_U8) == MISSING_BITS
     return Floats(values, missing if missing.any() else None)
 

@@ -16,9 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-import msgpack
-
-from accmon.probe import registry, wire
+from accmon.probe import registry
 from accmon.probe.recording import RecordingReader
 
 from .live import SILENT_GONE_S, LiveRun, SourceStatus, alert_frame, rank_gone  # noqa: F401  (also imported from here)
@@ -35,7 +33,7 @@ from .peek import (  # noqa: F401  (the picker's and `accmon ls`'s names, import
     peek_runs,
     run_peek,
 )
-from .replay import child_command
+from .replay import child_command, read_messages
 
 REPLAY_QUEUE_FRAMES = 64  # frames read ahead of the app: bounded memory, and no CPU spent far ahead of the screen
 REPLAY_BATCH = 64
@@ -314,23 +312,17 @@ class ReplaySource:
     def _rules(self) -> None:
         try:
             self._proc = subprocess.Popen(child_command(self.path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=wire.MAX_FRAME_BYTES)
             assert self._proc.stdout is not None
-            while not self._stop.is_set():
-                chunk = self._proc.stdout.read1(65536)  # type: ignore[attr-defined]  # a BufferedReader
-                if not chunk:
+            for msg in read_messages(self._proc.stdout):
+                if self._stop.is_set():
                     break
-                unpacker.feed(chunk)
-                for msg in unpacker:
-                    if not isinstance(msg, dict):
-                        continue
-                    if isinstance(msg.get("alert"), dict):
-                        self._q.push([alert_frame({"run": "", "seq": 0}, msg["alert"])])
-                    elif isinstance(msg.get("final"), list):
-                        self.final_alerts = [a for a in msg["final"] if isinstance(a, dict)]
-                        self._set(rules="done")
-                    elif msg.get("error"):
-                        self._set(rules="failed", message=f"rules could not run: {msg['error']}")
+                if isinstance(msg.get("alert"), dict):
+                    self._q.push([alert_frame({"run": "", "seq": 0}, msg["alert"])])
+                elif isinstance(msg.get("final"), list):
+                    self.final_alerts = [a for a in msg["final"] if isinstance(a, dict)]
+                    self._set(rules="done")
+                elif msg.get("error"):
+                    self._set(rules="failed", message=f"rules could not run: {msg['error']}")
             self._proc.wait(5)
             if self._status.rules == "running" and not self._stop.is_set():
                 self._set(rules="failed", message="the rules stopped before the end of the file")

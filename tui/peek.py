@@ -7,10 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import zmq
 
-from accmon.probe import registry, security
+from accmon.probe import registry, security, wire
 
 
 @dataclass
@@ -74,7 +73,7 @@ def peek_runs(entries: list[registry.RunEntry], *, timeout: float = PEEK_TIMEOUT
     waiting: set[zmq.Socket] = set()
     try:
         poller = zmq.Poller()
-        request = msgpack.packb({"op": "hello"})
+        request = wire.encode({"op": "hello"})
         for e in asked:
             s = ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
@@ -98,10 +97,10 @@ def peek_runs(entries: list[registry.RunEntry], *, timeout: float = PEEK_TIMEOUT
             for s, _ in poller.poll(max(1, int(left * 1000))):
                 try:
                     body = s.recv_multipart(zmq.NOBLOCK)[-1]
-                    reply = msgpack.unpackb(body, raw=False, strict_map_key=True)  # its size: MAXMSGSIZE
-                except (zmq.ZMQError, ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+                    reply = wire.decode_message(body)  # its size: MAXMSGSIZE
+                except (zmq.ZMQError, wire.FrameError):
                     continue
-                if not isinstance(reply, dict) or reply.get("op") != "hello":
+                if reply.get("op") != "hello":
                     continue  # busy, a ping: the rank is alive but said nothing; it shows "—"
                 status = reply.get("status")
                 out[_peek_key(socks[s])] = RankPeek(

@@ -3,7 +3,7 @@
 A recording made with older rules should get today's diagnosis (as `accmon check` gives it). The rules cost far
 more per step than drawing does (tens of thousands of steps a second, against a million for the store), so they
 run beside the replay, not in its way: a child process on the other core reads the same file and writes msgpack
-maps on stdout —
+maps on stdout, each after its length (4 bytes, little-endian) —
 
     {"alert": {...}}          an alert that is new, updated or cleared, as soon as the rules say so
     {"final": [{...}, ...]}   every alert of the run, once the whole file has been diagnosed
@@ -17,11 +17,14 @@ The replay shows the recorded alerts at once, merges the streamed ones by identi
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-import msgpack
+from accmon.probe import wire
+
+_LENGTH = struct.Struct("<I")
 
 
 def diagnose(path: str) -> Iterator[dict[str, Any]]:
@@ -48,18 +51,36 @@ def child_command(path: str) -> list[str]:
 def main(argv: list[str] | None = None, out: BinaryIO | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = out or sys.stdout.buffer
-    packer = msgpack.Packer(use_bin_type=True)
     try:
         for message in diagnose(args[0]):
-            out.write(packer.pack(message))
-            out.flush()
+            write_message(out, message)
     except BrokenPipeError:
         return 0  # the replay closed: nothing more to say
     except Exception as exc:  # a rule's bug must not look like a crash of the replay
-        out.write(packer.pack({"error": f"{exc.__class__.__name__}: {exc}"}))
-        out.flush()
+        write_message(out, {"error": f"{exc.__class__.__name__}: {exc}"})
         return 1
     return 0
+
+
+def write_message(out: BinaryIO, message: dict[str, Any]) -> None:
+    data = wire.encode(message)
+    out.write(_LENGTH.pack(len(data)) + data)
+    out.flush()
+
+
+def read_messages(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The child's messages, until its output ends; a message that is not one (too long, cut, not a map) raises
+    wire.FrameError."""
+    while head := stream.read(_LENGTH.size):
+        if len(head) < _LENGTH.size:
+            raise wire.FrameError("the rules' output was cut inside a message's length")
+        (n,) = _LENGTH.unpack(head)
+        if n > wire.MAX_FRAME_BYTES:
+            raise wire.FrameError(f"a message of {n} bytes from the rules exceeds the {wire.MAX_FRAME_BYTES}-byte limit")
+        data = stream.read(n)
+        if len(data) < n:
+            raise wire.FrameError("the rules' output was cut inside a message")
+        yield wire.decode_message(data)
 
 
 if __name__ == "__main__":

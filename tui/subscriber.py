@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -280,7 +279,7 @@ class RunClient:
 
     def _send(self, dealer: zmq.Socket, request: dict[str, Any]) -> None:
         try:
-            dealer.send(msgpack.packb(request), zmq.NOBLOCK)
+            dealer.send(wire.encode(request), zmq.NOBLOCK)
         except zmq.Again:
             # Not connected (yet), or refused by a CURVE probe whose allow-list lacks our key: the retry timer
             # asks again; the reader goes on.
@@ -293,18 +292,18 @@ class RunClient:
             except zmq.Again:
                 return
             try:
-                header = msgpack.unpackb(parts[0], raw=False)
+                header = wire.decode_message(parts[0])
                 # "busy": the probe holds too many unread replies now; the retry timer asks again. "ping": it
                 # checks whether we took our last reply.
-                if isinstance(header, dict) and header.get("op") in ("done", "busy", "ping"):
+                if header.get("op") in ("done", "busy", "ping"):
                     continue
-                if isinstance(header, dict) and header.get("op") == "stop":
+                if header.get("op") == "stop":
                     self._stop_wanted = None
                     self.stop_reply = {"op": "stop", "ok": header.get("ok") is True,
                                        "why": str(header.get("why") or "")[:300]}
                     self.wake.set()
                     continue
-                if not isinstance(header, dict) or header.get("op") != "history":
+                if header.get("op") != "history":
                     raise ValueError(f"unexpected reply {header!r:.80}")
             except Exception as exc:
                 self._set(malformed=self._status.malformed + 1, message=f"bad history reply: {exc}")

@@ -29,8 +29,8 @@ def test_round_trip_keeps_nan_and_inf_exactly():
         (msgpack.packb([1, 2]), "not a map"),
         (msgpack.packb({"v": 99, "kind": "steps"}), "unknown frame schema version 99"),
         (msgpack.packb({"v": 1, "kind": "pickle"}), "unknown frame kind"),
-        (msgpack.packb({"v": 1, "kind": "meta", "run": "r", "rank": "0", "seq": 1, "step": 0}), "'rank'"),
-        (msgpack.packb({1: 2}), "not a msgpack frame"),
+        (msgpack.packb({"v": 1, "kind": "meta", "run": "r", "rank": "0", "seq": 1, "step": 0}), r"\$\.rank"),
+        (msgpack.packb({1: 2}), "key that is not a string"),
         (msgpack.packb(msgpack.ExtType(5, b"x")), "extension type 5"),
     ],
 )
@@ -57,7 +57,7 @@ def test_steps_frame_columns_must_match_steps():
     with pytest.raises(wire.FrameError, match="does not have 2 values"):
         wire.decode(wire.encode(bad))
     bad = wire.envelope("steps", "r", 0, 1, 1, steps=[0], cols={"loss": ["1.0"]})
-    with pytest.raises(wire.FrameError, match="holds a str"):
+    with pytest.raises(wire.FrameError, match="got `str`"):
         wire.decode(wire.encode(bad))
 
 
@@ -137,3 +137,62 @@ def test_packed_and_unpacked_frames_decode_alike(values):
     plain = wire.decode(wire.encode(frame))["cols"]["v"]
     packed = wire.decode(wire.encode(wire.pack_steps(frame)))["cols"]["v"]
     assert _same([None if x is None else float(x) for x in plain], [None if x is None else float(x) for x in packed])
+
+
+# ---- wire.Frame: what a reader gets of what the probe sent ----------------------------------------------------
+def test_every_key_a_real_run_sends_reaches_the_reader(tmp_path):
+    """`wire.Frame` drops the keys it does not list (docs/frames.md: unknown fields are ignored). A key the probe
+    sends and Frame lacks would vanish in every viewer and in `check`: each frame of a real run, read with a second
+    msgpack implementation, must decode with all of its keys."""
+    import zmq
+
+    from accmon.probe import Run
+    from accmon.probe.recording import RecordingReader
+
+    rec = tmp_path / "keys.accmon"
+    run = Run("keys", rules=False, record=str(rec))
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(run.endpoints[0])
+        run.set_facts(model={"name": "Net", "layers": [{"name": "fc", "params": 3}]}, batch_size=4)
+        for step in range(5):
+            run.log(step, loss=1.0 / (step + 1), epoch=0, acc=None if step % 2 else 0.5)
+        run.alert({"id": "own_finding", "severity": "info", "step": 4, "message": "m", "evidence": {"x": [1.0]}})
+        # The first heartbeat (once a second) carries the fields only the live stream has.
+        assert sub.poll(10_000), "no frame on the live stream"
+        while True:
+            raw = sub.recv()
+            if msgpack.unpackb(raw)["kind"] == "hb":
+                break
+            assert sub.poll(10_000), "no heartbeat on the live stream"
+        hb = msgpack.unpackb(raw)
+        assert set(wire.decode(raw)) == set(hb) and {"dropped", "dropped_steps"} <= set(hb)
+    finally:
+        sub.close()
+        run.close(stopped={"by": "user", "reason": "KeyboardInterrupt"})
+    kinds = set()
+    for _offset, payload in RecordingReader(rec).payloads():
+        sent = msgpack.unpackb(payload)
+        kinds.add(sent["kind"])
+        assert set(wire.decode(payload)) == set(sent), sent["kind"]
+    assert kinds == {"meta", "facts", "steps", "alert", "end"}
+
+
+def test_an_exit_frame_keeps_every_key_accmon_run_writes():
+    frame = wire.envelope("exit", "r", 0, 9, 4, exit_code=None, signal="SIGKILL", last_heard=1.5)
+    assert wire.decode(wire.encode(frame)) == frame
+
+
+def test_bodies_hold_plain_data_only():
+    """The untyped bodies (facts, alerts, meta) are checked after decoding: string keys at every level, no
+    extension values."""
+    base = {"v": 1, "kind": "facts", "run": "r", "rank": 0, "seq": 1, "step": 0}
+    for facts in ({"model": {1: "int key"}}, {"model": {b"k": 1}}, {"a": [{"b": {2.5: 0}}]}):
+        with pytest.raises(wire.FrameError, match="not a string"):
+            wire.decode(msgpack.packb({**base, "facts": facts}, strict_types=False))
+    with pytest.raises(wire.FrameError, match="extension type 7"):
+        wire.decode(msgpack.packb({**base, "facts": {"a": [msgpack.ExtType(7, b"")]}}))
+    ok = {"a": [1, 2.5, None, True, "s", b"bin", {"b": []}]}
+    assert wire.decode(msgpack.packb({**base, "facts": ok}))["facts"] == ok

@@ -203,14 +203,13 @@ def test_replay_csv_key_exports_the_recorded_values(recording, tmp_path):
 def test_the_rules_child_streams_alerts_then_the_final_diagnosis(tmp_path):
     import io
 
-    import msgpack
-
     from accmon.tui.replay import main as rules_main
+    from accmon.tui.replay import read_messages
 
     path = write_recording(tmp_path / "nan.accmon", run_frames(1500, nan_at=1200, alerts=True))
     out = io.BytesIO()
     assert rules_main([path], out) == 0
-    messages = list(msgpack.Unpacker(io.BytesIO(out.getvalue()), raw=False, strict_map_key=False))
+    messages = list(read_messages(io.BytesIO(out.getvalue())))
     streamed = [m["alert"]["id"] for m in messages if "alert" in m]
     final = messages[-1]["final"]
     assert "nan_loss" in streamed and "nan_loss" in {a["id"] for a in final}
