@@ -2,12 +2,12 @@
 # The GPU claims, proven in one short call (issue 20): see bench/gpu_check.py for what is checked and how.
 #
 #   bash bench/gpu_check.sh --fetch-wheels    # once, on a machine with a package index (this dev machine):
-#                                             #   pyzmq, msgpack and pytest wheels for CPython 3.12 into bench/wheels/
+#                                             #   pyzmq, msgspec and pytest wheels for CPython 3.12 into bench/wheels/
 #   bash bench/gpu_check.sh [--quick|--full] [--models cnn,gpt] [--out DIR]
 #   bash bench/gpu_check.sh --setup-only      # the set-up and its import checks, nothing run
 #
 # The same download by hand:
-#   python3 -m pip download pyzmq msgpack pytest --only-binary=:all: --python-version 3.12 \
+#   python3 -m pip download pyzmq msgspec pytest --only-binary=:all: --python-version 3.12 \
 #       --platform manylinux2014_x86_64 -d bench/wheels
 #
 # On a bare GPU machine (Python 3.12, torch with CUDA, numpy; no pyzmq, no textual, no network) bench/wheels/
@@ -38,7 +38,7 @@ fi
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
     mkdir -p "$WHEELS"
-    "$PY" -m pip download pyzmq msgpack pytest --only-binary=:all: --python-version 3.12 \
+    "$PY" -m pip download pyzmq msgspec pytest --only-binary=:all: --python-version 3.12 \
         --platform manylinux2014_x86_64 -d "$WHEELS"
     ls -l "$WHEELS"
     exit 0
@@ -83,7 +83,7 @@ EOF
 
 missing=()
 "$PY" -c "import zmq" 2>/dev/null || missing+=(pyzmq)
-"$PY" -c "import msgpack" 2>/dev/null || missing+=(msgpack)
+"$PY" -c "import msgspec" 2>/dev/null || missing+=(msgspec)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "gpu_check: installing ${missing[*]} from $WHEELS into $SCRATCH/site" >&2
     install_missing "$SCRATCH/site" "${missing[@]}" || exit 2
@@ -103,7 +103,7 @@ fi
 
 # The probe and the headless commands must import with no textual (a GPU node has none).
 "$PY" -c "import sys; sys.modules['textual'] = None
-import zmq, msgpack, numpy, accmon.probe, accmon.tui.runner, accmon.tui.headless, accmon.tui.check
+import zmq, msgspec, numpy, accmon.probe, accmon.tui.runner, accmon.tui.headless, accmon.tui.check
 print('gpu_check: python', sys.version.split()[0], '| pyzmq', zmq.__version__, '| accmon.probe from', accmon.probe.__path__[0], file=sys.stderr)" \
     || { echo "gpu_check: the set-up failed: accmon's probe or headless commands do not import (see above)" >&2; exit 2; }
 

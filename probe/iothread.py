@@ -349,7 +349,7 @@ class IOThread(FrameEmitter, HistoryServer, threading.Thread):
             self._guard_disk(self.writer.close)
             self.writer = None
         self.log.close()
-        self.run_.system.close()
+        self.run_.system.stop_polling()  # the descriptor the training thread reads is closed by Run.close
 
     # -- data path ----------------------------------------------------------------------------------------
     def _read_subscriptions(self, pub: zmq.Socket) -> None:

@@ -193,6 +193,8 @@ class Run:
         self._io.join(timeout)
         if self._io.is_alive():
             report_once("close-timeout", f"the I/O thread did not finish within {timeout:.0f} s; the recording may lack its end")
+        else:
+            self.system.close()  # the memory figures' descriptor, read on this side (system.Statm)
         global _current
         with _current_lock:
             if _current is self:

@@ -3,6 +3,7 @@ the real rules engine on real runs (data wait, RSS, a real leak) and on frames (
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
 import accmon.probe.torch as apt  # noqa: E402
 from accmon.probe.rules.diagnoser import Diagnoser  # noqa: E402
 from accmon.probe.run import Run  # noqa: E402
-from accmon.probe.system import SystemStats, rss_bytes  # noqa: E402
+from accmon.probe.system import Statm, SystemStats, rss_bytes  # noqa: E402
 from tests.conftest import read_frames  # noqa: E402
 
 MB = 1024 * 1024
@@ -263,3 +264,51 @@ def test_without_nvml_or_cuda_the_figures_are_the_host_ones():
     assert set(sample) == {"rss"} and stats.facts() is None
     assert stats.due(20, 0.0) and not stats.due(21, 0.0)
     stats.close()
+
+
+# ---- the descriptor the training thread reads ---------------------------------------------------------------
+def _statm_fds() -> list[str]:
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("/statm"):
+                fds.append(fd)
+        except OSError:
+            pass  # the listing's own descriptor, gone
+    return fds
+
+
+def test_the_kept_statm_reads_this_process_and_a_forked_child_reads_its_own():
+    statm = Statm()
+    try:
+        here, fresh = statm.rss(), rss_bytes()
+        assert here is not None and fresh is not None and 0.8 * fresh < here < 1.25 * fresh
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: 256 MiB more resident than its parent, then what the inherited reader says
+            try:
+                ballast = b"\x01" * (256 << 20)
+                os.write(write, f"{statm.rss()} {rss_bytes()} {len(ballast)}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            child, child_fresh, _ = map(int, f.read().split())
+        os.waitpid(pid, 0)
+        # The child's own memory, as a fresh open reads it; the inherited descriptor would read the parent's.
+        assert child_fresh > here + (128 << 20) and 0.9 * child_fresh < child < 1.1 * child_fresh
+        assert 0.8 * here < statm.rss() < 1.25 * here  # and the parent's reader still reads the parent
+    finally:
+        statm.close()
+    assert not _statm_fds()
+
+
+def test_a_closed_run_holds_no_statm_descriptor_and_opens_none_after(tmp_path):
+    before = _statm_fds()
+    run = Run("statm", record=str(tmp_path / "r.accmon"), rules=False)
+    for step in range(25):
+        run.log(step, loss=1.0)
+    assert len(_statm_fds()) == len(before) + 1  # kept open while the run samples
+    run.close()
+    run.log(30, loss=1.0)  # after the end: dropped, and no figures read for it
+    assert _statm_fds() == before
