@@ -129,7 +129,10 @@ class CallTracking(ProbeState):
             self.cur_root = None
             return
         self.cur_root = module
-        if not module.training:
+        if not module.training or not torch.is_grad_enabled():
+            # An evaluation pass, also under no_grad with the model left in training mode (no model.eval()): it
+            # begins no step. It did, and after steps slower than the flush interval the last step's row left
+            # at once, so the evaluation's results waited for a step that never came at the end of a run.
             self.saw_eval = True
         elif not self.cur_started:
             self._step_begins()

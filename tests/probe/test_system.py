@@ -3,6 +3,7 @@ the real rules engine on real runs (data wait, RSS, a real leak) and on frames (
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -268,14 +269,16 @@ def test_without_nvml_or_cuda_the_figures_are_the_host_ones():
 
 # ---- the descriptor the training thread reads ---------------------------------------------------------------
 def _statm_fds() -> list[str]:
-    fds = []
+    """What this process's open descriptors on a statm file point at (/proc/<pid>/statm)."""
+    links = []
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if os.readlink(f"/proc/self/fd/{fd}").endswith("/statm"):
-                fds.append(fd)
+            link = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
-            pass  # the listing's own descriptor, gone
-    return fds
+            continue  # the listing's own descriptor, gone
+        if link.endswith("/statm"):
+            links.append(link)
+    return links
 
 
 def test_the_kept_statm_reads_this_process_and_a_forked_child_reads_its_own():
@@ -283,21 +286,22 @@ def test_the_kept_statm_reads_this_process_and_a_forked_child_reads_its_own():
     try:
         here, fresh = statm.rss(), rss_bytes()
         assert here is not None and fresh is not None and 0.8 * fresh < here < 1.25 * fresh
+        assert _statm_fds() == [f"/proc/{os.getpid()}/statm"]
         read, write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: 256 MiB more resident than its parent, then what the inherited reader says
+        if pid == 0:  # the child: what its inherited reader reads, and which file it reads it from
             try:
-                ballast = b"\x01" * (256 << 20)
-                os.write(write, f"{statm.rss()} {rss_bytes()} {len(ballast)}".encode())
+                got, fresh_here = statm.rss(), rss_bytes()
+                os.write(write, json.dumps([got, fresh_here, _statm_fds()]).encode())
             finally:
                 os._exit(0)
         os.close(write)
         with os.fdopen(read, "rb") as f:
-            child, child_fresh, _ = map(int, f.read().split())
+            got, child_fresh, child_links = json.loads(f.read())
         os.waitpid(pid, 0)
-        # The child's own memory, as a fresh open reads it; the inherited descriptor would read the parent's.
-        assert child_fresh > here + (128 << 20) and 0.9 * child_fresh < child < 1.1 * child_fresh
-        assert 0.8 * here < statm.rss() < 1.25 * here  # and the parent's reader still reads the parent
+        # Its own file, opened anew (the inherited descriptor, which reads the parent, closed), and its figure.
+        assert child_links == [f"/proc/{pid}/statm"] and 0.9 * child_fresh < got < 1.1 * child_fresh
+        assert 0.8 * here < statm.rss() < 1.25 * here  # the parent's reader still reads the parent
     finally:
         statm.close()
     assert not _statm_fds()

@@ -175,3 +175,27 @@ def test_a_new_optimizer_and_a_new_training_loader_start_phases(rec):
     starts = [(p["start"], p["why"]) for p in rec.facts["phases"]]
     assert [s for s, _ in starts] == [8, 15], starts
     assert "optimizer" in starts[0][1] and "data" in starts[1][1]
+
+
+def test_evaluation_under_no_grad_in_training_mode_after_slow_steps_joins_the_last_step(rec):
+    """Steps slower than the flush interval leave as soon as the next step begins. A forward under no_grad with the
+    model still in training mode (no model.eval()) began a step too: the last step's row left, and the evaluation
+    after it waited for a step that never came, lost at the run's end. A loaded suite run showed it, with the
+    interval passing by chance; here every step is slower than an interval of zero."""
+    x, y = blobs(n=320)
+    train = DataLoader(TensorDataset(x[:256], y[:256]), batch_size=32)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    apt.install(rec.run, every=1)
+    apt.active().flush_s = 0.0
+    own = []
+    for _ in range(2):
+        for xb, yb in train:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+        with torch.no_grad():
+            own.append(float(loss_fn(model(x[256:]), y[256:])))
+    rec.close()
+    assert rec.metrics["val_loss"] == pytest.approx({7: own[0], 15: own[1]}, rel=1e-5)  # each at its epoch's last step
