@@ -140,14 +140,11 @@ def decode(data: bytes | bytearray | memoryview, *, arrays: bool = False) -> dic
         raise FrameError(_why_not_a_frame(data, exc)) from None
     except Exception as exc:  # malformed, truncated, too deep for the decoder's recursion limit
         raise FrameError(f"not a msgpack frame: {exc.__class__.__name__}: {exc}") from None
-    v = frame["v"]
-    if type(v) is not int or v != SCHEMA_VERSION:  # `true == 1` in Python: a bool is no version
-        raise FrameError(f"unknown frame schema version {v!r} (this accmon reads version {SCHEMA_VERSION}; upgrade accmon?)")
-    kind = frame["kind"]
-    if kind not in KINDS:
-        raise FrameError(f"unknown frame kind {kind!r}")
+    unknown = _unknown_schema(frame)
+    if unknown:
+        raise FrameError(unknown)
     _check_nested(frame)
-    if kind == "steps":
+    if frame["kind"] == "steps":
         _check_steps(frame, arrays)
     return frame
 
@@ -178,13 +175,19 @@ def _why_not_a_frame(data: bytes | bytearray | memoryview, exc: msgspec.Validati
         return f"frame is a {type(loose).__name__}, not a map" if loose is not None else f"not a frame: {exc}"
     if not set(map(type, loose)) <= _KEY_TYPES:
         return "not a frame: a map key that is not a string"
-    v = loose.get("v")
-    if type(v) is not int or v != SCHEMA_VERSION:
+    # msgspec's message names the field, e.g. "Expected `int`, got `str` - at `$.rank`".
+    return _unknown_schema(loose) or f"{loose['kind']} frame: {exc}"
+
+
+def _unknown_schema(frame: dict[Any, Any]) -> str | None:
+    """Why a map's version or kind is not one this accmon reads, or None."""
+    v = frame.get("v")
+    if type(v) is not int or v != SCHEMA_VERSION:  # `true == 1` in Python: a bool is no version
         return f"unknown frame schema version {v!r} (this accmon reads version {SCHEMA_VERSION}; upgrade accmon?)"
-    kind = loose.get("kind")
+    kind = frame.get("kind")
     if kind not in KINDS:
         return f"unknown frame kind {kind!r}"
-    return f"{kind} frame: {exc}"  # msgspec's message names the field, e.g. "Expected `int`, got `str` - at `$.rank`"
+    return None
 
 
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes})

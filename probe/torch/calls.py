@@ -129,7 +129,7 @@ class CallTracking(ProbeState):
             self.cur_root = None
             return
         self.cur_root = module
-        if not module.training or not torch.is_grad_enabled():
+        if not self._is_train():
             # An evaluation pass, also under no_grad with the model left in training mode (no model.eval()): it
             # begins no step. It did, and after steps slower than the flush interval the last step's row left
             # at once, so the evaluation's results waited for a step that never came at the end of a run.

@@ -236,6 +236,7 @@ class ProbeState:
         def _stop_functional(self) -> None: ...  # calls.py
         def _loss_module_call(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None: ...  # losswatch.py
         def _end_val(self) -> None: ...  # losswatch.py
+        def _is_train(self) -> bool: ...  # losswatch.py
         def _loss_switch(self, step: int) -> None: ...  # losswatch.py
         def _note_loader(self) -> None: ...  # epochs.py
         def _new_phase(self, why: str, start: int | None = None, refresh: bool = False) -> None: ...  # factbook.py
